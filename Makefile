@@ -1,0 +1,29 @@
+# ownstream — every target sets itself up: a fresh machine needs only Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+QUICK ?=
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/python -m ownstream.dev.demo
+
+test: setup
+	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check ownstream tests
+	$(BIN)/mypy ownstream
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,58 @@
+"""The PDPP error envelope, produced in exactly one place for every error the API returns."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ownstream.api.responses import JSONBody
+from ownstream.errors import OwnstreamError
+
+TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    410: "gone_error",
+    429: "rate_limit_error",
+}
+
+
+def envelope(request: Request, status: int, body: dict[str, object]) -> JSONBody:
+    request_id = getattr(request.state, "request_id", "")
+    error = {"type": TYPES.get(status, "api_error"), **body, "request_id": request_id}
+    headers = {"Request-Id": request_id}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONBody({"error": error}, status_code=status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(OwnstreamError)
+    async def domain_error(request: Request, exc: OwnstreamError) -> JSONBody:
+        return envelope(request, exc.status, exc.to_dict())
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONBody:
+        first = exc.errors()[0] if exc.errors() else {}
+        location = first.get("loc", ())
+        return envelope(
+            request,
+            400,
+            {
+                "code": "invalid_request",
+                "message": str(first.get("msg", "invalid request")),
+                "param": str(location[-1]) if location else None,
+            },
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONBody:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "api_error")
+        return envelope(request, exc.status_code, {"code": code, "message": str(exc.detail)})
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONBody:
+        return envelope(request, 500, {"code": "api_error", "message": "internal error"})

@@ -1,0 +1,122 @@
+"""`ownstream grants|token|serve`: who may read, and the HTTP server they read from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import typer
+
+from ownstream.cli.output import JsonOption, handles_errors, home_of, print_json, table
+from ownstream.errors import InvalidRequest
+from ownstream.grants.issue import issue_grant
+from ownstream.grants.tokens import mint
+
+grants_app = typer.Typer(help="Grants: what a client may read.", no_args_is_help=True)
+token_app = typer.Typer(help="Bearer tokens.", no_args_is_help=True)
+
+
+@grants_app.command("create")
+@handles_errors
+def grants_create(
+    ctx: typer.Context,
+    client_id: str = typer.Option(..., "--client-id"),
+    request: Path = typer.Option(..., "--request", help="A PDPP-style selection (JSON)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Issue a grant and its client access token (shown once)."""
+    try:
+        body = orjson.loads(request.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise InvalidRequest(f"cannot read {request}: {exc}", param="request") from exc
+    home = home_of(ctx)
+    grant, token = issue_grant(home.store, home.catalog, client_id, body)
+    payload = {"grant_id": grant.grant_id, "access_token": token, "grant": grant.to_dict()}
+    if as_json:
+        print_json(payload)
+        return
+    typer.echo(f"grant {grant.grant_id} for {client_id}")
+    for stream in grant.streams:
+        typer.echo(
+            f"  {stream.name}: {', '.join(stream.instance_ids)} fields {', '.join(stream.fields)}"
+        )
+    typer.echo(f"access token (shown once): {token}")
+
+
+@grants_app.command("list")
+@handles_errors
+def grants_list(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    grants = home_of(ctx).store.grants()
+    if as_json:
+        print_json([{**g.to_dict(), "revoked_at": g.revoked_at} for g in grants])
+        return
+    table(
+        "Grants",
+        ["grant_id", "client", "mode", "streams", "expires", "revoked"],
+        [
+            [
+                g.grant_id,
+                g.client_id,
+                g.access_mode,
+                ", ".join(s.name for s in g.streams),
+                g.expires_at,
+                g.revoked_at,
+            ]
+            for g in grants
+        ],
+    )
+
+
+@grants_app.command("show")
+@handles_errors
+def grants_show(ctx: typer.Context, grant_id: str, as_json: bool = JsonOption) -> None:
+    grant = home_of(ctx).store.grant(grant_id)
+    payload = {**grant.to_dict(), "revoked_at": grant.revoked_at}
+    if as_json:
+        print_json(payload)
+    else:
+        typer.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
+
+
+@grants_app.command("revoke")
+@handles_errors
+def grants_revoke(ctx: typer.Context, grant_id: str, as_json: bool = JsonOption) -> None:
+    """Revoke a grant; its tokens stop working on the next request."""
+    store = home_of(ctx).store
+    with store.transaction():
+        grant = store.revoke_grant(grant_id)
+    if as_json:
+        print_json({"revoked": True, "grant_id": grant.grant_id, "revoked_at": grant.revoked_at})
+    else:
+        typer.echo(f"revoked {grant.grant_id}")
+
+
+@token_app.command("owner")
+@handles_errors
+def token_owner(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Mint an owner token (shown once; stored only hashed)."""
+    store = home_of(ctx).store
+    with store.transaction():
+        token = mint(store, "owner")
+    if as_json:
+        print_json({"token_kind": "owner", "access_token": token})
+    else:
+        typer.echo(token)
+
+
+@handles_errors
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8765, "--port"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Serve the PDPP read surface and owner API over HTTP (SQLite, no other set-up)."""
+    import uvicorn
+
+    from ownstream.api.app import create_app
+
+    home = home_of(ctx)
+    if as_json:
+        print_json({"url": f"http://{host}:{port}", "home": str(home.path)})
+    uvicorn.run(create_app(home), host=host, port=port, log_level="warning")

@@ -1,0 +1,165 @@
+"""`ownstream import|run|runs|records`: collecting, and reading back what was collected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ownstream.cli.output import (
+    JsonOption,
+    handles_errors,
+    home_of,
+    print_json,
+    progress_bar,
+    table,
+)
+from ownstream.errors import InvalidRequest
+from ownstream.model import ReadScope
+from ownstream.views import batch_view, run_view
+
+runs_app = typer.Typer(help="Run history and import batches.", no_args_is_help=True)
+
+
+@handles_errors
+def import_(
+    ctx: typer.Context,
+    connector_key: str,
+    path: Path,
+    connection: str | None = typer.Option(
+        None, "--connection", help="Import into this existing connection."
+    ),
+    allow_recreate: bool = typer.Option(
+        False, "--allow-recreate", help="Re-create an identity the owner deleted."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Import an archive or file. All-or-nothing; the same bytes twice is a duplicate."""
+    home = home_of(ctx)
+    with progress_bar(not as_json, f"importing {path.name}") as on_progress:
+        result = home.runtime(on_progress).import_artifact(
+            connector_key, path, connection_id=connection, allow_recreate=allow_recreate
+        )
+    payload = result.to_dict()
+    if as_json:
+        print_json(payload)
+        return
+    counts = payload["counts"]
+    typer.echo(
+        f"{payload['status']}: batch {payload['batch_id']} → connection {payload['connection_id']}"
+    )
+    typer.echo("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for warning in payload["warnings"]:
+        typer.echo(f"  warning: {warning}")
+
+
+@handles_errors
+def run(
+    ctx: typer.Context,
+    connection_id: str | None = typer.Argument(None),
+    connector: str | None = typer.Option(
+        None, "--connector", help="Only this path (or, alone, the one connection that has it)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Collect now: a connection's runnable paths, or `--connector KEY` alone if unambiguous."""
+    home = home_of(ctx)
+    with progress_bar(not as_json, f"running {connection_id or connector}") as on_progress:
+        runtime = home.runtime(on_progress)
+        if connection_id is not None:
+            outcomes = runtime.run_connection(connection_id, connector_key=connector)
+        elif connector is not None:
+            outcomes = runtime.run_connector(connector)
+        else:
+            raise InvalidRequest("name a CONNECTION_ID or --connector KEY", param="connection_id")
+    if as_json:
+        print_json([o.to_dict() for o in outcomes])
+    else:
+        for outcome in outcomes:
+            counts = outcome.counts
+            typer.echo(
+                f"{outcome.status}: {outcome.run_id} ({outcome.connector_key}, "
+                f"{outcome.collection_mode}) new {counts.inserted}, updated {counts.updated}, "
+                f"unchanged {counts.unchanged}, deleted {counts.deleted}, "
+                f"rejected {counts.rejected}"
+            )
+            for gap in outcome.known_gaps:
+                typer.echo(
+                    f"  gap [{gap.reason}] {gap.stream or '-'}: {gap.message} "
+                    f"→ {gap.recovery_action}"
+                )
+    if any(o.status != "succeeded" for o in outcomes):
+        raise typer.Exit(1)
+
+
+@runs_app.command("list")
+@handles_errors
+def runs_list(
+    ctx: typer.Context,
+    connection: str | None = typer.Option(None, "--connection"),
+    limit: int = typer.Option(50, "--limit"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Runs and import batches, newest first, each with its acquisition method."""
+    store = home_of(ctx).store
+    if connection is not None:
+        store.connection(connection)
+    entries = [run_view(r) for r in store.runs(connection, limit=limit)]
+    entries += [batch_view(b) for b in store.batches(connection_id=connection)]
+    entries.sort(key=lambda e: e.get("started_at") or e.get("created_at") or "", reverse=True)
+    if as_json:
+        print_json(entries)
+        return
+    table(
+        "Runs and import batches",
+        ["kind", "id", "connection_id", "path", "method", "status", "when"],
+        [
+            [
+                e["kind"],
+                e.get("run_id") if e["kind"] == "run" else e["batch_id"],
+                e["connection_id"],
+                e["connector_key"],
+                e["acquisition_method"],
+                e["status"],
+                e.get("started_at") or e.get("created_at"),
+            ]
+            for e in entries
+        ],
+    )
+
+
+@handles_errors
+def records(
+    ctx: typer.Context,
+    connection_id: str,
+    stream: str,
+    limit: int = typer.Option(25, "--limit", min=1, max=1000),
+    as_json: bool = JsonOption,
+) -> None:
+    """Owner read of one connection's stream, newest first."""
+    home = home_of(ctx)
+    home.store.connection(connection_id)
+    definition = home.catalog.definition(stream)
+    scope = ReadScope(definition, (connection_id,), definition.fields)
+    page, has_more = home.store.records_page(scope, limit=limit)
+    rows = [
+        {
+            "id": r.record_key,
+            "stream": stream,
+            "connection_id": r.connection_id,
+            "emitted_at": r.emitted_at,
+            "data": r.data,
+        }
+        for r in page
+    ]
+    if as_json:
+        print_json({"data": rows, "has_more": has_more})
+        return
+    fields = list(definition.fields)[:6]
+    table(
+        f"{stream} · {connection_id}",
+        fields,
+        [[str(r.data.get(f, ""))[:40] for f in fields] for r in page],
+    )
+    if has_more:
+        typer.echo(f"… more; use --limit (showing {len(rows)})")

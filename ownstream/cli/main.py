@@ -1,0 +1,40 @@
+"""The `ownstream` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ownstream.cli import access, collect, connections
+from ownstream.cli.catalog import connectors_app, rules_app, streams_app
+
+app = typer.Typer(
+    help="ownstream: your personal data server.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    home: Path | None = typer.Option(
+        None, "--home", envvar="OWNSTREAM_HOME", help="Data directory (default ~/.ownstream)."
+    ),
+) -> None:
+    ctx.obj = {"home": home}
+
+
+app.add_typer(connectors_app, name="connectors")
+app.add_typer(streams_app, name="streams")
+app.add_typer(rules_app, name="rules")
+app.add_typer(connections.connections_app, name="connections")
+app.add_typer(collect.runs_app, name="runs")
+app.command("connect")(connections.connect)
+app.command("import")(collect.import_)
+app.command("run")(collect.run)
+app.command("records")(collect.records)
+app.add_typer(access.grants_app, name="grants")
+app.add_typer(access.token_app, name="token")
+app.command("serve")(access.serve)

@@ -1,0 +1,1 @@
+"""Spotify's "Download your data" archive: the owner-supplied path to the same four streams."""

@@ -1,0 +1,171 @@
+"""`make demo`: the flagship scenario on a fresh machine, end to end.
+
+Two Spotify accounts connect through the Web API (a local test double), an archive of the
+first account is imported and joins its connection by the `spotify-account` identity rule, an
+archive with no identity becomes its own connection, a client is granted `listening_history`,
+and `ownstream serve` starts with the curl lines to try printed first.
+
+Set DEMO_NO_SERVE=1 to stop after setting up (the smoke test does).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+from ownstream.dev.spotify_data import generate_catalog, generate_user, write_archive
+from ownstream.dev.spotify_double import SpotifyDouble
+from ownstream.grants.issue import issue_grant
+from ownstream.grants.tokens import mint
+from ownstream.home import Home
+
+DEMO_DIR = Path(os.environ.get("OWNSTREAM_DEMO_DIR", ".demo"))
+SERVE_PORT = int(os.environ.get("OWNSTREAM_DEMO_PORT", "8765"))
+
+
+def _free_port(preferred: int) -> int:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+            return port
+
+
+def build(demo_dir: Path = DEMO_DIR) -> dict[str, object]:
+    """Set up the whole scenario in `demo_dir`; returns what the banner prints."""
+    if demo_dir.exists():
+        shutil.rmtree(demo_dir)
+    archives = demo_dir / "archives"
+    catalog = generate_catalog(seed=7)
+    alice = generate_user("alice.k", seed=11, plays=4000, years=4.0, catalog=catalog)
+    bob = generate_user("bob-listens", seed=12, plays=3000, years=3.0, catalog=catalog)
+    carol = generate_user("carol.old", seed=13, plays=2500, years=5.0, catalog=catalog)
+    alice_archive = write_archive(alice, archives / "alice", kind="extended")
+    anonymous_archive = write_archive(carol, archives / "unknown", include_identity=False)
+
+    home = Home(demo_dir / "home")
+    runtime = home.runtime()
+    double = SpotifyDouble([alice, bob])
+    base_url = double.start()
+    try:
+        connections = {}
+        for user, label in ((alice, "Alice's Spotify"), (bob, "Bob's Spotify")):
+            result = runtime.connect(
+                "spotify",
+                secrets={"access_token": double.issue_token(user.id)},
+                settings={"api_base_url": base_url, "token_url": f"{base_url}/api/token"},
+                display_name=label,
+            )
+            connection_id = result.connection.connection_id
+            connections[user.id] = connection_id
+            runtime.run_connection(connection_id)
+        merged = runtime.import_artifact("spotify-export", alice_archive)
+        separate = runtime.import_artifact("spotify-export", anonymous_archive)
+        home.store.rename_connection(separate.receipt.connection_id, "Old archive (owner unknown)")
+    finally:
+        double.stop()
+
+    grant, token = issue_grant(
+        home.store,
+        home.catalog,
+        "demo-app",
+        {
+            "purpose_code": "https://ownstream.dev/purposes/listening_insights",
+            "access_mode": "continuous",
+            "streams": [
+                {
+                    "name": "listening_history",
+                    "fields": ["played_at", "track_name", "artist_name", "album_name", "ms_played"],
+                }
+            ],
+        },
+    )
+    with home.store.transaction():
+        owner_token = mint(home.store, "owner")
+    return {
+        "home": home,
+        "connections": connections,
+        "merged": merged,
+        "separate": separate,
+        "grant_id": grant.grant_id,
+        "client_token": token,
+        "owner_token": owner_token,
+        "search_term": alice.plays[-1].track.artists[0].name.split()[-1],
+    }
+
+
+def banner(result: dict[str, object], port: int) -> str:
+    home = result["home"]
+    assert isinstance(home, Home)
+    store = home.store
+    lines = ["", "ownstream demo: what was collected", ""]
+    counts = {(c["connection_id"], c["stream"]): c["record_count"] for c in store.stream_counts()}
+    for connection in store.connections():
+        paths = ", ".join(f"{p.connector_key} ({p.acquisition_method})" for p in connection.paths)
+        identity = (
+            f"{connection.identity.claim}={connection.identity.value}"
+            if connection.identity
+            else "no proven identity"
+        )
+        plays = counts.get((connection.connection_id, "listening_history"), 0)
+        lines.append(f"  {connection.connection_id}  {connection.display_name}")
+        lines.append(f"      identity: {identity}")
+        lines.append(f"      paths:    {paths}")
+        lines.append(f"      listening_history: {plays} plays")
+    merged, separate = result["merged"], result["separate"]
+    lines += [
+        "",
+        f"  alice's archive → {merged.receipt.connection_id} (joined by rule spotify-account)",  # type: ignore[attr-defined]
+        f"  unidentified archive → {separate.receipt.connection_id} (its own connection)",  # type: ignore[attr-defined]
+        "",
+        f"Client grant {result['grant_id']} (demo-app) reads listening_history from all three.",
+        "Try, while the server runs:",
+        "",
+        f"  export TOKEN={result['client_token']}",
+        f'  curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:{port}/v1/streams',
+        f'  curl -s -H "Authorization: Bearer $TOKEN" '
+        f"'http://127.0.0.1:{port}/v1/streams/listening_history/records?limit=5'",
+        f'  curl -s -H "Authorization: Bearer $TOKEN" '
+        f"'http://127.0.0.1:{port}/v1/streams/listening_history/records?limit=5&connection_id="
+        f"{merged.receipt.connection_id}'",  # type: ignore[attr-defined]
+        f'  curl -s -H "Authorization: Bearer $TOKEN" '
+        f"'http://127.0.0.1:{port}/v1/search?q={result['search_term']}&limit=5'",
+        f'  curl -s -H "Authorization: Bearer $TOKEN" '
+        f"'http://127.0.0.1:{port}/v1/streams/listening_history/records?changes_since=beginning"
+        "&limit=3'",
+        "",
+        "As the owner (provenance, paths, coverage):",
+        f"  export OWNSTREAM_HOME={home.path.resolve()}",
+        "  .venv/bin/ownstream connections list",
+        f"  .venv/bin/ownstream connections show {merged.receipt.connection_id}",  # type: ignore[attr-defined]
+        "  .venv/bin/ownstream runs list",
+        f'  curl -s -H "Authorization: Bearer {result["owner_token"]}" '
+        f"http://127.0.0.1:{port}/v1/owner/connections",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    port = _free_port(SERVE_PORT)
+    result = build()
+    print(banner(result, port), flush=True)
+    if os.environ.get("DEMO_NO_SERVE"):
+        return
+    import uvicorn
+
+    from ownstream.api.app import create_app
+
+    home = result["home"]
+    assert isinstance(home, Home)
+    print(f"Serving on http://127.0.0.1:{port} (Ctrl-C to stop)", flush=True)
+    uvicorn.run(create_app(home), host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,619 @@
+"""A local HTTP test double of the Spotify Web API and its token endpoint.
+
+Connector tests need Spotify's real response shapes, paging, cursor rules, the 50-play
+recently-played window and its failure modes (401, 429 with Retry-After, 5xx) without the network
+or real accounts. The double serves generated `SpotifyUser`s from memory on a background thread;
+tests steer it through tokens, fault injection and by appending plays to a user.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import re
+import secrets
+import socket
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from ownstream.dev.spotify_data import (
+    Play,
+    Playlist,
+    PlaylistItem,
+    SavedTrack,
+    SpotifyAlbum,
+    SpotifyArtist,
+    SpotifyTrack,
+    SpotifyUser,
+    epoch_ms,
+)
+
+SCOPE = "user-read-recently-played user-library-read playlist-read-private"
+_PLAYLIST_PATH = re.compile(r"^/v1/playlists/([^/]+)/(tracks|items)$")
+_FAULT_MESSAGES = {
+    429: "API rate limit exceeded",
+    500: "Server error",
+    502: "Bad gateway",
+    503: "Service unavailable",
+}
+_NEVER_EXPIRES = 100 * 365 * 86_400
+
+_T = TypeVar("_T")
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: Any
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class _AccessToken:
+    user_id: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class _RefreshToken:
+    user_id: str
+    client_id: str
+    client_secret: str
+
+
+@dataclass
+class _Fault:
+    path_prefix: str
+    status: int
+    remaining: int
+    retry_after: int | None
+
+
+def _api_error(status: int, message: str) -> _Reply:
+    return _Reply(status, {"error": {"status": status, "message": message}})
+
+
+def _iso_ms(moment: datetime) -> str:
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _iso_s(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _int_param(query: Mapping[str, list[str]], name: str, default: int, low: int, high: int) -> int:
+    values = query.get(name)
+    if not values:
+        return default
+    try:
+        value = int(values[0])
+    except ValueError:
+        raise _ApiError(400, f"Invalid {name}") from None
+    if not low <= value <= high:
+        raise _ApiError(400, f"Invalid {name}")
+    return value
+
+
+def _cursor_param(query: Mapping[str, list[str]], name: str) -> int | None:
+    values = query.get(name)
+    if not values:
+        return None
+    try:
+        value = int(values[0])
+    except ValueError:
+        raise _ApiError(400, f"Invalid {name} cursor") from None
+    if value < 0:
+        raise _ApiError(400, f"Invalid {name} cursor")
+    return value
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], double: SpotifyDouble) -> None:
+        self.double = double
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet when a client hangs up; anything else is a bug worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+    def drop_connections(self) -> None:
+        """Close kept-alive connections so a stopped double really stops answering."""
+        with self.connections_lock:
+            open_connections = list(self.connections)
+        for connection in open_connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out separately; avoid 40 ms stalls
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the request log lives on `SpotifyDouble.requests`, not stderr."""
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        authorization = self.headers.get("Authorization") or ""
+        reply = self.server.double._dispatch(method, self.path, authorization, body)
+        payload = b"" if reply.body is None else json.dumps(reply.body, ensure_ascii=False).encode()
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+
+class SpotifyDouble:
+    """Spotify's Web API for a fixed set of users, served from memory on 127.0.0.1.
+
+    Users are held by reference: `add_plays(double.user(id), ...)` is visible to the next request.
+    """
+
+    def __init__(self, users: Sequence[SpotifyUser], *, recently_played_window: int = 50) -> None:
+        if recently_played_window < 0:
+            raise ValueError("recently_played_window must be >= 0")
+        self._users = {user.id: user for user in users}
+        self._window = recently_played_window
+        self._lock = threading.Lock()
+        self._tokens: dict[str, _AccessToken] = {}
+        self._refresh_tokens: dict[str, _RefreshToken] = {}
+        self._faults: list[_Fault] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.base_url = ""
+        self.requests: list[tuple[str, str]] = []
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def _bind(self, host: str, port: int) -> _Server:
+        if self._server is not None:
+            raise RuntimeError("the double is already serving")
+        server = _Server((host, port), self)
+        self._server = server
+        self.base_url = f"http://{host}:{server.server_address[1]}"
+        return server
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        server = self._bind(host, port)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # a quick stop() keeps test teardown fast
+            name="spotify-double",
+            daemon=True,
+        )
+        self._thread.start()
+        return self.base_url
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.drop_connections()
+        if thread is not None:
+            thread.join()
+
+    def __enter__(self) -> SpotifyDouble:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- steering ----------------------------------------------------------------------------
+
+    def user(self, user_id: str) -> SpotifyUser:
+        return self._users[user_id]
+
+    def issue_token(self, user_id: str, *, expires_in: int = 3600, token: str | None = None) -> str:
+        """An access token for `user_id`, valid for `expires_in` seconds (0: already expired)."""
+        if user_id not in self._users:
+            raise KeyError(f"unknown user {user_id!r}")
+        token = token if token is not None else "BQ" + secrets.token_urlsafe(48)
+        with self._lock:
+            self._tokens[token] = _AccessToken(user_id, time.time() + expires_in)
+        return token
+
+    def expire_token(self, token: str) -> None:
+        with self._lock:
+            self._tokens[token] = _AccessToken(self._tokens[token].user_id, 0.0)
+
+    def issue_refresh_token(self, user_id: str, *, client_id: str, client_secret: str) -> str:
+        """A refresh token that `POST /api/token` accepts only from this client."""
+        if user_id not in self._users:
+            raise KeyError(f"unknown user {user_id!r}")
+        token = "AQ" + secrets.token_urlsafe(96)
+        with self._lock:
+            self._refresh_tokens[token] = _RefreshToken(user_id, client_id, client_secret)
+        return token
+
+    def inject_fault(
+        self, path_prefix: str, status: int, *, times: int = 1, retry_after: int | None = None
+    ) -> None:
+        """Answer `status` to the next `times` requests whose path starts with `path_prefix`."""
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        HTTPStatus(status)  # rejects codes that are not HTTP statuses
+        with self._lock:
+            self._faults.append(_Fault(path_prefix, status, times, retry_after))
+
+    # --- request handling --------------------------------------------------------------------
+
+    def _dispatch(self, method: str, target: str, authorization: str, body: bytes) -> _Reply:
+        with self._lock:
+            self.requests.append((method, target))
+        parts = urlsplit(target)
+        path = parts.path
+        query = parse_qs(parts.query, keep_blank_values=True)
+        fault = self._take_fault(path)
+        if fault is not None:
+            return fault
+        try:
+            if path == "/api/token":
+                if method != "POST":
+                    raise _ApiError(405, "Method not allowed")
+                return self._token(authorization, body)
+            route = self._route(path)
+            if route is None:
+                raise _ApiError(404, "Service not found")
+            if method != "GET":
+                raise _ApiError(405, "Method not allowed")
+            user = self._authenticate(authorization)
+            return _Reply(200, route(user, path, query, target))
+        except _ApiError as error:
+            return _api_error(error.status, error.message)
+
+    def _take_fault(self, path: str) -> _Reply | None:
+        with self._lock:
+            for fault in self._faults:
+                if path.startswith(fault.path_prefix):
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self._faults.remove(fault)
+                    break
+            else:
+                return None
+        retry_after = fault.retry_after
+        if fault.status == 429 and retry_after is None:
+            retry_after = 1
+        message = _FAULT_MESSAGES.get(fault.status) or HTTPStatus(fault.status).phrase
+        extra = () if retry_after is None else (("Retry-After", str(retry_after)),)
+        return _Reply(fault.status, {"error": {"status": fault.status, "message": message}}, extra)
+
+    def _route(
+        self, path: str
+    ) -> Callable[[SpotifyUser, str, Mapping[str, list[str]], str], Any] | None:
+        routes: dict[str, Callable[[SpotifyUser, str, Mapping[str, list[str]], str], Any]] = {
+            "/v1/me": self._me,
+            "/v1/me/player/recently-played": self._recently_played,
+            "/v1/me/tracks": self._saved_tracks,
+            "/v1/me/playlists": self._playlists,
+        }
+        if path in routes:
+            return routes[path]
+        return self._playlist_items if _PLAYLIST_PATH.match(path) else None
+
+    def _authenticate(self, authorization: str) -> SpotifyUser:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _ApiError(401, "No token provided")
+        with self._lock:
+            grant = self._tokens.get(token.strip())
+        if grant is None:
+            raise _ApiError(401, "Invalid access token")
+        if grant.expires_at <= time.time():
+            raise _ApiError(401, "The access token expired")
+        return self._users[grant.user_id]
+
+    def _token(self, authorization: str, body: bytes) -> _Reply:
+        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        client_id, client_secret = form.get("client_id", ""), form.get("client_secret", "")
+        scheme, _, encoded = authorization.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                decoded = ""
+            client_id, _, client_secret = decoded.partition(":")
+        grant_type = form.get("grant_type")
+        if grant_type is None:
+            return _oauth_error("unsupported_grant_type", "grant_type parameter is missing")
+        if grant_type != "refresh_token":
+            return _oauth_error("unsupported_grant_type", "grant_type is not supported")
+        with self._lock:
+            grant = self._refresh_tokens.get(form.get("refresh_token", ""))
+        if grant is None:
+            return _oauth_error("invalid_grant", "Invalid refresh token")
+        if (client_id, client_secret) != (grant.client_id, grant.client_secret):
+            return _oauth_error("invalid_client", "Invalid client")
+        access = self.issue_token(grant.user_id)
+        return _Reply(
+            200,
+            {"access_token": access, "token_type": "Bearer", "expires_in": 3600, "scope": SCOPE},
+        )
+
+    # --- endpoints ---------------------------------------------------------------------------
+
+    def _me(self, user: SpotifyUser, path: str, query: Mapping[str, list[str]], target: str) -> Any:
+        return {
+            "country": user.country,
+            "display_name": user.display_name,
+            "email": user.email,
+            "external_urls": {"spotify": f"https://open.spotify.com/user/{user.id}"},
+            "followers": {"href": None, "total": zlib.crc32(user.id.encode()) % 40},
+            "href": f"{self.base_url}/v1/users/{user.id}",
+            "id": user.id,
+            "images": [],
+            "product": user.product,
+            "type": "user",
+            "uri": f"spotify:user:{user.id}",
+        }
+
+    def _recently_played(
+        self, user: SpotifyUser, path: str, query: Mapping[str, list[str]], target: str
+    ) -> Any:
+        """Newest first, drawn only from the latest `recently_played_window` plays."""
+        limit = _int_param(query, "limit", 20, 1, 50)
+        after, before = _cursor_param(query, "after"), _cursor_param(query, "before")
+        if after is not None and before is not None:
+            raise _ApiError(400, "Only one of after or before may be specified")
+        window: list[Play] = user.plays[-self._window :] if self._window else []
+        if after is not None:
+            candidates = [p for p in window if epoch_ms(p.played_at) > after]
+        elif before is not None:
+            candidates = [p for p in window if epoch_ms(p.played_at) < before]
+        else:
+            candidates = window
+        chosen = candidates[-limit:][::-1]
+        page: dict[str, Any] = {
+            "href": f"{self.base_url}{target}",
+            "limit": limit,
+            "next": None,
+            "cursors": None,
+            "items": [
+                {"track": self._track(p.track), "played_at": _iso_ms(p.played_at), "context": None}
+                for p in chosen
+            ],
+        }
+        if chosen:
+            newest, oldest = epoch_ms(chosen[0].played_at), epoch_ms(chosen[-1].played_at)
+            page["cursors"] = {"after": str(newest), "before": str(oldest)}
+            if epoch_ms(window[0].played_at) < oldest:
+                page["next"] = f"{self.base_url}{path}?before={oldest}&limit={limit}"
+        return page
+
+    def _saved_tracks(
+        self, user: SpotifyUser, path: str, query: Mapping[str, list[str]], target: str
+    ) -> Any:
+        saved = sorted(user.saved_tracks, key=lambda s: s.added_at, reverse=True)
+
+        def render(item: SavedTrack) -> Any:
+            return {"added_at": _iso_s(item.added_at), "track": self._track(item.track)}
+
+        return self._page(path, query, saved, render, max_limit=50, default_limit=20)
+
+    def _playlists(
+        self, user: SpotifyUser, path: str, query: Mapping[str, list[str]], target: str
+    ) -> Any:
+        def render(playlist: Playlist) -> Any:
+            return self._simplified_playlist(user, playlist)
+
+        return self._page(path, query, list(user.playlists), render, max_limit=50, default_limit=20)
+
+    def _playlist_items(
+        self, user: SpotifyUser, path: str, query: Mapping[str, list[str]], target: str
+    ) -> Any:
+        match = _PLAYLIST_PATH.match(path)
+        assert match is not None
+        playlist = next((p for p in user.playlists if p.id == match.group(1)), None)
+        if playlist is None:
+            raise _ApiError(404, "Resource not found")
+        added_by = self._user_ref(user)
+
+        def render(item: PlaylistItem) -> Any:
+            return {
+                "added_at": _iso_s(item.added_at),
+                "added_by": added_by,
+                "is_local": False,
+                "track": self._track(item.track),
+            }
+
+        return self._page(
+            path, query, list(playlist.items), render, max_limit=100, default_limit=100
+        )
+
+    # --- object shapes -----------------------------------------------------------------------
+
+    def _page(
+        self,
+        path: str,
+        query: Mapping[str, list[str]],
+        items: Sequence[_T],
+        render: Callable[[_T], Any],
+        *,
+        max_limit: int,
+        default_limit: int,
+    ) -> Any:
+        limit = _int_param(query, "limit", default_limit, 1, max_limit)
+        offset = _int_param(query, "offset", 0, 0, 1_000_000_000)
+        total = len(items)
+
+        def url(at: int) -> str:
+            return f"{self.base_url}{path}?offset={at}&limit={limit}"
+
+        return {
+            "href": url(offset),
+            "items": [render(item) for item in items[offset : offset + limit]],
+            "limit": limit,
+            "next": url(offset + limit) if offset + limit < total else None,
+            "offset": offset,
+            "previous": url(max(0, offset - limit)) if offset > 0 else None,
+            "total": total,
+        }
+
+    def _user_ref(self, user: SpotifyUser) -> Any:
+        return {
+            "external_urls": {"spotify": f"https://open.spotify.com/user/{user.id}"},
+            "href": f"{self.base_url}/v1/users/{user.id}",
+            "id": user.id,
+            "type": "user",
+            "uri": f"spotify:user:{user.id}",
+        }
+
+    def _simplified_playlist(self, user: SpotifyUser, playlist: Playlist) -> Any:
+        return {
+            "collaborative": playlist.collaborative,
+            "description": playlist.description,
+            "external_urls": {"spotify": f"https://open.spotify.com/playlist/{playlist.id}"},
+            "href": f"{self.base_url}/v1/playlists/{playlist.id}",
+            "id": playlist.id,
+            "images": [],
+            "name": playlist.name,
+            "owner": {**self._user_ref(user), "display_name": user.display_name},
+            "public": playlist.public,
+            "snapshot_id": playlist.snapshot_id,
+            "tracks": {
+                "href": f"{self.base_url}/v1/playlists/{playlist.id}/tracks",
+                "total": len(playlist.items),
+            },
+            "type": "playlist",
+            "uri": f"spotify:playlist:{playlist.id}",
+        }
+
+    def _artist(self, artist: SpotifyArtist) -> Any:
+        return {
+            "external_urls": {"spotify": f"https://open.spotify.com/artist/{artist.id}"},
+            "href": f"{self.base_url}/v1/artists/{artist.id}",
+            "id": artist.id,
+            "name": artist.name,
+            "type": "artist",
+            "uri": f"spotify:artist:{artist.id}",
+        }
+
+    def _album(self, album: SpotifyAlbum) -> Any:
+        return {
+            "album_type": "album",
+            "artists": [self._artist(a) for a in album.artists],
+            "external_urls": {"spotify": f"https://open.spotify.com/album/{album.id}"},
+            "href": f"{self.base_url}/v1/albums/{album.id}",
+            "id": album.id,
+            "images": [],
+            "name": album.name,
+            "release_date": album.release_date,
+            "release_date_precision": "day",
+            "total_tracks": album.total_tracks,
+            "type": "album",
+            "uri": f"spotify:album:{album.id}",
+        }
+
+    def _track(self, track: SpotifyTrack) -> Any:
+        return {
+            "album": self._album(track.album),
+            "artists": [self._artist(a) for a in track.artists],
+            "available_markets": [],
+            "disc_number": 1,
+            "duration_ms": track.duration_ms,
+            "explicit": False,
+            "external_ids": {},
+            "external_urls": {"spotify": f"https://open.spotify.com/track/{track.id}"},
+            "href": f"{self.base_url}/v1/tracks/{track.id}",
+            "id": track.id,
+            "is_local": False,
+            "name": track.name,
+            "popularity": track.popularity,
+            "preview_url": None,
+            "track_number": track.track_number,
+            "type": "track",
+            "uri": track.uri,
+        }
+
+
+def _oauth_error(error: str, description: str) -> _Reply:
+    return _Reply(400, {"error": error, "error_description": description})
+
+
+def serve(
+    host: str,
+    port: int,
+    users: Sequence[SpotifyUser],
+    tokens: Mapping[str, str],
+    *,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until interrupted; `tokens` maps fixed access tokens (that never expire) to users.
+
+    `on_ready` receives the base URL once the socket is bound, which matters when `port` is 0.
+    """
+    double = SpotifyDouble(users)
+    for token, user_id in tokens.items():
+        double.issue_token(user_id, token=token, expires_in=_NEVER_EXPIRES)
+    server = double._bind(host, port)
+    if on_ready is not None:
+        on_ready(double.base_url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        server.drop_connections()

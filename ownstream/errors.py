@@ -1,0 +1,243 @@
+"""The one vocabulary of typed domain errors.
+
+Each error carries its PDPP error code and HTTP status so the CLI and the HTTP layer report the
+same thing; the HTTP layer turns them into the PDPP envelope in one place (`api/errors.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OwnstreamError(Exception):
+    """Base of every error ownstream reports to an owner or a client."""
+
+    code = "api_error"
+    status = 500
+
+    def __init__(self, message: str, *, param: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.param is not None:
+            body["param"] = self.param
+        body.update(self.extra)
+        return body
+
+
+# 400 — the request or the input is wrong
+class InvalidRequest(OwnstreamError):
+    """A malformed request."""
+
+    code = "invalid_request"
+    status = 400
+
+
+class InvalidArgument(OwnstreamError):
+    """A parameter has a bad value."""
+
+    code = "invalid_argument"
+    status = 400
+
+
+class InvalidCursor(OwnstreamError):
+    """A cursor that is not ours or is stale."""
+
+    code = "invalid_cursor"
+    status = 400
+
+
+class UnknownField(OwnstreamError):
+    """A field the stream does not declare."""
+
+    code = "unknown_field"
+    status = 400
+
+
+class InvalidManifest(OwnstreamError):
+    """A connector manifest failed validation."""
+
+    code = "invalid_manifest"
+    status = 400
+
+
+class InvalidDefinition(OwnstreamError):
+    """A stream definition failed validation."""
+
+    code = "invalid_stream_definition"
+    status = 400
+
+
+class IncompatibleDefinition(OwnstreamError):
+    """A connector claims a shared stream definition but differs from it."""
+
+    code = "incompatible_stream_definition"
+    status = 400
+
+
+class InvalidRule(OwnstreamError):
+    """An identity rule failed validation."""
+
+    code = "invalid_identity_rule"
+    status = 400
+
+
+class InvalidArtifact(OwnstreamError):
+    """An archive or file that cannot be imported safely."""
+
+    code = "invalid_artifact"
+    status = 400
+
+
+class ProtocolViolation(OwnstreamError):
+    """A connector broke the run protocol."""
+
+    code = "protocol_violation"
+    status = 400
+
+
+# 401 / 403 — who is asking and what they may see
+class AuthenticationError(OwnstreamError):
+    """No valid bearer token."""
+
+    code = "authentication_error"
+    status = 401
+
+
+class GrantExpired(OwnstreamError):
+    """The grant has expired."""
+
+    code = "grant_expired"
+    status = 403
+
+
+class GrantRevoked(OwnstreamError):
+    """The grant was revoked."""
+
+    code = "grant_revoked"
+    status = 403
+
+
+class GrantStreamNotAllowed(OwnstreamError):
+    """The grant does not cover that stream."""
+
+    code = "grant_stream_not_allowed"
+    status = 403
+
+
+class FieldNotGranted(OwnstreamError):
+    """The grant does not cover a field."""
+
+    code = "field_not_granted"
+    status = 403
+
+
+class InsufficientScope(OwnstreamError):
+    """The token may not perform this operation."""
+
+    code = "insufficient_scope"
+    status = 403
+
+
+# 404 / 409 / 410 — what exists, what conflicts, what is gone
+class NotFound(OwnstreamError):
+    """No such thing."""
+
+    code = "not_found"
+    status = 404
+
+
+class ConnectionNotFound(OwnstreamError):
+    """No such connection (or not visible to you)."""
+
+    code = "connection_not_found"
+    status = 404
+
+
+class UnknownStream(OwnstreamError):
+    """No such stream definition."""
+
+    code = "unknown_stream"
+    status = 404
+
+
+class UnknownConnector(OwnstreamError):
+    """No such connector."""
+
+    code = "unknown_connector"
+    status = 404
+
+
+class AmbiguousConnection(OwnstreamError):
+    """Several connections match; name one with connection_id."""
+
+    code = "ambiguous_connection"
+    status = 409
+
+
+class IdentityUnproven(OwnstreamError):
+    """Nothing proves that this source is the account of the target connection."""
+
+    code = "identity_unproven"
+    status = 409
+
+
+class IdentityMismatch(OwnstreamError):
+    """The source proved an identity different from the target connection's."""
+
+    code = "identity_mismatch"
+    status = 409
+
+
+class ConnectionTombstoned(OwnstreamError):
+    """That identity's connection was deleted; the owner must re-create it explicitly."""
+
+    code = "connection_tombstoned"
+    status = 409
+
+
+class ConnectionNotWritable(OwnstreamError):
+    """The connection is revoked."""
+
+    code = "connection_not_writable"
+    status = 409
+
+
+class ConnectionRunActive(OwnstreamError):
+    """A run of this connection is in progress."""
+
+    code = "connection_run_active"
+    status = 409
+
+
+class ConnectorNotRunnable(OwnstreamError):
+    """That acquisition path cannot run here."""
+
+    code = "connector_not_runnable"
+    status = 409
+
+
+class CursorExpired(OwnstreamError):
+    """The change token is too old; re-sync."""
+
+    code = "cursor_expired"
+    status = 410
+
+
+# 5xx-ish — a run that could not go on
+class CredentialUnavailable(OwnstreamError):
+    """The connection needs a credential it does not have."""
+
+    code = "credential_unavailable"
+    status = 409
+
+
+class RunFailed(OwnstreamError):
+    """The connector run failed."""
+
+    code = "run_failed"
+    status = 502

@@ -1,0 +1,1 @@
+"""Who may see what: grants, bearer tokens, and the read scopes the store enforces."""

@@ -1,0 +1,58 @@
+"""Bearer tokens: random, shown once, stored only as a SHA-256 hash, checked in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+from ownstream.clock import iso, now_iso, random_id, utc_now
+from ownstream.errors import AuthenticationError, GrantExpired, GrantRevoked
+from ownstream.model import Bearer
+from ownstream.store.base import Store
+
+PREFIX = {"owner": "oso_", "client": "osc_"}
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def mint(
+    store: Store, kind: str, *, grant_id: str | None = None, ttl_seconds: int | None = None
+) -> str:
+    token = PREFIX[kind] + secrets.token_urlsafe(32)
+    expires_at = iso(utc_now() + timedelta(seconds=ttl_seconds)) if ttl_seconds else None
+    store.save_token(
+        token_hash=_hash(token),
+        token_id=random_id("tok"),
+        kind=kind,
+        grant_id=grant_id,
+        expires_at=expires_at,
+    )
+    return token
+
+
+def authenticate(store: Store, authorization: str | None) -> Bearer:
+    """Resolve `Authorization: Bearer …`; expiry and revocation apply on every request."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise AuthenticationError("send Authorization: Bearer <token>")
+    token = authorization[7:].strip()
+    digest = _hash(token)
+    row = store.token(digest)
+    if row is None or not hmac.compare_digest(row["token_hash"], digest):
+        raise AuthenticationError("the bearer token is not valid")
+    now = now_iso()
+    if row["revoked_at"] is not None and row["kind"] == "owner":
+        raise AuthenticationError("the bearer token was revoked")
+    if row["expires_at"] is not None and row["expires_at"] <= now:
+        raise AuthenticationError("the bearer token has expired")
+    if row["kind"] == "owner":
+        return Bearer("owner", row["token_id"])
+    grant = store.grant(row["grant_id"])
+    if grant.revoked_at is not None:
+        raise GrantRevoked(f"grant {grant.grant_id} was revoked", grant_id=grant.grant_id)
+    if grant.expires_at is not None and grant.expires_at <= now:
+        raise GrantExpired(f"grant {grant.grant_id} expired at {grant.expires_at}")
+    return Bearer("client", row["token_id"], grant)

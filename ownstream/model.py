@@ -1,0 +1,314 @@
+"""Small typed models shared by every layer.
+
+They say what a thing is; the store persists them, the runtime produces them, the API renders
+them. Nothing here touches SQL, HTTP or a subprocess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Semantics = Literal["append_only", "mutable_state"]
+AcquisitionMethod = Literal["provider_api", "owner_artifact", "browser_polyfill", "device_sync"]
+ACQUISITION_METHODS: tuple[str, ...] = (
+    "provider_api",
+    "owner_artifact",
+    "browser_polyfill",
+    "device_sync",
+)
+ConnectionStatus = Literal["active", "paused", "revoked"]
+CollectionMode = Literal["full_refresh", "incremental", "identify"]
+RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class StreamDefinition:
+    """A normalized stream: its semantics, key and record shape. Shared across connectors."""
+
+    name: str
+    version: int
+    semantics: Semantics
+    primary_key: tuple[str, ...]
+    schema: dict[str, Any]
+    description: str = ""
+    cursor_field: str | None = None
+    consent_time_field: str | None = None
+    searchable_fields: tuple[str, ...] = ()
+    shared: bool = True
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Top-level fields, the unit of grant projection."""
+        return tuple(self.schema.get("properties", {}))
+
+
+@dataclass(frozen=True)
+class SetupField:
+    name: str
+    env: str
+    default: str | None = None
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class RefreshPolicy:
+    recommended_mode: Literal["automatic", "manual", "paused"] = "manual"
+    recommended_interval_seconds: int | None = None
+    maximum_staleness_seconds: int | None = None
+    background_safe: bool = False
+
+
+@dataclass(frozen=True)
+class ConnectorManifest:
+    """A connector type: how it runs and which streams it emits. Never a connection."""
+
+    connector_key: str
+    version: str
+    display_name: str
+    source: str
+    acquisition_method: AcquisitionMethod
+    streams: tuple[StreamDefinition, ...]
+    secrets: tuple[SetupField, ...] = ()
+    settings: tuple[SetupField, ...] = ()
+    refresh_policy: RefreshPolicy = RefreshPolicy()
+    identity_claim: str | None = None
+    command: tuple[str, ...] | None = None
+    python_entry: str | None = None
+    base_dir: str | None = None
+    manifest_uri: str | None = None
+    builtin: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def stream(self, name: str) -> StreamDefinition | None:
+        return next((s for s in self.streams if s.name == name), None)
+
+    @property
+    def path(self) -> AcquisitionPath:
+        return AcquisitionPath(self.connector_key, self.acquisition_method)
+
+
+@dataclass(frozen=True)
+class AcquisitionPath:
+    """How records reach a connection: a connector key and its acquisition method. Provenance."""
+
+    connector_key: str
+    acquisition_method: str
+
+
+@dataclass(frozen=True)
+class IdentityRule:
+    """Declares that connections of these connectors proving equal `claim` values are one source."""
+
+    rule_id: str
+    version: int
+    source: str
+    claim: str
+    connector_keys: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class IdentityEvidence:
+    """What a connector proved about the account it reads, via an IDENTITY message."""
+
+    claim: str
+    value: str
+    connector_key: str
+
+
+@dataclass(frozen=True)
+class ConnectionIdentity:
+    claim: str
+    value: str
+    proven_by: str
+    rule_id: str | None = None
+    proven_at: str | None = None
+
+
+@dataclass(frozen=True)
+class AttachedPath:
+    connector_key: str
+    acquisition_method: str
+    attached_at: str
+    proved_identity: bool
+    rule_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Connection:
+    connection_id: str
+    owner_id: str
+    source: str
+    display_name: str
+    display_name_is_placeholder: bool
+    status: ConnectionStatus
+    created_at: str
+    updated_at: str
+    identity: ConnectionIdentity | None = None
+    paths: tuple[AttachedPath, ...] = ()
+    revoked_at: str | None = None
+
+    def has_path(self, connector_key: str) -> bool:
+        return any(p.connector_key == connector_key for p in self.paths)
+
+    @property
+    def client_display_name(self) -> str | None:
+        """The label clients may see: only a meaningful, owner-given one."""
+        return None if self.display_name_is_placeholder else self.display_name
+
+
+@dataclass(frozen=True)
+class RecordWrite:
+    """One validated RECORD, ready for the store."""
+
+    stream: str
+    record_key: str
+    data: dict[str, Any]
+    emitted_at: str
+    op: Literal["upsert", "delete"] = "upsert"
+
+
+@dataclass(frozen=True)
+class KnownGap:
+    """Something a run could not collect, with the path that produced it and what to do."""
+
+    kind: str
+    reason: str
+    message: str
+    connector_key: str
+    acquisition_method: str
+    stream: str | None = None
+    severity: str = "actionable"
+    recovery_action: str = "unknown"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "reason": self.reason,
+            "message": self.message,
+            "stream": self.stream,
+            "severity": self.severity,
+            "recovery_hint": {"action": self.recovery_action},
+            "connector_key": self.connector_key,
+            "acquisition_method": self.acquisition_method,
+        }
+
+
+@dataclass
+class RunCounts:
+    emitted: int = 0
+    accepted: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    delete_deferred: int = 0
+    rejected: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """The run (and, for an import, the batch) that writes: every record it touches links here."""
+
+    run_id: str
+    connection_id: str
+    connector_key: str
+    acquisition_method: str
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    path: str
+    name: str
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class ReadScope:
+    """What a bearer may read from one stream; the store applies every part of it in SQL."""
+
+    stream: StreamDefinition
+    connection_ids: tuple[str, ...]
+    fields: tuple[str, ...]
+    time_field: str | None = None
+    since: str | None = None
+    until: str | None = None
+    resources: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class StreamGrant:
+    """One stream of a grant: explicit connections, the authoritative field projection, limits."""
+
+    name: str
+    instance_ids: tuple[str, ...]
+    fields: tuple[str, ...]
+    time_field: str | None = None
+    since: str | None = None
+    until: str | None = None
+    resources: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "name": self.name,
+            "instance_ids": list(self.instance_ids),
+            "fields": list(self.fields),
+        }
+        if self.time_field is not None:
+            entry["time_constraint"] = {
+                "field": self.time_field,
+                **({"since": self.since} if self.since else {}),
+                **({"until": self.until} if self.until else {}),
+            }
+        if self.resources is not None:
+            entry["resources"] = list(self.resources)
+        return entry
+
+
+@dataclass(frozen=True)
+class Grant:
+    """An owner-approved, immutable permission for one client. Lifecycle lives beside it."""
+
+    grant_id: str
+    client_id: str
+    purpose_code: str
+    access_mode: Literal["single_use", "continuous"]
+    issued_at: str
+    expires_at: str | None
+    streams: tuple[StreamGrant, ...]
+    subject_id: str = "owner"
+    client_display: str | None = None
+    purpose_description: str | None = None
+    revoked_at: str | None = None
+
+    def stream(self, name: str) -> StreamGrant | None:
+        return next((s for s in self.streams if s.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": "0.1.0",
+            "grant_id": self.grant_id,
+            "issued_at": self.issued_at,
+            "subject": {"id": self.subject_id},
+            "client": {"client_id": self.client_id, "client_display": self.client_display},
+            "purpose_code": self.purpose_code,
+            "purpose_description": self.purpose_description,
+            "access_mode": self.access_mode,
+            "streams": [s.to_dict() for s in self.streams],
+            "expires_at": self.expires_at,
+        }
+
+
+@dataclass(frozen=True)
+class Bearer:
+    """Who is asking: the owner, or a client holding one grant."""
+
+    kind: Literal["owner", "client"]
+    token_id: str
+    grant: Grant | None = None

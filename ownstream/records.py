@@ -1,0 +1,120 @@
+"""Pure rules about records, shared by the runtime and every store backend.
+
+Keys, sortable cursor values, consent times, the multi-path merge policy and the change diff
+live here so a second backend applies exactly the same semantics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ownstream.clock import iso, parse_iso
+from ownstream.model import StreamDefinition
+
+
+def key_part(value: Any) -> str | None:
+    """The string form of one primary-key value, or None when it cannot be a key part."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def canonical_key(definition: StreamDefinition, data: dict[str, Any]) -> str | None:
+    """The canonical record key of `data`: the value itself, or minified JSON for compound keys."""
+    parts = [key_part(data.get(field)) for field in definition.primary_key]
+    if any(part is None for part in parts):
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return orjson.dumps(parts).decode()
+
+
+def message_key(key: Any) -> str | None:
+    """Canonicalize the `key` of a RECORD message (a string, or a list in primary-key order)."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, list) and key:
+        parts = [key_part(part) for part in key]
+        if any(part is None for part in parts):
+            return None
+        return parts[0] if len(parts) == 1 else orjson.dumps(parts).decode()
+    return None
+
+
+def sortable(value: Any) -> str:
+    """A text that sorts like `value`: ISO times and strings as they are, numbers padded.
+
+    Records without a cursor value get '' and so sort first ascending, last descending.
+    """
+    if value is None or isinstance(value, bool):
+        return ""
+    if isinstance(value, int | float):
+        return f"{float(value):+024.6f}" if value < 0 else f"{float(value):024.6f}"
+    return str(value)
+
+
+def consent_time(definition: StreamDefinition, data: dict[str, Any]) -> str | None:
+    """The record's consent time as normalized UTC ISO, or None (which no time window admits)."""
+    if definition.consent_time_field is None:
+        return None
+    return normalize_time(data.get(definition.consent_time_field))
+
+
+def normalize_time(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return iso(parse_iso(value))
+    except ValueError:
+        return None
+
+
+def merge(
+    old: dict[str, Any], new: dict[str, Any], *, semantics: str, other_paths: bool
+) -> dict[str, Any]:
+    """The data a record holds after `new` arrives on top of `old`.
+
+    - Fields the new write supplies win.
+    - Fields only the old data has are kept when the record is also evidenced by another
+      acquisition path (that path supplied them) and always on append-only streams, whose
+      records are events that later writes may enrich but never shrink.
+    - A mutable-state record evidenced only by the writing path is replaced wholesale, so the
+      path can remove a field it no longer reports.
+    """
+    if semantics == "append_only" or other_paths:
+        return {**old, **new}
+    return new
+
+
+def changed_fields(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
+    """Top-level fields whose value differs (all fields of whichever side exists alone)."""
+    old = old or {}
+    new = new or {}
+    return sorted(
+        k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k, _MISSING)
+    )
+
+
+_MISSING = object()
+
+
+def project(data: dict[str, Any], fields: tuple[str, ...] | frozenset[str]) -> dict[str, Any]:
+    """Grant projection: only the named top-level fields."""
+    return {k: v for k, v in data.items() if k in fields}
+
+
+def search_text(value: Any) -> str:
+    """The text the search index holds for one field value."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return " ".join(search_text(v) for v in value)
+    if isinstance(value, dict):
+        return " ".join(search_text(v) for v in value.values())
+    return str(value)

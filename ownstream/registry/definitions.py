@@ -1,0 +1,134 @@
+"""Stream definitions: parsing, validation, and the compatibility rule for shared definitions."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from ownstream.errors import IncompatibleDefinition, InvalidDefinition
+from ownstream.model import StreamDefinition
+
+STREAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_SEARCHABLE_FIELDS = 8  # the search index has this many field slots
+
+
+def parse_definition(raw: Any, *, shared: bool = True) -> StreamDefinition:
+    """Validate a definition document and build the model; errors name the stream."""
+    if not isinstance(raw, dict):
+        raise InvalidDefinition("a stream definition must be a JSON object")
+    name = raw.get("name")
+    if not isinstance(name, str) or not STREAM_NAME.match(name):
+        raise InvalidDefinition(
+            f"stream name {name!r} must match {STREAM_NAME.pattern}", param="name"
+        )
+
+    def fail(message: str, param: str) -> InvalidDefinition:
+        return InvalidDefinition(f"stream {name!r}: {message}", param=param, stream=name)
+
+    semantics = raw.get("semantics")
+    if semantics not in ("append_only", "mutable_state"):
+        raise fail("semantics must be 'append_only' or 'mutable_state'", "semantics")
+    version = raw.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise fail("version must be a positive integer", "version")
+    schema = raw.get("schema")
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        raise fail("schema must be a JSON Schema object with type 'object'", "schema")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise fail(f"schema is not valid JSON Schema 2020-12: {exc.message}", "schema") from exc
+    properties = schema.get("properties")
+    if not isinstance(properties, dict) or not properties:
+        raise fail("schema must declare its top-level properties", "schema.properties")
+
+    primary_key = raw.get("primary_key")
+    if isinstance(primary_key, str):
+        primary_key = [primary_key]
+    if not isinstance(primary_key, list) or not primary_key:
+        raise fail("primary_key must be a non-empty list of field names", "primary_key")
+    for key_field in primary_key:
+        if key_field not in properties:
+            raise fail(f"primary_key field {key_field!r} is not in the schema", "primary_key")
+        if key_field not in schema.get("required", []):
+            raise fail(f"primary_key field {key_field!r} must be required", "primary_key")
+    for attr in ("cursor_field", "consent_time_field"):
+        value = raw.get(attr)
+        if value is not None and value not in properties:
+            raise fail(f"{attr} {value!r} is not in the schema", attr)
+    searchable = raw.get("searchable_fields", [])
+    if not isinstance(searchable, list) or any(f not in properties for f in searchable):
+        raise fail("searchable_fields must name fields of the schema", "searchable_fields")
+    if len(searchable) > MAX_SEARCHABLE_FIELDS:
+        raise fail(f"at most {MAX_SEARCHABLE_FIELDS} searchable fields", "searchable_fields")
+    return StreamDefinition(
+        name=name,
+        version=version,
+        semantics=semantics,
+        primary_key=tuple(primary_key),
+        schema=schema,
+        description=str(raw.get("description", "")),
+        cursor_field=raw.get("cursor_field"),
+        consent_time_field=raw.get("consent_time_field"),
+        searchable_fields=tuple(searchable),
+        shared=shared,
+    )
+
+
+def definition_document(definition: StreamDefinition) -> dict[str, Any]:
+    """The JSON form of a definition, as shipped and as listed."""
+    return {
+        "name": definition.name,
+        "version": definition.version,
+        "semantics": definition.semantics,
+        "primary_key": list(definition.primary_key),
+        "cursor_field": definition.cursor_field,
+        "consent_time_field": definition.consent_time_field,
+        "searchable_fields": list(definition.searchable_fields),
+        "description": definition.description,
+        "schema": definition.schema,
+    }
+
+
+def _types(prop: Any) -> frozenset[str]:
+    kind = prop.get("type") if isinstance(prop, dict) else None
+    if kind is None:
+        return frozenset()
+    return frozenset([kind] if isinstance(kind, str) else kind)
+
+
+def check_compatible(
+    shared: StreamDefinition, claimed: StreamDefinition, connector_key: str
+) -> None:
+    """Refuse a connector whose inline stream claims a shared name but differs from it.
+
+    Compatible means: same semantics, same primary key, same cursor and consent-time fields,
+    and every field the connector declares exists in the shared schema with the same type.
+    """
+    where = f"connector {connector_key!r} stream {shared.name!r}"
+
+    def differ(what: str, ours: Any, theirs: Any) -> IncompatibleDefinition:
+        return IncompatibleDefinition(
+            f"{where}: {what} is {theirs!r} but the shared definition has {ours!r}",
+            stream=shared.name,
+            difference=what,
+        )
+
+    if claimed.semantics != shared.semantics:
+        raise differ("semantics", shared.semantics, claimed.semantics)
+    if claimed.primary_key != shared.primary_key:
+        raise differ("primary_key", list(shared.primary_key), list(claimed.primary_key))
+    for attr in ("cursor_field", "consent_time_field"):
+        theirs = getattr(claimed, attr)
+        if theirs is not None and theirs != getattr(shared, attr):
+            raise differ(attr, getattr(shared, attr), theirs)
+    shared_props = shared.schema["properties"]
+    for name, prop in claimed.schema["properties"].items():
+        if name not in shared_props:
+            raise differ(f"field {name!r}", None, "declared")
+        ours, theirs = _types(shared_props[name]), _types(prop)
+        if ours and theirs and ours != theirs:
+            raise differ(f"type of field {name!r}", sorted(ours), sorted(theirs))

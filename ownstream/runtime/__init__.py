@@ -1,0 +1,1 @@
+"""Running connectors: the wire protocol, transports, the run lifecycle and imports."""

@@ -1,0 +1,291 @@
+"""The Store interface: semantic operations, so another backend is a second implementation.
+
+Callers never see tables. Writes are per acquisition (a run or an import batch); reads take a
+`ReadScope` that the store applies in its queries, so no caller can forget a grant filter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ownstream.model import (
+    Acquisition,
+    Connection,
+    ConnectionIdentity,
+    Grant,
+    ReadScope,
+    RecordWrite,
+    StreamDefinition,
+)
+from ownstream.search import Term
+
+
+@dataclass
+class WriteStats:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    delete_deferred: int = 0
+
+    def add(self, other: WriteStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(frozen=True)
+class RecordPosition:
+    """Where a page ended, in the merged (cursor value, connection, key) order."""
+
+    cursor_value: str
+    connection_id: str
+    record_key: str
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    connection_id: str
+    stream: str
+    record_key: str
+    data: dict[str, Any]
+    emitted_at: str
+    cursor_value: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    connection_id: str
+    connector_key: str
+    acquisition_method: str
+    trigger: str
+    collection_mode: str
+    status: str
+    started_at: str
+    ended_at: str | None
+    counts: dict[str, Any] = field(default_factory=dict)
+    known_gaps: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchReceipt:
+    """An import's receipt: what one artifact contributed to one connection."""
+
+    batch_id: str
+    run_id: str
+    connection_id: str
+    connector_key: str
+    acquisition_method: str
+    parser_version: str
+    artifact_sha256: str
+    artifact_name: str
+    artifact_size: int
+    status: str
+    counts: dict[str, int]
+    window_start: str | None
+    window_end: str | None
+    warnings: list[str]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ChangedRecord:
+    connection_id: str
+    stream: str
+    record_key: str
+    data: dict[str, Any] | None  # None for a tombstone
+    emitted_at: str
+    deleted: bool
+    deleted_at: str | None
+    seq: int
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    rowid: int
+    connection_id: str
+    stream: str
+    record_key: str
+    data: dict[str, Any]  # grant-projected: only what matched_fields/snippets may draw on
+    emitted_at: str
+
+
+
+class Store(Protocol):
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+    def close(self) -> None: ...
+
+    def meta(self, key: str) -> str | None: ...
+
+    # registrations
+    def registrations(self, kind: str) -> list[tuple[dict[str, Any], str | None]]: ...
+
+    def save_registration(
+        self, kind: str, key: str, document: dict[str, Any], base_dir: str | None
+    ) -> None: ...
+
+    # connections
+    def create_connection(
+        self,
+        *,
+        owner_id: str,
+        source: str,
+        display_name: str,
+        display_name_is_placeholder: bool,
+        identity: ConnectionIdentity | None,
+        seed: str,
+    ) -> Connection: ...
+
+    def attach_path(
+        self,
+        connection_id: str,
+        *,
+        connector_key: str,
+        acquisition_method: str,
+        proved_identity: bool,
+        rule_id: str | None,
+    ) -> None: ...
+
+    def connection(self, connection_id: str) -> Connection: ...
+
+    def connections(
+        self,
+        *,
+        source: str | None = None,
+        connector_key: str | None = None,
+        connection_ids: Sequence[str] | None = None,
+    ) -> list[Connection]: ...
+
+    def rename_connection(self, connection_id: str, display_name: str) -> Connection: ...
+
+    def identity_tombstoned(self, owner_id: str, source: str, claim: str, value: str) -> bool: ...
+
+    def save_connection_config(
+        self,
+        connection_id: str,
+        connector_key: str,
+        settings: dict[str, str],
+        sealed_secrets: dict[str, tuple[bytes, str]],
+    ) -> None: ...
+
+    def connection_config(
+        self, connection_id: str, connector_key: str
+    ) -> tuple[dict[str, str], dict[str, bytes]]: ...
+
+    # runs and writes
+    def start_run(
+        self,
+        *,
+        connection_id: str,
+        connector_key: str,
+        acquisition_method: str,
+        trigger: str,
+        collection_mode: str,
+        holder: str = "local",
+        batch_id: str | None = None,
+    ) -> Acquisition: ...
+
+    def commit_batch(
+        self,
+        acquisition: Acquisition,
+        writes: Sequence[tuple[StreamDefinition, Sequence[RecordWrite]]],
+    ) -> WriteStats: ...
+
+    def finish_run(
+        self,
+        acquisition: Acquisition,
+        *,
+        status: str,
+        counts: dict[str, int],
+        known_gaps: list[dict[str, Any]],
+        checkpoint: dict[str, Any],
+        error: dict[str, Any] | None,
+        states: dict[str, Any] | None,
+        last_writes: Sequence[tuple[StreamDefinition, Sequence[RecordWrite]]] = (),
+    ) -> WriteStats: ...
+
+    def connection_state(self, connection_id: str, connector_key: str) -> dict[str, Any]: ...
+
+    def runs(self, connection_id: str | None = None, limit: int = 100) -> list[RunRecord]: ...
+
+    def save_batch(self, receipt: BatchReceipt) -> None: ...
+
+    def batches(
+        self,
+        *,
+        connection_id: str | None = None,
+        connector_key: str | None = None,
+        artifact_sha256: str | None = None,
+    ) -> list[BatchReceipt]: ...
+
+    def coverage(self, connection_id: str) -> list[dict[str, Any]]: ...
+
+    def record_provenance(
+        self, connection_id: str, stream: str, record_key: str
+    ) -> list[dict[str, Any]]: ...
+
+    # reads
+    def records_page(
+        self,
+        scope: ReadScope,
+        *,
+        limit: int,
+        order: str = "desc",
+        after: RecordPosition | None = None,
+    ) -> tuple[list[StoredRecord], bool]: ...
+
+    def record(self, scope: ReadScope, record_key: str) -> list[StoredRecord]: ...
+
+    def stream_counts(
+        self, connection_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    def scoped_count(self, scope: ReadScope) -> dict[str, tuple[int, str | None]]: ...
+
+    def change_horizon(self) -> int: ...
+
+    def change_floor(self) -> int: ...
+
+    def changes_page(
+        self, scope: ReadScope, *, since: int, upto: int, after: int, limit: int
+    ) -> tuple[list[ChangedRecord], bool]: ...
+
+    def search(
+        self,
+        scopes: Sequence[ReadScope],
+        terms: tuple[Term, ...],
+        *,
+        limit: int,
+        before_rowid: int | None,
+    ) -> tuple[list[SearchHit], bool]: ...
+
+    # grants and tokens
+    def save_grant(self, grant: Grant) -> None: ...
+
+    def grant(self, grant_id: str) -> Grant: ...
+
+    def grants(self) -> list[Grant]: ...
+
+    def revoke_grant(self, grant_id: str) -> Grant: ...
+
+    def save_token(
+        self,
+        *,
+        token_hash: str,
+        token_id: str,
+        kind: str,
+        grant_id: str | None,
+        expires_at: str | None,
+    ) -> None: ...
+
+    def token(self, token_hash: str) -> dict[str, Any] | None: ...
+
+    def revoke_token(self, token_id: str) -> None: ...
+

@@ -1,0 +1,201 @@
+"""Grant-scoped reads beyond plain pages: change feeds, search, scoped counts.
+
+Every query here takes `ReadScope`s and applies connections, fields, time windows and
+resources inside SQL, so what a bearer may not see never reaches Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from ownstream.model import ReadScope
+from ownstream.search import Term
+from ownstream.store.base import ChangedRecord, SearchHit
+
+SLOTS = 8
+
+
+def scope_token(kind: str, value: str) -> str:
+    """An opaque, tokenizer-safe search-scope token for a stream or a connection."""
+    return kind + hashlib.sha1(value.encode()).hexdigest()[:16]
+
+
+def scope_filters(scope: ReadScope, alias: str = "") -> tuple[list[str], list[Any]]:
+    """SQL conditions for a scope's time window and resources on `records`."""
+    col = f"{alias}." if alias else ""
+    filters: list[str] = []
+    params: list[Any] = []
+    if scope.since is not None or scope.until is not None:
+        filters.append(f"{col}consent_time IS NOT NULL")
+    if scope.since is not None:
+        filters.append(f"{col}consent_time >= ?")
+        params.append(scope.since)
+    if scope.until is not None:
+        filters.append(f"{col}consent_time < ?")
+        params.append(scope.until)
+    if scope.resources is not None:
+        filters.append(f"{col}record_key IN ({','.join('?' * len(scope.resources))})")
+        params.extend(scope.resources)
+    return filters, params
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+class ReadQueries:
+    """Mixed into SQLiteStore; relies on its per-thread `_db()`."""
+
+    _db: Callable[[], sqlite3.Connection]
+
+    # counts -----------------------------------------------------------------------------------
+    def scoped_count(self, scope: ReadScope) -> dict[str, tuple[int, str | None]]:
+        """Live records and last change per connection, within the scope's window/resources."""
+        if not scope.connection_ids:
+            return {}
+        filters, params = scope_filters(scope)
+        marks = ",".join("?" * len(scope.connection_ids))
+        rows = self._db().execute(
+            "SELECT connection_id, count(*), max(updated_at) FROM records "
+            f"WHERE connection_id IN ({marks}) AND stream = ? AND deleted = 0"
+            + "".join(f" AND {f}" for f in filters)
+            + " GROUP BY connection_id",
+            [*scope.connection_ids, scope.stream.name, *params],
+        )
+        return {c: (n, last) for c, n, last in rows}
+
+    # change feed ------------------------------------------------------------------------------
+    def change_horizon(self) -> int:
+        row = self._db().execute("SELECT coalesce(max(seq), 0) FROM record_changes").fetchone()
+        return int(row[0])
+
+    def change_floor(self) -> int:
+        """Tokens older than this sequence were compacted away (see `prune_changes`)."""
+        row = self._db().execute("SELECT value FROM meta WHERE key = 'change_floor'").fetchone()
+        return int(row[0]) if row else 0
+
+    def changes_page(
+        self, scope: ReadScope, *, since: int, upto: int, after: int, limit: int
+    ) -> tuple[list[ChangedRecord], bool]:
+        """Records whose grant-visible data changed in (since, upto], ordered by their last
+        qualifying change; a change touching only hidden fields never qualifies."""
+        if not scope.connection_ids:
+            return [], False
+        filters, params = scope_filters(scope, "r")
+        fields = list(scope.fields)
+        marks = ",".join("?" * len(scope.connection_ids))
+        sql = (
+            "SELECT r.connection_id, r.record_key, r.data, r.emitted_at, r.deleted, "
+            "r.deleted_at, max(c.seq) AS last_seq FROM record_changes c "
+            "JOIN records r ON r.record_id = c.record_id "
+            f"WHERE c.stream = ? AND c.connection_id IN ({marks}) AND c.seq > ? AND c.seq <= ? "
+            "AND (c.op != 'update' OR EXISTS (SELECT 1 FROM json_each(c.changed_fields) j "
+            f"WHERE j.value IN ({','.join('?' * len(fields)) or 'NULL'})))"
+            + "".join(f" AND {f}" for f in filters)
+            + " GROUP BY c.record_id HAVING last_seq > ? ORDER BY last_seq LIMIT ?"
+        )
+        rows = (
+            self._db()
+            .execute(
+                sql,
+                [
+                    scope.stream.name,
+                    *scope.connection_ids,
+                    since,
+                    upto,
+                    *fields,
+                    *params,
+                    after,
+                    limit + 1,
+                ],
+            )
+            .fetchall()
+        )
+        keep = frozenset(fields)
+        page = [
+            ChangedRecord(
+                connection_id=row[0],
+                stream=scope.stream.name,
+                record_key=row[1],
+                data=None
+                if row[4]
+                else {k: v for k, v in orjson.loads(row[2]).items() if k in keep},
+                emitted_at=row[3],
+                deleted=bool(row[4]),
+                deleted_at=row[5],
+                seq=row[6],
+            )
+            for row in rows[:limit]
+        ]
+        return page, len(rows) > limit
+
+    # search -----------------------------------------------------------------------------------
+    def search(
+        self,
+        scopes: Sequence[ReadScope],
+        terms: tuple[Term, ...],
+        *,
+        limit: int,
+        before_rowid: int | None,
+    ) -> tuple[list[SearchHit], bool]:
+        """Newest-first hits over (granted ∩ searchable) fields of each scope's stream.
+
+        The grant is part of the MATCH: each stream's clause names its stream token, its
+        granted connections' tokens and only its visible field columns, so hidden text never
+        produces a hit. Newest-first (rowid) order keeps any term's cost bounded by the page.
+        """
+        clauses, filter_sql, filter_params = [], [], []
+        words = " AND ".join(_quoted(t.text) + (" *" if t.prefix else "") for t in terms)
+        for scope in scopes:
+            visible = [
+                f"f{i}"
+                for i, name in enumerate(scope.stream.searchable_fields[:SLOTS])
+                if name in scope.fields
+            ]
+            if not visible or not scope.connection_ids:
+                continue
+            connections = " OR ".join(
+                _quoted(scope_token("c", c)) for c in sorted(scope.connection_ids)
+            )
+            clauses.append(
+                f"(scope : {_quoted(scope_token('s', scope.stream.name))} AND "
+                f"scope : ({connections}) AND {{{' '.join(visible)}}} : ({words}))"
+            )
+            filters, extra = scope_filters(scope, "r")
+            filter_sql.append(" AND ".join(["r.stream = ?", *filters]))
+            filter_params += [scope.stream.name, *extra]
+        if not clauses:
+            return [], False
+        sql = (
+            "SELECT f.rowid, r.connection_id, r.stream, r.record_key, r.data, r.emitted_at "
+            "FROM search_fts f JOIN records r ON r.record_id = f.rowid "
+            "WHERE search_fts MATCH ? AND r.deleted = 0 "
+            f"AND (({') OR ('.join(filter_sql)}))"
+            + (" AND f.rowid < ?" if before_rowid is not None else "")
+            + " ORDER BY f.rowid DESC LIMIT ?"
+        )
+        params: list[Any] = [" OR ".join(clauses), *filter_params]
+        if before_rowid is not None:
+            params.append(before_rowid)
+        params.append(limit + 1)
+        rows = self._db().execute(sql, params).fetchall()
+        fields_by_stream = {s.stream.name: frozenset(s.fields) for s in scopes}
+        hits = [
+            SearchHit(
+                rowid=row[0],
+                connection_id=row[1],
+                stream=row[2],
+                record_key=row[3],
+                data={
+                    k: v for k, v in orjson.loads(row[4]).items() if k in fields_by_stream[row[2]]
+                },
+                emitted_at=row[5],
+            )
+            for row in rows[:limit]
+        ]
+        return hits, len(rows) > limit

@@ -1,0 +1,225 @@
+-- ownstream SQLite schema, version 1. Every collected thing is keyed by connection_id.
+
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS registrations (
+    kind TEXT NOT NULL,              -- definition | connector | rule
+    key TEXT NOT NULL,
+    document BLOB NOT NULL,
+    base_dir TEXT,
+    added_at TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+
+CREATE TABLE IF NOT EXISTS connections (
+    connection_id TEXT PRIMARY KEY,
+    owner_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    display_name_is_placeholder INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'paused', 'revoked')),
+    identity_claim TEXT,
+    identity_value TEXT,
+    identity_proven_by TEXT,
+    identity_rule_id TEXT,
+    identity_proven_at TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS connections_identity
+    ON connections (owner_id, source, identity_claim, identity_value)
+    WHERE identity_claim IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS connection_paths (
+    connection_id TEXT NOT NULL REFERENCES connections (connection_id),
+    connector_key TEXT NOT NULL,
+    acquisition_method TEXT NOT NULL,
+    attached_at TEXT NOT NULL,
+    proved_identity INTEGER NOT NULL,
+    rule_id TEXT,
+    PRIMARY KEY (connection_id, connector_key)
+);
+
+CREATE TABLE IF NOT EXISTS connection_settings (
+    connection_id TEXT NOT NULL,
+    connector_key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (connection_id, connector_key, name)
+);
+
+CREATE TABLE IF NOT EXISTS connection_credentials (
+    connection_id TEXT NOT NULL,
+    connector_key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    fingerprint TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    rotated_at TEXT,
+    PRIMARY KEY (connection_id, connector_key, name)
+);
+
+CREATE TABLE IF NOT EXISTS identity_tombstones (
+    owner_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    claim TEXT NOT NULL,
+    value TEXT NOT NULL,
+    connection_id TEXT NOT NULL,
+    deleted_at TEXT NOT NULL,
+    PRIMARY KEY (owner_id, source, claim, value)
+);
+
+-- One row per run; run_seq is the compact id provenance rows point at.
+CREATE TABLE IF NOT EXISTS runs (
+    run_seq INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL UNIQUE,
+    connection_id TEXT NOT NULL,
+    connector_key TEXT NOT NULL,
+    acquisition_method TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    collection_mode TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    counts BLOB,
+    known_gaps BLOB,
+    checkpoint BLOB,
+    error BLOB,
+    batch_id TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_connection ON runs (connection_id, run_seq);
+
+CREATE TABLE IF NOT EXISTS run_leases (
+    connection_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    acquired_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS acquisition_batches (
+    batch_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    connection_id TEXT NOT NULL,
+    connector_key TEXT NOT NULL,
+    acquisition_method TEXT NOT NULL,
+    parser_version TEXT NOT NULL,
+    artifact_sha256 TEXT NOT NULL,
+    artifact_name TEXT NOT NULL,
+    artifact_size INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    counts BLOB NOT NULL,
+    window_start TEXT,
+    window_end TEXT,
+    warnings BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (connector_key, artifact_sha256)
+);
+CREATE INDEX IF NOT EXISTS batches_by_connection ON acquisition_batches (connection_id);
+
+CREATE TABLE IF NOT EXISTS records (
+    record_id INTEGER PRIMARY KEY,
+    connection_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    record_key TEXT NOT NULL,
+    data BLOB NOT NULL,
+    emitted_at TEXT NOT NULL,
+    cursor_value TEXT NOT NULL,       -- sortable text; '' when the record has no cursor value
+    consent_time TEXT,                -- normalized UTC ISO of the consent-time field
+    version INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    deleted_at TEXT,
+    updated_at TEXT NOT NULL,
+    paths TEXT NOT NULL,              -- connector keys that evidenced it, ',k1,k2,'
+    UNIQUE (connection_id, stream, record_key)
+);
+CREATE INDEX IF NOT EXISTS records_page
+    ON records (connection_id, stream, cursor_value, record_key) WHERE deleted = 0;
+
+CREATE TABLE IF NOT EXISTS record_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id INTEGER NOT NULL,
+    connection_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    record_key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    op TEXT NOT NULL CHECK (op IN ('insert', 'update', 'delete')),
+    changed_fields TEXT NOT NULL,     -- JSON list of top-level fields this version changed
+    prior_data BLOB,                  -- the previous version's data (updates and deletes)
+    run_seq INTEGER NOT NULL,
+    changed_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS changes_by_stream ON record_changes (stream, connection_id, seq);
+CREATE INDEX IF NOT EXISTS changes_by_record ON record_changes (record_id);
+
+-- Provenance: every run (and through it, every batch and path) that evidenced a record.
+CREATE TABLE IF NOT EXISTS record_evidence (
+    record_id INTEGER NOT NULL,
+    run_seq INTEGER NOT NULL,
+    PRIMARY KEY (record_id, run_seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS evidence_by_run ON record_evidence (run_seq);
+
+CREATE TABLE IF NOT EXISTS stream_stats (
+    connection_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    record_count INTEGER NOT NULL,
+    last_updated TEXT NOT NULL,
+    PRIMARY KEY (connection_id, stream)
+);
+
+CREATE TABLE IF NOT EXISTS coverage (
+    connection_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    connector_key TEXT NOT NULL,
+    acquisition_method TEXT NOT NULL,
+    window_start TEXT,
+    window_end TEXT,
+    last_run_id TEXT NOT NULL,
+    last_batch_id TEXT,
+    last_at TEXT NOT NULL,
+    records_seen INTEGER NOT NULL,
+    PRIMARY KEY (connection_id, stream, connector_key)
+);
+
+CREATE TABLE IF NOT EXISTS connection_state (
+    connection_id TEXT NOT NULL,
+    connector_key TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    cursor BLOB NOT NULL,
+    run_id TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (connection_id, connector_key, stream)
+);
+
+-- Search: rowid = records.record_id. `scope` holds opaque stream and connection tokens so a
+-- grant's connections and streams are part of the MATCH itself; f0..f7 hold the searchable
+-- fields in the order the stream definition lists them.
+CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5 (
+    scope, f0, f1, f2, f3, f4, f5, f6, f7,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+
+CREATE TABLE IF NOT EXISTS grants (
+    grant_id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    document BLOB NOT NULL,           -- the issued grant, immutable
+    issued_at TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT
+);
+
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY,      -- sha256 of the token; the token itself is never stored
+    token_id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('owner', 'client')),
+    grant_id TEXT,
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT,
+    last_used_at TEXT
+);
