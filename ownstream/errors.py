@@ -214,10 +214,31 @@ class ConnectionRunActive(OwnstreamError):
     status = 409
 
 
+class RunLeaseLost(OwnstreamError):
+    """The run's lease expired and was taken over (or its connection deleted); it may not write."""
+
+    code = "run_lease_lost"
+    status = 409
+
+
+class ConnectionInactive(OwnstreamError):
+    """The connection is already revoked."""
+
+    code = "connection_inactive"
+    status = 409
+
+
 class ConnectorNotRunnable(OwnstreamError):
     """That acquisition path cannot run here."""
 
     code = "connector_not_runnable"
+    status = 409
+
+
+class ScheduleNotAllowed(OwnstreamError):
+    """The connection's paths may not run on a schedule (or the interval is out of range)."""
+
+    code = "schedule_not_allowed"
     status = 409
 
 

@@ -53,8 +53,15 @@ def sortable(value: Any) -> str:
     if value is None or isinstance(value, bool):
         return ""
     if isinstance(value, int | float):
-        return f"{float(value):+024.6f}" if value < 0 else f"{float(value):024.6f}"
+        if value < 0:
+            # '-' sorts before every digit; complementing the digits of |value| puts the most
+            # negative first (plain '-10' > '-2.5' as text would sort them backwards)
+            return "-" + f"{-float(value):024.6f}".translate(_COMPLEMENT)
+        return f"{float(value):024.6f}"
     return str(value)
+
+
+_COMPLEMENT = str.maketrans("0123456789", "9876543210")
 
 
 def consent_time(definition: StreamDefinition, data: dict[str, Any]) -> str | None:

@@ -26,7 +26,10 @@ class Term:
 
 
 def fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    # Fold exactly as the index's unicode61 tokenizer does: simple lowercase, diacritics off.
+    # Not casefold(): it turns "ß" into "ss", which the index never does, so a word copied from
+    # the data ("Straße") could never match.
+    decomposed = unicodedata.normalize("NFKD", text.lower())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 

@@ -30,6 +30,7 @@ from ownstream.errors import (
     NotFound,
 )
 from ownstream.grants.scope import display_names, readable_streams, scope_for
+from ownstream.home import Home
 from ownstream.model import Bearer, ReadScope, StreamDefinition
 from ownstream.search import matches, parse_query
 from ownstream.store.base import RecordPosition
@@ -63,6 +64,20 @@ def _limit(request: Request, warnings: list[dict[str, Any]], default: int, maxim
         )
         return maximum
     return limit
+
+
+def _scopes(who: Bearer, h: Home, names: list[str], narrowed: str | None) -> list[ReadScope]:
+    """A scope per stream. With `connection_id`, streams that connection is not readable in
+    drop out; if it is readable in none, the answer is `connection_not_found`."""
+    scopes = []
+    for name in dict.fromkeys(names):
+        try:
+            scopes.append(scope_for(who, h.store, h.catalog, name, connection_id=narrowed))
+        except ConnectionNotFound:
+            continue
+    if narrowed is not None and not scopes:
+        raise ConnectionNotFound(f"no readable connection {narrowed!r}", param="connection_id")
+    return scopes
 
 
 def stream_metadata(
@@ -100,16 +115,7 @@ def list_streams(request: Request) -> dict[str, Any]:
     narrowed = connection_param(request, warnings)
     h = home(request)
     entries: list[dict[str, Any]] = []
-    scopes = []
-    for definition in readable_streams(who, h.catalog):
-        try:
-            scopes.append(
-                scope_for(who, h.store, h.catalog, definition.name, connection_id=narrowed)
-            )
-        except ConnectionNotFound:
-            continue
-    if narrowed is not None and not scopes:
-        raise ConnectionNotFound(f"no readable connection {narrowed!r}", param="connection_id")
+    scopes = _scopes(who, h, [d.name for d in readable_streams(who, h.catalog)], narrowed)
     live = {
         c.connection_id
         for c in h.store.connections(
@@ -123,6 +129,8 @@ def list_streams(request: Request) -> dict[str, Any]:
     for scope in scopes:
         windowed = scope.since is not None or scope.until is not None or scope.resources is not None
         counted = h.store.scoped_count(scope) if windowed else {}
+        # a client's last_updated moves only with data it can see, never with hidden fields
+        visible = h.store.visible_last_change(scope) if who.kind == "client" else None
         for connection_id in scope.connection_ids:
             if connection_id not in live:
                 continue
@@ -131,6 +139,8 @@ def list_streams(request: Request) -> dict[str, Any]:
             else:
                 row = stats.get((connection_id, scope.stream.name))
                 count, last = (row["record_count"], row["last_updated"]) if row else (0, None)
+            if visible is not None:
+                last = visible.get(connection_id)
             entries.append(
                 {
                     "object": "stream",
@@ -216,7 +226,7 @@ def list_records(stream: str, request: Request) -> dict[str, Any]:
         position = cursors.decode("page", token)
         if position.get("s") != stream or position.get("o") != order:
             raise InvalidCursor("cursor belongs to another stream or order", param="cursor")
-        after = RecordPosition(position["v"], position["c"], position["r"])
+        after = RecordPosition(*cursors.values(position, "cursor", v=str, c=str, r=str))
     page, has_more = h.store.records_page(scope, limit=limit, order=order, after=after)
     labels = display_names(h.store, sorted({r.connection_id for r in page}))
     body: dict[str, Any] = {
@@ -261,7 +271,9 @@ def _changes(
         session = cursors.decode("changes", token)
         if session.get("s") != scope.stream.name or session.get("e") != epoch:
             raise InvalidCursor("cursor belongs to another stream or server", param="cursor")
-        since, upto, after = int(session["from"]), int(session["to"]), int(session["after"])
+        since, upto, after = cursors.values(
+            session, "cursor", **{"from": int, "to": int, "after": int}
+        )
     else:
         if changes_since == "beginning":
             since = 0
@@ -273,13 +285,14 @@ def _changes(
                     "changes_since=beginning",
                     param="changes_since",
                 )
-            since = int(start["seq"])
-        if since < store.change_floor():
-            raise CursorExpired(
-                "changes_since is older than the retained change history; re-sync from "
-                "changes_since=beginning",
-                param="changes_since",
-            )
+            (since,) = cursors.values(start, "changes_since", seq=int)
+            # `beginning` is the advertised way out of a 410, so only tokens can expire.
+            if since < store.change_floor():
+                raise CursorExpired(
+                    "changes_since is older than the retained change history; re-sync from "
+                    "changes_since=beginning",
+                    param="changes_since",
+                )
         upto, after = store.change_horizon(), since
     page, has_more = store.changes_page(scope, since=since, upto=upto, after=after, limit=limit)
     labels = display_names(store, sorted({c.connection_id for c in page}))
@@ -385,21 +398,14 @@ def search(request: Request) -> dict[str, Any]:
     limit = _limit(request, warnings, SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT)
     h = home(request)
     names = list_param(request, "streams") or [d.name for d in readable_streams(who, h.catalog)]
-    scopes = []
-    for name in dict.fromkeys(names):
-        try:
-            scopes.append(scope_for(who, h.store, h.catalog, name, connection_id=narrowed))
-        except ConnectionNotFound:
-            continue
-    if narrowed is not None and not scopes:
-        raise ConnectionNotFound(f"no readable connection {narrowed!r}", param="connection_id")
+    scopes = _scopes(who, h, names, narrowed)
     before = None
     token = request.query_params.get("cursor")
     if token is not None:
         position = cursors.decode("search", token)
         if position.get("q") != q:
             raise InvalidCursor("cursor belongs to another query", param="cursor")
-        before = int(position["before"])
+        (before,) = cursors.values(position, "cursor", before=int)
     hits, has_more = h.store.search(scopes, terms, limit=limit, before_rowid=before)
     labels = display_names(h.store, sorted({hit.connection_id for hit in hits}))
     searchable = {
@@ -447,15 +453,11 @@ def schema(request: Request) -> dict[str, Any]:
     only = request.query_params.get("stream")
     h = home(request)
     streams = []
-    for definition in readable_streams(who, h.catalog):
-        if only is not None and definition.name != only:
-            continue
-        try:
-            scope = scope_for(who, h.store, h.catalog, definition.name, connection_id=narrowed)
-        except ConnectionNotFound:
-            continue
+    names = [d.name for d in readable_streams(who, h.catalog) if only in (None, d.name)]
+    for scope in _scopes(who, h, names, narrowed):
         if who.kind == "owner" and not scope.connection_ids:
             continue
+        definition = scope.stream
         labels = display_names(h.store, list(scope.connection_ids))
         streams.append(stream_metadata(definition, scope, labels))
     grant = who.grant

@@ -25,3 +25,15 @@ def decode(kind: str, token: str, param: str = "cursor") -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("k") != kind:
         raise InvalidCursor(f"{param} does not belong to this kind of request", param=param)
     return payload
+
+
+def values(payload: dict[str, Any], param: str, **kinds: type) -> list[Any]:
+    """The named values of a decoded cursor, each of the expected type; anything else is a
+    cursor this server did not issue (400 invalid_cursor), never a server error."""
+    found = []
+    for name, kind in kinds.items():
+        value = payload.get(name)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise InvalidCursor(f"{param} is not a cursor this server issued", param=param)
+        found.append(value)
+    return found

@@ -109,14 +109,27 @@ def serve(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8765, "--port"),
+    scheduler: bool = typer.Option(True, "--worker/--no-worker", help="Run scheduled connections."),
     as_json: bool = JsonOption,
 ) -> None:
     """Serve the PDPP read surface and owner API over HTTP (SQLite, no other set-up)."""
+    import threading
+
     import uvicorn
 
     from ownstream.api.app import create_app
+    from ownstream.scheduler import Worker
 
     home = home_of(ctx)
     if as_json:
-        print_json({"url": f"http://{host}:{port}", "home": str(home.path)})
-    uvicorn.run(create_app(home), host=host, port=port, log_level="warning")
+        print_json({"url": f"http://{host}:{port}", "home": str(home.path), "worker": scheduler})
+    stop = threading.Event()
+    if scheduler:
+        loop = threading.Thread(
+            target=Worker(home.runtime()).run_forever, args=(stop,), daemon=True, name="worker"
+        )
+        loop.start()
+    try:
+        uvicorn.run(create_app(home), host=host, port=port, log_level="warning")
+    finally:
+        stop.set()

@@ -16,6 +16,7 @@ from ownstream.cli.output import (
 )
 from ownstream.errors import InvalidRequest
 from ownstream.model import ReadScope
+from ownstream.operations import OwnerOperations
 from ownstream.views import batch_view, run_view
 
 runs_app = typer.Typer(help="Run history and import batches.", no_args_is_help=True)
@@ -35,10 +36,14 @@ def import_(
     as_json: bool = JsonOption,
 ) -> None:
     """Import an archive or file. All-or-nothing; the same bytes twice is a duplicate."""
-    home = home_of(ctx)
+    ops = OwnerOperations(home_of(ctx))
     with progress_bar(not as_json, f"importing {path.name}") as on_progress:
-        result = home.runtime(on_progress).import_artifact(
-            connector_key, path, connection_id=connection, allow_recreate=allow_recreate
+        result = ops.import_artifact(
+            connector_key,
+            path,
+            on_progress,
+            connection_id=connection,
+            allow_recreate=allow_recreate,
         )
     payload = result.to_dict()
     if as_json:
@@ -63,15 +68,13 @@ def run(
     as_json: bool = JsonOption,
 ) -> None:
     """Collect now: a connection's runnable paths, or `--connector KEY` alone if unambiguous."""
-    home = home_of(ctx)
-    with progress_bar(not as_json, f"running {connection_id or connector}") as on_progress:
-        runtime = home.runtime(on_progress)
-        if connection_id is not None:
-            outcomes = runtime.run_connection(connection_id, connector_key=connector)
-        elif connector is not None:
-            outcomes = runtime.run_connector(connector)
-        else:
+    ops = OwnerOperations(home_of(ctx))
+    if connection_id is None:
+        if connector is None:
             raise InvalidRequest("name a CONNECTION_ID or --connector KEY", param="connection_id")
+        connection_id = ops.connector_connection(connector).connection_id
+    with progress_bar(not as_json, f"running {connection_id}") as on_progress:
+        outcomes = ops.run(connection_id, connector_key=connector, on_progress=on_progress)
     if as_json:
         print_json([o.to_dict() for o in outcomes])
     else:
@@ -163,3 +166,58 @@ def records(
     )
     if has_more:
         typer.echo(f"… more; use --limit (showing {len(rows)})")
+
+
+@handles_errors
+def audit(
+    ctx: typer.Context,
+    connection: str | None = typer.Option(None, "--connection"),
+    limit: int = typer.Option(50, "--limit"),
+    as_json: bool = JsonOption,
+) -> None:
+    """The audit trail of owner and scheduler actions (never secrets or record contents)."""
+    events = home_of(ctx).store.audit_events(connection, limit=limit)
+    if as_json:
+        print_json(events)
+        return
+    table(
+        "Audit",
+        ["at", "actor", "connection_id", "operation", "outcome"],
+        [
+            [e["at"], e["actor_kind"], e["connection_id"], e["operation"], e["outcome"]]
+            for e in events
+        ],
+    )
+
+
+@handles_errors
+def worker(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, "--once", help="One pass over due connections, then exit."),
+    poll: float = typer.Option(5.0, "--poll", help="Seconds between passes."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Run scheduled connections as they come due (a standalone worker)."""
+    import threading
+
+    from ownstream.scheduler import Worker
+
+    runner = Worker(home_of(ctx).runtime())
+    if once:
+        results = runner.tick()
+        payload = {
+            connection_id: [o.to_dict() for o in result]
+            if isinstance(result, list)
+            else {"error": result.to_dict()}
+            for connection_id, result in results.items()
+        }
+        if as_json:
+            print_json(payload)
+        else:
+            typer.echo(f"ran {len(payload)} due connection(s)")
+        return
+    stop = threading.Event()
+    try:
+        runner.run_forever(stop, poll)
+    except KeyboardInterrupt:
+        stop.set()

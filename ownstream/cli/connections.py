@@ -6,6 +6,7 @@ import typer
 
 from ownstream.cli.output import JsonOption, handles_errors, home_of, print_json, table
 from ownstream.errors import InvalidRequest
+from ownstream.operations import OwnerOperations, schedule_view
 from ownstream.views import connection_detail, connection_view
 
 connections_app = typer.Typer(
@@ -28,24 +29,29 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
 def connections_list(
     ctx: typer.Context, source: str | None = typer.Option(None), as_json: bool = JsonOption
 ) -> None:
-    """List connections with their identity and acquisition paths."""
-    connections = home_of(ctx).store.connections(source=source)
+    """List connections with their identity, acquisition paths, schedule and health."""
+    ops = OwnerOperations(home_of(ctx))
+    entries = [ops.connection_entry(c) for c in ops.home.store.connections(source=source)]
     if as_json:
-        print_json([connection_view(c) for c in connections])
+        print_json(entries)  # the entries of GET /v1/owner/connections
         return
     table(
         "Connections",
-        ["connection_id", "source", "display name", "status", "identity", "paths"],
+        ["connection_id", "source", "display name", "status", "health", "identity", "paths"],
         [
             [
-                c.connection_id,
-                c.source,
-                c.display_name + (" (placeholder)" if c.display_name_is_placeholder else ""),
-                c.status,
-                f"{c.identity.claim}={c.identity.value}" if c.identity else "none",
-                ", ".join(f"{p.connector_key} ({p.acquisition_method})" for p in c.paths),
+                e["connection_id"],
+                e["source"],
+                e["display_name"] + (" (placeholder)" if e["display_name_is_placeholder"] else ""),
+                e["status"],
+                e["health"]["state"],
+                f"{e['identity']['claim']}={e['identity']['value']}" if e["identity"] else "none",
+                ", ".join(
+                    f"{p['connector_key']} ({p['acquisition_method']})"
+                    for p in e["acquisition_paths"]
+                ),
             ]
-            for c in connections
+            for e in entries
         ],
     )
 
@@ -55,13 +61,31 @@ def connections_list(
 def connections_show(ctx: typer.Context, connection_id: str, as_json: bool = JsonOption) -> None:
     """One connection: identity, attached paths, coverage per path, counts, runs and batches."""
     home = home_of(ctx)
-    detail = connection_detail(home.store, home.store.connection(connection_id))
+    ops = OwnerOperations(home)
+    connection = home.store.connection(connection_id)
+    detail = {**connection_detail(home.store, connection), **ops.connection_entry(connection)}
+    detail["credentials"] = home.store.credential_metadata(connection_id)
     if as_json:
         print_json(detail)
         return
     identity = detail["identity"]
     typer.echo(f"{detail['connection_id']}  {detail['display_name']}  [{detail['status']}]")
     typer.echo(f"source: {detail['source']}")
+    health = detail["health"]
+    typer.echo(f"health: {health['state']} ({health['reason_code']}): {health['message']}")
+    for advisory in health["advisories"]:
+        typer.echo(f"  advisory: {advisory}")
+    schedule = detail["schedule"]
+    typer.echo(
+        "schedule: "
+        + (
+            f"every {schedule['interval_seconds']}s, "
+            f"{'paused' if schedule['paused'] else 'enabled' if schedule['enabled'] else 'off'}, "
+            f"next {schedule['next_due_at']}"
+            if schedule
+            else "none"
+        )
+    )
     typer.echo(
         "identity: "
         + (
@@ -113,7 +137,7 @@ def connections_rename(
     ctx: typer.Context, connection_id: str, display_name: str, as_json: bool = JsonOption
 ) -> None:
     """Give a connection a meaningful label (the only label clients ever see)."""
-    connection = home_of(ctx).store.rename_connection(connection_id, display_name)
+    connection = OwnerOperations(home_of(ctx)).rename(connection_id, display_name)
     if as_json:
         print_json(connection_view(connection))
     else:
@@ -136,17 +160,14 @@ def connect(
     as_json: bool = JsonOption,
 ) -> None:
     """Connect an account: probe its identity, resolve the connection, store its secrets."""
-    result = (
-        home_of(ctx)
-        .runtime()
-        .connect(
-            connector_key,
-            secrets=_pairs(secret, "--secret"),
-            settings=_pairs(setting, "--setting"),
-            display_name=name,
-            connection_id=connection,
-            allow_recreate=allow_recreate,
-        )
+    # Through the owner operations, as the API does: audited, and enrolled in its schedule.
+    result = OwnerOperations(home_of(ctx)).connect(
+        connector_key,
+        secrets=_pairs(secret, "--secret"),
+        settings=_pairs(setting, "--setting"),
+        display_name=name,
+        connection_id=connection,
+        allow_recreate=allow_recreate,
     )
     view = connection_view(result.connection)
     payload = {
@@ -164,3 +185,89 @@ def connect(
     verb = "created" if result.created else "reused"
     who = f"{result.identity.claim}={result.identity.value}" if result.identity else "no identity"
     typer.echo(f"{verb} {result.connection.connection_id} ({who}) [{result.connection.status}]")
+
+
+def _lifecycle(name: str, help_text: str) -> None:
+    @connections_app.command(name, help=help_text)
+    @handles_errors
+    def command(ctx: typer.Context, connection_id: str, as_json: bool = JsonOption) -> None:
+        ops = OwnerOperations(home_of(ctx))
+        connection = getattr(ops, name)(connection_id)
+        if as_json:
+            print_json(ops.connection_entry(connection))
+        else:
+            typer.echo(f"{connection.connection_id} is {connection.status}")
+
+
+_lifecycle("revoke", "Stop collecting from a connection; its records stay readable.")
+_lifecycle("reactivate", "Resume a revoked connection.")
+
+
+@connections_app.command("delete")
+@handles_errors
+def connections_delete(
+    ctx: typer.Context,
+    connection_id: str,
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Erase one connection and all its data (records, history, state, credentials)."""
+    if not yes and not as_json:
+        typer.confirm(f"Delete {connection_id} and all its records?", abort=True)
+    result = OwnerOperations(home_of(ctx)).delete(connection_id)
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"deleted {connection_id}: {result['records']} records")
+
+
+@connections_app.command("diagnostics")
+@handles_errors
+def connections_diagnostics(
+    ctx: typer.Context, connection_id: str, as_json: bool = JsonOption
+) -> None:
+    """Health verdict and the evidence behind it."""
+    diagnostics = OwnerOperations(home_of(ctx)).diagnostics(connection_id)
+    if as_json:
+        print_json(diagnostics)
+        return
+    health = diagnostics["health"]
+    typer.echo(f"{connection_id}: {health['state']} ({health['reason_code']}) {health['message']}")
+    if health["remediation"]:
+        typer.echo(f"  do: {health['remediation']}")
+    for gap in diagnostics["known_gaps"]:
+        typer.echo(
+            f"  gap [{gap.get('reason')}] {gap.get('stream') or '-'} via "
+            f"{gap.get('connector_key')} ({gap.get('acquisition_method')}): {gap.get('message')}"
+        )
+
+
+@connections_app.command("schedule")
+@handles_errors
+def connections_schedule(
+    ctx: typer.Context,
+    connection_id: str,
+    interval: int | None = typer.Option(None, "--interval", help="Seconds between runs."),
+    jitter: int = typer.Option(0, "--jitter", help="Random extra seconds."),
+    disable: bool = typer.Option(False, "--disable"),
+    pause: bool = typer.Option(False, "--pause"),
+    resume: bool = typer.Option(False, "--resume"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Set, disable, pause or resume a connection's schedule."""
+    ops = OwnerOperations(home_of(ctx))
+    if pause or resume:
+        schedule = ops.pause_schedule(connection_id, pause)
+    else:
+        current = ops.home.store.schedule(connection_id)
+        seconds = interval or (current.interval_seconds if current else None)
+        if seconds is None:
+            raise InvalidRequest("give --interval SECONDS", param="interval")
+        schedule = ops.put_schedule(
+            connection_id, enabled=not disable, interval_seconds=seconds, jitter_seconds=jitter
+        )
+    view = schedule_view(schedule)
+    if as_json:
+        print_json(view)
+    else:
+        typer.echo(f"{connection_id}: {view}")

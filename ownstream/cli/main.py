@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ownstream.cli import access, collect, connections
+from ownstream.cli import access, collect, connections, dev
 from ownstream.cli.catalog import connectors_app, rules_app, streams_app
 
 app = typer.Typer(
@@ -38,3 +38,6 @@ app.command("records")(collect.records)
 app.add_typer(access.grants_app, name="grants")
 app.add_typer(access.token_app, name="token")
 app.command("serve")(access.serve)
+app.command("audit")(collect.audit)
+app.command("worker")(collect.worker)
+app.add_typer(dev.dev_app, name="dev")

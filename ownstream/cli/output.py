@@ -12,8 +12,10 @@ from typing import Any, ParamSpec, TypeVar
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ownstream.errors import OwnstreamError
 from ownstream.home import Home, default_home
@@ -41,7 +43,8 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for column in columns:
         view.add_column(column, overflow="fold")
     for row in rows:
-        view.add_row(*["" if cell is None else str(cell) for cell in row])
+        # Text, not markup: a value such as "[draft]" is data, not a rich style tag
+        view.add_row(*[Text("" if cell is None else str(cell)) for cell in row])
     console.print(view)
 
 
@@ -56,9 +59,12 @@ def handles_errors(func: Callable[P, R]) -> Callable[P, R]:
             if kwargs.get("as_json"):
                 print_json({"error": {"type": type(exc).__name__, **exc.to_dict()}})
             else:
-                err_console.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
+                detail = escape(f"[{exc.code}] {exc.message}")
+                err_console.print(f"[bold red]error[/] {detail}")
                 for extra in exc.extra.get("available_connections", []):
-                    err_console.print(f"  - {extra['connection_id']}  {extra['display_name']}")
+                    err_console.print(
+                        escape(f"  - {extra['connection_id']}  {extra['display_name']}")
+                    )
             raise typer.Exit(1) from None
 
     return wrapper

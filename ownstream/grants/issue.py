@@ -70,6 +70,11 @@ def _stream_grant(store: Store, catalog: Catalog, entry: Any, index: int) -> Str
                 f"{definition.name} declares no consent_time_field, so time_range cannot apply",
                 param=f"{param}.time_range",
             )
+        if not isinstance(time_range, dict):
+            raise InvalidRequest(
+                "time_range must be an object with since and/or until",
+                param=f"{param}.time_range",
+            )
         time_field = definition.consent_time_field
         since = normalize_time(time_range.get("since")) if time_range.get("since") else None
         until = normalize_time(time_range.get("until")) if time_range.get("until") else None

@@ -44,15 +44,19 @@ def authenticate(store: Store, authorization: str | None) -> Bearer:
     if row is None or not hmac.compare_digest(row["token_hash"], digest):
         raise AuthenticationError("the bearer token is not valid")
     now = now_iso()
-    if row["revoked_at"] is not None and row["kind"] == "owner":
+    if row["kind"] == "client":
+        # The grant's lifecycle is reported first (403 grant_revoked / grant_expired): a client
+        # token's expiry mirrors its grant's, so checking the token first would turn every
+        # expired grant into a bare 401.
+        grant = store.grant(row["grant_id"])
+        if grant.revoked_at is not None:
+            raise GrantRevoked(f"grant {grant.grant_id} was revoked", grant_id=grant.grant_id)
+        if grant.expires_at is not None and grant.expires_at <= now:
+            raise GrantExpired(f"grant {grant.grant_id} expired at {grant.expires_at}")
+    if row["revoked_at"] is not None:
         raise AuthenticationError("the bearer token was revoked")
     if row["expires_at"] is not None and row["expires_at"] <= now:
         raise AuthenticationError("the bearer token has expired")
     if row["kind"] == "owner":
         return Bearer("owner", row["token_id"])
-    grant = store.grant(row["grant_id"])
-    if grant.revoked_at is not None:
-        raise GrantRevoked(f"grant {grant.grant_id} was revoked", grant_id=grant.grant_id)
-    if grant.expires_at is not None and grant.expires_at <= now:
-        raise GrantExpired(f"grant {grant.grant_id} expired at {grant.expires_at}")
     return Bearer("client", row["token_id"], grant)

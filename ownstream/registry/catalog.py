@@ -122,6 +122,14 @@ class Catalog:
             and second in rule.connector_keys
         ]
 
+    def linked_connectors(self, connector_key: str, claim: str) -> list[str]:
+        """This connector and every connector a rule links to it by `claim`."""
+        linked = {connector_key}
+        for rule in self.rules.values():
+            if rule.claim == claim and connector_key in rule.connector_keys:
+                linked.update(rule.connector_keys)
+        return sorted(linked)
+
     def all_definitions(self) -> Iterable[StreamDefinition]:
         for name in self.stream_names():
             yield self.definition(name)

@@ -33,6 +33,9 @@ class Transport(Protocol):
 
     def close(self) -> None: ...
 
+    def kill(self) -> None:
+        """Stop the connector now (safe from another thread); its output then ends."""
+
     @property
     def exit_code(self) -> int | None: ...
 
@@ -52,6 +55,9 @@ class InProcessTransport:
         close = getattr(self._messages, "close", None)
         if close is not None:
             close()
+
+    def kill(self) -> None:
+        pass  # a generator cannot be interrupted from outside; it ends after DONE anyway
 
     @property
     def exit_code(self) -> int | None:
@@ -99,9 +105,12 @@ class SubprocessTransport:
             if line.strip():
                 yield line
 
-    def close(self) -> None:
+    def kill(self) -> None:
         if self._process.poll() is None:
             self._process.kill()
+
+    def close(self) -> None:
+        self.kill()
         self._process.wait()
         self._drain.join(timeout=5)
         if self._process.stdout is not None:

@@ -11,8 +11,9 @@ Commit rules (see docs/protocol.md):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from contextlib import ExitStack
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,6 @@ from typing import Any
 from ownstream.clock import now_iso, random_id, stable_id
 from ownstream.credentials import Vault, fingerprint
 from ownstream.errors import (
-    AmbiguousConnection,
-    ConnectionNotFound,
     ConnectionNotWritable,
     ConnectorNotRunnable,
     CredentialUnavailable,
@@ -31,6 +30,7 @@ from ownstream.errors import (
     OwnstreamError,
     ProtocolViolation,
     RunFailed,
+    RunLeaseLost,
 )
 from ownstream.identity import Resolution, ResolutionContext, resolve
 from ownstream.model import (
@@ -47,12 +47,13 @@ from ownstream.model import (
 )
 from ownstream.records import consent_time
 from ownstream.registry import Catalog
-from ownstream.runtime.process import open_transport
+from ownstream.runtime.process import Transport, open_transport
 from ownstream.runtime.protocol import MessageValidator, Parsed, Rejection
 from ownstream.store.base import BatchReceipt, Store
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 BATCH_SIZE = 5000
+DONE_GRACE_SECONDS = 10.0  # how long a connector may take to exit after DONE
 MAX_REPORTED_REJECTIONS = 20
 
 
@@ -224,11 +225,13 @@ class Runtime:
         transport = open_transport(manifest, start, env)
         evidence = None
         try:
-            for line in transport.lines():
+            lines = iter(transport.lines())
+            for line in lines:
                 parsed = validator.parse_line(line)
                 if parsed.evidence is not None:
                     evidence = parsed.evidence
                 if parsed.done is not None:
+                    _expect_end(transport, lines, validator)
                     if parsed.done.status != "succeeded":
                         error = parsed.done.error or {}
                         raise RunFailed(
@@ -272,10 +275,11 @@ class Runtime:
             )
 
     # runs -----------------------------------------------------------------------------------
-    def run_connection(
-        self, connection_id: str, *, connector_key: str | None = None, trigger: str = "manual"
-    ) -> list[RunOutcome]:
-        """Run a connection's runnable (non-artifact) paths, or the one `connector_key` names."""
+    def runnable_paths(
+        self, connection_id: str, connector_key: str | None = None
+    ) -> tuple[Connection, list[ConnectorManifest]]:
+        """The paths a run of this connection would execute, checked before anything starts:
+        the connection is writable, the paths can run here, and their credentials exist."""
         connection = self.store.connection(connection_id)
         if connection.status == "revoked":
             raise ConnectionNotWritable(
@@ -300,35 +304,31 @@ class Runtime:
                 f"connection {connection_id} has no runnable path (only imports); "
                 "import a newer archive instead",
             )
-        return [
-            self._run_path(connection, self.catalog.manifest(p.connector_key), trigger)
-            for p in paths
-        ]
+        manifests = [self.catalog.manifest(p.connector_key) for p in paths]
+        for manifest in manifests:
+            self._connection_env(connection_id, manifest)
+        return connection, manifests
 
-    def run_connector(self, connector_key: str, *, trigger: str = "manual") -> list[RunOutcome]:
-        """A connector-level run: allowed only when exactly one connection has that path."""
-        self.catalog.manifest(connector_key)
-        candidates = [
-            c for c in self.store.connections(connector_key=connector_key) if c.status != "revoked"
+    def run_connection(
+        self,
+        connection_id: str,
+        *,
+        connector_key: str | None = None,
+        trigger: str = "manual",
+        run_ids: list[str] | None = None,
+    ) -> list[RunOutcome]:
+        """Run a connection's runnable (non-artifact) paths, or the one `connector_key` names.
+
+        `run_ids`, when given, names the runs in advance (an API answers 202 with them)."""
+        connection, manifests = self.runnable_paths(connection_id, connector_key)
+        ids = run_ids or [random_id("run") for _ in manifests]
+        return [
+            self._run_path(connection, manifest, trigger, run_id)
+            for manifest, run_id in zip(manifests, ids, strict=False)
         ]
-        if not candidates:
-            raise ConnectionNotFound(f"no connection has the {connector_key} path")
-        if len(candidates) > 1:
-            raise AmbiguousConnection(
-                f"{len(candidates)} connections have the {connector_key} path; "
-                "name one with its connection_id",
-                retry_with="connection_id",
-                available_connections=[
-                    {"connection_id": c.connection_id, "display_name": c.display_name}
-                    for c in candidates
-                ],
-            )
-        return self.run_connection(
-            candidates[0].connection_id, connector_key=connector_key, trigger=trigger
-        )
 
     def _run_path(
-        self, connection: Connection, manifest: ConnectorManifest, trigger: str
+        self, connection: Connection, manifest: ConnectorManifest, trigger: str, run_id: str
     ) -> RunOutcome:
         env = self._connection_env(connection.connection_id, manifest)
         state = self.store.connection_state(connection.connection_id, manifest.connector_key)
@@ -339,6 +339,7 @@ class Runtime:
             acquisition_method=manifest.acquisition_method,
             trigger=trigger,
             collection_mode=mode,
+            run_id=run_id,
         )
         start = self._start_message(acquisition.run_id, mode, manifest, state)
         session = _Session(self, manifest, mode, trigger, connection=connection)
@@ -432,7 +433,7 @@ class Runtime:
         )
         try:
             with self.store.transaction():
-                outcome = session.execute(start, {})
+                outcome = session.execute(start, self._env(manifest, self._defaults(manifest), {}))
                 if outcome.status != "succeeded":
                     raise _ImportFailed(outcome)
                 assert outcome.connection_id is not None and outcome.run_id is not None
@@ -483,7 +484,11 @@ class Runtime:
         allow_recreate: bool,
     ) -> Resolution:
         tombstoned = evidence is not None and self.store.identity_tombstoned(
-            self.owner_id, manifest.source, evidence.claim, evidence.value
+            self.owner_id,
+            manifest.source,
+            evidence.claim,
+            evidence.value,
+            self.catalog.linked_connectors(manifest.connector_key, evidence.claim),
         )
         return resolve(
             ResolutionContext(
@@ -542,6 +547,23 @@ class Runtime:
     def progress(self, event: dict[str, Any]) -> None:
         if self.on_progress is not None:
             self.on_progress(event)
+
+
+def _expect_end(
+    transport: Transport, lines: Iterator[bytes], validator: MessageValidator
+) -> None:
+    """DONE is the last message: read the rest of the output and fail on anything in it.
+
+    A connector that keeps its output open after DONE is stopped after a grace period.
+    """
+    timer = threading.Timer(DONE_GRACE_SECONDS, transport.kill)
+    timer.daemon = True
+    timer.start()
+    try:
+        for line in lines:
+            validator.parse_line(line)  # the validator has seen DONE: any message violates
+    finally:
+        timer.cancel()
 
 
 def _placeholder_label(manifest: ConnectorManifest, evidence: IdentityEvidence | None) -> str:
@@ -614,7 +636,8 @@ class _Session:
             stack.callback(transport.close)
             try:
                 done = None
-                for line in transport.lines():
+                lines = iter(transport.lines())
+                for line in lines:
                     parsed = self.validator.parse_line(line)
                     if parsed.done is not None:
                         done = parsed
@@ -626,11 +649,27 @@ class _Session:
                         f"the connector exited (code {transport.exit_code}) before DONE",
                         stderr=transport.stderr_tail,
                     )
+                _expect_end(transport, lines, self.validator)
                 return self._finish(done)
-            except (ProtocolViolation, IdentityMismatch) as exc:
+            except IdentityMismatch as exc:
+                if self.artifact is not None:
+                    raise  # an import refused before anything is stored: the typed error
                 return self._fail(exc.code, exc.message)
+            except ProtocolViolation as exc:
+                return self._fail(exc.code, exc.message)
+            except RunLeaseLost as exc:
+                # Another run owns the connection now (or it was deleted): write nothing more.
+                self.outcome.status = "failed"
+                self.outcome.error = {"code": exc.code, "message": exc.message}
+                return self.outcome
             except (KeyboardInterrupt, SystemExit):
                 self._fail("cancelled", "the run was interrupted", status="cancelled")
+                raise
+            except Exception as exc:
+                # Unexpected (a store failure, say): end the run and free its lease, then report.
+                if self.artifact is None and self.acquisition is not None:
+                    with suppress(Exception):
+                        self._fail("internal_error", f"{type(exc).__name__}: {exc}")
                 raise
 
     def _handle(self, parsed: Parsed) -> None:

@@ -117,6 +117,21 @@ class SearchHit:
 
 
 
+@dataclass(frozen=True)
+class Schedule:
+    connection_id: str
+    enabled: bool
+    paused: bool
+    interval_seconds: int
+    jitter_seconds: int
+    next_due_at: str | None
+    consecutive_failures: int
+    backoff_until: str | None
+    last_run_at: str | None
+    origin: str
+    updated_at: str
+
+
 class Store(Protocol):
     def transaction(self) -> AbstractContextManager[None]: ...
 
@@ -165,7 +180,9 @@ class Store(Protocol):
 
     def rename_connection(self, connection_id: str, display_name: str) -> Connection: ...
 
-    def identity_tombstoned(self, owner_id: str, source: str, claim: str, value: str) -> bool: ...
+    def identity_tombstoned(
+        self, owner_id: str, source: str, claim: str, value: str, connector_keys: Sequence[str]
+    ) -> bool: ...
 
     def save_connection_config(
         self,
@@ -190,6 +207,7 @@ class Store(Protocol):
         collection_mode: str,
         holder: str = "local",
         batch_id: str | None = None,
+        run_id: str | None = None,
     ) -> Acquisition: ...
 
     def commit_batch(
@@ -249,6 +267,8 @@ class Store(Protocol):
 
     def scoped_count(self, scope: ReadScope) -> dict[str, tuple[int, str | None]]: ...
 
+    def visible_last_change(self, scope: ReadScope) -> dict[str, str]: ...
+
     def change_horizon(self) -> int: ...
 
     def change_floor(self) -> int: ...
@@ -289,3 +309,50 @@ class Store(Protocol):
 
     def revoke_token(self, token_id: str) -> None: ...
 
+    # owner operations
+    def set_connection_status(self, connection_id: str, status: str) -> Connection: ...
+
+    def active_lease(self, connection_id: str) -> dict[str, Any] | None: ...
+
+    def schedule(self, connection_id: str) -> Schedule | None: ...
+
+    def put_schedule(
+        self,
+        connection_id: str,
+        *,
+        enabled: bool,
+        interval_seconds: int,
+        jitter_seconds: int,
+        next_due_at: str | None,
+        origin: str,
+    ) -> Schedule: ...
+
+    def set_schedule_paused(self, connection_id: str, paused: bool) -> Schedule | None: ...
+
+    def due_schedules(self, now: str) -> list[Schedule]: ...
+
+    def claim_schedule(self, connection_id: str, expected_due: str, next_due_at: str) -> bool: ...
+
+    def record_schedule_outcome(
+        self, connection_id: str, *, succeeded: bool, backoff_until: str | None
+    ) -> None: ...
+
+    def append_audit(
+        self,
+        *,
+        actor_kind: str,
+        connection_id: str | None,
+        operation: str,
+        outcome: str,
+        summary: dict[str, Any],
+    ) -> None: ...
+
+    def audit_events(
+        self, connection_id: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]: ...
+
+    def delete_connection(self, connection_id: str, owner_id: str) -> dict[str, Any]: ...
+
+    def purge_search_rows(self) -> int: ...
+
+    def credential_metadata(self, connection_id: str) -> list[dict[str, Any]]: ...

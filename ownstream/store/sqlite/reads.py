@@ -69,6 +69,29 @@ class ReadQueries:
         )
         return {c: (n, last) for c, n, last in rows}
 
+    def visible_last_change(self, scope: ReadScope) -> dict[str, str]:
+        """Per connection, when data the scope can see last changed: an insert, a delete or an
+        update of a visible field, within the window and resources. An update of hidden fields
+        only never moves it (the stored `last_updated` does), so it cannot reveal one."""
+        found: dict[str, str] = {}
+        filters, params = scope_filters(scope, "r")
+        fields = list(scope.fields)
+        sql = (
+            "SELECT c.changed_at FROM record_changes c JOIN records r ON r.record_id = c.record_id "
+            "WHERE c.stream = ? AND c.connection_id = ? "
+            "AND (c.op != 'update' OR EXISTS (SELECT 1 FROM json_each(c.changed_fields) j "
+            f"WHERE j.value IN ({','.join('?' * len(fields)) or 'NULL'})))"
+            + "".join(f" AND {f}" for f in filters)
+            + " ORDER BY c.seq DESC LIMIT 1"
+        )
+        for connection_id in scope.connection_ids:
+            row = self._db().execute(
+                sql, [scope.stream.name, connection_id, *fields, *params]
+            ).fetchone()
+            if row is not None:
+                found[connection_id] = row[0]
+        return found
+
     # change feed ------------------------------------------------------------------------------
     def change_horizon(self) -> int:
         row = self._db().execute("SELECT coalesce(max(seq), 0) FROM record_changes").fetchone()

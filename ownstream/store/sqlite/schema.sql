@@ -30,8 +30,10 @@ CREATE TABLE IF NOT EXISTS connections (
     updated_at TEXT NOT NULL,
     revoked_at TEXT
 );
+-- One connection per identity *and proving connector*: two connectors proving equal values
+-- are one connection only when a rule links them (then the second attaches as a path).
 CREATE UNIQUE INDEX IF NOT EXISTS connections_identity
-    ON connections (owner_id, source, identity_claim, identity_value)
+    ON connections (owner_id, source, identity_claim, identity_value, identity_proven_by)
     WHERE identity_claim IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS connection_paths (
@@ -63,14 +65,20 @@ CREATE TABLE IF NOT EXISTS connection_credentials (
     PRIMARY KEY (connection_id, connector_key, name)
 );
 
+CREATE TABLE IF NOT EXISTS deleted_connections (
+    connection_id TEXT PRIMARY KEY,   -- never reused, so old grants never read a newcomer
+    deleted_at TEXT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS identity_tombstones (
     owner_id TEXT NOT NULL,
     source TEXT NOT NULL,
     claim TEXT NOT NULL,
     value TEXT NOT NULL,
+    connector_key TEXT NOT NULL,      -- a path that had proven this identity
     connection_id TEXT NOT NULL,
     deleted_at TEXT NOT NULL,
-    PRIMARY KEY (owner_id, source, claim, value)
+    PRIMARY KEY (owner_id, source, claim, value, connector_key)
 );
 
 -- One row per run; run_seq is the compact id provenance rows point at.
@@ -223,3 +231,30 @@ CREATE TABLE IF NOT EXISTS tokens (
     revoked_at TEXT,
     last_used_at TEXT
 );
+
+CREATE TABLE IF NOT EXISTS schedules (
+    connection_id TEXT PRIMARY KEY,
+    enabled INTEGER NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    interval_seconds INTEGER NOT NULL,
+    jitter_seconds INTEGER NOT NULL DEFAULT 0,
+    next_due_at TEXT,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    backoff_until TEXT,
+    last_run_at TEXT,
+    origin TEXT NOT NULL,             -- owner | refresh_policy
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS schedules_due ON schedules (next_due_at) WHERE enabled = 1 AND paused = 0;
+
+-- Append-only; survives connection deletion. Never holds secrets or record contents.
+CREATE TABLE IF NOT EXISTS audit_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor_kind TEXT NOT NULL,         -- owner | scheduler | client
+    connection_id TEXT,
+    operation TEXT NOT NULL,
+    outcome TEXT NOT NULL,            -- succeeded | failed | refused
+    summary BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_connection ON audit_events (connection_id, seq);

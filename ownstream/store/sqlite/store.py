@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from ownstream.clock import iso, now_iso, random_id, stable_id, utc_now
-from ownstream.errors import ConnectionNotFound, ConnectionRunActive, NotFound
+from ownstream.errors import ConnectionNotFound, ConnectionRunActive, NotFound, RunLeaseLost
 from ownstream.model import (
     Acquisition,
     AttachedPath,
@@ -34,6 +34,7 @@ from ownstream.store.base import (
     WriteStats,
 )
 from ownstream.store.sqlite.access import AccessRecords
+from ownstream.store.sqlite.operations import OwnerOperations
 from ownstream.store.sqlite.reads import ReadQueries, scope_filters, scope_token
 
 SCHEMA_VERSION = "1"
@@ -69,11 +70,12 @@ class _Current:
         self.was_deleted = self.deleted
 
 
-class SQLiteStore(ReadQueries, AccessRecords):
+class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
     """One SQLite database file. Each thread gets its own connection; writes are transactions."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, lease_seconds: int = LEASE_SECONDS) -> None:
         self.path = path
+        self.lease_seconds = lease_seconds
         self._local = threading.local()
         self._run_seqs: dict[str, int] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,13 +166,25 @@ class SQLiteStore(ReadQueries, AccessRecords):
         identity: ConnectionIdentity | None,
         seed: str,
     ) -> Connection:
-        """Create a connection. Its id is a stable hash of its identity (or of `seed`)."""
+        """Create a connection. Its id is a stable hash of its identity (or of `seed`).
+
+        An id is never reused: if the owner deleted a connection with this id, the next
+        generation's id is taken, so grants that named the deleted one still read nothing.
+        """
         if identity is not None:
-            connection_id = stable_id("cin", owner_id, source, identity.claim, identity.value)
+            base = stable_id(
+                "cin", owner_id, source, identity.claim, identity.value, identity.proven_by
+            )
         else:
-            connection_id = stable_id("cin", owner_id, source, "no-identity", seed)
+            base = stable_id("cin", owner_id, source, "no-identity", seed)
         now = now_iso()
         with self.transaction():
+            connection_id, generation = base, 0
+            while self._db().execute(
+                "SELECT 1 FROM deleted_connections WHERE connection_id = ?", (connection_id,)
+            ).fetchone():
+                generation += 1
+                connection_id = stable_id("cin", base, str(generation))
             self._db().execute(
                 "INSERT INTO connections (connection_id, owner_id, source, display_name, "
                 "display_name_is_placeholder, status, identity_claim, identity_value, "
@@ -191,9 +205,12 @@ class SQLiteStore(ReadQueries, AccessRecords):
                     now,
                 ),
             )
-            self._db().execute(
-                "DELETE FROM identity_tombstones WHERE connection_id = ?", (connection_id,)
-            )
+            if identity is not None:  # the owner re-created a deleted identity explicitly
+                self._db().execute(
+                    "DELETE FROM identity_tombstones WHERE owner_id = ? AND source = ? AND "
+                    "claim = ? AND value = ?",
+                    (owner_id, source, identity.claim, identity.value),
+                )
         return self.connection(connection_id)
 
     def attach_path(
@@ -312,16 +329,15 @@ class SQLiteStore(ReadQueries, AccessRecords):
             )
         return self.connection(connection_id)
 
-    def identity_tombstoned(self, owner_id: str, source: str, claim: str, value: str) -> bool:
-        row = (
-            self._db()
-            .execute(
-                "SELECT 1 FROM identity_tombstones WHERE owner_id = ? AND source = ? AND claim = ? "
-                "AND value = ?",
-                (owner_id, source, claim, value),
-            )
-            .fetchone()
-        )
+    def identity_tombstoned(
+        self, owner_id: str, source: str, claim: str, value: str, connector_keys: Sequence[str]
+    ) -> bool:
+        """Whether the owner deleted a connection whose identity one of these paths proved."""
+        row = self._db().execute(
+            "SELECT 1 FROM identity_tombstones WHERE owner_id = ? AND source = ? AND claim = ? "
+            f"AND value = ? AND connector_key IN ({','.join('?' * len(connector_keys))})",
+            (owner_id, source, claim, value, *connector_keys),
+        ).fetchone()
         return row is not None
 
     # per-connection configuration --------------------------------------------------------------
@@ -383,9 +399,10 @@ class SQLiteStore(ReadQueries, AccessRecords):
         collection_mode: str,
         holder: str = "local",
         batch_id: str | None = None,
+        run_id: str | None = None,
     ) -> Acquisition:
         """Record a run and take the connection's lease; refuses while another run holds it."""
-        run_id = random_id("run")
+        run_id = run_id or random_id("run")
         now = utc_now()
         with self.transaction():
             db = self._db()
@@ -417,7 +434,7 @@ class SQLiteStore(ReadQueries, AccessRecords):
                     run_id,
                     holder,
                     iso(now),
-                    iso(now + timedelta(seconds=LEASE_SECONDS)),
+                    iso(now + timedelta(seconds=self.lease_seconds)),
                 ),
             )
             cursor = db.execute(
@@ -464,7 +481,9 @@ class SQLiteStore(ReadQueries, AccessRecords):
     ) -> WriteStats:
         """End a run: its last records, its checkpoints (success only) and its row, atomically."""
         with self.transaction():
+            self._hold_lease(acquisition)
             stats = self._write(acquisition, last_writes)
+            counts = {k: v + getattr(stats, k, 0) for k, v in counts.items()}
             db = self._db()
             if states:
                 now = now_iso()
@@ -626,16 +645,27 @@ class SQLiteStore(ReadQueries, AccessRecords):
     ) -> WriteStats:
         """Write one batch of validated records in one transaction, and extend the lease."""
         with self.transaction():
-            stats = self._write(acquisition, writes)
-            self._db().execute(
-                "UPDATE run_leases SET expires_at = ? WHERE connection_id = ? AND run_id = ?",
-                (
-                    iso(utc_now() + timedelta(seconds=LEASE_SECONDS)),
-                    acquisition.connection_id,
-                    acquisition.run_id,
-                ),
+            self._hold_lease(acquisition)
+            return self._write(acquisition, writes)
+
+    def _hold_lease(self, acquisition: Acquisition) -> None:
+        """Fence every write: only the run holding its connection's lease may write, so a run
+        whose lease expired (and was taken over, or whose connection was deleted) cannot."""
+        db = self._db()
+        row = db.execute(
+            "SELECT run_id FROM run_leases WHERE connection_id = ?", (acquisition.connection_id,)
+        ).fetchone()
+        if row is None or row[0] != acquisition.run_id:
+            raise RunLeaseLost(
+                f"run {acquisition.run_id} no longer holds the lease of connection "
+                f"{acquisition.connection_id}; nothing more was written",
+                run_id=acquisition.run_id,
+                connection_id=acquisition.connection_id,
             )
-        return stats
+        db.execute(
+            "UPDATE run_leases SET expires_at = ? WHERE connection_id = ?",
+            (iso(utc_now() + timedelta(seconds=self.lease_seconds)), acquisition.connection_id),
+        )
 
     def _write(
         self,
@@ -687,10 +717,10 @@ class SQLiteStore(ReadQueries, AccessRecords):
                 if state is None or state.deleted:
                     stats.unchanged += 1
                     continue
-                evidence.add(state.record_id)
                 if state.paths.replace(path_mark, ",").strip(","):
                     stats.delete_deferred += 1  # another path evidences it: not ours to remove
                     continue
+                evidence.add(state.record_id)
                 state.version += 1
                 state.deleted = state.dirty = True
                 changes.append(
@@ -834,7 +864,9 @@ class SQLiteStore(ReadQueries, AccessRecords):
                 inserts.append((connection_id, stream, key, *row, 0, None))
                 count_delta += 1
             else:
-                updates.append(row)
+                # emitted_at stays the first collection time: moving it on every change would
+                # reveal changes of fields a grant withholds
+                updates.append((row[0], *row[2:]))
                 fts_delete.append((state.record_id,))
                 count_delta += 1 if state.was_deleted else 0
             if searchable:
@@ -849,8 +881,8 @@ class SQLiteStore(ReadQueries, AccessRecords):
             )
         if updates:
             db.executemany(
-                "UPDATE records SET data = ?, emitted_at = ?, cursor_value = ?, consent_time = ?,"
-                " version = ?, updated_at = ?, paths = ?, deleted = 0, deleted_at = NULL "
+                "UPDATE records SET data = ?, cursor_value = ?, consent_time = ?, version = ?, "
+                "updated_at = ?, paths = ?, deleted = 0, deleted_at = NULL "
                 "WHERE record_id = ?",
                 updates,
             )

@@ -6,12 +6,13 @@ without it is foreign and is refused. Every further line is a journal entry, exc
     {"_skip": MESSAGE}                   a part of the export this parser does not model
     {"_crash": CODE}                     exit with CODE at once (a parser crash mid-stream)
 A line that is not JSON makes the import fail with an error naming the line. The file is read
-line by line, never whole.
+line by line, never whole. The optional setting JOURNAL_TZ is echoed in the first PROGRESS.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 
@@ -46,6 +47,8 @@ def main() -> int:
     name = artifact.get("name", "?")
     emitted = 0
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tz = os.environ.get("JOURNAL_TZ", "unset")
+    emit({"type": "PROGRESS", "message": f"reading {name} (tz {tz})"})
     with open(artifact["path"], encoding="utf-8") as handle:
         try:
             header = json.loads(handle.readline() or "null")

@@ -1,0 +1,141 @@
+"""Connection health: one pure function from evidence to a verdict every surface renders.
+
+Verdicts, worst first: `blocked` (collection cannot proceed until the owner acts),
+`needs_attention` (it runs, but something asks for the owner), `degraded` (failures, gaps,
+backoff, or staleness on a scheduled connection), `idle` (revoked, paused, or a manual-only
+connection that is merely stale), `unknown` (no evidence yet), `healthy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from ownstream.clock import iso, parse_iso
+from ownstream.store.base import RunRecord, Schedule
+
+OWNER_ACTIONS = frozenset({"manual_action_required", "refresh_credentials"})
+
+
+@dataclass(frozen=True)
+class HealthEvidence:
+    status: str
+    runnable_paths: tuple[str, ...]
+    last_runs: tuple[RunRecord, ...]  # the latest run of each path, newest first
+    last_successful_run: RunRecord | None
+    last_batch_at: str | None
+    staleness_budget_seconds: int | None
+    schedule: Schedule | None
+    missing_credentials: tuple[str, ...]
+    now: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: str
+    reason: str
+    message: str
+    remediation: str | None = None
+    advisories: tuple[str, ...] = ()
+    gaps: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "reason_code": self.reason,
+            "message": self.message,
+            "remediation": self.remediation,
+            "advisories": list(self.advisories),
+            "known_gaps": list(self.gaps),
+        }
+
+
+def _scheduled(schedule: Schedule | None) -> bool:
+    return schedule is not None and schedule.enabled and not schedule.paused
+
+
+def verdict(evidence: HealthEvidence) -> Verdict:
+    if evidence.status == "revoked":
+        return Verdict("idle", "revoked", "collection is stopped; records are kept", "reactivate")
+    if evidence.missing_credentials:
+        return Verdict(
+            "blocked",
+            "credential_unavailable",
+            f"missing credential(s): {', '.join(evidence.missing_credentials)}",
+            "reconnect with the credential (ownstream connect … --connection ID)",
+        )
+    gaps = tuple(g for run in evidence.last_runs for g in run.known_gaps)
+    for run in evidence.last_runs:
+        if run.status == "failed" and any(
+            g.get("recovery_hint", {}).get("action") == "refresh_credentials"
+            for g in run.known_gaps
+        ):
+            return Verdict(
+                "blocked",
+                "credentials_rejected",
+                f"{run.connector_key} rejected the stored credential in run {run.run_id}",
+                "refresh_credentials",
+                gaps=gaps,
+            )
+    if not evidence.last_runs and evidence.last_batch_at is None:
+        return Verdict("unknown", "no_evidence", "nothing has been collected yet", "run it")
+    latest = evidence.last_runs[0] if evidence.last_runs else None
+    actions = {g.get("recovery_hint", {}).get("action") for g in gaps}
+    if latest is not None and latest.status in ("failed", "cancelled"):
+        error = latest.error or {}
+        state = "needs_attention" if actions & OWNER_ACTIONS else "degraded"
+        return Verdict(
+            state,
+            "last_run_failed",
+            f"run {latest.run_id} of {latest.connector_key} {latest.status}: "
+            f"{error.get('message', 'no detail')}",
+            next(iter(sorted(a for a in actions if a))) if actions - {None} else None,
+            gaps=gaps,
+        )
+    actionable = tuple(g for g in gaps if g.get("severity") != "informational")
+    if actionable:
+        owner_needed = any(
+            g.get("recovery_hint", {}).get("action") in OWNER_ACTIONS for g in actionable
+        )
+        return Verdict(
+            "needs_attention" if owner_needed else "degraded",
+            "known_gaps",
+            f"{len(actionable)} known gap(s) in the latest run(s)",
+            str(actionable[0].get("recovery_hint", {}).get("action")),
+            gaps=gaps,
+        )
+    schedule = evidence.schedule
+    if schedule is not None and schedule.backoff_until and schedule.backoff_until > evidence.now:
+        return Verdict(
+            "degraded",
+            "backing_off",
+            f"{schedule.consecutive_failures} failed scheduled run(s); next try after "
+            f"{schedule.backoff_until}",
+            None,
+        )
+    newest = max(
+        (t for t in (
+            evidence.last_successful_run.ended_at if evidence.last_successful_run else None,
+            evidence.last_batch_at,
+        ) if t),
+        default=None,
+    )
+    budget = evidence.staleness_budget_seconds
+    if budget is not None and newest is not None:
+        deadline = iso(parse_iso(newest) + timedelta(seconds=budget))
+        if deadline < evidence.now:
+            if _scheduled(schedule):
+                return Verdict(
+                    "degraded", "stale", f"newest evidence {newest} is older than {budget}s", None
+                )
+            return Verdict(
+                "idle",
+                "stale_manual_refresh",
+                f"newest evidence {newest} is older than {budget}s",
+                None,
+                advisories=("refresh: run it now, or import a newer archive",),
+            )
+    if schedule is not None and schedule.paused:
+        return Verdict("idle", "schedule_paused", "the schedule is paused", "resume")
+    return Verdict("healthy", "ok", "collected successfully", None, gaps=gaps)

@@ -1,0 +1,377 @@
+"""The owner's operations on connections, shared by the CLI and the owner API.
+
+Each operation targets one connection, and appends an audit event (actor, connection,
+operation, outcome, a summary without secrets or record contents) whatever its outcome.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from ownstream.clock import iso, now_iso, random_id, utc_now
+from ownstream.errors import (
+    AmbiguousConnection,
+    ConnectionInactive,
+    ConnectionNotFound,
+    ConnectionRunActive,
+    InvalidArgument,
+    NotFound,
+    OwnstreamError,
+)
+from ownstream.health import HealthEvidence, Verdict, verdict
+from ownstream.home import Home
+from ownstream.model import Connection
+from ownstream.runtime.runner import ConnectResult, ImportResult, RunOutcome, Runtime
+from ownstream.scheduler import auto_enroll, check_schedule, schedulable_paths
+from ownstream.store.base import Schedule
+from ownstream.views import batch_view, connection_detail, connection_view, run_view
+
+SUPPORTED_ACTIONS = ("rename", "run", "revoke", "reactivate", "schedule", "delete", "diagnostics")
+
+
+@dataclass
+class OwnerOperations:
+    home: Home
+    actor_kind: str = "owner"
+
+    def runtime(self, on_progress: Callable[[dict[str, Any]], None] | None = None) -> Runtime:
+        return self.home.runtime(on_progress)
+
+    @contextmanager
+    def _audited(
+        self, operation: str, connection_id: str | None, summary: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        """Run an operation and record its outcome; `summary` may be filled in by the body.
+
+        The event is filed under the connection the body resolved (`summary["connection_id"]`,
+        as connect and import learn it), else the one named by the caller.
+        """
+        try:
+            yield summary
+        except OwnstreamError as exc:
+            self.home.store.append_audit(
+                actor_kind=self.actor_kind,
+                connection_id=summary.get("connection_id") or connection_id,
+                operation=operation,
+                outcome="refused" if exc.status in (400, 404, 409) else "failed",
+                summary={**summary, "error": exc.code},
+            )
+            raise
+        except Exception:
+            # An unexpected failure (a store error, say) is still an outcome the owner sees.
+            with suppress(Exception):
+                self.home.store.append_audit(
+                    actor_kind=self.actor_kind,
+                    connection_id=summary.get("connection_id") or connection_id,
+                    operation=operation,
+                    outcome="failed",
+                    summary={**summary, "error": "internal_error"},
+                )
+            raise
+        self.home.store.append_audit(
+            actor_kind=self.actor_kind,
+            connection_id=summary.get("connection_id") or connection_id,
+            operation=operation,
+            outcome=summary.pop("_outcome", "succeeded"),
+            summary=summary,
+        )
+
+    # connect / import / run ----------------------------------------------------------------
+    def connect(self, connector_key: str, **kwargs: Any) -> ConnectResult:
+        with self._audited(
+            "connect", kwargs.get("connection_id"), {"connector_key": connector_key}
+        ) as summary:
+            result = self.runtime().connect(connector_key, **kwargs)
+            connection = result.connection
+            summary.update(
+                connection_id=connection.connection_id,
+                created=result.created,
+                identity_claim=result.identity.claim if result.identity else None,
+                credentials=sorted(kwargs.get("secrets", {})),
+            )
+            auto_enroll(self.home.store, connection, self.home.catalog)
+        return result
+
+    def import_artifact(
+        self,
+        connector_key: str,
+        path: Path,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        **kwargs: Any,
+    ) -> ImportResult:
+        with self._audited(
+            "import", kwargs.get("connection_id"), {"connector_key": connector_key}
+        ) as summary:
+            result = self.runtime(on_progress).import_artifact(connector_key, path, **kwargs)
+            summary.update(
+                connection_id=result.receipt.connection_id,
+                batch_id=result.receipt.batch_id,
+                status=result.status,
+                counts=result.receipt.counts,
+            )
+        return result
+
+    def run(
+        self,
+        connection_id: str,
+        *,
+        connector_key: str | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[RunOutcome]:
+        with self._audited("run", connection_id, {"connector_key": connector_key}) as summary:
+            outcomes = self.runtime(on_progress).run_connection(
+                connection_id, connector_key=connector_key
+            )
+            summary.update(
+                runs=[{"run_id": o.run_id, "status": o.status} for o in outcomes],
+                _outcome="succeeded"
+                if all(o.status == "succeeded" for o in outcomes)
+                else "failed",
+            )
+        return outcomes
+
+    def start_run(self, connection_id: str, connector_key: str | None = None) -> list[str]:
+        """Check and start a run in the background; returns its run ids at once (HTTP 202)."""
+        with self._audited("run", connection_id, {"connector_key": connector_key}) as summary:
+            runtime = self.runtime()
+            _, manifests = runtime.runnable_paths(connection_id, connector_key)
+            lease = self.home.store.active_lease(connection_id)
+            if lease is not None:
+                raise ConnectionRunActive(
+                    f"run {lease['run_id']} of connection {connection_id} is in progress",
+                    connection_id=connection_id,
+                    run_id=lease["run_id"],
+                )
+            run_ids = [random_id("run") for _ in manifests]
+            summary.update(runs=run_ids, _outcome="started")
+
+        def work() -> None:
+            summary: dict[str, Any] = {"runs": run_ids}
+            try:
+                outcomes = runtime.run_connection(
+                    connection_id, connector_key=connector_key, run_ids=run_ids
+                )
+                succeeded = all(o.status == "succeeded" for o in outcomes)
+                summary["statuses"] = [o.status for o in outcomes]
+            except OwnstreamError as exc:
+                succeeded = False
+                summary["error"] = exc.code
+            self.home.store.append_audit(
+                actor_kind=self.actor_kind,
+                connection_id=connection_id,
+                operation="run_finished",
+                outcome="succeeded" if succeeded else "failed",
+                summary=summary,
+            )
+
+        threading.Thread(target=work, name=f"run-{connection_id}", daemon=True).start()
+        return run_ids
+
+    def connector_connection(self, connector_key: str) -> Connection:
+        """The one connection with this path; several is ambiguous, never an arbitrary pick."""
+        self.home.catalog.manifest(connector_key)
+        candidates = [
+            c
+            for c in self.home.store.connections(connector_key=connector_key)
+            if c.status != "revoked"
+        ]
+        if not candidates:
+            raise ConnectionNotFound(
+                f"no connection has the {connector_key} path", param="connector_key"
+            )
+        if len(candidates) > 1:
+            raise AmbiguousConnection(
+                f"{len(candidates)} connections have the {connector_key} path; name one",
+                retry_with="connection_id",
+                available_connections=[
+                    {"connection_id": c.connection_id, "display_name": c.display_name}
+                    for c in candidates
+                ],
+            )
+        return candidates[0]
+
+    # lifecycle -----------------------------------------------------------------------------
+    def rename(self, connection_id: str, display_name: str) -> Connection:
+        with self._audited("rename", connection_id, {}):
+            return self.home.store.rename_connection(connection_id, display_name)
+
+    def revoke(self, connection_id: str) -> Connection:
+        with self._audited("revoke", connection_id, {}):
+            if self.home.store.connection(connection_id).status == "revoked":
+                raise ConnectionInactive(f"connection {connection_id} is already revoked")
+            return self.home.store.set_connection_status(connection_id, "revoked")
+
+    def reactivate(self, connection_id: str) -> Connection:
+        with self._audited("reactivate", connection_id, {}):
+            return self.home.store.set_connection_status(connection_id, "active")
+
+    def delete(self, connection_id: str) -> dict[str, Any]:
+        with self._audited("delete", connection_id, {}) as summary:
+            counts = self.home.store.delete_connection(connection_id, self.runtime().owner_id)
+            summary.update(counts)
+        self.home.store.purge_search_rows()
+        return {"deleted": True, "connection_id": connection_id, **counts}
+
+    # schedules -----------------------------------------------------------------------------
+    def put_schedule(
+        self, connection_id: str, *, enabled: bool, interval_seconds: int, jitter_seconds: int = 0
+    ) -> Schedule:
+        with self._audited(
+            "schedule",
+            connection_id,
+            {
+                "enabled": enabled,
+                "interval_seconds": interval_seconds,
+                "jitter_seconds": jitter_seconds,
+            },
+        ):
+            connection = self.home.store.connection(connection_id)
+            check_schedule(
+                connection, self.home.catalog, enabled=enabled, interval_seconds=interval_seconds
+            )
+            if jitter_seconds < 0 or jitter_seconds > interval_seconds:
+                raise InvalidArgument(
+                    "jitter_seconds must be between 0 and interval_seconds", param="jitter_seconds"
+                )
+            return self.home.store.put_schedule(
+                connection_id,
+                enabled=enabled,
+                interval_seconds=interval_seconds,
+                jitter_seconds=jitter_seconds,
+                next_due_at=iso(utc_now() + timedelta(seconds=interval_seconds))
+                if enabled
+                else None,
+                origin="owner",
+            )
+
+    def pause_schedule(self, connection_id: str, paused: bool) -> Schedule:
+        with self._audited("schedule_pause" if paused else "schedule_resume", connection_id, {}):
+            self.home.store.connection(connection_id)
+            schedule = self.home.store.set_schedule_paused(connection_id, paused)
+            if schedule is None:
+                raise NotFound(f"connection {connection_id} has no schedule", param="schedule")
+            return schedule
+
+    # reading -------------------------------------------------------------------------------
+    def health(self, connection: Connection) -> Verdict:
+        store, catalog = self.home.store, self.home.catalog
+        runs = store.runs(connection.connection_id, limit=200)
+        latest: dict[str, Any] = {}
+        for run in runs:
+            if run.status != "running" and run.batch_id is None:
+                latest.setdefault(run.connector_key, run)
+        last_successful = next((r for r in runs if r.status == "succeeded"), None)
+        batches = store.batches(connection_id=connection.connection_id)
+        runnable = [p for p in connection.paths if p.acquisition_method != "owner_artifact"]
+        missing = []
+        budgets = []
+        for path in runnable:
+            manifest = catalog.manifests.get(path.connector_key)
+            if manifest is None:
+                continue
+            if manifest.refresh_policy.maximum_staleness_seconds:
+                budgets.append(manifest.refresh_policy.maximum_staleness_seconds)
+            stored = {
+                c["name"]
+                for c in store.credential_metadata(connection.connection_id)
+                if c["connector_key"] == path.connector_key
+            }
+            missing += [
+                f"{path.connector_key}:{s.name}"
+                for s in manifest.secrets
+                if s.required and s.name not in stored
+            ]
+        return verdict(
+            HealthEvidence(
+                status=connection.status,
+                runnable_paths=tuple(p.connector_key for p in runnable),
+                last_runs=tuple(sorted(latest.values(), key=lambda r: r.started_at, reverse=True)),
+                last_successful_run=last_successful,
+                last_batch_at=batches[0].created_at if batches else None,
+                staleness_budget_seconds=min(budgets) if budgets else None,
+                schedule=store.schedule(connection.connection_id),
+                missing_credentials=tuple(missing),
+                now=now_iso(),
+            )
+        )
+
+    def connection_entry(self, connection: Connection) -> dict[str, Any]:
+        schedule = self.home.store.schedule(connection.connection_id)
+        return {
+            "object": "owner_connection",
+            **connection_view(connection),
+            "identity_claim": connection.identity.claim if connection.identity else None,
+            "schedule": schedule_view(schedule),
+            "health": self.health(connection).to_dict(),
+            "supported_actions": list(SUPPORTED_ACTIONS),
+        }
+
+    def grouped_connections(self) -> list[dict[str, Any]]:
+        """Connections grouped by source, then by connector, for display."""
+        groups: dict[str, dict[str, Any]] = {}
+        for connection in self.home.store.connections():
+            group = groups.setdefault(
+                connection.source, {"source": connection.source, "connectors": {}}
+            )
+            for path in connection.paths or ():
+                group["connectors"].setdefault(path.connector_key, []).append(
+                    connection.connection_id
+                )
+        return [
+            {
+                "source": g["source"],
+                "connectors": [
+                    {"connector_key": k, "connection_ids": v}
+                    for k, v in sorted(g["connectors"].items())
+                ],
+            }
+            for g in sorted(groups.values(), key=lambda g: g["source"])
+        ]
+
+    def diagnostics(self, connection_id: str) -> dict[str, Any]:
+        store = self.home.store
+        connection = store.connection(connection_id)
+        runs = store.runs(connection_id, limit=50)
+        health = self.health(connection)
+        detail = connection_detail(store, connection)
+        return {
+            "object": "diagnostics",
+            "connection_id": connection_id,
+            "health": health.to_dict(),
+            "last_run": run_view(runs[0]) if runs else None,
+            "last_successful_run": next(
+                (run_view(r) for r in runs if r.status == "succeeded"), None
+            ),
+            "known_gaps": health.gaps,
+            "coverage": detail["coverage"],
+            "streams": detail["streams"],
+            "schedule": schedule_view(store.schedule(connection_id)),
+            "schedulable_paths": [
+                m.connector_key for m in schedulable_paths(connection, self.home.catalog)
+            ],
+            "credentials": store.credential_metadata(connection_id),
+            "active_lease": store.active_lease(connection_id),
+            "import_batches": [batch_view(b) for b in store.batches(connection_id=connection_id)],
+        }
+
+
+def schedule_view(schedule: Schedule | None) -> dict[str, Any] | None:
+    if schedule is None:
+        return None
+    return {
+        "enabled": schedule.enabled,
+        "paused": schedule.paused,
+        "interval_seconds": schedule.interval_seconds,
+        "jitter_seconds": schedule.jitter_seconds,
+        "next_due_at": schedule.next_due_at,
+        "consecutive_failures": schedule.consecutive_failures,
+        "backoff_until": schedule.backoff_until,
+        "last_run_at": schedule.last_run_at,
+        "origin": schedule.origin,
+    }

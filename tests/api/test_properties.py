@@ -1,0 +1,450 @@
+"""Property tests: whatever the grant and whatever the request, a client sees nothing else.
+
+The dataset is built once (3 Spotify archive connections, 3 notes connections over two
+connectors, with updates, hidden-only updates and deletes). Hypothesis draws grants (streams,
+connections, fields, time windows, resources) and requests (endpoint, connection narrowing,
+`fields`, search terms taken from the data, paging), and every response is checked against an
+oracle computed straight from the database rows:
+- records, details, change feeds: only granted (stream, connection), inside the window and the
+  resources, data equal to the stored data projected on granted ∩ requested fields;
+- stream lists and metadata: only granted streams and connections; counts of visible records;
+- search: hits only on visible records whose *visible* searchable text holds every term;
+  matched_fields and snippets only from granted fields; and every such record is found;
+- no response body contains provenance (connector keys, methods, runs, batches, artifacts,
+  placeholder labels).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ownstream.model import Grant
+from ownstream.records import search_text
+
+from .conftest import SECRET_WORDS, World, assert_error, build_standard, make_notes
+
+STREAMS = ("listening_history", "saved_tracks", "playlists", "profile", "notes")
+MISSING_CONNECTION = "cin_" + "f" * 24
+SETTINGS = settings(
+    # OWNSTREAM_PROPERTY_EXAMPLES=500 for a deeper run
+    max_examples=int(os.environ.get("OWNSTREAM_PROPERTY_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    database=None,
+)
+Row = dict[str, Any]
+
+
+def fold(text: str) -> str:
+    """Fold as SQLite's unicode61 tokenizer (remove_diacritics 2): simple lowercase, then no
+    combining marks. Written here, not imported, so the oracle does not share the code under
+    test."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def raw_words(text: str) -> set[str]:
+    """Words as a person would type them from the data: original case and accents."""
+    return set(re.findall(r"[^\W_]+", text))
+
+
+def tokens_of(text: str) -> set[str]:
+    """Words as the index sees them: letters and digits, case and diacritics folded."""
+    return {fold(w) for w in raw_words(text)}
+
+
+class Dataset:
+    """The world, plus every stored row (tombstones included) as the oracle's ground truth."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.rows: dict[tuple[str, str, str], Row] = {}
+        self.connections: dict[str, list[str]] = {}  # stream -> connections that have it
+        self.times: dict[str, list[str]] = {}
+        self.keys: dict[str, list[str]] = {}
+        self.words: list[str] = []
+        self.unusual: list[str] = []  # words with non-ASCII letters (ß, ø, ü, é ...)
+
+    @classmethod
+    def build(cls, root: Path) -> Dataset:
+        w = build_standard(root)
+        # history for the change feed: visible and hidden-only updates, deletes on both paths
+        alice = make_notes("alice")
+        alice = [{**n, "title": "retitled"} if n["note_id"] == "n01" else n for n in alice]
+        alice = [{**n, "secret": "glacier moved"} if n["note_id"] == "n02" else n for n in alice]
+        w.run_notes("alice", [n for n in alice if n["note_id"] != "n03"], deleted=["n03"])
+        carol = make_notes("carol", month_offset=6)
+        w.import_notes("carol", [n for n in carol if n["note_id"] != "n04"], deleted=["n04"])
+        ds = cls(w)
+        for stream in STREAMS:
+            for row in w.rows(stream, deleted=None):
+                ds.rows[(stream, row["connection_id"], row["record_key"])] = row
+        definitions = {s: w.home.catalog.definition(s) for s in STREAMS}
+        for stream in STREAMS:
+            ds.connections[stream] = sorted({c for s, c, _ in ds.rows if s == stream})
+            ds.times[stream] = sorted(
+                {r["consent_time"] for (s, _, _), r in ds.rows.items()
+                 if s == stream and r["consent_time"]}
+            )
+            ds.keys[stream] = sorted({k for s, _, k in ds.rows if s == stream})
+        vocabulary: set[str] = set(SECRET_WORDS)
+        for (stream, _, _), row in ds.rows.items():
+            for name in definitions[stream].searchable_fields:
+                vocabulary |= raw_words(search_text(row["data"].get(name)))
+        ds.words = sorted(vocabulary)
+        ds.unusual = sorted(w for w in vocabulary if not w.isascii())
+        return ds
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.world.root})"
+
+    def definition(self, stream: str) -> Any:
+        return self.world.home.catalog.definition(stream)
+
+    # -- the oracle -------------------------------------------------------------------------
+    def visible(self, grant: Grant, stream: str, connection_id: str, key: str) -> Row | None:
+        """The stored row (live or tombstone) if the grant lets a client see it at all."""
+        entry = grant.stream(stream)
+        row = self.rows.get((stream, connection_id, key))
+        if entry is None or row is None or connection_id not in entry.instance_ids:
+            return None
+        if entry.since is not None or entry.until is not None:
+            moment = row["consent_time"]
+            if moment is None:
+                return None
+            if entry.since is not None and moment < entry.since:
+                return None
+            if entry.until is not None and moment >= entry.until:
+                return None
+        if entry.resources is not None and key not in entry.resources:
+            return None
+        return row
+
+    def visible_rows(
+        self, grant: Grant, stream: str, narrow: str | None, *, live: bool = True
+    ) -> dict[tuple[str, str], Row]:
+        found = {}
+        for (s, c, k), row in self.rows.items():
+            if s != stream or (narrow is not None and c != narrow):
+                continue
+            if live and row["deleted"]:
+                continue
+            if self.visible(grant, s, c, k) is not None:
+                found[(c, k)] = row
+        return found
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    return Dataset.build(tmp_path_factory.mktemp("property-world"))
+
+
+# --- strategies ----------------------------------------------------------------------------------
+def draw_grant(data: st.DataObject, ds: Dataset) -> tuple[Grant, str]:
+    names = data.draw(st.lists(st.sampled_from(STREAMS), min_size=1, unique=True), "streams")
+    entries = []
+    for name in names:
+        definition = ds.definition(name)
+        entry: dict[str, Any] = {
+            "name": name,
+            "connection_ids": data.draw(
+                st.lists(st.sampled_from(ds.connections[name]), min_size=1, unique=True)
+            ),
+            "fields": data.draw(
+                st.lists(st.sampled_from(definition.fields), min_size=1, unique=True)
+            ),
+        }
+        if definition.consent_time_field and data.draw(st.booleans()):
+            # saved_tracks from archives carry no added_at: any window hides them all
+            moments = ds.times[name] or ["2025-01-01T00:00:00.000Z"]
+            since = data.draw(st.none() | st.sampled_from(moments))
+            until = data.draw(st.none() | st.sampled_from(moments))
+            if since or until:
+                entry["time_range"] = {
+                    k: v for k, v in (("since", since), ("until", until)) if v
+                }
+        if data.draw(st.integers(0, 3)) == 0:
+            entry["resources"] = data.draw(
+                st.lists(st.sampled_from(ds.keys[name]), max_size=8, unique=True)
+            )
+        entries.append(entry)
+    return ds.world.grant(entries, client_id="prop.app")
+
+
+def draw_narrow(data: st.DataObject, ds: Dataset) -> str | None:
+    everyone = sorted(set(ds.world.conns.values()))
+    return data.draw(
+        st.none() | st.sampled_from([*everyone, MISSING_CONNECTION]), "connection_id"
+    )
+
+
+def draw_fields(data: st.DataObject, ds: Dataset, stream: str) -> list[str] | None:
+    return data.draw(
+        st.none() | st.lists(st.sampled_from(ds.definition(stream).fields), min_size=1,
+                             unique=True),
+        "fields",
+    )
+
+
+def narrow_params(narrow: str | None, data: st.DataObject) -> dict[str, str]:
+    if narrow is None:
+        return {}
+    name = data.draw(st.sampled_from(["connection_id", "connector_instance_id"]))
+    return {name: narrow}
+
+
+def project(row: Row, fields: set[str]) -> dict[str, Any]:
+    return {k: v for k, v in row["data"].items() if k in fields}
+
+
+def effective_fields(grant: Grant, stream: str, requested: list[str] | None) -> set[str]:
+    entry = grant.stream(stream)
+    assert entry is not None
+    granted = set(entry.fields)
+    return granted if requested is None else granted & set(requested)
+
+
+def check_record(ds: Dataset, grant: Grant, record: dict[str, Any], fields: set[str]) -> None:
+    row = ds.visible(grant, record["stream"], record["connection_id"], record["id"])
+    assert row is not None, f"record outside the grant: {record}"
+    if record.get("deleted"):
+        assert row["deleted"], record
+        assert "data" not in record
+    else:
+        assert not row["deleted"]
+        assert record["data"] == project(row, fields), record
+    label = {c.connection_id: c.client_display_name for c in ds.world.store.connections()}
+    assert record.get("display_name") == label[record["connection_id"]]
+
+
+def has_term(term: str, words: set[str]) -> bool:
+    folded = fold(term.rstrip("*"))
+    if term.endswith("*"):
+        return any(w.startswith(folded) for w in words)
+    return folded in words
+
+
+def finds(
+    ds: Dataset, grant: Grant, stream: str, row: Row, terms: list[str]
+) -> tuple[bool, list[str]]:
+    """Whether the row's visible searchable text holds every term, and which fields hold one."""
+    entry = grant.stream(stream)
+    assert entry is not None
+    fields = [f for f in ds.definition(stream).searchable_fields if f in entry.fields]
+    words_by_field = {f: tokens_of(search_text(row["data"].get(f))) for f in fields}
+    union: set[str] = set().union(*words_by_field.values()) if fields else set()
+    every = bool(fields) and all(has_term(t, union) for t in terms)
+    return every, [f for f in fields if any(has_term(t, words_by_field[f]) for t in terms)]
+
+
+# --- properties -------------------------------------------------------------------------------
+@SETTINGS
+@given(data=st.data())
+def test_records_details_and_metadata_stay_inside_the_grant(
+    ds: Dataset, data: st.DataObject
+) -> None:
+    w = ds.world
+    grant, token = draw_grant(data, ds)
+    granted = {s.name: s for s in grant.streams}
+    for _ in range(data.draw(st.integers(1, 4), "requests")):
+        kind = data.draw(st.sampled_from(["streams", "meta", "records", "detail", "schema"]))
+        narrow = draw_narrow(data, ds)
+        params: dict[str, Any] = narrow_params(narrow, data)
+        if kind == "streams":
+            response = w.cget("/v1/streams", token, params)
+            pairs = {
+                (s, c) for s, entry in granted.items() for c in entry.instance_ids
+                if narrow is None or c == narrow
+            }
+            if not pairs:
+                assert_error(response, 404, "connection_not_found")
+                continue
+            entries = response.json()["data"]
+            assert {(e["name"], e["connection_id"]) for e in entries} == pairs
+            for e in entries:
+                expected = ds.visible_rows(grant, e["name"], e["connection_id"])
+                assert e["record_count"] == len(expected), e
+            continue
+        if kind == "schema":
+            response = w.cget("/v1/schema", token, params)
+            names = [
+                s for s, entry in granted.items() if narrow is None or narrow in entry.instance_ids
+            ]
+            if not names:
+                assert_error(response, 404, "connection_not_found")
+                continue
+            body = response.json()
+            assert "connectors" not in body
+            assert [m["name"] for m in body["streams"]] == names
+            for meta in body["streams"]:
+                entry = granted[meta["name"]]
+                assert meta["granted_fields"] == list(entry.fields)
+                assert {c["connection_id"] for c in meta["granted_connections"]} <= set(
+                    entry.instance_ids
+                )
+            continue
+        stream = data.draw(st.sampled_from(STREAMS), "stream")
+        entry = granted.get(stream)
+        if kind == "meta":
+            response = w.cget(f"/v1/streams/{stream}", token, params)
+        elif kind == "records":
+            fields = draw_fields(data, ds, stream)
+            params.update(
+                order=data.draw(st.sampled_from(["asc", "desc"])),
+                limit=data.draw(st.sampled_from([10, 60, 100])),
+            )
+            if fields is not None:
+                params["fields"] = ",".join(fields)
+            response = w.cget(f"/v1/streams/{stream}/records", token, params)
+        else:
+            fields = draw_fields(data, ds, stream)
+            key = data.draw(st.sampled_from(ds.keys[stream]), "key")
+            if fields is not None:
+                params["fields"] = fields
+            response = w.cget(f"/v1/streams/{stream}/records/{quote(key, safe='')}", token,
+                              params)
+        if entry is None:
+            assert_error(response, 403, "grant_stream_not_allowed")
+            continue
+        if narrow is not None and narrow not in entry.instance_ids:
+            assert_error(response, 404, "connection_not_found")
+            continue
+        allowed = [narrow] if narrow is not None else list(entry.instance_ids)
+        if kind == "meta":
+            meta = response.json()
+            assert meta["granted_fields"] == list(entry.fields)
+            assert sorted(c["connection_id"] for c in meta["granted_connections"]) == sorted(
+                allowed
+            )
+            lexical = meta["query"]["search"]["lexical_fields"]
+            assert set(lexical) <= set(entry.fields) & set(ds.definition(stream).searchable_fields)
+            continue
+        visible_fields = effective_fields(grant, stream, fields)
+        expected = ds.visible_rows(grant, stream, narrow)
+        if kind == "records":
+            seen: list[tuple[str, str]] = []
+            for page_number, page in enumerate(
+                w.page_all(f"/v1/streams/{stream}/records", token, params)
+            ):
+                for record in page["data"]:
+                    check_record(ds, grant, record, visible_fields)
+                    seen.append((record["connection_id"], record["id"]))
+                if page_number == 4:
+                    break
+            else:
+                assert len(seen) == len(set(seen))
+                assert set(seen) == set(expected)
+            continue
+        # detail
+        holders = sorted(c for c, k in expected if k == key)
+        if not holders:
+            assert_error(response, 404, "not_found")
+        elif len(holders) > 1:
+            error = assert_error(response, 409, "ambiguous_connection")
+            assert sorted(c["connection_id"] for c in error["available_connections"]) == holders
+        else:
+            record = response.json()
+            assert record["connection_id"] == holders[0]
+            check_record(ds, grant, record, visible_fields)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_search_stays_inside_the_grant(ds: Dataset, data: st.DataObject) -> None:
+    w = ds.world
+    grant, token = draw_grant(data, ds)
+    granted = {s.name: s for s in grant.streams}
+    for _ in range(data.draw(st.integers(1, 3), "requests")):
+        word = st.sampled_from(ds.words) | st.sampled_from(ds.unusual)
+        case = st.sampled_from([str, str.lower, str.upper, str.title])
+        terms = data.draw(st.lists(st.builds(lambda w, c: c(w), word, case), min_size=1,
+                                   max_size=2, unique=True), "terms")
+        prefix = data.draw(st.booleans(), "prefix")
+        if prefix:
+            terms = [terms[0][: max(1, len(terms[0]) - 2)] + "*", *terms[1:]]
+        narrow = draw_narrow(data, ds)
+        params: dict[str, Any] = {"q": " ".join(terms), "limit": 50,
+                                  **narrow_params(narrow, data)}
+        names = data.draw(st.none() | st.lists(st.sampled_from(STREAMS), min_size=1,
+                                               unique=True), "search streams")
+        if names is not None:
+            params["streams"] = names
+        response = w.cget("/v1/search", token, params)
+        wanted = names if names is not None else list(granted)
+        if any(n not in granted for n in wanted):
+            assert_error(response, 403, "grant_stream_not_allowed")
+            continue
+        searched = [n for n in wanted if narrow is None or narrow in granted[n].instance_ids]
+        if not searched:
+            assert_error(response, 404, "connection_not_found")
+            continue
+        assert response.status_code == 200, response.text
+
+        expected = {
+            (stream, c, k)
+            for stream in searched
+            for (c, k), row in ds.visible_rows(grant, stream, narrow).items()
+            if finds(ds, grant, stream, row, terms)[0]
+        }
+        hits = []
+        for page in w.page_all("/v1/search", token, params, max_pages=6):
+            hits.extend(page["data"])
+        got = [(h["stream"], h["connection_id"], h["record_key"]) for h in hits]
+        assert len(got) == len(set(got))
+        assert set(got) == expected, (params, set(got) ^ expected)
+        for hit in hits:
+            row = ds.visible(grant, hit["stream"], hit["connection_id"], hit["record_key"])
+            assert row is not None and not row["deleted"]
+            assert "data" not in hit
+            _, matched = finds(ds, grant, hit["stream"], row, terms)
+            assert hit["matched_fields"] and set(hit["matched_fields"]) <= set(matched), hit
+            assert set(hit["matched_fields"]) <= set(granted[hit["stream"]].fields)
+            snippet = hit.get("snippet")
+            if snippet is not None:
+                assert snippet["field"] in hit["matched_fields"]
+                source = search_text(row["data"].get(snippet["field"]))
+                piece = snippet["text"].strip("…")
+                assert piece in source or piece in fold(source), (snippet, source)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_change_feed_stays_inside_the_grant(ds: Dataset, data: st.DataObject) -> None:
+    w = ds.world
+    grant, token = draw_grant(data, ds)
+    granted = {s.name: s for s in grant.streams}
+    for _ in range(data.draw(st.integers(1, 2), "requests")):
+        stream = data.draw(st.sampled_from(list(granted)), "stream")
+        entry = granted[stream]
+        narrow = data.draw(st.none() | st.sampled_from(list(entry.instance_ids)))
+        fields = draw_fields(data, ds, stream)
+        params: dict[str, Any] = {"changes_since": "beginning", "limit": 100,
+                                  **narrow_params(narrow, data)}
+        if fields is not None:
+            params["fields"] = fields
+        records: list[dict[str, Any]] = []
+        last: dict[str, Any] = {}
+        for page in w.page_all(f"/v1/streams/{stream}/records", token, params, max_pages=10):
+            records.extend(page["data"])
+            last = page
+        assert last["next_changes_since"]
+        visible_fields = effective_fields(grant, stream, fields)
+        for record in records:
+            check_record(ds, grant, record, visible_fields)
+        got = [(r["connection_id"], r["id"]) for r in records]
+        assert len(got) == len(set(got))
+        # from the beginning, every visible record (tombstones included) appears exactly once
+        assert set(got) == set(ds.visible_rows(grant, stream, narrow, live=False))
+        # and nothing has changed since
+        again = w.cget(f"/v1/streams/{stream}/records", token,
+                       {**params, "changes_since": last["next_changes_since"]}).json()
+        assert again["data"] == [] and again["next_changes_since"]
