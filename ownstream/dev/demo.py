@@ -123,6 +123,9 @@ def banner(result: dict[str, object], port: int) -> str:
         f"  alice's archive → {merged.receipt.connection_id} (joined by rule spotify-account)",  # type: ignore[attr-defined]
         f"  unidentified archive → {separate.receipt.connection_id} (its own connection)",  # type: ignore[attr-defined]
         "",
+        "  (Spotify's Web API exposes only the 50 most recent plays; years of history come from",
+        "  the archive, and plays both paths report are one record, enriched by both.)",
+        "",
         f"Client grant {result['grant_id']} (demo-app) reads listening_history from all three.",
         "Try, while the server runs:",
         "",

@@ -132,6 +132,19 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
             db.close()
             self._local.db = None
 
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        cursor = self._db().cursor()
+        cursor.row_factory = sqlite3.Row
+        return cursor.execute(sql, params).fetchall()
+
+    @staticmethod
+    def _where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
+        """` WHERE a = ? AND …` for the conditions whose value is not None."""
+        used = [(clause, value) for clause, value in conditions if value is not None]
+        if not used:
+            return "", []
+        return " WHERE " + " AND ".join(c for c, _ in used), [v for _, v in used]
+
     def meta(self, key: str) -> str | None:
         row = self._db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
@@ -180,9 +193,13 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
         now = now_iso()
         with self.transaction():
             connection_id, generation = base, 0
-            while self._db().execute(
-                "SELECT 1 FROM deleted_connections WHERE connection_id = ?", (connection_id,)
-            ).fetchone():
+            while (
+                self._db()
+                .execute(
+                    "SELECT 1 FROM deleted_connections WHERE connection_id = ?", (connection_id,)
+                )
+                .fetchone()
+            ):
                 generation += 1
                 connection_id = stable_id("cin", base, str(generation))
             self._db().execute(
@@ -259,41 +276,38 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
         connector_key: str | None = None,
         connection_ids: Sequence[str] | None = None,
     ) -> list[Connection]:
-        where, params = [], []
-        if source is not None:
-            where.append("source = ?")
-            params.append(source)
-        if connector_key is not None:
-            where.append(
-                "connection_id IN (SELECT connection_id FROM connection_paths "
-                "WHERE connector_key = ?)"
-            )
-            params.append(connector_key)
+        where, params = self._where(
+            [
+                ("source = ?", source),
+                (
+                    "connection_id IN (SELECT connection_id FROM connection_paths "
+                    "WHERE connector_key = ?)",
+                    connector_key,
+                ),
+            ]
+        )
         if connection_ids is not None:
-            where.append(f"connection_id IN ({','.join('?' * len(connection_ids))})")
+            clause = f"connection_id IN ({','.join('?' * len(connection_ids))})"
+            where = f"{where} AND {clause}" if where else f" WHERE {clause}"
             params.extend(connection_ids)
-        sql = "SELECT * FROM connections"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        db = self._db()
-        db.row_factory = sqlite3.Row
-        try:
-            rows = db.execute(sql + " ORDER BY created_at, connection_id", params).fetchall()
-            paths: dict[str, list[AttachedPath]] = {}
-            for p in db.execute(
-                "SELECT * FROM connection_paths ORDER BY attached_at, connector_key"
-            ):
-                paths.setdefault(p["connection_id"], []).append(
-                    AttachedPath(
-                        p["connector_key"],
-                        p["acquisition_method"],
-                        p["attached_at"],
-                        bool(p["proved_identity"]),
-                        p["rule_id"],
-                    )
+        rows = self._rows(
+            f"SELECT * FROM connections{where} ORDER BY created_at, connection_id", params
+        )
+        paths: dict[str, list[AttachedPath]] = {}
+        for p in self._rows(
+            "SELECT * FROM connection_paths WHERE connection_id IN "
+            f"(SELECT connection_id FROM connections{where}) ORDER BY attached_at, connector_key",
+            params,
+        ):
+            paths.setdefault(p["connection_id"], []).append(
+                AttachedPath(
+                    p["connector_key"],
+                    p["acquisition_method"],
+                    p["attached_at"],
+                    bool(p["proved_identity"]),
+                    p["rule_id"],
                 )
-        finally:
-            db.row_factory = None
+            )
         return [
             Connection(
                 connection_id=r["connection_id"],
@@ -333,11 +347,15 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
         self, owner_id: str, source: str, claim: str, value: str, connector_keys: Sequence[str]
     ) -> bool:
         """Whether the owner deleted a connection whose identity one of these paths proved."""
-        row = self._db().execute(
-            "SELECT 1 FROM identity_tombstones WHERE owner_id = ? AND source = ? AND claim = ? "
-            f"AND value = ? AND connector_key IN ({','.join('?' * len(connector_keys))})",
-            (owner_id, source, claim, value, *connector_keys),
-        ).fetchone()
+        row = (
+            self._db()
+            .execute(
+                "SELECT 1 FROM identity_tombstones WHERE owner_id = ? AND source = ? AND claim = ? "
+                f"AND value = ? AND connector_key IN ({','.join('?' * len(connector_keys))})",
+                (owner_id, source, claim, value, *connector_keys),
+            )
+            .fetchone()
+        )
         return row is not None
 
     # per-connection configuration --------------------------------------------------------------
@@ -533,17 +551,10 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
         return {stream: orjson.loads(cursor) for stream, cursor in rows}
 
     def runs(self, connection_id: str | None = None, limit: int = 100) -> list[RunRecord]:
-        sql = "SELECT * FROM runs"
-        params: list[Any] = []
-        if connection_id is not None:
-            sql += " WHERE connection_id = ?"
-            params.append(connection_id)
-        db = self._db()
-        db.row_factory = sqlite3.Row
-        try:
-            rows = db.execute(sql + " ORDER BY run_seq DESC LIMIT ?", [*params, limit]).fetchall()
-        finally:
-            db.row_factory = None
+        where, params = self._where([("connection_id = ?", connection_id)])
+        rows = self._rows(
+            f"SELECT * FROM runs{where} ORDER BY run_seq DESC LIMIT ?", [*params, limit]
+        )
         return [
             RunRecord(
                 run_id=r["run_id"],
@@ -598,24 +609,16 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
         connector_key: str | None = None,
         artifact_sha256: str | None = None,
     ) -> list[BatchReceipt]:
-        where, params = [], []
-        for column, value in (
-            ("connection_id", connection_id),
-            ("connector_key", connector_key),
-            ("artifact_sha256", artifact_sha256),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        sql = "SELECT * FROM acquisition_batches"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        db = self._db()
-        db.row_factory = sqlite3.Row
-        try:
-            rows = db.execute(sql + " ORDER BY created_at DESC", params).fetchall()
-        finally:
-            db.row_factory = None
+        where, params = self._where(
+            [
+                ("connection_id = ?", connection_id),
+                ("connector_key = ?", connector_key),
+                ("artifact_sha256 = ?", artifact_sha256),
+            ]
+        )
+        rows = self._rows(
+            f"SELECT * FROM acquisition_batches{where} ORDER BY created_at DESC", params
+        )
         return [
             BatchReceipt(
                 batch_id=r["batch_id"],
@@ -951,15 +954,10 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
         )
 
     def coverage(self, connection_id: str) -> list[dict[str, Any]]:
-        db = self._db()
-        db.row_factory = sqlite3.Row
-        try:
-            rows = db.execute(
-                "SELECT * FROM coverage WHERE connection_id = ? ORDER BY stream, connector_key",
-                (connection_id,),
-            ).fetchall()
-        finally:
-            db.row_factory = None
+        rows = self._rows(
+            "SELECT * FROM coverage WHERE connection_id = ? ORDER BY stream, connector_key",
+            (connection_id,),
+        )
         return [dict(r) for r in rows]
 
     def record_provenance(
