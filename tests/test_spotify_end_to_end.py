@@ -1,0 +1,227 @@
+"""The flagship scenario through the whole stack: Spotify API + archives, the identity rule,
+and a client reading `listening_history` across three connections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ownstream.api.app import create_app
+from ownstream.connectors.spotify import connector, play_id
+from ownstream.dev import demo
+from ownstream.dev.spotify_data import (
+    SpotifyUser,
+    add_plays,
+    generate_catalog,
+    generate_user,
+    write_archive,
+)
+from ownstream.dev.spotify_double import SpotifyDouble
+from ownstream.errors import IdentityMismatch, IdentityUnproven
+from ownstream.grants.issue import issue_grant
+from ownstream.home import Home
+from ownstream.model import ReadScope
+from ownstream.operations import OwnerOperations
+
+RECENT = "/v1/me/player/recently-played"
+
+
+@pytest.fixture
+def users() -> dict[str, SpotifyUser]:
+    catalog = generate_catalog(seed=3, artists=40)
+    return {
+        name: generate_user(name, seed=seed, plays=400, years=2.0, catalog=catalog)
+        for name, seed in (("alice.k", 1), ("bob-listens", 2), ("carol.old", 3))
+    }
+
+
+@pytest.fixture
+def double(users: dict[str, SpotifyUser]) -> Iterator[SpotifyDouble]:
+    with SpotifyDouble([users["alice.k"], users["bob-listens"]]) as running:
+        yield running
+
+
+@pytest.fixture
+def ops(tmp_path: Path) -> OwnerOperations:
+    return OwnerOperations(Home(tmp_path / "home"))
+
+
+def connect(ops: OwnerOperations, double: SpotifyDouble, user_id: str) -> str:
+    result = ops.connect(
+        "spotify",
+        secrets={"access_token": double.issue_token(user_id)},
+        settings={"api_base_url": double.base_url, "token_url": f"{double.base_url}/api/token"},
+    )
+    return result.connection.connection_id
+
+
+def test_api_and_archive_of_one_account_join_by_rule_and_keep_their_methods(
+    ops: OwnerOperations, double: SpotifyDouble, users: dict[str, SpotifyUser], tmp_path: Path
+) -> None:
+    alice = connect(ops, double, "alice.k")
+    [api_run] = ops.run(alice)
+    assert api_run.status == "succeeded" and api_run.counts.inserted > 0
+    archive = write_archive(users["alice.k"], tmp_path / "a", kind="extended")
+    receipt = ops.import_artifact("spotify-export", archive).receipt
+    assert receipt.connection_id == alice
+    connection = ops.home.store.connection(alice)
+    assert {(p.connector_key, p.acquisition_method, p.rule_id) for p in connection.paths} == {
+        ("spotify", "provider_api", None),
+        ("spotify-export", "owner_artifact", "spotify-account"),
+    }
+    methods = {r.run_id: r.acquisition_method for r in ops.home.store.runs(alice)}
+    assert methods[api_run.run_id] == "provider_api"
+    assert methods[receipt.run_id] == "owner_artifact"
+    coverage = {
+        c["connector_key"]: c
+        for c in ops.home.store.coverage(alice)
+        if c["stream"] == "listening_history"
+    }
+    assert coverage["spotify"]["window_start"] > coverage["spotify-export"]["window_start"]
+    # plays both paths report are one record, enriched by both, with both in its provenance
+    counts = {c["stream"]: c["record_count"] for c in ops.home.store.stream_counts([alice])}
+    assert counts["listening_history"] == len(set(_play_ids(users["alice.k"])))
+    newest = ops.home.store.records_page(_scope(ops, alice), limit=1)[0][0]
+    assert {"ms_played", "track_uri", "album_name"} <= set(newest.data)
+    evidence = ops.home.store.record_provenance(alice, "listening_history", newest.record_key)
+    assert {e["acquisition_method"] for e in evidence} == {"provider_api", "owner_artifact"}
+
+
+def test_other_accounts_and_unidentified_archives_stay_apart(
+    ops: OwnerOperations, double: SpotifyDouble, users: dict[str, SpotifyUser], tmp_path: Path
+) -> None:
+    alice, bob = connect(ops, double, "alice.k"), connect(ops, double, "bob-listens")
+    assert alice != bob
+    carol = ops.import_artifact(
+        "spotify-export", write_archive(users["carol.old"], tmp_path / "c")
+    ).receipt.connection_id
+    anonymous_archive = write_archive(users["alice.k"], tmp_path / "x", include_identity=False)
+    anonymous = ops.import_artifact("spotify-export", anonymous_archive).receipt.connection_id
+    assert len({alice, bob, carol, anonymous}) == 4
+    assert ops.home.store.connection(anonymous).identity is None
+    # the owner's word cannot join another account, nor an unproven one
+    other = write_archive(users["carol.old"], tmp_path / "c2", kind="extended")
+    with pytest.raises(IdentityMismatch):
+        ops.import_artifact("spotify-export", other, connection_id=alice)
+    unproven = write_archive(users["bob-listens"], tmp_path / "b", include_identity=False)
+    with pytest.raises(IdentityUnproven):
+        ops.import_artifact("spotify-export", unproven, connection_id=alice)
+    assert len(ops.home.store.connections()) == 4
+    # the same bytes again are a duplicate of the first batch
+    again = ops.import_artifact("spotify-export", anonymous_archive)
+    assert again.status == "duplicate" and again.receipt.connection_id == anonymous
+
+
+def test_incremental_runs_fetch_only_new_plays(
+    ops: OwnerOperations, double: SpotifyDouble, users: dict[str, SpotifyUser]
+) -> None:
+    alice = connect(ops, double, "alice.k")
+    [first] = ops.run(alice)
+    assert first.collection_mode == "full_refresh"
+    add_plays(users["alice.k"], 7, seed=9)
+    double.requests.clear()
+    [second] = ops.run(alice)
+    assert second.collection_mode == "incremental"
+    history = [t for m, t in double.requests if t.startswith(RECENT)]
+    assert history and all("after=" in t or "before=" in t for t in history)
+    assert second.counts.inserted == 7, second.counts
+
+
+def test_rate_limits_are_honoured_and_rejected_tokens_fail_with_a_gap(
+    ops: OwnerOperations, double: SpotifyDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connector, "_sleep", lambda seconds: None)
+    alice = connect(ops, double, "alice.k")
+    double.inject_fault(RECENT, 429, times=2, retry_after=1)
+    [limited] = ops.run(alice)
+    assert limited.status == "succeeded"
+    token = double.issue_token("alice.k")
+    ops.connect(
+        "spotify",
+        secrets={"access_token": token},
+        settings={"api_base_url": double.base_url},
+        connection_id=alice,
+    )
+    double.expire_token(token)
+    state_before = ops.home.store.connection_state(alice, "spotify")
+    [rejected] = ops.run(alice)
+    assert rejected.status == "failed"
+    assert any(g.recovery_action == "refresh_credentials" for g in rejected.known_gaps)
+    assert ops.home.store.connection_state(alice, "spotify") == state_before
+    assert ops.health(ops.home.store.connection(alice)).state == "blocked"
+
+
+def test_a_client_reads_listening_history_across_three_connections(
+    ops: OwnerOperations, double: SpotifyDouble, users: dict[str, SpotifyUser], tmp_path: Path
+) -> None:
+    alice, bob = connect(ops, double, "alice.k"), connect(ops, double, "bob-listens")
+    ops.run(alice)
+    ops.run(bob)
+    ops.import_artifact("spotify-export", write_archive(users["alice.k"], tmp_path / "a"))
+    carol = ops.import_artifact(
+        "spotify-export", write_archive(users["carol.old"], tmp_path / "c")
+    ).receipt.connection_id
+    home = ops.home
+    grant, token = issue_grant(
+        home.store, home.catalog, "app", {"streams": [{"name": "listening_history"}]}
+    )
+    assert set(grant.streams[0].instance_ids) == {alice, bob, carol}
+    client = TestClient(create_app(home))
+    headers = {"Authorization": f"Bearer {token}"}
+    seen: dict[str, set[str]] = {alice: set(), bob: set(), carol: set()}
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 100}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/v1/streams/listening_history/records", params=params, headers=headers)
+        assert page.status_code == 200
+        body = page.json()
+        for record in body["data"]:
+            assert record["id"] not in seen[record["connection_id"]]
+            seen[record["connection_id"]].add(record["id"])
+        cursor = body.get("next_cursor")
+        if not body["has_more"]:
+            break
+    for connection_id, ids in seen.items():
+        expected = {r["record_key"] for r in _keys(home, connection_id)}
+        assert ids == expected and ids
+    assert b"spotify-export" not in page.content and b"owner_artifact" not in page.content
+
+
+def test_the_demo_builds_what_it_prints(tmp_path: Path) -> None:
+    result = demo.build(tmp_path / "demo")
+    home = result["home"]
+    assert isinstance(home, Home)
+    connections = home.store.connections()
+    assert len(connections) == 3
+    text = demo.banner(result, 8765)
+    for connection in connections:
+        assert connection.connection_id in text
+    client = TestClient(create_app(home))
+    response = client.get(
+        "/v1/streams", headers={"Authorization": f"Bearer {result['client_token']}"}
+    )
+    assert {e["connection_id"] for e in response.json()["data"]} == {
+        c.connection_id for c in connections
+    }
+
+
+def _scope(ops: OwnerOperations, connection_id: str) -> ReadScope:
+    definition = ops.home.catalog.definition("listening_history")
+    return ReadScope(definition, (connection_id,), definition.fields)
+
+
+def _play_ids(user: SpotifyUser) -> list[str]:
+    return [play_id(p.played_at, p.track.artists[0].name, p.track.name) for p in user.plays]
+
+
+def _keys(home: Home, connection_id: str) -> list[dict[str, str]]:
+    definition = home.catalog.definition("listening_history")
+    scope = ReadScope(definition, (connection_id,), definition.fields)
+    page, _ = home.store.records_page(scope, limit=100_000)
+    return [{"record_key": r.record_key} for r in page]
