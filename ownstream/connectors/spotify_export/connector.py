@@ -118,11 +118,18 @@ class _Tree:
         return self._reader(file.path)
 
 
+_READABLE_COMPRESSION = frozenset(
+    {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+)
+
+
 def _check_member(info: zipfile.ZipInfo) -> None:
     name = info.filename
     parts = re.split(r"[\\/]", name)
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
         raise _unsafe(f"the archive member {name!r} points outside the archive")
+    if info.compress_type not in _READABLE_COMPRESSION:
+        raise _corrupt(f"the archive member {name!r} uses a compression method zip cannot read")
     if stat.S_ISLNK(info.external_attr >> 16):
         raise _unsafe(f"the archive member {name!r} is a symbolic link")
     if info.file_size > RATIO_CHECK_MIN_SIZE and info.file_size > MAX_COMPRESSION_RATIO * max(
@@ -161,7 +168,6 @@ def _open_zip(path: Path) -> tuple[zipfile.ZipFile, _Tree]:
             zlib.error,
             EOFError,
             RuntimeError,
-            NotImplementedError,
             OSError,
         ) as exc:
             raise _corrupt(f"{name} could not be read from the archive ({exc})") from None
