@@ -19,7 +19,8 @@ from ownstream.store.base import Schedule
 DELETE_CASCADE: tuple[tuple[str, str], ...] = (
     ("record_evidence", "DELETE FROM record_evidence WHERE record_id IN "
      "(SELECT record_id FROM records WHERE connection_id = ?)"),
-    ("record_changes", "DELETE FROM record_changes WHERE connection_id = ?"),
+    ("record_changes", "DELETE FROM record_changes WHERE record_id IN "
+     "(SELECT record_id FROM records WHERE connection_id = ?)"),
     ("records", "DELETE FROM records WHERE connection_id = ?"),
     ("stream_stats", "DELETE FROM stream_stats WHERE connection_id = ?"),
     ("coverage", "DELETE FROM coverage WHERE connection_id = ?"),

@@ -105,35 +105,51 @@ class ReadQueries:
     def changes_page(
         self, scope: ReadScope, *, since: int, upto: int, after: int, limit: int
     ) -> tuple[list[ChangedRecord], bool]:
-        """Records whose grant-visible data changed in (since, upto], ordered by their last
-        qualifying change; a change touching only hidden fields never qualifies."""
+        """Records whose grant-visible data changed in (since, upto], each once, at its last
+        qualifying change; a change touching only hidden fields never qualifies.
+
+        Walks the change log in sequence order from the page position (the primary key, so
+        each page costs its own changes, not the whole window) and keeps a change only if no
+        later qualifying change of the same record falls inside the session.
+        """
         if not scope.connection_ids:
             return [], False
         filters, params = scope_filters(scope, "r")
         fields = list(scope.fields)
         marks = ",".join("?" * len(scope.connection_ids))
+        field_marks = ",".join("?" * len(fields)) or "NULL"
+
+        def qualifies(alias: str) -> str:
+            return (
+                f"({alias}.op != 'update' OR EXISTS (SELECT 1 FROM json_each("
+                f"{alias}.changed_fields) j WHERE j.value IN ({field_marks})))"
+            )
+
         sql = (
             "SELECT r.connection_id, r.record_key, r.data, r.emitted_at, r.deleted, "
-            "r.deleted_at, max(c.seq) AS last_seq FROM record_changes c "
+            "r.deleted_at, c.seq FROM record_changes c "
             "JOIN records r ON r.record_id = c.record_id "
-            f"WHERE c.stream = ? AND c.connection_id IN ({marks}) AND c.seq > ? AND c.seq <= ? "
-            "AND (c.op != 'update' OR EXISTS (SELECT 1 FROM json_each(c.changed_fields) j "
-            f"WHERE j.value IN ({','.join('?' * len(fields)) or 'NULL'})))"
+            # `+` keeps SQLite on the primary key (sequence order) rather than a stream index
+            f"WHERE c.seq > ? AND c.seq <= ? AND +c.stream = ? AND +c.connection_id IN ({marks}) "
+            f"AND {qualifies('c')} AND NOT EXISTS (SELECT 1 FROM record_changes later "
+            "WHERE later.record_id = c.record_id AND later.seq > c.seq AND later.seq <= ? "
+            f"AND {qualifies('later')})"
             + "".join(f" AND {f}" for f in filters)
-            + " GROUP BY c.record_id HAVING last_seq > ? ORDER BY last_seq LIMIT ?"
+            + " ORDER BY c.seq LIMIT ?"
         )
         rows = (
             self._db()
             .execute(
                 sql,
                 [
+                    max(since, after),
+                    upto,
                     scope.stream.name,
                     *scope.connection_ids,
-                    since,
+                    *fields,
                     upto,
                     *fields,
                     *params,
-                    after,
                     limit + 1,
                 ],
             )

@@ -161,7 +161,6 @@ CREATE TABLE IF NOT EXISTS record_changes (
     run_seq INTEGER NOT NULL,
     changed_at TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS changes_by_stream ON record_changes (stream, connection_id, seq);
 CREATE INDEX IF NOT EXISTS changes_by_record ON record_changes (record_id);
 
 -- Provenance: every run (and through it, every batch and path) that evidenced a record.
