@@ -21,6 +21,10 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
 
+bench: setup
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
+
 lint: setup
 	$(BIN)/ruff check ownstream tests
 	$(BIN)/mypy ownstream

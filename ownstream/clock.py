@@ -13,9 +13,7 @@ def utc_now() -> datetime:
 
 def iso(moment: datetime) -> str:
     """Render a moment as UTC ISO 8601 with millisecond precision and a `Z`."""
-    return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    )
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def now_iso() -> str:

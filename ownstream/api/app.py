@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ownstream import __version__
 from ownstream.api import client, errors, owner
 from ownstream.api.responses import JSONBody
 from ownstream.clock import random_id
 from ownstream.home import Home
+
+
+class RequestIdMiddleware:
+    """Give every request an id (`request.state.request_id`) and every response its header.
+
+    A plain ASGI middleware: it adds no task or stream hop to the hot read path."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = random_id("req")
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("Request-Id", request_id)
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 def create_app(home: Home) -> FastAPI:
@@ -24,15 +47,7 @@ def create_app(home: Home) -> FastAPI:
     app.state.home = home
     errors.install(app)
 
-    @app.middleware("http")
-    async def request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request.state.request_id = random_id("req")
-        response = await call_next(request)
-        response.headers["Request-Id"] = request.state.request_id
-        return response
-
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(client.router)
     app.include_router(owner.router)
     return app

@@ -21,6 +21,7 @@ from ownstream.api.deps import (
     int_param,
     list_param,
 )
+from ownstream.api.responses import JSONBody
 from ownstream.errors import (
     AmbiguousConnection,
     ConnectionNotFound,
@@ -108,7 +109,7 @@ def stream_metadata(
 
 
 @router.get("/v1/streams")
-def list_streams(request: Request) -> dict[str, Any]:
+def list_streams(request: Request) -> JSONBody:
     who = bearer(request)
     check_params(request, who, ("connection_id", "connector_instance_id"))
     warnings: list[dict[str, Any]] = []
@@ -150,11 +151,13 @@ def list_streams(request: Request) -> dict[str, Any]:
                     "last_updated": last,
                 }
             )
-    return {"object": "list", "data": entries, "has_more": False, "meta": {"warnings": warnings}}
+    return JSONBody(
+        {"object": "list", "data": entries, "has_more": False, "meta": {"warnings": warnings}}
+    )
 
 
 @router.get("/v1/streams/{stream}")
-def get_stream(stream: str, request: Request) -> dict[str, Any]:
+def get_stream(stream: str, request: Request) -> JSONBody:
     who = bearer(request)
     check_params(request, who, ("connection_id", "connector_instance_id"))
     warnings: list[dict[str, Any]] = []
@@ -165,7 +168,7 @@ def get_stream(stream: str, request: Request) -> dict[str, Any]:
     scope = ReadScope(scope.stream, tuple(live), scope.fields)
     body = stream_metadata(scope.stream, scope, display_names(h.store, live))
     body["meta"] = {"warnings": warnings}
-    return body
+    return JSONBody(body)
 
 
 def _record(
@@ -187,7 +190,7 @@ def _record(
 
 
 @router.get("/v1/streams/{stream}/records")
-def list_records(stream: str, request: Request) -> dict[str, Any]:
+def list_records(stream: str, request: Request) -> JSONBody:
     who = bearer(request)
     check_params(
         request,
@@ -216,7 +219,7 @@ def list_records(stream: str, request: Request) -> dict[str, Any]:
     )
     changes_since = request.query_params.get("changes_since")
     if changes_since is not None:
-        return _changes(request, who, scope, changes_since, limit, warnings)
+        return JSONBody(_changes(request, who, scope, changes_since, limit, warnings))
     order = request.query_params.get("order", "desc")
     if order not in ("asc", "desc"):
         raise InvalidArgument("order must be asc or desc", param="order")
@@ -251,7 +254,7 @@ def list_records(stream: str, request: Request) -> dict[str, Any]:
                 "r": last.record_key,
             },
         )
-    return body
+    return JSONBody(body)
 
 
 def _changes(
@@ -342,7 +345,7 @@ def _changes(
 
 
 @router.get("/v1/streams/{stream}/records/{record_id:path}")
-def get_record(stream: str, record_id: str, request: Request) -> dict[str, Any]:
+def get_record(stream: str, record_id: str, request: Request) -> JSONBody:
     who = bearer(request)
     check_params(request, who, ("fields", "connection_id", "connector_instance_id"))
     warnings: list[dict[str, Any]] = []
@@ -378,11 +381,11 @@ def get_record(stream: str, record_id: str, request: Request) -> dict[str, Any]:
         stream, record.connection_id, record.record_key, record.data, record.emitted_at, labels
     )
     body["meta"] = {"warnings": warnings}
-    return body
+    return JSONBody(body)
 
 
 @router.get("/v1/search")
-def search(request: Request) -> dict[str, Any]:
+def search(request: Request) -> JSONBody:
     who = bearer(request)
     check_params(
         request,
@@ -441,11 +444,11 @@ def search(request: Request) -> dict[str, Any]:
     }
     if has_more:
         body["next_cursor"] = cursors.encode("search", {"q": q, "before": hits[-1].rowid})
-    return body
+    return JSONBody(body)
 
 
 @router.get("/v1/schema")
-def schema(request: Request) -> dict[str, Any]:
+def schema(request: Request) -> JSONBody:
     who = bearer(request)
     check_params(request, who, ("stream", "connection_id", "connector_instance_id"))
     warnings: list[dict[str, Any]] = []
@@ -482,4 +485,4 @@ def schema(request: Request) -> dict[str, Any]:
             }
             for m in h.catalog.manifests.values()
         ]
-    return body
+    return JSONBody(body)

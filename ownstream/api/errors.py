@@ -23,9 +23,7 @@ TYPES = {
 def envelope(request: Request, status: int, body: dict[str, object]) -> JSONBody:
     request_id = getattr(request.state, "request_id", "")
     error = {"type": TYPES.get(status, "api_error"), **body, "request_id": request_id}
-    headers = {"Request-Id": request_id}
-    if status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
     return JSONBody({"error": error}, status_code=status, headers=headers)
 
 
@@ -55,4 +53,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONBody:
-        return envelope(request, 500, {"code": "api_error", "message": "internal error"})
+        # Runs outside the request-id middleware (Starlette's outermost layer): set the header.
+        response = envelope(request, 500, {"code": "api_error", "message": "internal error"})
+        response.headers["Request-Id"] = getattr(request.state, "request_id", "")
+        return response

@@ -45,11 +45,10 @@ from ownstream.model import (
     RunCounts,
     StreamDefinition,
 )
-from ownstream.records import consent_time
 from ownstream.registry import Catalog
 from ownstream.runtime.process import Transport, open_transport
 from ownstream.runtime.protocol import MessageValidator, Parsed, Rejection
-from ownstream.store.base import BatchReceipt, Store
+from ownstream.store.base import BatchReceipt, Store, WriteStats
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 BATCH_SIZE = 5000
@@ -784,23 +783,22 @@ class _Session:
         for stream, records in self.pending.items():
             definition = self.manifest.stream(stream)
             assert definition is not None
-            points = [p for r in records if (p := consent_time(definition, r.data))]
-            if points:
-                low, high = min(points), max(points)
-                if self.window is not None:
-                    low, high = min(low, self.window[0]), max(high, self.window[1])
-                self.window = (low, high)
             writes.append((definition, records))
         self.pending, self.pending_count = {}, 0
         return writes
 
-    def _count(self, stats: Any) -> None:
+    def _count(self, stats: WriteStats) -> None:
         counts = self.outcome.counts
         counts.inserted += stats.inserted
         counts.updated += stats.updated
         counts.unchanged += stats.unchanged
         counts.deleted += stats.deleted
         counts.delete_deferred += stats.delete_deferred
+        if stats.window_start is not None and stats.window_end is not None:
+            low, high = stats.window_start, stats.window_end
+            if self.window is not None:
+                low, high = min(low, self.window[0]), max(high, self.window[1])
+            self.window = (low, high)
 
     def _flush(self) -> None:
         if not self.pending_count:

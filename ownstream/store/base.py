@@ -30,10 +30,14 @@ class WriteStats:
     unchanged: int = 0
     deleted: int = 0
     delete_deferred: int = 0
+    window_start: str | None = None  # the consent-time window the written records cover
+    window_end: str | None = None
 
-    def add(self, other: WriteStats) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+    def widen(self, start: str | None, end: str | None) -> None:
+        if start is not None:
+            self.window_start = min(start, self.window_start or start)
+        if end is not None:
+            self.window_end = max(end, self.window_end or end)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ class _Current:
     dirty: bool = False
     data_changed: bool = False
     emitted_at: str = ""
+    consent: str | None = None
     was_deleted: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +97,8 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
+            # a one-transaction import grows the WAL by its size; give the space back after
+            db.execute("PRAGMA journal_size_limit = 67108864")
             db.execute("PRAGMA busy_timeout = 120000")
             db.execute("PRAGMA cache_size = -262144")
             db.execute("PRAGMA temp_store = MEMORY")
@@ -747,6 +750,7 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
                 window.append(point)
             if state is None:
                 state = _Current(next_id, write.data, 1, False, path_mark, is_new=True)
+                state.consent = point
                 next_id += 1
                 current[write.record_key] = state
                 changes.append(
@@ -796,10 +800,13 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
                 )
                 state.data, state.deleted, state.dirty = merged, False, True
                 state.data_changed = True
+                state.consent = point if merged is write.data else consent_time(definition, merged)
                 stats.updated += 1
             state.emitted_at = write.emitted_at
             evidence.add(state.record_id)
 
+        if window:
+            stats.widen(min(window), max(window))
         self._flush_stream(acquisition, definition, current, changes, evidence, run_seq, now)
         self._note_coverage(acquisition, stream, window, len(records), now)
 
@@ -857,7 +864,7 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
                 _json(state.data),
                 state.emitted_at,
                 sortable(state.data.get(cursor_field)) if cursor_field else "",
-                consent_time(definition, state.data),
+                state.consent,
                 state.version,
                 now,
                 state.paths,

@@ -1,0 +1,71 @@
+"""The benchmark suite runs end to end at its quick size and reports every figure.
+
+Only completion and the presence of each figure are checked: benchmarks are never timed
+assertions (the numbers depend on the machine; `make bench` is where they are read).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+FIGURES = (
+    "1 ingest, whole runtime vs executemany floor",
+    "1 peak RSS of the ingest process",
+    "2 re-import of an overlapping export",
+    "3 in-process: first page, 1 connection",
+    "3 in-process: deep page (80 %), 1 connection",
+    "3 in-process: first page, merged x3",
+    "3 in-process: deep page (80 %), merged x3",
+    "3 in-process: detail read",
+    "3 HTTP: first page, 1 connection",
+    "3 HTTP: deep page (80 %), merged x3",
+    "3 HTTP: detail read",
+    "4 search selective",
+    "4 search mid",
+    "4 search unselective",
+    "5 changes_since after",
+    "6 delete one connection of 3",
+    "6 sibling first page",
+)
+
+
+def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--quick",
+            "--repeats",
+            "10",
+            "--work",
+            str(tmp_path / "work"),
+            "--output",
+            str(report),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    table = completed.stdout
+    expected = list(FIGURES)
+    if all(importlib.util.find_spec(m) for m in ("dlt", "sqlalchemy", "alembic")):
+        expected.append("1 ingest vs dlt")
+    missing = [figure for figure in expected if f"| {figure}" not in table]
+    assert not missing, f"figures missing from the table: {missing}\n{table}"
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    for row in rows[1:]:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[1], f"a figure without a measurement: {row}"
+    text = report.read_text(encoding="utf-8")
+    assert "Machine:" in text and "make bench QUICK=1" in text
+    assert all(f"| {figure}" in text for figure in expected)
