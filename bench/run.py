@@ -14,7 +14,8 @@ baseline taken in the same run on the same machine:
 6. deleting one connection of 3 vs the same deletes in plain SQL, and siblings' page latency.
 
 Heavy writes run in child processes so each reports its own peak RSS (VmHWM). The table is
-printed and written to docs/benchmarks.md. Nothing here is a test; nothing asserts a time.
+printed and written to docs/benchmarks.md (a `--quick` run to bench/out/benchmarks-quick.md, so
+the committed full-size report stays). Nothing here is a test; nothing asserts a time.
 """
 
 from __future__ import annotations
@@ -1299,7 +1300,8 @@ def render(results: dict[str, Any], table: Table, command: str) -> str:
         f"{FULL_SYNC_BUDGET_SECONDS:.0f} s is extrapolated from its pages so far (every page "
         "costs the same there).",
         "",
-        "Regenerate with `make bench` (full size) or `make bench QUICK=1` (smoke size).",
+        "Regenerate with `make bench` (full size) or `make bench QUICK=1` (smoke size, written to\n"
+        "`bench/out/benchmarks-quick.md`).",
         "",
     ]
     return "\n".join(lines)
@@ -1384,7 +1386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output",
         type=Path,
-        default=REPO / "docs" / "benchmarks.md",
+        default=None,
         help="where to write the report ('-' for nowhere)",
     )
     parser.add_argument(
@@ -1426,6 +1428,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.size:
             command = f"python -m bench.run --size {args.size}"
         print(table.markdown())
+        if args.output is None:
+            # the committed report holds a full-size run; smoke sizes go beside the work files
+            args.output = REPO / (
+                "bench/out/benchmarks-quick.md" if args.quick else "docs/benchmarks.md"
+            )
         if str(args.output) != "-":
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(render(results, table, command), encoding="utf-8")
