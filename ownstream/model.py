@@ -236,8 +236,7 @@ class ReadScope:
     stream: StreamDefinition
     connection_ids: tuple[str, ...]
     fields: tuple[str, ...]
-    time_field: str | None = None
-    since: str | None = None
+    since: str | None = None  # on the stream's consent time, normalized UTC
     until: str | None = None
     resources: tuple[str, ...] | None = None
 

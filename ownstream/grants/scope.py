@@ -70,7 +70,6 @@ def scope_for(
         stream=definition,
         connection_ids=tuple(allowed),
         fields=tuple(granted_fields),
-        time_field=definition.consent_time_field if (since or until) else None,
         since=since,
         until=until,
         resources=resources,

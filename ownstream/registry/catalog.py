@@ -112,16 +112,6 @@ class Catalog:
     def emitters(self, stream: str) -> list[str]:
         return sorted(k for k, m in self.manifests.items() if m.stream(stream) is not None)
 
-    def rules_linking(self, first: str, second: str, claim: str) -> list[IdentityRule]:
-        """Rules proving that connectors `first` and `second` name one account by `claim`."""
-        return [
-            rule
-            for rule in self.rules.values()
-            if rule.claim == claim
-            and first in rule.connector_keys
-            and second in rule.connector_keys
-        ]
-
     def linked_connectors(self, connector_key: str, claim: str) -> list[str]:
         """This connector and every connector a rule links to it by `claim`."""
         linked = {connector_key}

@@ -109,5 +109,6 @@ def test_catalog_loads_the_builtins() -> None:
     catalog = Catalog.load()
     assert {"spotify", "spotify-export"} <= set(catalog.manifests)
     assert set(SPOTIFY_STREAMS) <= set(catalog.definitions)
-    (rule,) = catalog.rules_linking("spotify", "spotify-export", "spotify_user_id")
-    assert rule.rule_id == "spotify-account"
+    rule = catalog.rules["spotify-account"]
+    assert set(rule.connector_keys) == {"spotify", "spotify-export"}
+    assert catalog.linked_connectors("spotify", "spotify_user_id") == ["spotify", "spotify-export"]

@@ -442,8 +442,11 @@ def test_registrations_survive_a_reload(
     reloaded = Catalog.load(store)
     assert reloaded.definition("journal_entries") == catalog.definition("journal_entries")
     assert reloaded.manifest("journal-api").base_dir == str((tmp_path / "api").resolve())
-    assert reloaded.rules_linking("journal-export", "journal-api", "journal_user")
-    assert not reloaded.rules_linking("journal-export", "journal-api", "email")
+    assert reloaded.linked_connectors("journal-export", "journal_user") == [
+        "journal-api",
+        "journal-export",
+    ]
+    assert reloaded.linked_connectors("journal-export", "email") == ["journal-export"]
     assert reloaded.emitters("journal_entries") == ["journal-api", "journal-export"]
 
 
