@@ -787,6 +787,7 @@ def _deep_position(db: sqlite3.Connection, connection_ids: list[str]) -> tuple[s
 
 
 def page_cases(
+    home: Any,
     db: sqlite3.Connection,
     single: str,
     merged: list[str] | None,
@@ -806,7 +807,9 @@ def page_cases(
         cases.append(PageCase(f"first page, {label}", base, sql, tuple(params)))
         position = _deep_position(db, ids)
         token = cursors.encode(
-            "page", {"s": STREAM, "o": "desc", "v": position[0], "c": position[1], "r": position[2]}
+            home.vault,
+            "page",
+            {"s": STREAM, "o": "desc", "v": position[0], "c": position[1], "r": position[2]},
         )
         sql, params = _page_sql(ids, position)
         cases.append(
@@ -944,7 +947,9 @@ def bench_changes(layout: Layout, home: Any, api: Api) -> dict[str, Any]:
 
     store = home.store
     token = cursors.encode(
-        "since", {"s": STREAM, "e": store.meta("store_epoch"), "seq": store.change_horizon()}
+        home.vault,
+        "since",
+        {"s": STREAM, "e": store.meta("store_epoch"), "seq": store.change_horizon()},
     )
     runtime = home.runtime()
     started = time.perf_counter()
@@ -991,7 +996,7 @@ def bench_delete(
     victim = connections[API_ACCOUNTS[0]]
     siblings = [connections[API_ACCOUNTS[1]], connections[EXPORT_ACCOUNT]]
     names = {v: k for k, v in connections.items()}
-    cases = [c for s in siblings for c in page_cases(db, s, None, f"connection {names[s]}")]
+    cases = [c for s in siblings for c in page_cases(home, db, s, None, f"connection {names[s]}")]
     before = bench_pages(api, db, cases, repeats)
     started = time.perf_counter()
     summary = OwnerOperations(home).delete(victim)
@@ -1339,7 +1344,7 @@ def run_suite(layout: Layout, *, with_dlt: bool, repeats: int) -> dict[str, Any]
     db = open_raw(layout.home / "ownstream.db")
     single = connections[API_ACCOUNTS[0]]
     merged = sorted(connections.values())
-    cases = page_cases(db, single, merged)
+    cases = page_cases(home, db, single, merged)
     results["reads"] = {}
     with TestClient(create_app(home)) as client:
         api = Api(client, token)

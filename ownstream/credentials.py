@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -32,6 +33,8 @@ class Vault:
         if len(key) != 32:
             raise InvalidRequest("the secret key must be 32 bytes")
         self._aead = AESGCM(key)
+        # a separate key for opaque read cursors, so a cursor can never open a credential
+        self._cursors = AESGCM(hmac.new(key, b"ownstream cursors", hashlib.sha256).digest())
 
     @classmethod
     def for_home(cls, home: Path) -> Vault:
@@ -45,6 +48,19 @@ class Vault:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(base64.urlsafe_b64encode(AESGCM.generate_key(bit_length=256)))
         return cls(base64.urlsafe_b64decode(key_file.read_bytes().strip()))
+
+    def seal_token(self, kind: str, payload: bytes) -> str:
+        """Encrypt a cursor: clients can neither read its position nor forge one."""
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = nonce + self._cursors.encrypt(nonce, payload, kind.encode())
+        return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
+
+    def open_token(self, kind: str, token: str) -> bytes | None:
+        try:
+            sealed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            return self._cursors.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], kind.encode())
+        except (ValueError, InvalidTag):
+            return None
 
     @staticmethod
     def _aad(connection_id: str, connector_key: str, name: str) -> bytes:

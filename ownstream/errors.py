@@ -214,6 +214,13 @@ class ConnectionRunActive(OwnstreamError):
     status = 409
 
 
+class ArtifactAlreadyImported(OwnstreamError):
+    """The same bytes were imported into another connection."""
+
+    code = "artifact_already_imported"
+    status = 409
+
+
 class RunLeaseLost(OwnstreamError):
     """The run's lease expired and was taken over (or its connection deleted); it may not write."""
 

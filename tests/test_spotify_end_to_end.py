@@ -21,7 +21,7 @@ from ownstream.dev.spotify_data import (
     write_archive,
 )
 from ownstream.dev.spotify_double import SpotifyDouble
-from ownstream.errors import IdentityMismatch, IdentityUnproven
+from ownstream.errors import ArtifactAlreadyImported, IdentityMismatch, IdentityUnproven
 from ownstream.grants.issue import issue_grant
 from ownstream.home import Home
 from ownstream.model import ReadScope
@@ -114,6 +114,8 @@ def test_other_accounts_and_unidentified_archives_stay_apart(
     # the same bytes again are a duplicate of the first batch
     again = ops.import_artifact("spotify-export", anonymous_archive)
     assert again.status == "duplicate" and again.receipt.connection_id == anonymous
+    with pytest.raises(ArtifactAlreadyImported):  # not silently "a duplicate" of another one
+        ops.import_artifact("spotify-export", anonymous_archive, connection_id=carol)
 
 
 def test_incremental_runs_fetch_only_new_plays(

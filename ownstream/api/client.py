@@ -32,7 +32,7 @@ from ownstream.errors import (
 )
 from ownstream.grants.scope import display_names, readable_streams, scope_for
 from ownstream.home import Home
-from ownstream.model import Bearer, ReadScope, StreamDefinition
+from ownstream.model import Bearer, ReadScope
 from ownstream.search import matches, parse_query
 from ownstream.store.base import RecordPosition
 
@@ -81,17 +81,24 @@ def _scopes(who: Bearer, h: Home, names: list[str], narrowed: str | None) -> lis
     return scopes
 
 
-def stream_metadata(
-    definition: StreamDefinition, scope: ReadScope | None, labels: dict[str, str | None]
-) -> dict[str, Any]:
-    visible = scope.fields if scope is not None else definition.fields
+def stream_metadata(scope: ReadScope, labels: dict[str, str | None]) -> dict[str, Any]:
+    """A stream as the bearer sees it: the schema of its visible fields, and its readable
+    connections (`labels` holds the connections that still exist)."""
+    definition, visible = scope.stream, scope.fields
+    schema = {
+        **definition.schema,
+        "properties": {
+            k: v for k, v in definition.schema.get("properties", {}).items() if k in visible
+        },
+        "required": [f for f in definition.schema.get("required", []) if f in visible],
+    }
     return {
         "object": "stream_metadata",
         "name": definition.name,
         "version": definition.version,
         "description": definition.description,
         "semantics": definition.semantics,
-        "schema": definition.schema,
+        "schema": schema,
         "primary_key": list(definition.primary_key),
         "cursor_field": definition.cursor_field,
         "consent_time_field": definition.consent_time_field,
@@ -103,7 +110,8 @@ def stream_metadata(
         },
         "granted_connections": [
             {k: v for k, v in _attribution(c, labels).items() if k != "connector_instance_id"}
-            for c in (scope.connection_ids if scope is not None else ())
+            for c in scope.connection_ids
+            if c in labels
         ],
     }
 
@@ -164,9 +172,7 @@ def get_stream(stream: str, request: Request) -> JSONBody:
     narrowed = connection_param(request, warnings)
     h = home(request)
     scope = scope_for(who, h.store, h.catalog, stream, connection_id=narrowed)
-    live = [c.connection_id for c in h.store.connections(connection_ids=list(scope.connection_ids))]
-    scope = ReadScope(scope.stream, tuple(live), scope.fields)
-    body = stream_metadata(scope.stream, scope, display_names(h.store, live))
+    body = stream_metadata(scope, display_names(h.store, scope.connection_ids))
     body["meta"] = {"warnings": warnings}
     return JSONBody(body)
 
@@ -226,7 +232,7 @@ def list_records(stream: str, request: Request) -> JSONBody:
     after = None
     token = request.query_params.get("cursor")
     if token is not None:
-        position = cursors.decode("page", token)
+        position = cursors.decode(h.vault, "page", token)
         if position.get("s") != stream or position.get("o") != order:
             raise InvalidCursor("cursor belongs to another stream or order", param="cursor")
         after = RecordPosition(*cursors.values(position, "cursor", v=str, c=str, r=str))
@@ -245,6 +251,7 @@ def list_records(stream: str, request: Request) -> JSONBody:
     if has_more:
         last = page[-1]
         body["next_cursor"] = cursors.encode(
+            h.vault,
             "page",
             {
                 "s": stream,
@@ -271,7 +278,7 @@ def _changes(
     epoch = store.meta("store_epoch")
     token = request.query_params.get("cursor")
     if token is not None:
-        session = cursors.decode("changes", token)
+        session = cursors.decode(h.vault, "changes", token)
         if session.get("s") != scope.stream.name or session.get("e") != epoch:
             raise InvalidCursor("cursor belongs to another stream or server", param="cursor")
         since, upto, after = cursors.values(
@@ -281,7 +288,10 @@ def _changes(
         if changes_since == "beginning":
             since = 0
         else:
-            start = cursors.decode("since", changes_since, "changes_since")
+            try:
+                start = cursors.decode(h.vault, "since", changes_since, "changes_since")
+            except cursors.ForeignCursor:
+                start = {}  # sealed by another server key: a token this database cannot honour
             if start.get("e") != epoch or start.get("s") != scope.stream.name:
                 raise CursorExpired(
                     "changes_since was issued by another database or stream; re-sync from "
@@ -334,12 +344,13 @@ def _changes(
     }
     if has_more:
         body["next_cursor"] = cursors.encode(
+            h.vault,
             "changes",
             {"s": scope.stream.name, "e": epoch, "from": since, "to": upto, "after": page[-1].seq},
         )
     else:
         body["next_changes_since"] = cursors.encode(
-            "since", {"s": scope.stream.name, "e": epoch, "seq": upto}
+            h.vault, "since", {"s": scope.stream.name, "e": epoch, "seq": upto}
         )
     return body
 
@@ -405,7 +416,7 @@ def search(request: Request) -> JSONBody:
     before = None
     token = request.query_params.get("cursor")
     if token is not None:
-        position = cursors.decode("search", token)
+        position = cursors.decode(h.vault, "search", token)
         if position.get("q") != q:
             raise InvalidCursor("cursor belongs to another query", param="cursor")
         (before,) = cursors.values(position, "cursor", before=int)
@@ -443,7 +454,7 @@ def search(request: Request) -> JSONBody:
         },
     }
     if has_more:
-        body["next_cursor"] = cursors.encode("search", {"q": q, "before": hits[-1].rowid})
+        body["next_cursor"] = cursors.encode(h.vault, "search", {"q": q, "before": hits[-1].rowid})
     return JSONBody(body)
 
 
@@ -460,9 +471,7 @@ def schema(request: Request) -> JSONBody:
     for scope in _scopes(who, h, names, narrowed):
         if who.kind == "owner" and not scope.connection_ids:
             continue
-        definition = scope.stream
-        labels = display_names(h.store, list(scope.connection_ids))
-        streams.append(stream_metadata(definition, scope, labels))
+        streams.append(stream_metadata(scope, display_names(h.store, scope.connection_ids)))
     grant = who.grant
     body: dict[str, Any] = {
         "object": "schema",

@@ -1,29 +1,39 @@
-"""Opaque cursors and change tokens. They carry positions, never authority: every request is
-re-scoped from its bearer, so a forged cursor can only move within what the grant allows."""
+"""Opaque cursors and change tokens, sealed with AES-GCM under the server's key.
+
+They carry positions, never authority (every request is re-scoped from its bearer). Sealing
+matters all the same: a page position holds the cursor field's value, which a grant may hide,
+and a forged position could probe it; a change token holds the server-wide sequence."""
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import orjson
 
+from ownstream.credentials import Vault
 from ownstream.errors import InvalidCursor
 
-
-def encode(kind: str, payload: dict[str, Any]) -> str:
-    raw = orjson.dumps({"k": kind, **payload})
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+PREFIXES = {"page": "pg1", "changes": "ch1", "since": "cs1", "search": "sr1"}
 
 
-def decode(kind: str, token: str, param: str = "cursor") -> dict[str, Any]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        payload = orjson.loads(raw)
-    except (ValueError, orjson.JSONDecodeError):
-        raise InvalidCursor(f"{param} is not a cursor this server issued", param=param) from None
-    if not isinstance(payload, dict) or payload.get("k") != kind:
-        raise InvalidCursor(f"{param} does not belong to this kind of request", param=param)
+class ForeignCursor(InvalidCursor):
+    """Shaped like one of ours but sealed under another key: another server or database."""
+
+
+def encode(vault: Vault, kind: str, payload: dict[str, Any]) -> str:
+    return f"{PREFIXES[kind]}.{vault.seal_token(kind, orjson.dumps(payload))}"
+
+
+def decode(vault: Vault, kind: str, token: str, param: str = "cursor") -> dict[str, Any]:
+    prefix, _, sealed = token.partition(".")
+    if prefix != PREFIXES[kind] or not sealed:
+        raise InvalidCursor(f"{param} is not a {kind} cursor this server issued", param=param)
+    raw = vault.open_token(kind, sealed)
+    if raw is None:
+        raise ForeignCursor(f"{param} was not issued by this server", param=param)
+    payload = orjson.loads(raw)
+    if not isinstance(payload, dict):
+        raise InvalidCursor(f"{param} is not a cursor this server issued", param=param)
     return payload
 
 

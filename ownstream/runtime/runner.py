@@ -21,6 +21,7 @@ from typing import Any
 from ownstream.clock import now_iso, random_id, stable_id
 from ownstream.credentials import Vault, fingerprint
 from ownstream.errors import (
+    ArtifactAlreadyImported,
     ConnectionNotWritable,
     ConnectorNotRunnable,
     CredentialUnavailable,
@@ -415,6 +416,14 @@ class Runtime:
         for earlier in self.store.batches(
             connector_key=connector_key, artifact_sha256=artifact.sha256
         ):
+            if connection_id is not None and earlier.connection_id != connection_id:
+                raise ArtifactAlreadyImported(
+                    f"these bytes were already imported into connection {earlier.connection_id} "
+                    f"(batch {earlier.batch_id}); they cannot also be imported into "
+                    f"{connection_id}",
+                    batch_id=earlier.batch_id,
+                    connection_id=earlier.connection_id,
+                )
             return ImportResult("duplicate", earlier, None)
         if connection_id is not None:
             self.store.connection(connection_id)

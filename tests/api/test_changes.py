@@ -216,7 +216,7 @@ def test_expired_and_foreign_tokens(world: World, tmp_path: Path) -> None:
 
     # history compacted past the token
     assert w.cget("/v1/streams/notes/records", token, {"changes_since": since}).status_code == 200
-    payload = cursors.decode("since", since)
+    payload = cursors.decode(w.home.vault, "since", since)
     with w.db() as db:
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('change_floor', ?)",
                    (str(payload["seq"] + 1),))
@@ -245,7 +245,7 @@ def test_expired_and_foreign_tokens(world: World, tmp_path: Path) -> None:
         400, "invalid_cursor",
     )
     epoch = w.store.meta("store_epoch")
-    forged = cursors.encode("changes", {"s": "notes", "e": epoch, "from": "0"})
+    forged = cursors.encode(w.home.vault, "changes", {"s": "notes", "e": epoch, "from": "0"})
     assert_error(
         w.cget("/v1/streams/notes/records", token,
                {"changes_since": "beginning", "cursor": forged}),

@@ -209,16 +209,26 @@ def test_forged_cursor_is_rejected_not_a_server_error(shared_world: World) -> No
     """A cursor is opaque but decodable; one we did not issue must be a 400, not a 500."""
     w = shared_world
     _, token = w.grant([{"name": LH}])
+    vault = w.home.vault
+    issued = w.cget(f"/v1/streams/{LH}/records", token, {"limit": 1}).json()["next_cursor"]
     forged = [
-        cursors.encode("page", {"s": LH, "o": "desc"}),
-        cursors.encode("page", {"s": LH, "o": "desc", "v": 1, "c": None, "r": ["x"]}),
+        cursors.encode(vault, "page", {"s": LH, "o": "desc"}),
+        cursors.encode(vault, "page", {"s": LH, "o": "desc", "v": 1, "c": None, "r": ["x"]}),
         base64.urlsafe_b64encode(b"[1,2]").decode(),
+        # a readable position a client wrote itself (it could probe a hidden cursor field)
+        base64.urlsafe_b64encode(
+            b'{"s":"listening_history","o":"asc","v":"2025-06","c":"cin_x","r":""}'
+        ).decode(),
+        # an issued cursor with one byte changed
+        issued[:-2] + ("A" if issued[-2] != "A" else "B") + issued[-1],
+        # a search cursor where a page cursor belongs
+        cursors.encode(vault, "search", {"q": "garden", "before": 5}),
     ]
     for cursor in forged:
         assert_error(
             w.cget(f"/v1/streams/{LH}/records", token, {"cursor": cursor}), 400, "invalid_cursor"
         )
-    search_forged = cursors.encode("search", {"q": "garden"})
+    search_forged = cursors.encode(vault, "search", {"q": "garden"})
     _, notes_token = w.grant([{"name": "notes"}])
     assert_error(
         w.cget("/v1/search", notes_token, {"q": "garden", "cursor": search_forged}),

@@ -206,8 +206,9 @@ class ReadQueries:
                 f"scope : ({connections}) AND {{{' '.join(visible)}}} : ({words}))"
             )
             filters, extra = scope_filters(scope, "r")
-            filter_sql.append(" AND ".join(["r.stream = ?", *filters]))
-            filter_params += [scope.stream.name, *extra]
+            granted = f"r.connection_id IN ({','.join('?' * len(scope.connection_ids))})"
+            filter_sql.append(" AND ".join(["r.stream = ?", granted, *filters]))
+            filter_params += [scope.stream.name, *sorted(scope.connection_ids), *extra]
         if not clauses:
             return [], False
         sql = (

@@ -130,7 +130,7 @@ CREATE TABLE IF NOT EXISTS acquisition_batches (
 CREATE INDEX IF NOT EXISTS batches_by_connection ON acquisition_batches (connection_id);
 
 CREATE TABLE IF NOT EXISTS records (
-    record_id INTEGER PRIMARY KEY,
+    record_id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: search rows key on it
     connection_id TEXT NOT NULL,
     stream TEXT NOT NULL,
     record_key TEXT NOT NULL,

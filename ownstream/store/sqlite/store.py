@@ -711,7 +711,12 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
                 current[key] = _Current(
                     record_id, orjson.loads(data), version, bool(deleted), paths
                 )
-        next_id = db.execute("SELECT coalesce(max(record_id), 0) FROM records").fetchone()[0] + 1
+        # the high-water mark, not max(record_id): ids of deleted records are never reused
+        next_id = (
+            db.execute("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'records'")
+            .fetchone()[0]
+            + 1
+        )
         now = now_iso()
         changes: list[tuple[Any, ...]] = []
         evidence: set[int] = set()
