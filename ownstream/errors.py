@@ -129,13 +129,6 @@ class GrantStreamNotAllowed(OwnstreamError):
     status = 403
 
 
-class FieldNotGranted(OwnstreamError):
-    """The grant does not cover a field."""
-
-    code = "field_not_granted"
-    status = 403
-
-
 class InsufficientScope(OwnstreamError):
     """The token may not perform this operation."""
 

@@ -18,8 +18,6 @@ ACQUISITION_METHODS: tuple[str, ...] = (
     "device_sync",
 )
 ConnectionStatus = Literal["active", "paused", "revoked"]
-CollectionMode = Literal["full_refresh", "incremental", "identify"]
-RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
 
 
 @dataclass(frozen=True)

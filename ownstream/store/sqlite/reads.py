@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from ownstream.model import ReadScope
+from ownstream.records import project
 from ownstream.search import Term
 from ownstream.store.base import ChangedRecord, SearchHit
 
@@ -163,7 +164,7 @@ class ReadQueries:
                 record_key=row[1],
                 data=None
                 if row[4]
-                else {k: v for k, v in orjson.loads(row[2]).items() if k in keep},
+                else project(orjson.loads(row[2]), keep),
                 emitted_at=row[3],
                 deleted=bool(row[4]),
                 deleted_at=row[5],
@@ -231,9 +232,7 @@ class ReadQueries:
                 connection_id=row[1],
                 stream=row[2],
                 record_key=row[3],
-                data={
-                    k: v for k, v in orjson.loads(row[4]).items() if k in fields_by_stream[row[2]]
-                },
+                data=project(orjson.loads(row[4]), fields_by_stream[row[2]]),
                 emitted_at=row[5],
             )
             for row in rows[:limit]

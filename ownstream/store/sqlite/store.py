@@ -25,7 +25,14 @@ from ownstream.model import (
     RecordWrite,
     StreamDefinition,
 )
-from ownstream.records import changed_fields, consent_time, merge, search_text, sortable
+from ownstream.records import (
+    changed_fields,
+    consent_time,
+    merge,
+    project,
+    search_text,
+    sortable,
+)
 from ownstream.store.base import (
     BatchReceipt,
     RecordPosition,
@@ -1048,7 +1055,7 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
                 connection_id=row[0],
                 stream=scope.stream.name,
                 record_key=row[1],
-                data={k: v for k, v in orjson.loads(row[2]).items() if k in fields},
+                data=project(orjson.loads(row[2]), fields),
                 emitted_at=row[3],
                 cursor_value=row[4],
             )
@@ -1079,7 +1086,7 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
                 row[0],
                 scope.stream.name,
                 row[1],
-                {k: v for k, v in orjson.loads(row[2]).items() if k in fields},
+                project(orjson.loads(row[2]), fields),
                 row[3],
                 row[4],
             )
