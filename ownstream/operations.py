@@ -269,6 +269,10 @@ class OwnerOperations:
         last_successful = next((r for r in runs if r.status == "succeeded"), None)
         batches = store.batches(connection_id=connection.connection_id)
         runnable = [p for p in connection.paths if p.acquisition_method != "owner_artifact"]
+        stored = {
+            (c["connector_key"], c["name"])
+            for c in store.credential_metadata(connection.connection_id)
+        }
         missing = []
         budgets = []
         for path in runnable:
@@ -277,15 +281,10 @@ class OwnerOperations:
                 continue
             if manifest.refresh_policy.maximum_staleness_seconds:
                 budgets.append(manifest.refresh_policy.maximum_staleness_seconds)
-            stored = {
-                c["name"]
-                for c in store.credential_metadata(connection.connection_id)
-                if c["connector_key"] == path.connector_key
-            }
             missing += [
                 f"{path.connector_key}:{s.name}"
                 for s in manifest.secrets
-                if s.required and s.name not in stored
+                if s.required and (path.connector_key, s.name) not in stored
             ]
         return verdict(
             HealthEvidence(
