@@ -19,6 +19,7 @@ demo: setup
 	$(BIN)/python -m ownstream.dev.demo
 
 test: setup
+	tools/ensure-services
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
 
 bench: setup
@@ -26,8 +27,8 @@ bench: setup
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
 
 lint: setup
-	$(BIN)/ruff check ownstream tests
-	$(BIN)/mypy ownstream
+	$(BIN)/ruff check ownstream tests bench
+	$(BIN)/mypy ownstream tests bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -33,6 +33,7 @@ class StreamDefinition:
     cursor_field: str | None = None
     consent_time_field: str | None = None
     searchable_fields: tuple[str, ...] = ()
+    union_fields: tuple[str, ...] = ()  # array fields merged as a set union across paths
     shared: bool = True
 
     @property

@@ -81,7 +81,12 @@ def normalize_time(value: Any) -> str | None:
 
 
 def merge(
-    old: dict[str, Any], new: dict[str, Any], *, semantics: str, other_paths: bool
+    old: dict[str, Any],
+    new: dict[str, Any],
+    *,
+    semantics: str,
+    other_paths: bool,
+    union_fields: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The data a record holds after `new` arrives on top of `old`.
 
@@ -91,10 +96,24 @@ def merge(
       records are events that later writes may enrich but never shrink.
     - A mutable-state record evidenced only by the writing path is replaced wholesale, so the
       path can remove a field it no longer reports.
+    - A definition's `union_fields` (sets such as mail folders and labels) are the union of
+      what each path reports wherever old fields are kept, so one path never drops another's.
     """
     if semantics == "append_only" or other_paths:
-        return {**old, **new}
+        merged = {**old, **new}
+        for name in union_fields:
+            if isinstance(old.get(name), list) and isinstance(new.get(name), list):
+                merged[name] = _union(old[name], new[name])
+        return merged
     return new
+
+
+def _union(old: list[Any], new: list[Any]) -> list[Any]:
+    """Order-stable set union of two JSON arrays (values compared by their JSON text)."""
+    seen: dict[bytes, Any] = {}
+    for value in [*old, *new]:
+        seen.setdefault(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), value)
+    return list(seen.values())
 
 
 def changed_fields(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:

@@ -203,3 +203,18 @@ def journal(owner: Owner) -> Owner:
     """An owner with the journal definition, its API and export connectors and their rule."""
     owner.add_journal()
     return owner
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say loudly which real-service tests did not run (see tests/services)."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if "SKIPPED, NOT TESTED" in str(getattr(report, "longrepr", ""))
+    ]
+    if not skipped:
+        return
+    reasons = sorted({str(report.longrepr[2]).split(": ", 1)[-1] for report in skipped})
+    terminalreporter.write_sep("!", f"{len(skipped)} real-service tests were NOT run", red=True)
+    for reason in reasons:
+        terminalreporter.write_line(f"  {reason}", red=True)

@@ -64,6 +64,11 @@ def parse_definition(raw: Any, *, shared: bool = True) -> StreamDefinition:
         raise fail("searchable_fields must name fields of the schema", "searchable_fields")
     if len(searchable) > MAX_SEARCHABLE_FIELDS:
         raise fail(f"at most {MAX_SEARCHABLE_FIELDS} searchable fields", "searchable_fields")
+    union = raw.get("union_fields", [])
+    if not isinstance(union, list) or any(
+        f not in properties or properties[f].get("type") != "array" for f in union
+    ):
+        raise fail("union_fields must name array fields of the schema", "union_fields")
     return StreamDefinition(
         name=name,
         version=version,
@@ -74,6 +79,7 @@ def parse_definition(raw: Any, *, shared: bool = True) -> StreamDefinition:
         cursor_field=raw.get("cursor_field"),
         consent_time_field=raw.get("consent_time_field"),
         searchable_fields=tuple(searchable),
+        union_fields=tuple(union),
         shared=shared,
     )
 
@@ -88,6 +94,7 @@ def definition_document(definition: StreamDefinition) -> dict[str, Any]:
         "cursor_field": definition.cursor_field,
         "consent_time_field": definition.consent_time_field,
         "searchable_fields": list(definition.searchable_fields),
+        "union_fields": list(definition.union_fields),
         "description": definition.description,
         "schema": definition.schema,
     }

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 import typer
-from runtime.messages import done, entry, journal_identity
 from typer.testing import CliRunner
 
 from ownstream.cli import output
 from ownstream.cli.main import app
+from tests.runtime.messages import done, entry, journal_identity
 
 
 def leaf_commands(command: Any, prefix: tuple[str, ...] = ()) -> list[Any]:

@@ -454,3 +454,34 @@ def test_every_catalog_error_is_an_ownstream_error(catalog: Catalog) -> None:
     for error in (InvalidManifest, InvalidDefinition, IncompatibleDefinition, InvalidRule,
                   UnknownStream, UnknownConnector):
         assert issubclass(error, OwnstreamError) and error.status in (400, 404)
+
+
+def test_union_fields_are_array_fields_merged_as_sets() -> None:
+    from ownstream.records import merge
+    from ownstream.registry.definitions import parse_definition
+
+    document = {
+        "name": "tagged",
+        "semantics": "mutable_state",
+        "primary_key": ["id"],
+        "union_fields": ["labels"],
+        "schema": {
+            "type": "object",
+            "properties": {"id": {"type": "string"}, "labels": {"type": "array"}},
+            "required": ["id"],
+        },
+    }
+    definition = parse_definition(document)
+    assert definition.union_fields == ("labels",)
+    old = {"id": "a", "labels": ["inbox", "work"]}
+    new = {"id": "a", "labels": ["work", "archive"]}
+    # another path evidences the record: its labels are kept, the new ones added
+    assert merge(old, new, semantics="mutable_state", other_paths=True, union_fields=("labels",))[
+        "labels"
+    ] == ["inbox", "work", "archive"]
+    # only the writing path: it reports the whole set, so it may remove a label
+    assert merge(old, new, semantics="mutable_state", other_paths=False, union_fields=("labels",))[
+        "labels"
+    ] == ["work", "archive"]
+    with pytest.raises(InvalidDefinition):
+        parse_definition({**document, "union_fields": ["id"]})

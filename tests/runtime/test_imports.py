@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ownstream.errors import IdentityMismatch, InvalidRequest, RunFailed
-from runtime.messages import done, entry, journal_identity
+from tests.runtime.messages import done, entry, journal_identity
 
 E1 = {"entry_id": "e1", "written_at": "2024-01-03T08:00:00Z", "text": "first", "words": 1}
 E2 = {"entry_id": "e2", "written_at": "2024-01-01T21:30:00+02:00", "text": "second"}

@@ -18,7 +18,7 @@ from ownstream.errors import ProtocolViolation
 from ownstream.model import ConnectorManifest
 from ownstream.registry.manifests import parse_manifest
 from ownstream.runtime.protocol import MessageValidator
-from runtime.messages import done, identity_msg, item, record, state_msg
+from tests.runtime.messages import done, identity_msg, item, record, state_msg
 
 CONNECTORS = Path(__file__).parent / "connectors"
 

@@ -17,7 +17,7 @@ from ownstream.errors import (
     ProtocolViolation,
     RunFailed,
 )
-from runtime.messages import done, identity_msg, item, state_msg
+from tests.runtime.messages import done, identity_msg, item, state_msg
 
 ACCT = identity_msg("acct-1")
 

@@ -10,10 +10,10 @@ import json
 from typing import Any
 
 import pytest
-from runtime.messages import done, entry, identity_msg, item, journal_identity, record
 
 from ownstream.model import ReadScope, StreamDefinition
 from ownstream.records import canonical_key, changed_fields, merge, message_key, sortable
+from tests.runtime.messages import done, entry, identity_msg, item, journal_identity, record
 
 ACCT = identity_msg("acct-1")
 

@@ -786,7 +786,11 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
                     state.paths += acquisition.connector_key + ","
                     state.dirty = True
                 merged = merge(
-                    state.data, write.data, semantics=definition.semantics, other_paths=other_paths
+                    state.data,
+                    write.data,
+                    semantics=definition.semantics,
+                    other_paths=other_paths,
+                    union_fields=definition.union_fields,
                 )
                 if merged == state.data and not state.deleted:
                     stats.unchanged += 1
