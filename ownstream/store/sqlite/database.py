@@ -185,5 +185,10 @@ class SQLiteBase:
                 )
         elif version < SCHEMA_VERSION:
             upgrade(self, version)
+        else:
+            # tables and indexes added within a version are created (every statement is
+            # IF NOT EXISTS); a change to an existing table takes a new version and a step
+            with self._tx() as db:
+                run_script(db, schema_script())
         for suffix in ("", "-wal", "-shm"):
             private_file(Path(f"{self.path}{suffix}"))
