@@ -7,11 +7,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ownstream.model import AcquisitionPath, RecordWrite, StreamDefinition
+from ownstream.model import AcquisitionPath, RecordRule, RecordWrite, StreamDefinition
+from ownstream.records import match_key
 from ownstream.store.planner import (
     BatchPlan,
     Change,
     CurrentRecord,
+    Matching,
     plan_batch,
     reconstruct,
 )
@@ -204,3 +206,102 @@ def test_history_replays_backwards_from_the_diffs(steps: list[tuple[bool, Data]]
     live = [c for c in log if c.op != "delete"]
     for back, expected in enumerate(reversed(versions)):
         assert reconstruct(versions[-1], list(reversed(live))[:back]) == expected
+
+
+# -- record rules: one event seen at two precisions ----------------------------------------
+
+PLAYS = StreamDefinition(
+    name="plays",
+    version=1,
+    semantics="append_only",
+    primary_key=("play_id",),
+    schema={
+        "type": "object",
+        "properties": {
+            "play_id": {"type": "string"},
+            "played_at": {"type": "string"},
+            "precision": {"type": "string"},
+            "track": {"type": "string"},
+            "ms_played": {"type": "integer"},
+            "uri": {"type": "string"},
+        },
+    },
+    cursor_field="played_at",
+    consent_time_field="played_at",
+)
+RULE = RecordRule(
+    rule_id="plays-minute",
+    version=1,
+    stream="plays",
+    time_field="played_at",
+    window_seconds=60,
+    match_fields=("track",),
+    coarse_field="precision",
+    coarse_values=("minute",),
+)
+BASIC = AcquisitionPath("basic-export", "owner_artifact")
+
+
+def play(key: str, at: str, precision: str, **data: Any) -> RecordWrite:
+    payload = {"play_id": key, "played_at": at, "precision": precision, "track": "Song", **data}
+    return RecordWrite("plays", key, payload, "2024-05-01T00:00:00.000Z")
+
+
+def held_play(write: RecordWrite, record_id: int, path: str) -> CurrentRecord:
+    return CurrentRecord(record_id, write.data, 1, False, frozenset([path]), 3, write.emitted_at)
+
+
+def plan_plays(
+    writes: list[RecordWrite], held: dict[str, CurrentRecord], path: AcquisitionPath
+) -> BatchPlan:
+    candidates: dict[str, list[str]] = {}
+    for key, record in held.items():
+        found = match_key(RULE, record.data)
+        if found is not None:
+            candidates.setdefault(found, []).append(key)
+    return plan_batch(PLAYS, path, STAGE, held, writes, Matching(RULE, candidates))
+
+
+PRECISE = play("p1", "2024-03-01T10:15:42.120Z", "millisecond", uri="spotify:track:1")
+COARSE = play("c1", "2024-03-01T10:15:00Z", "minute", ms_played=181000)
+
+
+def test_a_coarse_entry_fills_the_precise_record_of_the_same_event() -> None:
+    result = plan_plays([COARSE], {"p1": held_play(PRECISE, 1, "api")}, BASIC)
+    assert not result.inserts
+    [version] = result.versions
+    assert version.record_id == 1
+    assert version.head.data == {**PRECISE.data, "ms_played": 181000}  # precise values win
+    assert version.head.paths == {"api", "basic-export"}
+    assert (result.stats.updated, result.stats.merged_with_existing) == (1, 1)
+    # the same entry again (another archive repeating it) changes nothing
+    filled = held_play(RecordWrite("plays", "p1", version.head.data, ""), 1, "api")
+    again = plan_plays([COARSE], {"p1": filled}, BASIC)
+    assert not again.versions and again.stats.duplicate == 1
+
+
+def test_a_precise_record_absorbs_the_coarse_one_held_before_it() -> None:
+    result = plan_plays([PRECISE], {"c1": held_play(COARSE, 9, "basic-export")}, API)
+    [insert] = result.inserts
+    assert insert.head.record_key == "p1"
+    assert insert.head.data == {**PRECISE.data, "ms_played": 181000}
+    assert insert.head.paths == {"notes-api", "basic-export"}
+    [tombstone] = result.versions  # the coarse key is re-keyed away
+    assert tombstone.record_id == 9 and tombstone.head.deleted
+    assert result.stats.count_delta == 0 and result.stats.merged_with_existing == 1
+
+
+def test_both_in_one_batch_are_one_record() -> None:
+    result = plan_plays([COARSE, PRECISE], {}, BASIC)
+    [insert] = result.inserts
+    assert insert.head.record_key == "p1" and insert.head.data["ms_played"] == 181000
+
+
+def test_ambiguous_coarse_evidence_keeps_both_and_says_so() -> None:
+    twin = play("p2", "2024-03-01T10:15:58.000Z", "millisecond")  # played twice that minute
+    held = {"p1": held_play(PRECISE, 1, "api"), "p2": held_play(twin, 2, "api")}
+    result = plan_plays([COARSE], held, BASIC)
+    [insert] = result.inserts
+    assert insert.head.record_key == "c1" and result.stats.ambiguous == 1
+    other_minute = play("c2", "2024-03-01T10:16:00Z", "minute")
+    assert plan_plays([other_minute], held, BASIC).stats.ambiguous == 0
