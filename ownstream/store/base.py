@@ -306,6 +306,7 @@ class AccessCount:
 class Store(Protocol):
     capabilities: StoreCapabilities
     clock: Callable[[], datetime]
+    lease_seconds: int  # a run's lease lives this long unless its heartbeat renews it
 
     def close(self) -> None: ...
 
