@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,7 +40,7 @@ def start(owner: Owner, *args: str, **extra: str) -> subprocess.Popen[bytes]:
     )
 
 
-def finish(owner: Owner, *args: str, timeout: float = 120) -> dict[str, Any]:
+def finish(owner: Owner, *args: str, timeout: float = 120) -> Any:
     """`ownstream ARGS --json` to completion; its JSON output."""
     done = subprocess.run(
         [sys.executable, "-m", "ownstream", *args, "--json"],
@@ -51,8 +50,7 @@ def finish(owner: Owner, *args: str, timeout: float = 120) -> dict[str, Any]:
         check=False,
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:] + done.stdout.decode()[-2000:]
-    found: dict[str, Any] = json.loads(done.stdout)
-    return found
+    return json.loads(done.stdout)
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:
