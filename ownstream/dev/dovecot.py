@@ -84,9 +84,7 @@ def write_certificate(folder: Path, *, name: str = "localhost") -> tuple[Path, P
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
         .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -177,10 +175,12 @@ class Dovecot:
             if self._process.poll() is not None:
                 raise DovecotUnavailable(f"dovecot exited at start:\n{self.log_tail()}")
             try:
-                with socket.create_connection((self.host, self.port), timeout=1) as raw:
-                    with self.ssl_context().wrap_socket(raw, server_hostname=self.host) as tls:
-                        if tls.recv(64).startswith(b"* OK"):
-                            return
+                with (
+                    socket.create_connection((self.host, self.port), timeout=1) as raw,
+                    self.ssl_context().wrap_socket(raw, server_hostname=self.host) as tls,
+                ):
+                    if tls.recv(64).startswith(b"* OK"):
+                        return
             except OSError:
                 time.sleep(0.05)
         self.stop()

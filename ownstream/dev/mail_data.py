@@ -26,13 +26,17 @@ FOLDERS = ("INBOX", "Archive", "Receipts", "Work/Projects", "Über")
 SENT = "Sent"
 TAKEOUT_MBOX = "Takeout/Mail/All mail Including Spam and Trash.mbox"
 _LF = policy.default.clone(linesep="\n", max_line_length=78)
-_FIRST = "Ada Bo Cy Dana Emil Fatou Grete Hiro Ines Jonas Kaito Lena Mateo Nora Oskar Priya".split()
-_LAST = "Berg Chen Duarte Eriksen Fischer Garcia Haddad Ito Jensen Kowalski Laine Moreau".split()
-_WORDS = (
-    "budget invoice meeting garden trip report draft quarterly lunch photos concert review "
-    "schedule ticket receipt holiday project kettle bicycle library harbour summary notes "
-    "update proposal weekend recipe apartment lease migration backup cellar orchard"
-).split()
+_FIRST_TEXT = "Ada Bo Cy Dana Emil Fatou Grete Hiro Ines Jonas Kaito Lena Mateo Nora Oskar Priya"
+_FIRST = tuple(_FIRST_TEXT.split())
+_LAST_TEXT = "Berg Chen Duarte Eriksen Fischer Garcia Haddad Ito Jensen Kowalski Laine Moreau"
+_LAST = tuple(_LAST_TEXT.split())
+_WORDS_TEXT = (
+    "budget invoice meeting garden trip report draft quarterly lunch photos concert "
+    "review schedule ticket receipt holiday project kettle bicycle library harbour "
+    "summary notes update proposal weekend recipe apartment lease migration backup "
+    "cellar orchard"
+)
+_WORDS = tuple(_WORDS_TEXT.split())
 _DOMAINS = ("example.org", "example.net", "mail.example.com", "lists.example.org")
 _MOZILLA_BITS = {"\\Seen": 0x1, "\\Answered": 0x2, "\\Flagged": 0x4}
 _STATUS_LETTERS = {"\\Seen": "R", "\\Answered": "A", "\\Flagged": "F", "\\Draft": "T"}
@@ -155,7 +159,8 @@ class _Builder:
                 subtype="pdf",
                 filename=f"{rng.choice(_WORDS)}.pdf",
             )
-        folders = (SENT,) if sent else (rng.choices(FOLDERS, weights=(8, 3, 1, 1, 1))[0],)
+        home = rng.choices(FOLDERS, weights=(8, 3, 1, 1, 1))[0]
+        folders: tuple[str, ...] = (SENT,) if sent else (home,)
         if not sent and rng.random() < 0.1:
             folders = tuple(sorted({*folders, "Receipts"}))
         flags = ["\\Seen"] if sent or rng.random() < 0.7 else []
@@ -356,7 +361,9 @@ def write_takeout(mailbox: Mailbox, path: Path, *, seed: int = 0) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         with archive.open(TAKEOUT_MBOX, "w", force_zip64=True) as member:
             for message in mailbox.messages:
-                member.write(_takeout_entry(message, 1_700_000_000_000_000_000 + rng.getrandbits(40)))
+                member.write(
+                    _takeout_entry(message, 1_700_000_000_000_000_000 + rng.getrandbits(40))
+                )
         archive.writestr("Takeout/archive_browser.html", "<html><body>Takeout</body></html>")
     return path
 
@@ -380,7 +387,7 @@ def write_thunderbird(mailbox: Mailbox, root: Path) -> Path:
                 bits = sum(_MOZILLA_BITS.get(f, 0) for f in message.flags)
                 status = f"X-Mozilla-Status: {bits:04x}\nX-Mozilla-Status2: 00000000\n".encode()
                 handle.write(_entry(_from_line(message, "- "), status, message.raw))
-        path.with_name(path.name + ".msf").write_bytes(b"// <!-- <mdb:mork:z v=\"1.4\"/> -->\n")
+        path.with_name(path.name + ".msf").write_bytes(b'// <!-- <mdb:mork:z v="1.4"/> -->\n')
     (root / "prefs.js").write_text('user_pref("mail.ready", true);\n', encoding="utf-8")
     return root
 

@@ -9,6 +9,7 @@ from email import message_from_bytes, policy
 from typing import Any
 
 import pytest
+from imapclient import IMAPClient
 
 from ownstream.connectors.imap import connector
 from ownstream.dev.mail_data import Mailbox, MailMessage, add_mail, deliver, generate_mailbox
@@ -23,7 +24,9 @@ STREAMS = {"streams": [{"name": "messages"}, {"name": "mail_folders"}]}
 
 
 def connect(ops: OwnerOperations, user: MailUser, **settings: str) -> str:
-    result = ops.connect("imap", secrets={"password": user.password}, settings=user.settings(**settings))
+    result = ops.connect(
+        "imap", secrets={"password": user.password}, settings=user.settings(**settings)
+    )
     return result.connection.connection_id
 
 
@@ -65,13 +68,18 @@ def subject_of(message: MailMessage) -> str:
     return str(message_from_bytes(message.raw, policy=policy.default)["subject"])
 
 
-def test_first_sync_collects_every_shape_of_message(ops: OwnerOperations, mail_user: MailUser) -> None:
+def test_first_sync_collects_every_shape_of_message(
+    ops: OwnerOperations, mail_user: MailUser
+) -> None:
     box = generate_mailbox(mail_user.address, seed=5, count=40, huge_attachment_bytes=6 * 2**20)
     delivered(mail_user, box.messages)
     connection_id = connect(ops, mail_user)
     connection = ops.home.store.connection(connection_id)
     assert connection.identity is not None
-    assert (connection.identity.claim, connection.identity.value) == ("mail_account", mail_user.address)
+    assert (connection.identity.claim, connection.identity.value) == (
+        "mail_account",
+        mail_user.address,
+    )
 
     [run] = ops.run(connection_id)
     assert run.status == "succeeded", run.error
@@ -87,8 +95,13 @@ def test_first_sync_collects_every_shape_of_message(ops: OwnerOperations, mail_u
     assert multi
     for message in multi:
         assert by_subject[subject_of(message)]["folders"] == sorted(message.folders)
-    assert by_subject["Grüße aus München ☕"]["from"] == {"name": "José Muñoz", "address": "jose@example.net"}
-    assert by_subject["Greetings in koi8-r"]["body_text"] == "Привет из Санкт-Петербурга, до встречи."
+    assert by_subject["Grüße aus München ☕"]["from"] == {
+        "name": "José Muñoz",
+        "address": "jose@example.net",
+    }
+    assert (
+        by_subject["Greetings in koi8-r"]["body_text"] == "Привет из Санкт-Петербурга, до встречи."
+    )
     assert by_subject["Greetings in shift_jis"]["body_text"].startswith("東京から")
     html = by_subject["Plain & HTML"]
     assert html["html_text"] == "Tickets are attached.\nSee you at the harbour & the café."
@@ -105,10 +118,12 @@ def test_first_sync_collects_every_shape_of_message(ops: OwnerOperations, mail_u
 
     huge = next(m for m in box.messages if m.kind == "huge_attachment")
     video = next(
-        p for p in message_from_bytes(huge.raw, policy=policy.default).walk()
+        p
+        for p in message_from_bytes(huge.raw, policy=policy.default).walk()
         if p.get_content_type() == "video/mp4"
     )
     content = video.get_payload(decode=True)
+    assert isinstance(content, bytes)
     [attachment] = by_subject["The raw footage"]["attachments"]
     assert attachment["sha256"] == hashlib.sha256(content).hexdigest()
     assert attachment["size"] == len(content) and "blob_ref" not in attachment
@@ -174,7 +189,7 @@ def test_a_flag_change_updates_the_record(synced: Synced) -> None:
 def test_a_flag_change_is_found_without_condstore(
     synced: Synced, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(connector.IMAPClient, "has_capability", lambda self, name: False)
+    monkeypatch.setattr(IMAPClient, "has_capability", lambda self, name: False)
     message = synced.box.folder("INBOX")[1]
     with synced.user.client() as client:
         client.add_flags([uid_of(client, "INBOX", message)], ["\\Answered"])
@@ -234,7 +249,9 @@ def test_only_the_chosen_folders_are_collected(ops: OwnerOperations, mail_user: 
 
 
 def test_starttls(ops: OwnerOperations, mail_user: MailUser) -> None:
-    delivered(mail_user, generate_mailbox(mail_user.address, seed=4, count=3, special=False).messages)
+    delivered(
+        mail_user, generate_mailbox(mail_user.address, seed=4, count=3, special=False).messages
+    )
     settings = {"port": str(mail_user.server.starttls_port), "tls": "starttls"}
     connection_id = connect(ops, mail_user, **settings)
     [run] = ops.run(connection_id)

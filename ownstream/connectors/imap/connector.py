@@ -142,7 +142,9 @@ def _tls_context(settings: Settings) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=settings.ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise _config_error(f"ca_file {settings.ca_file!r} is not a readable PEM file ({exc})")
+        raise _config_error(
+            f"ca_file {settings.ca_file!r} is not a readable PEM file ({exc})"
+        ) from None
 
 
 def _connect(settings: Settings) -> IMAPClient:
@@ -410,7 +412,9 @@ class _Session:
         for name, entries in sources.items():
             self.client.select_folder(name, readonly=True)
             for batch in self._by_size(entries):
-                fetched = self.client.fetch([uid for uid, _ in batch], ["BODY.PEEK[]", "INTERNALDATE"])
+                fetched = self.client.fetch(
+                    [uid for uid, _ in batch], ["BODY.PEEK[]", "INTERNALDATE"]
+                )
                 for uid, key in batch:
                     data = fetched.get(uid)
                     if data is None:  # gone since step 1: the next run sees where it went
@@ -472,10 +476,14 @@ class _Session:
                 "message_count": self.counts.get(listed.name),
             }
             yield record(
-                MAIL_FOLDERS, ["folder", listed.name], {k: v for k, v in data.items() if v is not None}
+                MAIL_FOLDERS,
+                ["folder", listed.name],
+                {k: v for k, v in data.items() if v is not None},
             )
         for name in sorted(set(self.old) - set(self.new)):
-            yield record(MAIL_FOLDERS, ["folder", name], {"kind": "folder", "name": name}, op="delete")
+            yield record(
+                MAIL_FOLDERS, ["folder", name], {"kind": "folder", "name": name}, op="delete"
+            )
 
 
 def collect(start: Start, env: Mapping[str, str]) -> Iterator[Message]:

@@ -25,8 +25,9 @@ from typing import Any
 from ownstream.clock import iso
 from ownstream.connectors.mail.keys import Headers, first, message_ids, normalize_message_id
 
-MAX_MESSAGE_BYTES = 100 * 1024**2
-"""A larger message is rejected: it is parsed whole, so it would sit in memory whole."""
+MAX_MESSAGE_BYTES = 50 * 1024**2
+"""A larger message is rejected: the `email` package parses a message whole and briefly needs
+about eight times its size, so this bounds a connector's memory at a few hundred MiB."""
 MAX_BODY_CHARS = 100_000
 """body_text and html_text are cut here (body_truncated): records stay small to read and index."""
 MAX_PARTS = 1000
@@ -148,7 +149,7 @@ def _leaves(message: Message) -> Iterator[Message]:
         if isinstance(children, list) and (
             part is message or part.get_content_type() != "message/rfc822"
         ):
-            stack.extend(reversed(children))
+            stack.extend(c for c in reversed(children) if isinstance(c, Message))
         else:
             yield part
 
@@ -240,7 +241,9 @@ def _content_digest(part: Message) -> tuple[int, str]:
         content = inner.as_bytes(policy=_CANONICAL)
         return len(content), hashlib.sha256(content).hexdigest()
     encoding = str(part.get("content-transfer-encoding") or "").strip().lower()
-    payload = part.get_payload()
+    # The stored text itself: get_payload() first encodes all of it to look for surrogates,
+    # a transient copy as large as the attachment.
+    payload = getattr(part, "_payload", None)
     if encoding == "base64" and isinstance(payload, str):
         return _base64_digest(payload)
     data = part.get_payload(decode=True)
@@ -314,13 +317,16 @@ def _addresses(message: Message, headers: Headers, name: str) -> list[dict[str, 
     return found
 
 
+_BLOCK_TAGS = (
+    "address article aside blockquote br dd div dl dt footer h1 h2 h3 h4 h5 h6 header hr "
+    "li ol p pre section table td th tr ul"
+)
+
+
 class _HtmlText(HTMLParser):
     """Visible text of an HTML body: scripts and styles dropped, blocks on their own lines."""
 
-    BLOCKS = frozenset(
-        "address article aside blockquote br dd div dl dt footer h1 h2 h3 h4 h5 h6 header hr "
-        "li ol p pre section table td th tr ul".split()
-    )
+    BLOCKS = frozenset(_BLOCK_TAGS.split())
     HIDDEN = frozenset({"script", "style", "head", "title", "template"})
 
     def __init__(self) -> None:

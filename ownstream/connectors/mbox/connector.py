@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, cast
 
 from ownstream.connectors.mail import (
     CLAIM,
@@ -165,7 +165,10 @@ def _zip_files(path: Path) -> Iterator[tuple[list[_MboxFile], list[str]]]:
 
 def _member_opener(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], IO[bytes]]:
     def open_member() -> IO[bytes]:
-        return io.BufferedReader(archive.open(info), buffer_size=READ_BUFFER)  # type: ignore[arg-type]
+        # BufferedReader needs only readinto(), which a ZIP member has; it reads lines about
+        # twice as fast as the member's own readline().
+        member = cast(io.RawIOBase, archive.open(info))
+        return io.BufferedReader(member, buffer_size=READ_BUFFER)
 
     return open_member
 
