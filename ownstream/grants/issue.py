@@ -7,7 +7,7 @@ from typing import Any
 
 from ownstream.clock import iso, random_id, utc_now
 from ownstream.errors import InvalidRequest, UnknownField
-from ownstream.grants.tokens import mint
+from ownstream.grants.tokens import new_token
 from ownstream.model import Grant, StreamGrant
 from ownstream.records import normalize_time
 from ownstream.registry import Catalog
@@ -121,20 +121,19 @@ def issue_grant(
     if expires_in is not None and (not isinstance(expires_in, int) or expires_in <= 0):
         raise InvalidRequest("expires_in must be a positive number of seconds", param="expires_in")
     now = utc_now()
-    with store.transaction():
-        grant = Grant(
-            grant_id=random_id("grt"),
-            client_id=client_id,
-            client_display=request.get("client_display"),
-            purpose_code=str(request.get("purpose_code") or DEFAULT_PURPOSE),
-            purpose_description=request.get("purpose_description"),
-            access_mode=access_mode,
-            issued_at=iso(now),
-            expires_at=iso(now + timedelta(seconds=expires_in)) if expires_in else None,
-            streams=tuple(
-                _stream_grant(store, catalog, entry, i) for i, entry in enumerate(streams_raw)
-            ),
-        )
-        store.save_grant(grant)
-        token = mint(store, "client", grant_id=grant.grant_id, ttl_seconds=expires_in)
-    return grant, token
+    grant = Grant(
+        grant_id=random_id("grt"),
+        client_id=client_id,
+        client_display=request.get("client_display"),
+        purpose_code=str(request.get("purpose_code") or DEFAULT_PURPOSE),
+        purpose_description=request.get("purpose_description"),
+        access_mode=access_mode,
+        issued_at=iso(now),
+        expires_at=iso(now + timedelta(seconds=expires_in)) if expires_in else None,
+        streams=tuple(
+            _stream_grant(store, catalog, entry, i) for i, entry in enumerate(streams_raw)
+        ),
+    )
+    secret, token = new_token("client", grant_id=grant.grant_id, ttl_seconds=expires_in, now=now)
+    store.save_grant(grant, token)
+    return grant, secret
