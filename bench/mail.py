@@ -189,7 +189,7 @@ def bench_imap(work: Path, count: int) -> dict[str, Any] | None:
         ours = time.perf_counter() - started
         return {
             "messages": fetched,
-            "inserted": run.counts.inserted,
+            "inserted": run.tally.new,
             "ours": ours,
             "floor": floor,
             "parse": parsing,

@@ -48,8 +48,7 @@ def add_mailbox(home: Home, folder: Path, *, port: int = 8765) -> str:
             connection_id = connected.connection.connection_id
             [run] = runtime.run_connection(connection_id)
         lines.append(
-            f"  {connection_id}  IMAP (a local Dovecot, now stopped): {run.counts.inserted} "
-            "messages"
+            f"  {connection_id}  IMAP (a local Dovecot, now stopped): {run.tally.new} messages"
         )
     except DovecotUnavailable as exc:
         lines.append(f"  IMAP SKIPPED: {exc}; importing the export alone")

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from ownstream.home import Home
-from ownstream.operations import OwnerOperations
+from ownstream.owner import ConnectionOperations
 from tests.services.dovecot import dovecot, mail_user
 
 __all__ = ["dovecot", "mail_user"]
 
 
 @pytest.fixture
-def ops(tmp_path: Path) -> OwnerOperations:
-    return OwnerOperations(Home(tmp_path / "home"))
+def ops(tmp_path: Path) -> ConnectionOperations:
+    return ConnectionOperations(Home(tmp_path / "home"))

@@ -15,7 +15,7 @@ from ownstream.connectors.imap import connector
 from ownstream.dev.mail_data import Mailbox, MailMessage, add_mail, deliver, generate_mailbox
 from ownstream.errors import RunFailed
 from ownstream.model import ReadScope
-from ownstream.operations import OwnerOperations
+from ownstream.owner import ConnectionOperations
 from ownstream.runtime.sdk import drive
 from tests.services import free_port
 from tests.services.dovecot import MailUser
@@ -23,14 +23,16 @@ from tests.services.dovecot import MailUser
 STREAMS = {"streams": [{"name": "messages"}, {"name": "mail_folders"}]}
 
 
-def connect(ops: OwnerOperations, user: MailUser, **settings: str) -> str:
+def connect(ops: ConnectionOperations, user: MailUser, **settings: str) -> str:
     result = ops.connect(
         "imap", secrets={"password": user.password}, settings=user.settings(**settings)
     )
     return result.connection.connection_id
 
 
-def records(ops: OwnerOperations, connection_id: str, stream: str = "messages") -> dict[str, Any]:
+def records(
+    ops: ConnectionOperations, connection_id: str, stream: str = "messages"
+) -> dict[str, Any]:
     definition = ops.home.catalog.definition(stream)
     scope = ReadScope(definition, (connection_id,), definition.fields)
     page, _ = ops.home.store.records_page(scope, limit=10_000)
@@ -69,7 +71,7 @@ def subject_of(message: MailMessage) -> str:
 
 
 def test_first_sync_collects_every_shape_of_message(
-    ops: OwnerOperations, mail_user: MailUser
+    ops: ConnectionOperations, mail_user: MailUser
 ) -> None:
     box = generate_mailbox(mail_user.address, seed=5, count=40, huge_attachment_bytes=6 * 2**20)
     delivered(mail_user, box.messages)
@@ -83,7 +85,7 @@ def test_first_sync_collects_every_shape_of_message(
 
     [run] = ops.run(connection_id)
     assert run.status == "succeeded", run.error
-    assert run.collection_mode == "full_refresh" and run.counts.rejected == 0
+    assert run.collection_mode == "full_refresh" and run.tally.rejected == 0
     found = records(ops, connection_id)
     readable = [m for m in box.messages if m.kind != "malformed"]
     assert len(found) == len(readable)  # one record per message, however many folders
@@ -135,7 +137,7 @@ def test_first_sync_collects_every_shape_of_message(
 
 @dataclass
 class Synced:
-    ops: OwnerOperations
+    ops: ConnectionOperations
     user: MailUser
     box: Mailbox
     connection_id: str
@@ -154,7 +156,7 @@ class Synced:
 
 
 @pytest.fixture
-def synced(ops: OwnerOperations, mail_user: MailUser) -> Synced:
+def synced(ops: ConnectionOperations, mail_user: MailUser) -> Synced:
     """A small mailbox, delivered and collected once."""
     box = generate_mailbox(mail_user.address, seed=8, count=25, special=False)
     delivered(mail_user, box.messages)
@@ -219,7 +221,7 @@ def test_a_message_gone_from_every_folder_is_deleted(synced: Synced) -> None:
     [gone] = emitted(synced.user, synced.state)
     assert gone["op"] == "delete"
     run = synced.run()
-    assert run.counts.deleted == 1
+    assert run.tally.deleted == 1
     assert gone["key"] not in synced.records()
 
 
@@ -235,11 +237,13 @@ def test_a_uidvalidity_reset_rescans_without_duplicates(synced: Synced) -> None:
         new_validity = client.select_folder("Archive")[b"UIDVALIDITY"]
     assert emitted(synced.user, validity) == []
     run = synced.run()
-    assert run.counts.inserted == 0 and synced.records() == before
+    assert run.tally.new == 0 and synced.records() == before
     assert connector.load_state(synced.state)["Archive"].uidvalidity == new_validity
 
 
-def test_only_the_chosen_folders_are_collected(ops: OwnerOperations, mail_user: MailUser) -> None:
+def test_only_the_chosen_folders_are_collected(
+    ops: ConnectionOperations, mail_user: MailUser
+) -> None:
     box = generate_mailbox(mail_user.address, seed=3, count=20, special=False)
     delivered(mail_user, box.messages)
     connection_id = connect(ops, mail_user, folders="Sent, Nowhere")
@@ -248,7 +252,7 @@ def test_only_the_chosen_folders_are_collected(ops: OwnerOperations, mail_user: 
     assert [g.reason for g in run.known_gaps] == ["folder_not_found"]
 
 
-def test_starttls(ops: OwnerOperations, mail_user: MailUser) -> None:
+def test_starttls(ops: ConnectionOperations, mail_user: MailUser) -> None:
     delivered(
         mail_user, generate_mailbox(mail_user.address, seed=4, count=3, special=False).messages
     )
@@ -259,7 +263,7 @@ def test_starttls(ops: OwnerOperations, mail_user: MailUser) -> None:
 
 
 def test_a_wrong_password_fails_clearly_with_a_refresh_hint(
-    ops: OwnerOperations, mail_user: MailUser
+    ops: ConnectionOperations, mail_user: MailUser
 ) -> None:
     with pytest.raises(RunFailed) as refused:
         ops.connect("imap", secrets={"password": "wrong"}, settings=mail_user.settings())
@@ -279,7 +283,9 @@ def test_a_wrong_password_fails_clearly_with_a_refresh_hint(
     assert ops.health(ops.home.store.connection(connection_id)).state == "blocked"
 
 
-def test_an_untrusted_certificate_is_refused(ops: OwnerOperations, mail_user: MailUser) -> None:
+def test_an_untrusted_certificate_is_refused(
+    ops: ConnectionOperations, mail_user: MailUser
+) -> None:
     settings = {k: v for k, v in mail_user.settings().items() if k != "ca_file"}
     with pytest.raises(RunFailed) as refused:
         ops.connect("imap", secrets={"password": mail_user.password}, settings=settings)
@@ -288,7 +294,7 @@ def test_an_untrusted_certificate_is_refused(ops: OwnerOperations, mail_user: Ma
     assert "ca_file" in error["message"]
 
 
-def test_an_unreachable_server_is_retryable(ops: OwnerOperations, mail_user: MailUser) -> None:
+def test_an_unreachable_server_is_retryable(ops: ConnectionOperations, mail_user: MailUser) -> None:
     with pytest.raises(RunFailed) as refused:
         ops.connect(
             "imap",

@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ownstream.dev.mail_data import deliver, generate_mailbox, write_mbox, write_takeout
-from ownstream.operations import OwnerOperations
+from ownstream.owner import ConnectionOperations
 from tests.services.dovecot import MailUser
 
 from .test_imap import connect, records, subject_of, uid_of
 
 
 def test_an_export_of_the_same_account_joins_by_rule_and_shares_records(
-    ops: OwnerOperations, mail_user: MailUser, tmp_path: Path
+    ops: ConnectionOperations, mail_user: MailUser, tmp_path: Path
 ) -> None:
     box = generate_mailbox(mail_user.address, seed=21, count=30, huge_attachment_bytes=2**20)
     with mail_user.client() as client:
@@ -37,7 +37,7 @@ def test_an_export_of_the_same_account_joins_by_rule_and_shares_records(
         }
         assert same == {f: v for f, v in live[key].items() if f != "date_source"}
     evidence = ops.home.store.record_provenance(connection_id, "messages", next(iter(joined)))
-    assert {e["acquisition_method"] for e in evidence} == {"provider_api", "owner_artifact"}
+    assert {e.acquisition_method for e in evidence} == {"provider_api", "owner_artifact"}
 
     # IMAP's own evidence still moves and deletes; the export's keeps what it saw.
     moved, deleted = box.folder("INBOX")[0], box.folder("INBOX")[1]
@@ -46,7 +46,7 @@ def test_an_export_of_the_same_account_joins_by_rule_and_shares_records(
         client.delete_messages([uid_of(client, "INBOX", deleted)])
         client.expunge()
     [after] = ops.run(connection_id)
-    assert after.counts.deleted == 0 and after.counts.delete_deferred == 1
+    assert after.tally.deleted == 0 and after.tally.skipped == 1
     now = records(ops, connection_id)
     assert len(now) == len(joined)
     moved_key = next(k for k, v in joined.items() if v.get("subject") == subject_of(moved))
@@ -54,7 +54,7 @@ def test_an_export_of_the_same_account_joins_by_rule_and_shares_records(
 
 
 def test_an_export_of_another_address_stays_separate(
-    ops: OwnerOperations, mail_user: MailUser, tmp_path: Path
+    ops: ConnectionOperations, mail_user: MailUser, tmp_path: Path
 ) -> None:
     with mail_user.client() as client:
         deliver(

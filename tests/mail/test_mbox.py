@@ -18,7 +18,7 @@ from ownstream.dev.mail_data import (
     write_thunderbird,
 )
 from ownstream.errors import RunFailed
-from ownstream.operations import OwnerOperations
+from ownstream.owner import ConnectionOperations
 from ownstream.runtime.sdk import drive
 
 from .test_imap import records
@@ -43,7 +43,7 @@ def box() -> Any:
     return generate_mailbox(ADDRESS, seed=11, count=30, huge_attachment_bytes=2**20)
 
 
-def test_a_takeout_archive(tmp_path: Path, box: Any, ops: OwnerOperations) -> None:
+def test_a_takeout_archive(tmp_path: Path, box: Any, ops: ConnectionOperations) -> None:
     archive = write_takeout(box, tmp_path / "takeout.zip")
     result = ops.import_artifact("mbox", archive)
     connection = ops.home.store.connection(result.receipt.connection_id)
@@ -205,7 +205,7 @@ def test_a_decompression_bomb_is_refused(tmp_path: Path) -> None:
 
 
 def test_files_that_are_not_exports_fail_before_anything_is_stored(
-    tmp_path: Path, ops: OwnerOperations
+    tmp_path: Path, ops: ConnectionOperations
 ) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("just notes\n")
