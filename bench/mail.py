@@ -178,12 +178,7 @@ def bench_imap(work: Path, count: int) -> dict[str, Any] | None:
         connected = runtime.connect(
             "imap",
             secrets={"password": PASSWORD},
-            settings={
-                "host": server.host,
-                "port": str(server.port),
-                "username": ADDRESS,
-                "ca_file": str(server.certificate),
-            },
+            settings=server.imap_settings(ADDRESS),
         )
         [run] = runtime.run_connection(connected.connection.connection_id)
         ours = time.perf_counter() - started

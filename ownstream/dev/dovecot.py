@@ -209,6 +209,15 @@ class Dovecot:
         self._passwd.write_text("\n".join([*kept, f"{username}:{{PLAIN}}{password}"]) + "\n")
         time.sleep(PASSWD_RELOAD_SECONDS)
 
+    def imap_settings(self, username: str) -> dict[str, str]:
+        """The settings of an `imap` connection to this server for `username`."""
+        return {
+            "host": self.host,
+            "port": str(self.port),
+            "username": username,
+            "ca_file": str(self.certificate),
+        }
+
     def ssl_context(self) -> ssl.SSLContext:
         """A client context that trusts this server's certificate (and nothing else)."""
         return ssl.create_default_context(cafile=str(self.certificate))

@@ -37,12 +37,7 @@ def add_mailbox(home: Home, folder: Path, *, port: int = 8765) -> str:
             connected = runtime.connect(
                 "imap",
                 secrets={"password": PASSWORD},
-                settings={
-                    "host": server.host,
-                    "port": str(server.port),
-                    "username": ADDRESS,
-                    "ca_file": str(server.certificate),
-                },
+                settings=server.imap_settings(ADDRESS),
                 display_name="Alice's mailbox",
             )
             connection_id = connected.connection.connection_id

@@ -40,13 +40,7 @@ class MailUser:
         return client
 
     def settings(self, **extra: str) -> dict[str, str]:
-        return {
-            "host": self.server.host,
-            "port": str(self.server.port),
-            "username": self.address,
-            "ca_file": str(self.server.certificate),
-            **extra,
-        }
+        return {**self.server.imap_settings(self.address), **extra}
 
 
 @pytest.fixture(scope="session")
