@@ -991,7 +991,7 @@ def bench_changes(layout: Layout, home: Any, api: Api) -> dict[str, Any]:
 def bench_delete(
     home: Any, api: Api, db: sqlite3.Connection, connections: dict[str, str], repeats: int
 ) -> dict[str, Any]:
-    from ownstream.operations import OwnerOperations
+    from ownstream.owner import ConnectionOperations
 
     victim = connections[API_ACCOUNTS[0]]
     siblings = [connections[API_ACCOUNTS[1]], connections[EXPORT_ACCOUNT]]
@@ -999,7 +999,7 @@ def bench_delete(
     cases = [c for s in siblings for c in page_cases(home, db, s, None, f"connection {names[s]}")]
     before = bench_pages(api, db, cases, repeats)
     started = time.perf_counter()
-    summary = OwnerOperations(home).delete(victim)
+    summary = ConnectionOperations(home).delete(victim)
     seconds = time.perf_counter() - started
     after = bench_pages(api, db, cases, repeats)
     return {
