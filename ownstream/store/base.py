@@ -21,6 +21,7 @@ from ownstream.model import (
     StreamDefinition,
 )
 from ownstream.search import Term
+from ownstream.store.auth import AuthStore
 
 
 @dataclass
@@ -136,7 +137,7 @@ class Schedule:
     updated_at: str
 
 
-class Store(Protocol):
+class Store(AuthStore, Protocol):
     def transaction(self) -> AbstractContextManager[None]: ...
 
     def close(self) -> None: ...

@@ -41,6 +41,7 @@ from ownstream.store.base import (
     WriteStats,
 )
 from ownstream.store.sqlite.access import AccessRecords
+from ownstream.store.sqlite.auth import AuthRecords
 from ownstream.store.sqlite.operations import OwnerOperations
 from ownstream.store.sqlite.reads import ReadQueries, scope_filters, scope_token
 
@@ -78,7 +79,7 @@ class _Current:
         self.was_deleted = self.deleted
 
 
-class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
+class SQLiteStore(ReadQueries, AccessRecords, AuthRecords, OwnerOperations):
     """One SQLite database file. Each thread gets its own connection; writes are transactions."""
 
     def __init__(self, path: Path, *, lease_seconds: int = LEASE_SECONDS) -> None:
@@ -89,6 +90,7 @@ class SQLiteStore(ReadQueries, AccessRecords, OwnerOperations):
         path.parent.mkdir(parents=True, exist_ok=True)
         db = self._db()
         db.executescript(resources.files(__package__).joinpath("schema.sql").read_text())
+        db.executescript(resources.files(__package__).joinpath("auth.sql").read_text())
         with self.transaction():
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
