@@ -15,17 +15,22 @@ from ownstream.store.base import Store
 PREFIX = {"owner": "oso_", "client": "osc_"}
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def token_hash(secret: str) -> str:
+    """The SHA-256 hex digest under which a token (or any other bearer secret) is stored."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_token(kind: str) -> str:
+    return PREFIX[kind] + secrets.token_urlsafe(32)
 
 
 def mint(
     store: Store, kind: str, *, grant_id: str | None = None, ttl_seconds: int | None = None
 ) -> str:
-    token = PREFIX[kind] + secrets.token_urlsafe(32)
+    token = new_token(kind)
     expires_at = iso(utc_now() + timedelta(seconds=ttl_seconds)) if ttl_seconds else None
     store.save_token(
-        token_hash=_hash(token),
+        token_hash=token_hash(token),
         token_id=random_id("tok"),
         kind=kind,
         grant_id=grant_id,
@@ -34,12 +39,17 @@ def mint(
     return token
 
 
-def authenticate(store: Store, authorization: str | None) -> Bearer:
-    """Resolve `Authorization: Bearer …`; expiry and revocation apply on every request."""
+def authenticate(
+    store: Store, authorization: str | None, *, resource: str | None = None
+) -> Bearer:
+    """Resolve `Authorization: Bearer …`; expiry and revocation apply on every request.
+
+    `resource` is the protected resource being served: a client token issued through OAuth for
+    another resource (RFC 8707, e.g. the MCP endpoint) is not accepted here."""
     if not authorization or not authorization.lower().startswith("bearer "):
         raise AuthenticationError("send Authorization: Bearer <token>")
     token = authorization[7:].strip()
-    digest = _hash(token)
+    digest = token_hash(token)
     row = store.token(digest)
     if row is None or not hmac.compare_digest(row["token_hash"], digest):
         raise AuthenticationError("the bearer token is not valid")
@@ -59,4 +69,8 @@ def authenticate(store: Store, authorization: str | None) -> Bearer:
         raise AuthenticationError("the bearer token has expired")
     if row["kind"] == "owner":
         return Bearer("owner", row["token_id"])
+    if resource is not None:
+        family = store.token_family(row["token_id"])
+        if family is not None and family.resource != resource:
+            raise AuthenticationError("the access token was issued for another resource")
     return Bearer("client", row["token_id"], grant)
