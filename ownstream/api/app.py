@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ownstream import __version__
-from ownstream.api import client, errors, owner
+from ownstream.api import client, console_auth, errors, oauth, owner, owner_clients
 from ownstream.api.responses import JSONBody
+from ownstream.auth.discovery import normalize_public_url
 from ownstream.clock import random_id
 from ownstream.home import Home
 
@@ -36,7 +38,9 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def create_app(home: Home) -> FastAPI:
+def create_app(home: Home, public_url: str | None = None) -> FastAPI:
+    """The app; `public_url` is the base URL clients see (`serve --public-url`), else the URL
+    each request reached."""
     app = FastAPI(
         title="ownstream",
         version=__version__,
@@ -45,9 +49,18 @@ def create_app(home: Home) -> FastAPI:
         redoc_url=None,
     )
     app.state.home = home
+    app.state.public_url = normalize_public_url(public_url) if public_url else None
     errors.install(app)
 
     app.add_middleware(RequestIdMiddleware)
     app.include_router(client.router)
     app.include_router(owner.router)
+    app.include_router(owner_clients.router)
+    app.include_router(oauth.router)
+    app.include_router(console_auth.router)
+    app.mount(
+        "/console/static",
+        StaticFiles(packages=[("ownstream.console", "static")]),
+        name="console-static",
+    )
     return app
