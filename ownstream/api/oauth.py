@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidRequestError
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
@@ -60,7 +61,7 @@ async def oauth_request(request: Request) -> OAuthRequest:
     return OAuthRequest(
         request.method,
         endpoints(request).url(request.url.path),
-        dict(request.headers),
+        request.headers,
         list(request.query_params.multi_items()),
         [(k, v) for k, v in form.multi_items() if isinstance(v, str)] if form else [],
     )
@@ -95,7 +96,7 @@ async def register(request: Request) -> Response:
     """RFC 7591 dynamic registration (open: the owner decides at consent)."""
     data = await json_body(request)
     json_request = OAuthJsonRequest(
-        "POST", endpoints(request).url(paths.REGISTER), dict(request.headers), data
+        "POST", endpoints(request).url(paths.REGISTER), request.headers, data
     )
     server = auth_server(request)
     return to_response(
@@ -110,7 +111,12 @@ async def pushed_authorization_request(request: Request) -> Response:
     server = auth_server(request)
 
     def push() -> dict[str, Any]:
-        server.authenticate_client(oauth, ["client_secret_basic", "none"], "par")
+        client = server.authenticate_client(oauth, ["client_secret_basic", "none"], "par")
+        named = oauth.payload.data.get("client_id")
+        if named is None:
+            oauth.payload.add("client_id", client.client_id)
+        elif named != client.client_id:
+            raise InvalidRequestError("client_id is not the authenticated client")
         try:
             authorization = server.validate_code_request(oauth)
         except OAuth2Error as error:
@@ -146,7 +152,7 @@ def authorize(request: Request) -> Response:
             )
         return RedirectResponse(approval_url(server.endpoints, found.authorization_id), 303)
     oauth = OAuthRequest(
-        "GET", server.endpoints.url(paths.AUTHORIZE), dict(request.headers), query
+        "GET", server.endpoints.url(paths.AUTHORIZE), request.headers, query
     )
     try:
         authorization = server.validate_code_request(oauth)

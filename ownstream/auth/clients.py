@@ -118,7 +118,9 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):  # type: ignore[misc]
         redirect_uris = metadata.get("redirect_uris") or []
         for uri in redirect_uris:
             _check_redirect_uri(uri)
-        allowed = REDIRECT_GRANT_TYPES + (DEVICE_GRANT_TYPE,) if redirect_uris else DEVICE_GRANT_TYPES
+        allowed = (
+            (*REDIRECT_GRANT_TYPES, DEVICE_GRANT_TYPE) if redirect_uris else DEVICE_GRANT_TYPES
+        )
         grant_types = metadata.get("grant_types") or (
             REDIRECT_GRANT_TYPES if redirect_uris else DEVICE_GRANT_TYPES
         )

@@ -179,7 +179,8 @@ def _narrow_stream(asked: dict[str, dict[str, Any]], entry: Any, index: int) -> 
             )
         result[key] = value
     if "time_range" in entry:
-        result["time_range"] = _narrow_time(base.get("time_range") or {}, entry["time_range"], param)
+        asked_range = base.get("time_range") or {}
+        result["time_range"] = _narrow_time(asked_range, entry["time_range"], param)
     return result
 
 

@@ -86,6 +86,10 @@ class _Payload(OAuth2Payload):  # type: ignore[misc]
     def datalist(self) -> defaultdict[str, list[str]]:
         return self._datalist
 
+    def add(self, key: str, value: str) -> None:
+        self._datalist[key].append(value)
+        self._data[key] = value
+
 
 class OAuthRequest(OAuth2Request):  # type: ignore[misc]
     """A form or query request, already read from Starlette (`items` are query + form)."""
@@ -244,7 +248,7 @@ class OwnerCaller:
 
 # -- PKCE: S256 only, always --------------------------------------------------------------------
 class S256Challenge(CodeChallenge):  # type: ignore[misc]
-    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    SUPPORTED_CODE_CHALLENGE_METHOD = ("S256",)
     DEFAULT_CODE_CHALLENGE_METHOD = "S256"
 
     def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
@@ -289,7 +293,7 @@ def _token_resource(request: OAuth2Request, bound: str, endpoints: Endpoints) ->
 
 
 class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "none"]
+    TOKEN_ENDPOINT_AUTH_METHODS = ("client_secret_basic", "none")
     server: AuthorizationServer
 
     def query_authorization_code(self, code: str, client: OAuthClient) -> StoredCode | None:
@@ -344,7 +348,7 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
     """Rotation on every use; a superseded token presented again revokes the family and its
     grant (spec-core §10, RFC 9700 §4.14.2)."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "none"]
+    TOKEN_ENDPOINT_AUTH_METHODS = ("client_secret_basic", "none")
     server: AuthorizationServer
 
     def authenticate_refresh_token(self, refresh_token: str) -> StoredRefreshToken | None:
@@ -405,7 +409,7 @@ class DeviceCredential:
 
 
 class DeviceGrant(DeviceCodeGrant):  # type: ignore[misc]
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "none"]
+    TOKEN_ENDPOINT_AUTH_METHODS = ("client_secret_basic", "none")
     server: AuthorizationServer
 
     def query_device_credential(self, device_code: str) -> DeviceCredential:
@@ -442,9 +446,9 @@ class DeviceGrant(DeviceCodeGrant):  # type: ignore[misc]
 
 
 class DeviceEndpoint(DeviceAuthorizationEndpoint):  # type: ignore[misc]
-    """RFC 8628 §3.1–3.2, with an optional `authorization_details` and `resource`."""
+    """RFC 8628 §3.1 to 3.2, with an optional `authorization_details` and `resource`."""
 
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "none"]
+    CLIENT_AUTH_METHODS = ("client_secret_basic", "none")
     EXPIRES_IN = AUTHORIZATION_SECONDS
     INTERVAL = DEVICE_POLL_INTERVAL_SECONDS
     server: AuthorizationServer
@@ -575,7 +579,7 @@ def find_token(store: Store, secret: str, hint: str | None) -> TokenView | None:
 class IntrospectEndpoint(IntrospectionEndpoint):  # type: ignore[misc]
     """RFC 7662 for a confidential client (its own tokens) or the owner (any token)."""
 
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "owner_bearer"]
+    CLIENT_AUTH_METHODS = ("client_secret_basic", "owner_bearer")
     server: AuthorizationServer
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenView | None:
@@ -616,7 +620,7 @@ class RevokeEndpoint(RevocationEndpoint):  # type: ignore[misc]
     """RFC 7009 for the client a token was issued to. Revoking an access token ends that
     token; revoking a refresh token ends the client's access (its family and grant)."""
 
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "none"]
+    CLIENT_AUTH_METHODS = ("client_secret_basic", "none")
     server: AuthorizationServer
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenView | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import orjson
@@ -109,20 +110,45 @@ def serve(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8765, "--port"),
+    public_url: str | None = typer.Option(
+        None,
+        "--public-url",
+        help="The base URL clients use (default: from --host/--port); OAuth needs https "
+        "unless it is a loopback address.",
+    ),
     scheduler: bool = typer.Option(True, "--worker/--no-worker", help="Run scheduled connections."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Serve the PDPP read surface and owner API over HTTP (SQLite, no other set-up)."""
+    """Serve the PDPP read surface, the owner API and client access over HTTP."""
     import threading
 
     import uvicorn
 
     from ownstream.api.app import create_app
+    from ownstream.auth.console import PUBLIC_URL_SETTING, mint_link
+    from ownstream.auth.discovery import normalize_public_url, url_for_bind
     from ownstream.scheduler import Worker
 
     home = home_of(ctx)
+    url = normalize_public_url(public_url) if public_url else url_for_bind(host, port)
+    home.store.put_auth_setting(PUBLIC_URL_SETTING, url)
+    login = mint_link(home.store, url)
+    storage = f"SQLite (WAL) {home.path / 'ownstream.db'}"
     if as_json:
-        print_json({"url": f"http://{host}:{port}", "home": str(home.path), "worker": scheduler})
+        print_json(
+            {"url": url, "home": str(home.path), "storage": storage, "worker": scheduler,
+             "console_login_url": login}
+        )
+    else:
+        typer.echo(
+            f"ownstream is serving {url}\n"
+            f"  data directory  {home.path}\n"
+            f"  storage         {storage}\n"
+            f"  worker          {'on' if scheduler else 'off'}\n"
+            f"  owner sign-in   {login}\n"
+            "                  (one-time link; `ownstream console-link` mints a fresh one)"
+        )
+    sys.stdout.flush()
     stop = threading.Event()
     if scheduler:
         loop = threading.Thread(
@@ -130,6 +156,6 @@ def serve(
         )
         loop.start()
     try:
-        uvicorn.run(create_app(home), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(home, url), host=host, port=port, log_level="warning")
     finally:
         stop.set()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ownstream.cli import access, collect, connections, dev
+from ownstream.cli import access, clients, collect, connections, dev
 from ownstream.cli.catalog import connectors_app, rules_app, streams_app
 
 app = typer.Typer(
@@ -38,6 +38,9 @@ app.command("records")(collect.records)
 app.add_typer(access.grants_app, name="grants")
 app.add_typer(access.token_app, name="token")
 app.command("serve")(access.serve)
+app.add_typer(clients.clients_app, name="clients")
+app.add_typer(clients.authorizations_app, name="authorizations")
+app.command("console-link")(clients.console_link)
 app.command("audit")(collect.audit)
 app.command("worker")(collect.worker)
 app.add_typer(dev.dev_app, name="dev")
