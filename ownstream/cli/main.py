@@ -44,3 +44,7 @@ app.command("console-link")(clients.console_link)
 app.command("audit")(collect.audit)
 app.command("worker")(collect.worker)
 app.add_typer(dev.dev_app, name="dev")
+
+
+if __name__ == "__main__":
+    app()
