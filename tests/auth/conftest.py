@@ -52,8 +52,9 @@ class Registered:
     secret: str | None
 
     @property
-    def auth(self) -> tuple[str, str] | None:
-        return (self.client_id, self.secret) if self.secret else None
+    def auth(self) -> httpx.Auth:
+        """HTTP Basic for a confidential client; nothing (the base `Auth`) for a public one."""
+        return httpx.BasicAuth(self.client_id, self.secret) if self.secret else httpx.Auth()
 
     def form(self, **fields: Any) -> dict[str, Any]:
         """A token-endpoint form: a public client names itself, a confidential one uses Basic."""
@@ -65,7 +66,7 @@ class Flows:
     """One owner's server, the owner's browser session and a client's HTTP calls."""
 
     world: World
-    http: TestClient
+    http: httpx.Client  # a TestClient on the app
 
     @property
     def store(self) -> Any:

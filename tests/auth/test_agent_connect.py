@@ -192,4 +192,5 @@ def test_device_flow_denied_and_expired(flows: Flows) -> None:
 
 def _id_for(flows: Flows, user_code: str) -> str:
     listed = flows.owner("GET", "/v1/owner/authorizations").json()["data"]
-    return next(a["id"] for a in listed if a["user_code"] == user_code)
+    found: str = next(a["id"] for a in listed if a["user_code"] == user_code)
+    return found

@@ -192,7 +192,8 @@ def test_mcp_style_plain_request_binds_the_token_to_its_resource(flows: Flows) -
     page, _ = flows.consent_form(path)
     assert "Choose what to share" in page
     alice = flows.conns("alice")[0]
-    code = flows.approve_in_browser(path, **flows.notes_form(["title"], [alice], expires_in="86400"))
+    form = flows.notes_form(["title"], [alice], expires_in="86400")
+    code = flows.approve_in_browser(path, **form)
     tokens = flows.exchange(client, code, verifier).json()
     grant = flows.store.grant(tokens["grant_id"])
     assert grant.streams[0].instance_ids == (alice,) and grant.expires_at is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -40,7 +41,7 @@ def test_confidential_clients_get_a_secret_stored_only_hashed(flows: Flows) -> N
 
 
 def test_registration_refuses_what_it_cannot_honour(flows: Flows) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"redirect_uris": ["http://app.example/cb"]}, "invalid_redirect_uri"),
         ({"redirect_uris": ["https://app.example/cb#frag"]}, "invalid_client_metadata"),
         ({"grant_types": ["authorization_code"], "token_endpoint_auth_method": "none"},
