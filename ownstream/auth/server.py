@@ -503,7 +503,6 @@ class TokenView(TokenMixin):  # type: ignore[misc]
 
     def __init__(
         self,
-        store: Store,
         *,
         token_type: str,
         kind: str,
@@ -515,7 +514,6 @@ class TokenView(TokenMixin):  # type: ignore[misc]
         resource: str | None = None,
         scope: str = SCOPE,
     ) -> None:
-        self.store = store
         self.token_type = token_type
         self.kind = kind
         self.grant = grant
@@ -549,7 +547,6 @@ def find_token(store: Store, secret: str, hint: str | None) -> TokenView | None:
             grant = store.grant(row["grant_id"]) if row["grant_id"] else None
             family = store.token_family(row["token_id"])
             return TokenView(
-                store,
                 token_type="access_token",
                 kind=row["kind"],
                 grant=grant,
@@ -564,7 +561,6 @@ def find_token(store: Store, secret: str, hint: str | None) -> TokenView | None:
         return None
     family = record.family
     return TokenView(
-        store,
         token_type="refresh_token",
         kind="client",
         grant=store.grant(family.grant_id),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from ownstream.api.app import create_app
 from ownstream.auth.console import SESSION_COOKIE, mint_link
 from ownstream.cli.main import app
 
@@ -86,3 +88,11 @@ def test_console_link_command_mints_a_working_link(flows: Flows) -> None:
     url = json.loads(result.stdout)["url"]
     assert url.startswith(f"{BASE}/console/login?token=")
     assert flows.http.get(url.removeprefix(BASE), follow_redirects=False).status_code == 303
+
+
+def test_the_session_cookie_is_secure_behind_https(flows: Flows) -> None:
+    https = "https://owner.example"
+    with TestClient(create_app(flows.world.home, https), base_url=https) as http:
+        link = mint_link(flows.store, https).removeprefix(https)
+        response = http.get(link, follow_redirects=False)
+    assert response.status_code == 303 and "Secure" in response.headers["set-cookie"]
