@@ -91,14 +91,24 @@ def login(request: Request) -> Response:
     return response
 
 
-@router.post("/console/logout")
-async def logout(request: Request) -> Response:
+async def _posted_form(request: Request) -> tuple[FormData, str] | Response:
+    """A form post from a signed-in owner carrying this session's CSRF token, or the page to
+    answer instead."""
     form = await request.form()
     session_id = await run_in_threadpool(_session, request)
     if session_id is None:
         return _signed_out(request)
     if not console.csrf_matches(session_id, _text(form, "csrf_token")):
         return error_page(request, "The form expired; reload the page and try again.")
+    return form, session_id
+
+
+@router.post("/console/logout")
+async def logout(request: Request) -> Response:
+    posted = await _posted_form(request)
+    if isinstance(posted, Response):
+        return posted
+    _, session_id = posted
     await run_in_threadpool(console.sign_out, home(request).store, session_id)
     response = message_page(request, "Signed out", "You are signed out of ownstream.")
     response.delete_cookie(console.SESSION_COOKIE, path="/")
@@ -172,12 +182,10 @@ def consent_page(authorization_id: str, request: Request) -> Response:
 
 @router.post("/console/authorizations/{authorization_id}")
 async def decide(authorization_id: str, request: Request) -> Response:
-    form = await request.form()
-    session_id = await run_in_threadpool(_session, request)
-    if session_id is None:
-        return _signed_out(request)
-    if not console.csrf_matches(session_id, _text(form, "csrf_token")):
-        return error_page(request, "The form expired; reload the page and try again.")
+    posted = await _posted_form(request)
+    if isinstance(posted, Response):
+        return posted
+    form, session_id = posted
     return await run_in_threadpool(_decide, request, authorization_id, form, session_id)
 
 

@@ -173,25 +173,26 @@ async def token(request: Request) -> Response:
     return response
 
 
-@router.post(paths.DEVICE_AUTHORIZATION)
-async def device_authorization(request: Request) -> Response:
+async def _endpoint(request: Request, name: str) -> Response:
+    """One of Authlib's endpoints, on the request's form."""
     oauth = await oauth_request(request)
     server = auth_server(request)
-    return to_response(await run_in_threadpool(server.endpoint, "device_authorization", oauth))
+    return to_response(await run_in_threadpool(server.endpoint, name, oauth))
+
+
+@router.post(paths.DEVICE_AUTHORIZATION)
+async def device_authorization(request: Request) -> Response:
+    return await _endpoint(request, "device_authorization")
 
 
 @router.post(paths.INTROSPECT)
 async def introspect(request: Request) -> Response:
-    oauth = await oauth_request(request)
-    server = auth_server(request)
-    return to_response(await run_in_threadpool(server.endpoint, "introspection", oauth))
+    return await _endpoint(request, "introspection")
 
 
 @router.post(paths.REVOKE)
 async def revoke(request: Request) -> Response:
-    oauth = await oauth_request(request)
-    server = auth_server(request)
-    return to_response(await run_in_threadpool(server.endpoint, "revocation", oauth))
+    return await _endpoint(request, "revocation")
 
 
 @router.post(paths.AGENT_CONNECT)

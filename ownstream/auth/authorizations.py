@@ -31,6 +31,7 @@ from ownstream.auth import (
     POLL_INTERVAL_SECONDS,
     SCOPE,
 )
+from ownstream.auth.audit import audit
 from ownstream.auth.discovery import Endpoints, normalize_public_url
 from ownstream.auth.issuance import new_family, token_response
 from ownstream.auth.selection import narrow
@@ -236,13 +237,6 @@ def _pending(store: Store, authorization_id: str) -> PendingAuthorization:
     return authorization
 
 
-def _audit(store: Store, operation: str, outcome: str, summary: dict[str, Any]) -> None:
-    store.append_audit(
-        actor_kind="owner", connection_id=None, operation=operation, outcome=outcome,
-        summary=summary,
-    )
-
-
 def approve(store: Store, catalog: Catalog, authorization_id: str, decision: Any) -> Decision:
     """Approve a pending request, as asked or narrowed (`decision` has the shape of a grant
     request's `streams`, `expires_in`, `access_mode`)."""
@@ -267,10 +261,11 @@ def approve(store: Store, catalog: Catalog, authorization_id: str, decision: Any
         if not approved:
             raise AuthorizationNotPending(f"authorization request {authorization_id} was decided")
     except OwnstreamError as exc:
-        _audit(store, "authorization_approve", "refused", {**summary, "error": exc.code})
+        audit(store, "owner", "authorization_approve", "refused", {**summary, "error": exc.code})
         raise
-    _audit(
+    audit(
         store,
+        "owner",
         "authorization_approve",
         "succeeded",
         {**summary, "grant_id": grant.grant_id, "streams": [s.name for s in grant.streams]},
@@ -289,9 +284,9 @@ def deny(store: Store, authorization_id: str) -> Decision:
         if not store.deny_authorization(authorization_id):
             raise AuthorizationNotPending(f"authorization request {authorization_id} was decided")
     except OwnstreamError as exc:
-        _audit(store, "authorization_deny", "refused", {**summary, "error": exc.code})
+        audit(store, "owner", "authorization_deny", "refused", {**summary, "error": exc.code})
         raise
-    _audit(store, "authorization_deny", "succeeded", summary)
+    audit(store, "owner", "authorization_deny", "succeeded", summary)
     redirect_to = None
     if authorization.flow == "code":
         redirect_to = _redirect(authorization, [("error", "access_denied")])

@@ -23,6 +23,7 @@ from authlib.oauth2.rfc7591 import (
 )
 
 from ownstream.auth import DEVICE_GRANT_TYPE, SCOPE
+from ownstream.auth.audit import audit
 from ownstream.auth.discovery import Endpoints, authorization_server_metadata
 from ownstream.clock import now_iso, random_id
 from ownstream.errors import NotFound
@@ -154,12 +155,12 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):  # type: ignore[misc]
             secret_hash=token_hash(secret) if secret else None,
         )
         self.store.save_client(client)
-        self.store.append_audit(
-            actor_kind="client",
-            connection_id=None,
-            operation="client_register",
-            outcome="succeeded",
-            summary={
+        audit(
+            self.store,
+            "client",
+            "client_register",
+            "succeeded",
+            {
                 "client_id": client.client_id,
                 "client_name": client.client_name,
                 "token_endpoint_auth_method": client.auth_method,
@@ -167,7 +168,6 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):  # type: ignore[misc]
             },
         )
         return client
-
 
 
 def client_view(store: Store, client: RegisteredClient) -> dict[str, Any]:
@@ -197,13 +197,8 @@ def delete_client(store: Store, client_id: str) -> dict[str, Any]:
     """Delete a client: its pending requests are denied and every grant it holds is revoked."""
     find_client(store, client_id)
     revoked = store.delete_client(client_id)
-    store.append_audit(
-        actor_kind="owner",
-        connection_id=None,
-        operation="client_delete",
-        outcome="succeeded",
-        summary={"client_id": client_id, "revoked_grants": revoked},
-    )
+    audit(store, "owner", "client_delete", "succeeded",
+          {"client_id": client_id, "revoked_grants": revoked})
     return {"deleted": True, "client_id": client_id, "revoked_grants": revoked}
 
 

@@ -48,6 +48,7 @@ from ownstream.auth import (
     DEVICE_POLL_INTERVAL_SECONDS,
     SCOPE,
 )
+from ownstream.auth.audit import audit
 from ownstream.auth.authorizations import (
     InvalidTarget,
     check_resource,
@@ -278,13 +279,6 @@ class StoredCode(AuthorizationCodeMixin):  # type: ignore[misc]
         return self.code.authorization.scope
 
 
-def _audit_refusal(store: Store, operation: str, summary: dict[str, Any]) -> None:
-    store.append_audit(
-        actor_kind="client", connection_id=None, operation=operation, outcome="refused",
-        summary=summary,
-    )
-
-
 def _token_resource(request: OAuth2Request, bound: str, endpoints: Endpoints) -> None:
     """A `resource` at the token endpoint must be the one the authorization was for."""
     asked = request.payload.data.get("resource")
@@ -307,8 +301,8 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
             grant_id = found.authorization.grant_id
             assert grant_id is not None
             store.revoke_grant_families(grant_id, "authorization_code_replay")
-            _audit_refusal(
-                store, "authorization_code_replay",
+            audit(
+                store, "client", "authorization_code_replay", "refused",
                 {"client_id": client.client_id, "grant_id": grant_id},
             )
             return None
@@ -367,8 +361,8 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
         store = self.server.store
         family = record.family
         store.revoke_grant_families(family.grant_id, "refresh_token_reuse")
-        _audit_refusal(
-            store, "refresh_token_reuse",
+        audit(
+            store, "client", "refresh_token_reuse", "refused",
             {"client_id": family.client_id, "grant_id": family.grant_id,
              "family_id": family.family_id},
         )
@@ -498,31 +492,19 @@ class DeviceEndpoint(DeviceAuthorizationEndpoint):  # type: ignore[misc]
 
 
 # -- introspection and revocation ---------------------------------------------------------------
+@dataclass(frozen=True)
 class TokenView(TokenMixin):  # type: ignore[misc]
     """An access or refresh token as introspection and revocation see it."""
 
-    def __init__(
-        self,
-        *,
-        token_type: str,
-        kind: str,
-        grant: Grant | None,
-        client_id: str | None,
-        expires_at: str | None,
-        revoked: bool,
-        token_id: str | None = None,
-        resource: str | None = None,
-        scope: str = SCOPE,
-    ) -> None:
-        self.token_type = token_type
-        self.kind = kind
-        self.grant = grant
-        self.client_id = client_id
-        self.expires_at = expires_at
-        self.revoked = revoked
-        self.token_id = token_id
-        self.resource = resource
-        self.scope = scope
+    token_type: str
+    kind: str
+    grant: Grant | None
+    client_id: str | None
+    expires_at: str | None
+    revoked: bool
+    token_id: str | None = None
+    resource: str | None = None
+    scope: str = SCOPE
 
     def check_client(self, client: Any) -> bool:
         return self.client_id is not None and self.client_id == client.client_id
@@ -632,7 +614,4 @@ class RevokeEndpoint(RevocationEndpoint):  # type: ignore[misc]
             store.revoke_grant_families(token.grant.grant_id, "revoked_by_client")
         elif token.token_id is not None:
             store.revoke_token(token.token_id)
-        store.append_audit(
-            actor_kind="client", connection_id=None, operation="token_revoke",
-            outcome="succeeded", summary=summary,
-        )
+        audit(store, "client", "token_revoke", "succeeded", summary)

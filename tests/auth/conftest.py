@@ -105,6 +105,19 @@ class Flows:
         }
         return self.http.post("/oauth/par", data=client.form(**form), auth=client.auth)
 
+    def authorize(self, client: Registered, challenge: str, **params: Any) -> httpx.Response:
+        """A plain authorization request (no PAR), as an MCP client sends it."""
+        query = {
+            "response_type": "code",
+            "client_id": client.client_id,
+            "redirect_uri": REDIRECT,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "state": "st-1",
+            **params,
+        }
+        return self.http.get("/oauth/authorize", params=query, follow_redirects=False)
+
     def consent_path(self, client: Registered, request_uri: str) -> str:
         response = self.http.get(
             "/oauth/authorize",

@@ -125,25 +125,13 @@ def test_redirect_uri_must_match_at_authorization_and_token(flows: Flows) -> Non
 def test_errors_never_redirect_to_an_unregistered_uri(flows: Flows) -> None:
     client = flows.web_client()
     _, challenge = pkce()
-    response = flows.http.get(
-        "/oauth/authorize",
-        params={"response_type": "code", "client_id": client.client_id,
-                "redirect_uri": "https://evil.example/cb", "code_challenge": challenge,
-                "code_challenge_method": "S256"},
-        follow_redirects=False,
-    )
+    response = flows.authorize(client, challenge, redirect_uri="https://evil.example/cb")
     assert response.status_code == 400 and "evil.example" not in response.headers.get(
         "location", ""
     )
     assert response.headers["content-type"].startswith("text/html")
     # with a registered redirect URI, a bad parameter goes back to the client with its state
-    bad_scope = flows.http.get(
-        "/oauth/authorize",
-        params={"response_type": "code", "client_id": client.client_id, "redirect_uri": REDIRECT,
-                "code_challenge": challenge, "code_challenge_method": "S256",
-                "scope": "admin", "state": "s9"},
-        follow_redirects=False,
-    )
+    bad_scope = flows.authorize(client, challenge, scope="admin", state="s9")
     assert bad_scope.status_code == 302
     query = parse_qs(urlsplit(bad_scope.headers["location"]).query)
     assert query["error"] == ["invalid_scope"] and query["state"] == ["s9"]
@@ -179,13 +167,7 @@ def test_mcp_style_plain_request_binds_the_token_to_its_resource(flows: Flows) -
     """No PAR, no details: the owner chooses at consent; the token serves only its resource."""
     client = flows.web_client()
     verifier, challenge = pkce()
-    response = flows.http.get(
-        "/oauth/authorize",
-        params={"response_type": "code", "client_id": client.client_id, "redirect_uri": REDIRECT,
-                "code_challenge": challenge, "code_challenge_method": "S256",
-                "scope": "pdpp:read", "resource": f"{BASE}/mcp", "state": "st-1"},
-        follow_redirects=False,
-    )
+    response = flows.authorize(client, challenge, scope="pdpp:read", resource=f"{BASE}/mcp")
     assert response.status_code == 303
     path = urlsplit(response.headers["location"]).path
     flows.sign_in()
@@ -199,13 +181,7 @@ def test_mcp_style_plain_request_binds_the_token_to_its_resource(flows: Flows) -
     assert grant.streams[0].instance_ids == (alice,) and grant.expires_at is not None
     rest = flows.read(tokens["access_token"], "/v1/schema")
     assert rest.status_code == 401 and 'error="invalid_token"' in rest.headers["www-authenticate"]
-    wrong = flows.http.get(
-        "/oauth/authorize",
-        params={"response_type": "code", "client_id": client.client_id, "redirect_uri": REDIRECT,
-                "code_challenge": challenge, "code_challenge_method": "S256",
-                "resource": "https://elsewhere.example", "state": "x"},
-        follow_redirects=False,
-    )
+    wrong = flows.authorize(client, challenge, resource="https://elsewhere.example")
     assert wrong.status_code == 302
     assert parse_qs(urlsplit(wrong.headers["location"]).query)["error"] == ["invalid_target"]
 

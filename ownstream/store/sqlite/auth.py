@@ -31,6 +31,7 @@ _AUTHORIZATION_COLUMNS = (
     "last_polled_at, decided_at, grant_id, redeemed_at"
 )
 _FAMILY_COLUMNS = "family_id, grant_id, client_id, resource, scope, created_at, revoked_at"
+_FAMILY_SELECT = ", ".join(f"f.{column.strip()}" for column in _FAMILY_COLUMNS.split(","))
 
 
 def _authorization(row: tuple[Any, ...]) -> PendingAuthorization:
@@ -105,7 +106,8 @@ class AuthRecords:
         with self.transaction():
             db = self._db()
             db.execute(
-                "UPDATE oauth_clients SET deleted_at = ? WHERE client_id = ? AND deleted_at IS NULL",
+                "UPDATE oauth_clients SET deleted_at = ? WHERE client_id = ? "
+                "AND deleted_at IS NULL",
                 (now, client_id),
             )
             db.execute(
@@ -278,40 +280,40 @@ class AuthRecords:
              family.created_at, family.revoked_at),
         )
 
-    def redeem_code(self, code_hash: str, family: TokenFamily, tokens: IssuedTokens) -> bool:
+    def _redeem(
+        self, consume: str, params: tuple[Any, ...], family: TokenFamily, tokens: IssuedTokens
+    ) -> bool:
+        """Run the consuming UPDATE; only if it changed its one row, store family and tokens."""
         with self.transaction():
-            used = self._db().execute(
-                "UPDATE oauth_codes SET redeemed_at = ? WHERE code_hash = ? "
-                "AND redeemed_at IS NULL",
-                (now_iso(), code_hash),
-            ).rowcount
-            if used != 1:
+            if self._db().execute(consume, params).rowcount != 1:
                 return False
             self._insert_family(family)
             self._store_tokens(family.family_id, tokens)
         return True
+
+    def redeem_code(self, code_hash: str, family: TokenFamily, tokens: IssuedTokens) -> bool:
+        return self._redeem(
+            "UPDATE oauth_codes SET redeemed_at = ? WHERE code_hash = ? AND redeemed_at IS NULL",
+            (now_iso(), code_hash),
+            family,
+            tokens,
+        )
 
     def redeem_authorization(
         self, authorization_id: str, family: TokenFamily, tokens: IssuedTokens
     ) -> bool:
-        now = now_iso()
-        with self.transaction():
-            used = self._db().execute(
-                "UPDATE oauth_authorizations SET status = 'redeemed', redeemed_at = ? "
-                "WHERE authorization_id = ? AND status = 'approved'",
-                (now, authorization_id),
-            ).rowcount
-            if used != 1:
-                return False
-            self._insert_family(family)
-            self._store_tokens(family.family_id, tokens)
-        return True
+        return self._redeem(
+            "UPDATE oauth_authorizations SET status = 'redeemed', redeemed_at = ? "
+            "WHERE authorization_id = ? AND status = 'approved'",
+            (now_iso(), authorization_id),
+            family,
+            tokens,
+        )
 
     def refresh_token(self, token_hash: str) -> RefreshTokenRecord | None:
         row = self._db().execute(
-            "SELECT r.token_hash, r.created_at, r.expires_at, r.superseded_at, "
-            + ", ".join(f"f.{c.strip()}" for c in _FAMILY_COLUMNS.split(","))
-            + " FROM refresh_tokens r JOIN token_families f ON f.family_id = r.family_id "
+            f"SELECT r.token_hash, r.created_at, r.expires_at, r.superseded_at, {_FAMILY_SELECT} "
+            "FROM refresh_tokens r JOIN token_families f ON f.family_id = r.family_id "
             "WHERE r.token_hash = ?",
             (token_hash,),
         ).fetchone()
@@ -337,10 +339,8 @@ class AuthRecords:
 
     def token_family(self, token_id: str) -> TokenFamily | None:
         row = self._db().execute(
-            "SELECT "
-            + ", ".join(f"f.{c.strip()}" for c in _FAMILY_COLUMNS.split(","))
-            + " FROM family_access_tokens t JOIN token_families f ON f.family_id = t.family_id "
-            "WHERE t.token_id = ?",
+            f"SELECT {_FAMILY_SELECT} FROM family_access_tokens t "
+            "JOIN token_families f ON f.family_id = t.family_id WHERE t.token_id = ?",
             (token_id,),
         ).fetchone()
         return None if row is None else _family(row)
