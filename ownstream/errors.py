@@ -264,6 +264,13 @@ class CredentialUnavailable(OwnstreamError):
     status = 409
 
 
+class InternalError(OwnstreamError):
+    """Something went wrong inside ownstream; the log has the details."""
+
+    code = "internal_error"
+    status = 500
+
+
 class RunFailed(OwnstreamError):
     """The connector run failed."""
 

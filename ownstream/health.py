@@ -2,8 +2,8 @@
 
 Verdicts, worst first: `blocked` (collection cannot proceed until the owner acts),
 `needs_attention` (it runs, but something asks for the owner), `degraded` (failures, gaps,
-backoff, or staleness on a scheduled connection), `idle` (revoked, paused, or a manual-only
-connection that is merely stale), `unknown` (no evidence yet), `healthy`.
+backoff, a stalled run, or staleness on a scheduled connection), `idle` (revoked, paused, or a
+manual-only connection that is merely stale), `unknown` (no evidence yet), `healthy`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class HealthEvidence:
     schedule: Schedule | None
     missing_credentials: tuple[str, ...]
     now: str
+    stalled_run: str | None = None  # a run still marked running whose lease went stale
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,14 @@ def verdict(evidence: HealthEvidence) -> Verdict:
             "credential_unavailable",
             f"missing credential(s): {', '.join(evidence.missing_credentials)}",
             "reconnect with the credential (ownstream connect … --connection ID)",
+        )
+    if evidence.stalled_run is not None:
+        return Verdict(
+            "degraded",
+            "run_stalled",
+            f"run {evidence.stalled_run} stopped renewing its lease (its process may have "
+            "died); it is reclaimed and nothing it staged is kept",
+            "retry",
         )
     gaps = tuple(g for run in evidence.last_runs for g in run.known_gaps)
     for run in evidence.last_runs:

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from ownstream.background import Background
 from ownstream.credentials import Vault
+from ownstream.grants.usage import UsageRecorder
 from ownstream.registry import Catalog
 from ownstream.runtime.runner import ProgressCallback, Runtime
 from ownstream.store.base import Store
@@ -20,9 +22,25 @@ def default_home() -> Path:
     return Path(os.environ.get(HOME_ENV) or Path.home() / ".ownstream")
 
 
+def loose_permissions(path: Path) -> list[str]:
+    """Files of the data directory (and the directory) that others than the owner may read."""
+    found = []
+    if path.exists() and path.stat().st_mode & 0o077:
+        found.append(str(path))
+    if path.is_dir():
+        for item in sorted(path.rglob("*")):
+            if item.is_file() and item.stat().st_mode & 0o077:
+                found.append(str(item))
+    return found
+
+
 @dataclass
 class Home:
     path: Path = field(default_factory=default_home)
+
+    def __post_init__(self) -> None:
+        # the owner's data: nobody else on the machine may list or read it
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     @cached_property
     def store(self) -> Store:
@@ -30,11 +48,21 @@ class Home:
 
     @cached_property
     def catalog(self) -> Catalog:
-        return Catalog.load(self.store)
+        catalog = Catalog.load(self.store)
+        self.store.sync_search(list(catalog.all_definitions()))
+        return catalog
 
     @cached_property
     def vault(self) -> Vault:
         return Vault.for_home(self.path)
+
+    @cached_property
+    def background(self) -> Background:
+        return Background()
+
+    @cached_property
+    def usage(self) -> UsageRecorder:
+        return UsageRecorder(self.store)
 
     def runtime(self, on_progress: ProgressCallback | None = None) -> Runtime:
         return Runtime(self.store, self.catalog, self.vault, on_progress=on_progress)

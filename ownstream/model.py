@@ -166,6 +166,7 @@ class RecordWrite:
     data: dict[str, Any]
     emitted_at: str
     op: Literal["upsert", "delete"] = "upsert"
+    encoded: bytes | None = field(default=None, compare=False, repr=False)  # `data` as JSON
 
 
 @dataclass(frozen=True)
@@ -194,29 +195,74 @@ class KnownGap:
         }
 
 
-@dataclass
-class RunCounts:
-    emitted: int = 0
-    accepted: int = 0
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    delete_deferred: int = 0
-    rejected: int = 0
+MAX_REJECTION_EXAMPLES = 3
 
-    def to_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
+
+@dataclass
+class Tally:
+    """What one import, run or push did, in the one receipt shape every surface renders.
+
+    `parsed` counts every entry the connector reported (records and rejected entries);
+    `accepted` the records that passed validation; `new`, `updated`, `duplicate` (already held,
+    unchanged), `deleted` and `skipped` (a delete another path's evidence defers) what they did;
+    `merged_with_existing` how many landed on a record another acquisition path already held;
+    `rejected` (also `failed`, its older name) the entries refused, by reason in `rejections`;
+    `omitted` what the connector left out on purpose, by reason.
+    """
+
+    parsed: int = 0
+    accepted: int = 0
+    new: int = 0
+    updated: int = 0
+    duplicate: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    merged_with_existing: int = 0
+    rejections: dict[str, tuple[int, list[dict[str, Any]]]] = field(default_factory=dict)
+    omitted: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: str, example: dict[str, Any]) -> None:
+        count, examples = self.rejections.get(reason, (0, []))
+        if len(examples) < MAX_REJECTION_EXAMPLES:
+            examples.append(example)
+        self.rejections[reason] = (count + 1, examples)
+        self.rejected += 1
+
+    def omit(self, reason: str, count: int) -> None:
+        self.omitted[reason] = self.omitted.get(reason, 0) + count
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "parsed": self.parsed,
+            "accepted": self.accepted,
+            "new": self.new,
+            "updated": self.updated,
+            "duplicate": self.duplicate,
+            "deleted": self.deleted,
+            "skipped": self.skipped,
+            "rejected": self.rejected,
+            "failed": self.rejected,
+            "merged_with_existing": self.merged_with_existing,
+            "rejections": [
+                {"reason": reason, "count": count, "examples": examples}
+                for reason, (count, examples) in sorted(self.rejections.items())
+            ],
+            "omitted": dict(sorted(self.omitted.items())),
+        }
 
 
 @dataclass(frozen=True)
 class Acquisition:
-    """The run (and, for an import, the batch) that writes: every record it touches links here."""
+    """The run (and, for an import, the batch) that writes: every record it touches links here.
+
+    `stage` names what it writes until it is published (the store's run sequence)."""
 
     run_id: str
     connection_id: str
     connector_key: str
     acquisition_method: str
+    stage: int
     batch_id: str | None = None
 
 

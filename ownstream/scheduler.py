@@ -8,6 +8,7 @@ crashed worker's lease expires. Failures back off per connection.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections.abc import Callable
@@ -17,13 +18,15 @@ from datetime import datetime, timedelta
 from ownstream.clock import iso, random_id, utc_now
 from ownstream.errors import (
     ConnectionRunActive,
+    InternalError,
     InvalidArgument,
     OwnstreamError,
     ScheduleNotAllowed,
 )
 from ownstream.model import Connection, ConnectorManifest
 from ownstream.registry import Catalog
-from ownstream.runtime.runner import RunOutcome, Runtime
+from ownstream.runtime.runner import Runtime
+from ownstream.runtime.session import RunOutcome
 from ownstream.store.base import Schedule, Store
 
 MIN_INTERVAL_SECONDS = 60
@@ -31,6 +34,8 @@ MAX_INTERVAL_SECONDS = 30 * 24 * 3600
 DEFAULT_INTERVAL_SECONDS = 3600
 BACKOFF_BASE_SECONDS = 60
 MAX_BACKOFF_SECONDS = 24 * 3600
+MAX_PASS_BACKOFF_SECONDS = 300.0
+log = logging.getLogger(__name__)
 
 
 def schedulable_paths(connection: Connection, catalog: Catalog) -> list[ConnectorManifest]:
@@ -157,6 +162,9 @@ class Worker:
             result, succeeded = exc, None
         except OwnstreamError as exc:
             result, succeeded = exc, False
+        except Exception as exc:
+            log.exception("scheduled run of %s failed unexpectedly", connection_id)
+            result, succeeded = InternalError(f"{type(exc).__name__}: {exc}"), False
         if succeeded is not None:
             failures = 0 if succeeded else schedule.consecutive_failures + 1
             self.store.record_schedule_outcome(
@@ -182,6 +190,24 @@ class Worker:
         return result
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 5.0) -> None:
+        """Pass after pass until `stop`: reclaim stalled runs, run what is due. A failing pass
+        (the database busy or broken, say) is logged, and the next one waits longer, up to
+        five minutes; the loop itself never dies."""
+        failures = 0
         while not stop.is_set():
-            self.tick()
-            stop.wait(poll_seconds)
+            try:
+                reclaimed = self.store.reclaim_stalled()
+                if reclaimed:
+                    log.warning("reclaimed stalled run(s) %s", ", ".join(reclaimed))
+                self.tick()
+                failures, wait = 0, poll_seconds
+            except Exception:
+                failures += 1
+                wait = min(poll_seconds * 2**failures, MAX_PASS_BACKOFF_SECONDS)
+                log.exception(
+                    "worker %s: pass failed (%d in a row); next pass in %.0fs",
+                    self.worker_id,
+                    failures,
+                    wait,
+                )
+            stop.wait(wait)

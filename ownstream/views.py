@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from ownstream.model import Connection
-from ownstream.store.base import BatchReceipt, RunRecord, Store
+from ownstream.store.base import BatchReceipt, Evidence, Lease, RunRecord, Store
 
 
 def connection_view(connection: Connection) -> dict[str, Any]:
@@ -46,14 +47,14 @@ def connection_detail(store: Store, connection: Connection) -> dict[str, Any]:
     return {
         **connection_view(connection),
         "streams": [
-            {
-                "stream": c["stream"],
-                "record_count": c["record_count"],
-                "last_updated": c["last_updated"],
-            }
+            {"stream": c.stream, "record_count": c.record_count, "last_updated": c.last_updated}
             for c in counts
         ],
-        "coverage": store.coverage(connection.connection_id),
+        "coverage": [asdict(c) for c in store.coverage(connection.connection_id)],
+        "credentials": [
+            {**asdict(c), "present": True}
+            for c in store.credential_metadata(connection.connection_id)
+        ],
         "recent_runs": [run_view(r) for r in store.runs(connection.connection_id, limit=10)],
         "import_batches": [
             batch_view(b) for b in store.batches(connection_id=connection.connection_id)
@@ -101,3 +102,11 @@ def batch_view(batch: BatchReceipt) -> dict[str, Any]:
         "warnings": batch.warnings,
         "created_at": batch.created_at,
     }
+
+
+def lease_view(lease: Lease | None) -> dict[str, Any] | None:
+    return None if lease is None else asdict(lease)
+
+
+def evidence_view(evidence: Evidence) -> dict[str, Any]:
+    return asdict(evidence)

@@ -25,7 +25,7 @@ from ownstream.errors import ArtifactAlreadyImported, IdentityMismatch, Identity
 from ownstream.grants.issue import issue_grant
 from ownstream.home import Home
 from ownstream.model import ReadScope
-from ownstream.operations import OwnerOperations
+from ownstream.owner import ConnectionOperations
 
 RECENT = "/v1/me/player/recently-played"
 
@@ -46,11 +46,11 @@ def double(users: dict[str, SpotifyUser]) -> Iterator[SpotifyDouble]:
 
 
 @pytest.fixture
-def ops(tmp_path: Path) -> OwnerOperations:
-    return OwnerOperations(Home(tmp_path / "home"))
+def ops(tmp_path: Path) -> ConnectionOperations:
+    return ConnectionOperations(Home(tmp_path / "home"))
 
 
-def connect(ops: OwnerOperations, double: SpotifyDouble, user_id: str) -> str:
+def connect(ops: ConnectionOperations, double: SpotifyDouble, user_id: str) -> str:
     result = ops.connect(
         "spotify",
         secrets={"access_token": double.issue_token(user_id)},
@@ -60,11 +60,11 @@ def connect(ops: OwnerOperations, double: SpotifyDouble, user_id: str) -> str:
 
 
 def test_api_and_archive_of_one_account_join_by_rule_and_keep_their_methods(
-    ops: OwnerOperations, double: SpotifyDouble, users: dict[str, SpotifyUser], tmp_path: Path
+    ops: ConnectionOperations, double: SpotifyDouble, users: dict[str, SpotifyUser], tmp_path: Path
 ) -> None:
     alice = connect(ops, double, "alice.k")
     [api_run] = ops.run(alice)
-    assert api_run.status == "succeeded" and api_run.counts.inserted > 0
+    assert api_run.status == "succeeded" and api_run.tally.new > 0
     archive = write_archive(users["alice.k"], tmp_path / "a", kind="extended")
     receipt = ops.import_artifact("spotify-export", archive).receipt
     assert receipt.connection_id == alice
@@ -77,22 +77,22 @@ def test_api_and_archive_of_one_account_join_by_rule_and_keep_their_methods(
     assert methods[api_run.run_id] == "provider_api"
     assert methods[receipt.run_id] == "owner_artifact"
     coverage = {
-        c["connector_key"]: c
+        c.connector_key: c
         for c in ops.home.store.coverage(alice)
-        if c["stream"] == "listening_history"
+        if c.stream == "listening_history"
     }
-    assert coverage["spotify"]["window_start"] > coverage["spotify-export"]["window_start"]
+    assert coverage["spotify"].window_start > coverage["spotify-export"].window_start  # type: ignore[operator]
     # plays both paths report are one record, enriched by both, with both in its provenance
-    counts = {c["stream"]: c["record_count"] for c in ops.home.store.stream_counts([alice])}
+    counts = {c.stream: c.record_count for c in ops.home.store.stream_counts([alice])}
     assert counts["listening_history"] == len(set(_play_ids(users["alice.k"])))
     newest = ops.home.store.records_page(_scope(ops, alice), limit=1)[0][0]
     assert {"ms_played", "track_uri", "album_name"} <= set(newest.data)
     evidence = ops.home.store.record_provenance(alice, "listening_history", newest.record_key)
-    assert {e["acquisition_method"] for e in evidence} == {"provider_api", "owner_artifact"}
+    assert {e.acquisition_method for e in evidence} == {"provider_api", "owner_artifact"}
 
 
 def test_other_accounts_and_unidentified_archives_stay_apart(
-    ops: OwnerOperations, double: SpotifyDouble, users: dict[str, SpotifyUser], tmp_path: Path
+    ops: ConnectionOperations, double: SpotifyDouble, users: dict[str, SpotifyUser], tmp_path: Path
 ) -> None:
     alice, bob = connect(ops, double, "alice.k"), connect(ops, double, "bob-listens")
     assert alice != bob
@@ -119,7 +119,7 @@ def test_other_accounts_and_unidentified_archives_stay_apart(
 
 
 def test_incremental_runs_fetch_only_new_plays(
-    ops: OwnerOperations, double: SpotifyDouble, users: dict[str, SpotifyUser]
+    ops: ConnectionOperations, double: SpotifyDouble, users: dict[str, SpotifyUser]
 ) -> None:
     alice = connect(ops, double, "alice.k")
     [first] = ops.run(alice)
@@ -130,11 +130,11 @@ def test_incremental_runs_fetch_only_new_plays(
     assert second.collection_mode == "incremental"
     history = [t for m, t in double.requests if t.startswith(RECENT)]
     assert history and all("after=" in t or "before=" in t for t in history)
-    assert second.counts.inserted == 7, second.counts
+    assert second.tally.new == 7, second.tally
 
 
 def test_rate_limits_are_honoured_and_rejected_tokens_fail_with_a_gap(
-    ops: OwnerOperations, double: SpotifyDouble, monkeypatch: pytest.MonkeyPatch
+    ops: ConnectionOperations, double: SpotifyDouble, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(connector, "_sleep", lambda seconds: None)
     alice = connect(ops, double, "alice.k")
@@ -158,7 +158,7 @@ def test_rate_limits_are_honoured_and_rejected_tokens_fail_with_a_gap(
 
 
 def test_a_client_reads_listening_history_across_three_connections(
-    ops: OwnerOperations, double: SpotifyDouble, users: dict[str, SpotifyUser], tmp_path: Path
+    ops: ConnectionOperations, double: SpotifyDouble, users: dict[str, SpotifyUser], tmp_path: Path
 ) -> None:
     alice, bob = connect(ops, double, "alice.k"), connect(ops, double, "bob-listens")
     ops.run(alice)
@@ -213,7 +213,7 @@ def test_the_demo_builds_what_it_prints(tmp_path: Path) -> None:
     }
 
 
-def _scope(ops: OwnerOperations, connection_id: str) -> ReadScope:
+def _scope(ops: ConnectionOperations, connection_id: str) -> ReadScope:
     definition = ops.home.catalog.definition("listening_history")
     return ReadScope(definition, (connection_id,), definition.fields)
 

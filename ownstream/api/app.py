@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.staticfiles import StaticFiles
@@ -14,11 +19,17 @@ from ownstream.auth.discovery import normalize_public_url
 from ownstream.clock import random_id
 from ownstream.home import Home
 
+log = logging.getLogger("ownstream.http")
+SHUTDOWN_GRACE_SECONDS = 10.0
 
-class RequestIdMiddleware:
-    """Give every request an id (`request.state.request_id`) and every response its header.
 
-    A plain ASGI middleware: it adds no task or stream hop to the hot read path."""
+class RequestMiddleware:
+    """Every request gets an id (`request.state.request_id`, the `Request-Id` header), every
+    response `Cache-Control: no-store` (personal data is never cached), and one log line.
+
+    A plain ASGI middleware: it adds no task or stream hop to the hot read path. The log line
+    has the method, the path (never the query string, which may hold cursors), the status,
+    the duration and the request id — never a token or record data."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -29,30 +40,65 @@ class RequestIdMiddleware:
             return
         request_id = random_id("req")
         scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message).append("Request-Id", request_id)
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers.append("Request-Id", request_id)
+                if "cache-control" not in headers:
+                    headers.append("Cache-Control", "no-store")
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            log.info(
+                "%s %s %s %.1fms %s",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+                request_id,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "request_id": request_id,
+                },
+            )
 
 
 def create_app(home: Home, public_url: str | None = None) -> FastAPI:
     """The app; `public_url` is the base URL clients see (`serve --public-url`), else the URL
     each request reached."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        home.usage.start()
+        try:
+            yield
+        finally:
+            home.usage.stop()
+            home.background.join(SHUTDOWN_GRACE_SECONDS)
+
     app = FastAPI(
         title="ownstream",
         version=__version__,
         default_response_class=JSONBody,
         docs_url=None,
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.home = home
     app.state.public_url = normalize_public_url(public_url) if public_url else None
     errors.install(app)
 
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestMiddleware)
     app.include_router(client.router)
     app.include_router(owner.router)
     app.include_router(owner_clients.router)

@@ -81,6 +81,15 @@ def _scopes(who: Bearer, h: Home, names: list[str], narrowed: str | None) -> lis
     return scopes
 
 
+def _note_read(h: Home, who: Bearer, stream: str, connection_ids: list[str]) -> None:
+    """Count a client's read for the owner's access log (in memory; flushed in bulk)."""
+    if who.kind == "client":
+        counts: dict[str, int] = {}
+        for connection_id in connection_ids:
+            counts[connection_id] = counts.get(connection_id, 0) + 1
+        h.usage.note_read(who, stream, counts)
+
+
 def stream_metadata(scope: ReadScope, labels: dict[str, str | None]) -> dict[str, Any]:
     """A stream as the bearer sees it: the schema of its visible fields, and its readable
     connections (`labels` holds the connections that still exist)."""
@@ -132,9 +141,7 @@ def list_streams(request: Request) -> JSONBody:
         )
     }
     labels = display_names(h.store, sorted(live))
-    stats = {
-        (row["connection_id"], row["stream"]): row for row in h.store.stream_counts(sorted(live))
-    }
+    stats = {(row.connection_id, row.stream): row for row in h.store.stream_counts(sorted(live))}
     for scope in scopes:
         windowed = scope.since is not None or scope.until is not None or scope.resources is not None
         counted = h.store.scoped_count(scope) if windowed else {}
@@ -147,7 +154,7 @@ def list_streams(request: Request) -> JSONBody:
                 count, last = counted.get(connection_id, (0, None))
             else:
                 row = stats.get((connection_id, scope.stream.name))
-                count, last = (row["record_count"], row["last_updated"]) if row else (0, None)
+                count, last = (row.record_count, row.last_updated) if row else (0, None)
             if visible is not None:
                 last = visible.get(connection_id)
             entries.append(
@@ -237,6 +244,7 @@ def list_records(stream: str, request: Request) -> JSONBody:
             raise InvalidCursor("cursor belongs to another stream or order", param="cursor")
         after = RecordPosition(*cursors.values(position, "cursor", v=str, c=str, r=str))
     page, has_more = h.store.records_page(scope, limit=limit, order=order, after=after)
+    _note_read(h, who, stream, [r.connection_id for r in page])
     labels = display_names(h.store, sorted({r.connection_id for r in page}))
     body: dict[str, Any] = {
         "object": "list",
@@ -275,15 +283,16 @@ def _changes(
     """One page of a change session: every readable connection, one global sequence."""
     h = home(request)
     store = h.store
-    epoch = store.meta("store_epoch")
+    epoch = store.epoch()
     token = request.query_params.get("cursor")
     if token is not None:
         session = cursors.decode(h.vault, "changes", token)
         if session.get("s") != scope.stream.name or session.get("e") != epoch:
             raise InvalidCursor("cursor belongs to another stream or server", param="cursor")
-        since, upto, after = cursors.values(
-            session, "cursor", **{"from": int, "to": int, "after": int}
+        since, upto, after_publish, after_seq = cursors.values(
+            session, "cursor", **{"from": int, "to": int, "ap": int, "as": int}
         )
+        after: tuple[int, int] | None = (after_publish, after_seq)
     else:
         if changes_since == "beginning":
             since = 0
@@ -306,8 +315,9 @@ def _changes(
                     "changes_since=beginning",
                     param="changes_since",
                 )
-        upto, after = store.change_horizon(), since
+        upto, after = store.change_horizon(), None
     page, has_more = store.changes_page(scope, since=since, upto=upto, after=after, limit=limit)
+    _note_read(h, who, scope.stream.name, [c.connection_id for c in page])
     labels = display_names(store, sorted({c.connection_id for c in page}))
     data = []
     for change in page:
@@ -346,7 +356,14 @@ def _changes(
         body["next_cursor"] = cursors.encode(
             h.vault,
             "changes",
-            {"s": scope.stream.name, "e": epoch, "from": since, "to": upto, "after": page[-1].seq},
+            {
+                "s": scope.stream.name,
+                "e": epoch,
+                "from": since,
+                "to": upto,
+                "ap": page[-1].position[0],
+                "as": page[-1].position[1],
+            },
         )
     else:
         body["next_changes_since"] = cursors.encode(
@@ -388,6 +405,7 @@ def get_record(stream: str, record_id: str, request: Request) -> JSONBody:
             ],
         )
     record = found[0]
+    _note_read(h, who, stream, [record.connection_id])
     body = _record(
         stream, record.connection_id, record.record_key, record.data, record.emitted_at, labels
     )
@@ -420,7 +438,9 @@ def search(request: Request) -> JSONBody:
         if position.get("q") != q:
             raise InvalidCursor("cursor belongs to another query", param="cursor")
         (before,) = cursors.values(position, "cursor", before=int)
-    hits, has_more = h.store.search(scopes, terms, limit=limit, before_rowid=before)
+    hits, has_more = h.store.search(scopes, terms, limit=limit, before=before)
+    for name in {hit.stream for hit in hits}:
+        _note_read(h, who, name, [hit.connection_id for hit in hits if hit.stream == name])
     labels = display_names(h.store, sorted({hit.connection_id for hit in hits}))
     searchable = {
         s.stream.name: tuple(f for f in s.stream.searchable_fields if f in s.fields) for s in scopes
@@ -454,7 +474,9 @@ def search(request: Request) -> JSONBody:
         },
     }
     if has_more:
-        body["next_cursor"] = cursors.encode(h.vault, "search", {"q": q, "before": hits[-1].rowid})
+        body["next_cursor"] = cursors.encode(
+            h.vault, "search", {"q": q, "before": hits[-1].record_id}
+        )
     return JSONBody(body)
 
 

@@ -29,9 +29,12 @@ def public_url(request: Request) -> str:
 
 
 def bearer(request: Request) -> Bearer:
-    return authenticate(
-        home(request).store, request.headers.get("authorization"), resource=public_url(request)
+    h = home(request)
+    found = authenticate(
+        h.store, request.headers.get("authorization"), resource=public_url(request)
     )
+    h.usage.note_token(found)
+    return found
 
 
 def owner(request: Request) -> Bearer:
@@ -80,14 +83,23 @@ def list_param(request: Request, name: str) -> list[str] | None:
     return [part for value in values for part in value.split(",") if part]
 
 
-def int_param(request: Request, name: str, default: int, *, minimum: int = 1) -> int:
+MAX_INT_PARAM = 2**31 - 1
+
+
+def int_param(
+    request: Request, name: str, default: int, *, minimum: int = 1, maximum: int = MAX_INT_PARAM
+) -> int:
+    """An integer query parameter within [minimum, maximum]; anything else is a 400."""
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidArgument(f"{name} must be an integer", param=name) from None
-    if value < minimum:
-        raise InvalidArgument(f"{name} must be at least {minimum}", param=name)
+    if not raw.strip().lstrip("+-").isdigit() or len(raw) > 12:
+        raise InvalidArgument(
+            f"{name} must be an integer between {minimum} and {maximum}", param=name
+        )
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise InvalidArgument(
+            f"{name} must be an integer between {minimum} and {maximum}", param=name
+        )
     return value

@@ -82,4 +82,5 @@ def install(app: FastAPI) -> None:
         # Runs outside the request-id middleware (Starlette's outermost layer): set the header.
         response = envelope(request, 500, {"code": "api_error", "message": "internal error"})
         response.headers["Request-Id"] = getattr(request.state, "request_id", "")
+        response.headers["Cache-Control"] = "no-store"
         return response

@@ -2,40 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Body, Request
 
 from ownstream.api.deps import bearer, check_params, home, int_param, owner
 from ownstream.errors import InsufficientScope, InvalidArgument, InvalidRequest
-from ownstream.grants.issue import issue_grant
-from ownstream.operations import OwnerOperations, schedule_view
-from ownstream.views import connection_detail, run_view
+from ownstream.owner import AccessOperations, ConnectionOperations, schedule_view
+from ownstream.owner.access import grant_view, token_view
+from ownstream.views import evidence_view, run_view
 
 router = APIRouter()
 
+# Handlers are plain `def`: FastAPI runs them in its thread pool, so a store call waiting on the
+# database never blocks the event loop (and with it every other request).
+JsonObject = Body(default_factory=dict)
 
-def _grant_view(request: Request, grant_id: str) -> dict[str, Any]:
-    grant = home(request).store.grant(grant_id)
-    return {"object": "grant", **grant.to_dict(), "revoked_at": grant.revoked_at}
 
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidRequest("the body must be JSON") from None
+def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
     return body
 
 
-@router.post("/v1/owner/grants", status_code=201)
-async def create_grant(request: Request) -> dict[str, Any]:
+def _access(request: Request) -> AccessOperations:
     check_params(request, owner(request), ())
-    body = await _json_body(request)
-    h = home(request)
-    grant, token = issue_grant(h.store, h.catalog, str(body.get("client_id") or ""), body)
+    return AccessOperations(home(request))
+
+
+@router.post("/v1/owner/grants", status_code=201)
+def create_grant(request: Request, body: Any = JsonObject) -> dict[str, Any]:
+    request_body = _object(body)
+    grant, token = _access(request).issue_grant(
+        str(request_body.get("client_id") or ""), request_body
+    )
     return {"grant_id": grant.grant_id, "access_token": token, "grant": grant.to_dict()}
 
 
@@ -43,26 +44,19 @@ async def create_grant(request: Request) -> dict[str, Any]:
 def list_grants(request: Request) -> dict[str, Any]:
     check_params(request, owner(request), ())
     grants = home(request).store.grants()
-    return {
-        "object": "list",
-        "data": [{"object": "grant", **g.to_dict(), "revoked_at": g.revoked_at} for g in grants],
-        "has_more": False,
-    }
+    return {"object": "list", "data": [grant_view(g) for g in grants], "has_more": False}
 
 
 @router.get("/v1/owner/grants/{grant_id}")
 def get_grant(grant_id: str, request: Request) -> dict[str, Any]:
     check_params(request, owner(request), ())
-    return _grant_view(request, grant_id)
+    return grant_view(home(request).store.grant(grant_id))
 
 
 @router.post("/v1/owner/grants/{grant_id}/revoke")
 def revoke_grant_owner(grant_id: str, request: Request) -> dict[str, Any]:
-    check_params(request, owner(request), ())
-    store = home(request).store
-    with store.transaction():
-        store.revoke_grant(grant_id)
-    return {"revoked": True, **_grant_view(request, grant_id)}
+    grant = _access(request).revoke_grant(grant_id)
+    return {"revoked": True, **grant_view(grant)}
 
 
 @router.post("/grants/{grant_id}/revoke")
@@ -72,16 +66,25 @@ def revoke_grant(grant_id: str, request: Request) -> dict[str, Any]:
     check_params(request, who, ())
     if who.kind == "client" and (who.grant is None or who.grant.grant_id != grant_id):
         raise InsufficientScope("a client may revoke only its own grant")
-    store = home(request).store
-    with store.transaction():
-        store.revoke_grant(grant_id)
+    AccessOperations(home(request)).revoke_grant(grant_id, actor_kind=who.kind)
     return {"revoked": True}
 
 
-def _ops(request: Request, allowed: tuple[str, ...] = ()) -> OwnerOperations:
+@router.get("/v1/owner/tokens")
+def list_tokens(request: Request) -> dict[str, Any]:
+    tokens = _access(request).tokens()
+    return {"object": "list", "data": [token_view(t) for t in tokens], "has_more": False}
+
+
+@router.post("/v1/owner/tokens/{token_id}/revoke")
+def revoke_token(token_id: str, request: Request) -> dict[str, Any]:
+    return {"revoked": True, **token_view(_access(request).revoke_token(token_id))}
+
+
+def _ops(request: Request, allowed: tuple[str, ...] = ()) -> ConnectionOperations:
     """Owner operations for an owner bearer; unknown query parameters are refused."""
     check_params(request, owner(request), allowed)
-    return OwnerOperations(home(request))
+    return ConnectionOperations(home(request))
 
 
 @router.get("/v1/owner/connections")
@@ -97,20 +100,18 @@ def list_connections(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/owner/connections/{connection_id}")
 def get_connection(connection_id: str, request: Request) -> dict[str, Any]:
-    ops = _ops(request)
-    store = ops.home.store
-    connection = store.connection(connection_id)
-    return {**connection_detail(store, connection), **ops.connection_entry(connection)}
+    return _ops(request).detail(connection_id)
 
 
 @router.patch("/v1/owner/connections/{connection_id}")
-async def rename_connection(connection_id: str, request: Request) -> dict[str, Any]:
+def rename_connection(
+    connection_id: str, request: Request, body: Any = JsonObject
+) -> dict[str, Any]:
     ops = _ops(request)
-    body = await _json_body(request)
-    name = body.get("display_name")
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidArgument("display_name must be a non-empty string", param="display_name")
-    return ops.connection_entry(ops.rename(connection_id, name.strip()))
+    name = _object(body).get("display_name")
+    if not isinstance(name, str):
+        raise InvalidArgument("display_name must be a string", param="display_name")
+    return ops.connection_entry(ops.rename(connection_id, name))
 
 
 @router.post("/v1/owner/connections/{connection_id}/run", status_code=202)
@@ -153,9 +154,9 @@ def reactivate_connection(connection_id: str, request: Request) -> dict[str, Any
 
 
 @router.put("/v1/owner/connections/{connection_id}/schedule")
-async def put_schedule(connection_id: str, request: Request) -> dict[str, Any]:
+def put_schedule(connection_id: str, request: Request, body: Any = JsonObject) -> dict[str, Any]:
     ops = _ops(request)
-    body = await _json_body(request)
+    body = _object(body)
     enabled, interval = body.get("enabled", True), body.get("interval_seconds")
     jitter = body.get("jitter_seconds", 0)
     if not isinstance(enabled, bool):
@@ -211,11 +212,14 @@ def delete_connection(connection_id: str, request: Request) -> dict[str, Any]:
 
 @router.get("/v1/owner/audit")
 def audit(request: Request) -> dict[str, Any]:
-    ops = _ops(request, ("connection_id", "limit"))
+    ops = _ops(request, ("connection_id", "actor_kind", "operation", "limit"))
     events = ops.home.store.audit_events(
-        request.query_params.get("connection_id"), limit=int_param(request, "limit", 200)
+        connection_id=request.query_params.get("connection_id"),
+        actor_kind=request.query_params.get("actor_kind"),
+        operation=request.query_params.get("operation"),
+        limit=int_param(request, "limit", 200, maximum=1000),
     )
-    return {"object": "list", "data": events, "has_more": False}
+    return {"object": "list", "data": [asdict(e) for e in events], "has_more": False}
 
 
 @router.get("/v1/owner/connections/{connection_id}/provenance/{stream}/{record_id:path}")
@@ -231,5 +235,7 @@ def record_provenance(
         "connection_id": connection_id,
         "stream": stream,
         "id": record_id,
-        "evidence": store.record_provenance(connection_id, stream, record_id),
+        "evidence": [
+            evidence_view(e) for e in store.record_provenance(connection_id, stream, record_id)
+        ],
     }

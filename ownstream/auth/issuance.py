@@ -12,13 +12,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidGrantError
 
 from ownstream.auth import ACCESS_TOKEN_SECONDS
-from ownstream.clock import iso, now_iso, parse_iso, random_id, utc_now
+from ownstream.clock import now_iso, parse_iso, random_id, utc_now
 from ownstream.grants.tokens import new_token, token_hash
 from ownstream.model import Grant
 from ownstream.store.auth import IssuedTokens, TokenFamily
@@ -52,14 +51,14 @@ def mint_pair(grant: Grant) -> TokenPair:
         if remaining <= 0:
             raise InvalidGrantError("the grant has expired")
         lifetime = min(lifetime, remaining)
-    access_token = new_token("client")
+    access_token, access = new_token(
+        "client", grant_id=grant.grant_id, ttl_seconds=lifetime, now=now
+    )
     refresh_token = (
         REFRESH_PREFIX + secrets.token_urlsafe(32) if grant.access_mode == "continuous" else None
     )
     stored = IssuedTokens(
-        access_token_hash=token_hash(access_token),
-        access_token_id=random_id("tok"),
-        access_expires_at=iso(now + timedelta(seconds=lifetime)),
+        access=access,
         refresh_token_hash=token_hash(refresh_token) if refresh_token else None,
         refresh_expires_at=grant.expires_at if refresh_token else None,
     )

@@ -526,16 +526,16 @@ def find_token(store: Store, secret: str, hint: str | None) -> TokenView | None:
     if hint != "refresh_token":
         row = store.token(digest)
         if row is not None:
-            grant = store.grant(row["grant_id"]) if row["grant_id"] else None
-            family = store.token_family(row["token_id"])
+            grant = store.grant(row.grant_id) if row.grant_id else None
+            family = store.token_family(row.token_id)
             return TokenView(
                 token_type="access_token",
-                kind=row["kind"],
+                kind=row.kind,
                 grant=grant,
                 client_id=grant.client_id if grant else None,
-                expires_at=row["expires_at"],
-                revoked=row["revoked_at"] is not None,
-                token_id=row["token_id"],
+                expires_at=row.expires_at,
+                revoked=row.revoked_at is not None,
+                token_id=row.token_id,
                 resource=family.resource if family else None,
             )
     record = store.refresh_token(digest)

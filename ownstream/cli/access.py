@@ -1,8 +1,11 @@
-"""`ownstream grants|token|serve`: who may read, and the HTTP server they read from."""
+"""`ownstream grants|token|access-log|serve`: who may read, and the server they read from."""
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
+from dataclasses import asdict
 from pathlib import Path
 
 import orjson
@@ -10,11 +13,15 @@ import typer
 
 from ownstream.cli.output import JsonOption, handles_errors, home_of, print_json, table
 from ownstream.errors import InvalidRequest
-from ownstream.grants.issue import issue_grant
-from ownstream.grants.tokens import mint
+from ownstream.home import loose_permissions
+from ownstream.logs import configure
+from ownstream.owner import AccessOperations
+from ownstream.owner.access import OWNER_TOKEN_TTL_SECONDS, grant_view, token_view
 
 grants_app = typer.Typer(help="Grants: what a client may read.", no_args_is_help=True)
-token_app = typer.Typer(help="Bearer tokens.", no_args_is_help=True)
+token_app = typer.Typer(help="Bearer tokens: mint, list, revoke.", no_args_is_help=True)
+log = logging.getLogger("ownstream.serve")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @grants_app.command("create")
@@ -30,8 +37,7 @@ def grants_create(
         body = orjson.loads(request.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
         raise InvalidRequest(f"cannot read {request}: {exc}", param="request") from exc
-    home = home_of(ctx)
-    grant, token = issue_grant(home.store, home.catalog, client_id, body)
+    grant, token = AccessOperations(home_of(ctx)).issue_grant(client_id, body)
     payload = {"grant_id": grant.grant_id, "access_token": token, "grant": grant.to_dict()}
     if as_json:
         print_json(payload)
@@ -49,7 +55,7 @@ def grants_create(
 def grants_list(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     grants = home_of(ctx).store.grants()
     if as_json:
-        print_json([{**g.to_dict(), "revoked_at": g.revoked_at} for g in grants])
+        print_json([grant_view(g) for g in grants])
         return
     table(
         "Grants",
@@ -71,8 +77,7 @@ def grants_list(ctx: typer.Context, as_json: bool = JsonOption) -> None:
 @grants_app.command("show")
 @handles_errors
 def grants_show(ctx: typer.Context, grant_id: str, as_json: bool = JsonOption) -> None:
-    grant = home_of(ctx).store.grant(grant_id)
-    payload = {**grant.to_dict(), "revoked_at": grant.revoked_at}
+    payload = grant_view(home_of(ctx).store.grant(grant_id))
     if as_json:
         print_json(payload)
     else:
@@ -83,9 +88,7 @@ def grants_show(ctx: typer.Context, grant_id: str, as_json: bool = JsonOption) -
 @handles_errors
 def grants_revoke(ctx: typer.Context, grant_id: str, as_json: bool = JsonOption) -> None:
     """Revoke a grant; its tokens stop working on the next request."""
-    store = home_of(ctx).store
-    with store.transaction():
-        grant = store.revoke_grant(grant_id)
+    grant = AccessOperations(home_of(ctx)).revoke_grant(grant_id)
     if as_json:
         print_json({"revoked": True, "grant_id": grant.grant_id, "revoked_at": grant.revoked_at})
     else:
@@ -94,15 +97,81 @@ def grants_revoke(ctx: typer.Context, grant_id: str, as_json: bool = JsonOption)
 
 @token_app.command("owner")
 @handles_errors
-def token_owner(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+def token_owner(
+    ctx: typer.Context,
+    ttl: int = typer.Option(
+        OWNER_TOKEN_TTL_SECONDS, "--ttl", help="Seconds until it expires (default 30 days)."
+    ),
+    no_expiry: bool = typer.Option(
+        False, "--no-expiry", help="Never expires (until revoked). Not recommended."
+    ),
+    label: str | None = typer.Option(None, "--label", help="What it is for."),
+    as_json: bool = JsonOption,
+) -> None:
     """Mint an owner token (shown once; stored only hashed)."""
-    store = home_of(ctx).store
-    with store.transaction():
-        token = mint(store, "owner")
+    secret, token = AccessOperations(home_of(ctx)).mint_owner_token(
+        ttl_seconds=None if no_expiry else ttl, label=label
+    )
     if as_json:
-        print_json({"token_kind": "owner", "access_token": token})
+        print_json({**token_view(token), "access_token": secret})
     else:
-        typer.echo(token)
+        typer.echo(secret)
+        typer.echo(
+            f"({token.token_id}, expires {token.expires_at or 'never'}; shown once)", err=True
+        )
+
+
+@token_app.command("list")
+@handles_errors
+def token_list(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Owner and client tokens: id, kind, grant, expiry, revocation, last use (never the token)."""
+    tokens = AccessOperations(home_of(ctx)).tokens()
+    if as_json:
+        print_json([token_view(t) for t in tokens])
+        return
+    table(
+        "Tokens",
+        ["token_id", "kind", "grant", "label", "expires", "revoked", "last used"],
+        [
+            [t.token_id, t.kind, t.grant_id, t.label, t.expires_at, t.revoked_at, t.last_used_at]
+            for t in tokens
+        ],
+    )
+
+
+@token_app.command("revoke")
+@handles_errors
+def token_revoke(ctx: typer.Context, token_id: str, as_json: bool = JsonOption) -> None:
+    """Revoke one token; it stops working on the next request."""
+    token = AccessOperations(home_of(ctx)).revoke_token(token_id)
+    if as_json:
+        print_json(token_view(token))
+    else:
+        typer.echo(f"revoked {token.token_id}")
+
+
+@handles_errors
+def access_log(
+    ctx: typer.Context,
+    client_id: str | None = typer.Option(None, "--client-id"),
+    since: str | None = typer.Option(None, "--since", help="A day, YYYY-MM-DD."),
+    as_json: bool = JsonOption,
+) -> None:
+    """How much each client read, per stream and connection and day (never what it read)."""
+    home = home_of(ctx)
+    home.usage.flush()
+    entries = home.store.access_log(client_id=client_id, since=since)
+    if as_json:
+        print_json([asdict(e) for e in entries])
+        return
+    table(
+        "Access",
+        ["day", "client", "grant", "stream", "connection", "reads", "records"],
+        [
+            [e.day, e.client_id, e.grant_id, e.stream, e.connection_id, e.reads, e.records]
+            for e in entries
+        ],
+    )
 
 
 @handles_errors
@@ -117,11 +186,11 @@ def serve(
         "unless it is a loopback address.",
     ),
     scheduler: bool = typer.Option(True, "--worker/--no-worker", help="Run scheduled connections."),
+    log_format: str = typer.Option("text", "--log-format", help="text or json."),
+    log_level: str = typer.Option("info", "--log-level"),
     as_json: bool = JsonOption,
 ) -> None:
     """Serve the PDPP read surface, the owner API and client access over HTTP."""
-    import threading
-
     import uvicorn
 
     from ownstream.api.app import create_app
@@ -129,11 +198,29 @@ def serve(
     from ownstream.auth.discovery import normalize_public_url, url_for_bind
     from ownstream.scheduler import Worker
 
+    if log_format not in ("text", "json"):
+        raise InvalidRequest("--log-format is text or json", param="log_format")
+    configure(log_level, "json" if log_format == "json" else "text")
     home = home_of(ctx)
     url = normalize_public_url(public_url) if public_url else url_for_bind(host, port)
+    if host not in LOOPBACK:
+        log.warning(
+            "listening on %s: beyond this machine, anyone who can reach the port can try "
+            "tokens; put it behind TLS (a reverse proxy) before exposing it",
+            host,
+        )
+    loose = loose_permissions(home.path)
+    if loose:
+        log.warning(
+            "other users of this machine may read the owner's data; run `chmod -R go-rwx %s` "
+            "(loose: %s)",
+            home.path,
+            ", ".join(loose[:5]),
+        )
     home.store.put_auth_setting(PUBLIC_URL_SETTING, url)
     login = mint_link(home.store, url)
-    storage = f"SQLite (WAL) {home.path / 'ownstream.db'}"
+    backend = home.store.capabilities.backend
+    storage = f"SQLite (WAL) {home.path / 'ownstream.db'}" if backend == "sqlite" else backend
     if as_json:
         print_json(
             {"url": url, "home": str(home.path), "storage": storage, "worker": scheduler,
@@ -156,6 +243,8 @@ def serve(
         )
         loop.start()
     try:
-        uvicorn.run(create_app(home, url), host=host, port=port, log_level="warning")
+        uvicorn.run(
+            create_app(home, url), host=host, port=port, log_level="warning", log_config=None
+        )
     finally:
         stop.set()

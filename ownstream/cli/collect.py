@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -16,7 +17,7 @@ from ownstream.cli.output import (
 )
 from ownstream.errors import InvalidRequest
 from ownstream.model import ReadScope
-from ownstream.operations import OwnerOperations
+from ownstream.owner import ConnectionOperations
 from ownstream.views import batch_view, run_view
 
 runs_app = typer.Typer(help="Run history and import batches.", no_args_is_help=True)
@@ -36,7 +37,7 @@ def import_(
     as_json: bool = JsonOption,
 ) -> None:
     """Import an archive or file. All-or-nothing; the same bytes twice is a duplicate."""
-    ops = OwnerOperations(home_of(ctx))
+    ops = ConnectionOperations(home_of(ctx))
     with progress_bar(not as_json, f"importing {path.name}") as on_progress:
         result = ops.import_artifact(
             connector_key,
@@ -52,8 +53,20 @@ def import_(
     counts = payload["counts"]
     typer.echo(
         f"{payload['status']}: batch {payload['batch_id']} → connection {payload['connection_id']}"
+        f" ({payload['connection']['reason']})"
     )
-    typer.echo("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    typer.echo(
+        "  "
+        + ", ".join(
+            f"{name} {counts.get(name, 0)}"
+            for name in ("parsed", "new", "updated", "duplicate", "merged_with_existing",
+                         "skipped", "rejected")
+        )
+    )
+    for entry in counts.get("rejections", []):
+        typer.echo(f"  rejected {entry['count']}: {entry['reason']}")
+    for reason, count in counts.get("omitted", {}).items():
+        typer.echo(f"  left out {count}: {reason}")
     for warning in payload["warnings"]:
         typer.echo(f"  warning: {warning}")
 
@@ -68,7 +81,7 @@ def run(
     as_json: bool = JsonOption,
 ) -> None:
     """Collect now: a connection's runnable paths, or `--connector KEY` alone if unambiguous."""
-    ops = OwnerOperations(home_of(ctx))
+    ops = ConnectionOperations(home_of(ctx))
     if connection_id is None:
         if connector is None:
             raise InvalidRequest("name a CONNECTION_ID or --connector KEY", param="connection_id")
@@ -79,11 +92,11 @@ def run(
         print_json([o.to_dict() for o in outcomes])
     else:
         for outcome in outcomes:
-            counts = outcome.counts
+            counts = outcome.tally
             typer.echo(
                 f"{outcome.status}: {outcome.run_id} ({outcome.connector_key}, "
-                f"{outcome.collection_mode}) new {counts.inserted}, updated {counts.updated}, "
-                f"unchanged {counts.unchanged}, deleted {counts.deleted}, "
+                f"{outcome.collection_mode}) new {counts.new}, updated {counts.updated}, "
+                f"duplicate {counts.duplicate}, deleted {counts.deleted}, "
                 f"rejected {counts.rejected}"
             )
             for gap in outcome.known_gaps:
@@ -172,21 +185,22 @@ def records(
 def audit(
     ctx: typer.Context,
     connection: str | None = typer.Option(None, "--connection"),
-    limit: int = typer.Option(50, "--limit"),
+    actor: str | None = typer.Option(None, "--actor", help="owner, scheduler, client, system"),
+    operation: str | None = typer.Option(None, "--operation"),
+    limit: int = typer.Option(50, "--limit", min=1, max=10_000),
     as_json: bool = JsonOption,
 ) -> None:
-    """The audit trail of owner and scheduler actions (never secrets or record contents)."""
-    events = home_of(ctx).store.audit_events(connection, limit=limit)
+    """The audit trail of owner, client and scheduler actions (never secrets or contents)."""
+    events = home_of(ctx).store.audit_events(
+        connection_id=connection, actor_kind=actor, operation=operation, limit=limit
+    )
     if as_json:
-        print_json(events)
+        print_json([asdict(e) for e in events])
         return
     table(
         "Audit",
         ["at", "actor", "connection_id", "operation", "outcome"],
-        [
-            [e["at"], e["actor_kind"], e["connection_id"], e["operation"], e["outcome"]]
-            for e in events
-        ],
+        [[e.at, e.actor_kind, e.connection_id, e.operation, e.outcome] for e in events],
     )
 
 
@@ -221,3 +235,15 @@ def worker(
         runner.run_forever(stop, poll)
     except KeyboardInterrupt:
         stop.set()
+
+
+@handles_errors
+def migrate(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Upgrade the database to this version's schema (serve and every command also do it)."""
+    home = home_of(ctx)
+    home.catalog  # noqa: B018 - opening the store upgrades it; the catalog re-indexes search
+    payload = {"home": str(home.path), "backend": home.store.capabilities.backend}
+    if as_json:
+        print_json(payload)
+    else:
+        typer.echo(f"{home.path}: up to date ({payload['backend']})")

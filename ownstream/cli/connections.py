@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import typer
 
 from ownstream.cli.output import JsonOption, handles_errors, home_of, print_json, table
 from ownstream.errors import InvalidRequest
-from ownstream.operations import OwnerOperations, schedule_view
-from ownstream.views import connection_detail, connection_view
+from ownstream.owner import ConnectionOperations, schedule_view
+from ownstream.views import connection_view
 
 connections_app = typer.Typer(
     help="Connections: one account, device or archive source each.", no_args_is_help=True
@@ -30,7 +33,7 @@ def connections_list(
     ctx: typer.Context, source: str | None = typer.Option(None), as_json: bool = JsonOption
 ) -> None:
     """List connections with their identity, acquisition paths, schedule and health."""
-    ops = OwnerOperations(home_of(ctx))
+    ops = ConnectionOperations(home_of(ctx))
     entries = [ops.connection_entry(c) for c in ops.home.store.connections(source=source)]
     if as_json:
         print_json(entries)  # the entries of GET /v1/owner/connections
@@ -60,11 +63,7 @@ def connections_list(
 @handles_errors
 def connections_show(ctx: typer.Context, connection_id: str, as_json: bool = JsonOption) -> None:
     """One connection: identity, attached paths, coverage per path, counts, runs and batches."""
-    home = home_of(ctx)
-    ops = OwnerOperations(home)
-    connection = home.store.connection(connection_id)
-    detail = {**connection_detail(home.store, connection), **ops.connection_entry(connection)}
-    detail["credentials"] = home.store.credential_metadata(connection_id)
+    detail = ConnectionOperations(home_of(ctx)).detail(connection_id)
     if as_json:
         print_json(detail)
         return
@@ -137,18 +136,54 @@ def connections_rename(
     ctx: typer.Context, connection_id: str, display_name: str, as_json: bool = JsonOption
 ) -> None:
     """Give a connection a meaningful label (the only label clients ever see)."""
-    connection = OwnerOperations(home_of(ctx)).rename(connection_id, display_name)
+    connection = ConnectionOperations(home_of(ctx)).rename(connection_id, display_name)
     if as_json:
         print_json(connection_view(connection))
     else:
         typer.echo(f"{connection.connection_id} is now {connection.display_name!r}")
 
 
+def _secrets(
+    ctx: typer.Context,
+    connector_key: str,
+    pairs: list[str],
+    files: list[str],
+    stdin_name: str | None,
+) -> dict[str, str]:
+    """Secrets from --secret, --secret-file and --secret-stdin; a required one still missing
+    is asked for at an interactive prompt (never echoed)."""
+    secrets = _pairs(pairs, "--secret")
+    for name, path in _pairs(files, "--secret-file").items():
+        try:
+            secrets[name] = Path(path).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise InvalidRequest(f"cannot read {path}: {exc}", param="--secret-file") from exc
+    if stdin_name is not None:
+        secrets[stdin_name] = sys.stdin.readline().rstrip("\r\n")
+    manifest = home_of(ctx).catalog.manifest(connector_key)
+    if sys.stdin.isatty():
+        for field in manifest.secrets:
+            if field.required and field.name not in secrets:
+                secrets[field.name] = typer.prompt(field.name, hide_input=True)
+    return secrets
+
+
 @handles_errors
 def connect(
     ctx: typer.Context,
     connector_key: str,
-    secret: list[str] = typer.Option([], "--secret", help="NAME=VALUE, repeatable."),
+    secret: list[str] = typer.Option(
+        [],
+        "--secret",
+        help="NAME=VALUE, repeatable. Visible in `ps` and shell history: prefer "
+        "--secret-stdin, --secret-file or the prompt.",
+    ),
+    secret_file: list[str] = typer.Option(
+        [], "--secret-file", help="NAME=PATH: read a secret from a file, repeatable."
+    ),
+    secret_stdin: str | None = typer.Option(
+        None, "--secret-stdin", help="NAME: read that secret from the first line of stdin."
+    ),
     setting: list[str] = typer.Option([], "--setting", help="NAME=VALUE, repeatable."),
     name: str | None = typer.Option(None, "--name", help="A display name for the connection."),
     connection: str | None = typer.Option(
@@ -161,9 +196,9 @@ def connect(
 ) -> None:
     """Connect an account: probe its identity, resolve the connection, store its secrets."""
     # Through the owner operations, as the API does: audited, and enrolled in its schedule.
-    result = OwnerOperations(home_of(ctx)).connect(
+    result = ConnectionOperations(home_of(ctx)).connect(
         connector_key,
-        secrets=_pairs(secret, "--secret"),
+        secrets=_secrets(ctx, connector_key, secret, secret_file, secret_stdin),
         settings=_pairs(setting, "--setting"),
         display_name=name,
         connection_id=connection,
@@ -191,7 +226,7 @@ def _lifecycle(name: str, help_text: str) -> None:
     @connections_app.command(name, help=help_text)
     @handles_errors
     def command(ctx: typer.Context, connection_id: str, as_json: bool = JsonOption) -> None:
-        ops = OwnerOperations(home_of(ctx))
+        ops = ConnectionOperations(home_of(ctx))
         connection = getattr(ops, name)(connection_id)
         if as_json:
             print_json(ops.connection_entry(connection))
@@ -214,7 +249,7 @@ def connections_delete(
     """Erase one connection and all its data (records, history, state, credentials)."""
     if not yes and not as_json:
         typer.confirm(f"Delete {connection_id} and all its records?", abort=True)
-    result = OwnerOperations(home_of(ctx)).delete(connection_id)
+    result = ConnectionOperations(home_of(ctx)).delete(connection_id)
     if as_json:
         print_json(result)
     else:
@@ -227,7 +262,7 @@ def connections_diagnostics(
     ctx: typer.Context, connection_id: str, as_json: bool = JsonOption
 ) -> None:
     """Health verdict and the evidence behind it."""
-    diagnostics = OwnerOperations(home_of(ctx)).diagnostics(connection_id)
+    diagnostics = ConnectionOperations(home_of(ctx)).diagnostics(connection_id)
     if as_json:
         print_json(diagnostics)
         return
@@ -255,7 +290,7 @@ def connections_schedule(
     as_json: bool = JsonOption,
 ) -> None:
     """Set, disable, pause or resume a connection's schedule."""
-    ops = OwnerOperations(home_of(ctx))
+    ops = ConnectionOperations(home_of(ctx))
     if pause or resume:
         schedule = ops.pause_schedule(connection_id, pause)
     else:

@@ -17,9 +17,8 @@ from pathlib import Path
 
 from ownstream.dev.spotify_data import generate_catalog, generate_user, write_archive
 from ownstream.dev.spotify_double import SpotifyDouble
-from ownstream.grants.issue import issue_grant
-from ownstream.grants.tokens import mint
 from ownstream.home import Home
+from ownstream.owner import AccessOperations
 
 DEMO_DIR = Path(os.environ.get("OWNSTREAM_DEMO_DIR", ".demo"))
 SERVE_PORT = int(os.environ.get("OWNSTREAM_DEMO_PORT", "8765"))
@@ -70,9 +69,7 @@ def build(demo_dir: Path = DEMO_DIR) -> dict[str, object]:
     finally:
         double.stop()
 
-    grant, token = issue_grant(
-        home.store,
-        home.catalog,
+    grant, token = AccessOperations(home).issue_grant(
         "demo-app",
         {
             "purpose_code": "https://ownstream.dev/purposes/listening_insights",
@@ -85,8 +82,6 @@ def build(demo_dir: Path = DEMO_DIR) -> dict[str, object]:
             ],
         },
     )
-    with home.store.transaction():
-        owner_token = mint(home.store, "owner")
     return {
         "home": home,
         "connections": connections,
@@ -94,7 +89,6 @@ def build(demo_dir: Path = DEMO_DIR) -> dict[str, object]:
         "separate": separate,
         "grant_id": grant.grant_id,
         "client_token": token,
-        "owner_token": owner_token,
         "search_term": alice.plays[-1].track.artists[0].name.split()[-1],
     }
 
@@ -104,7 +98,7 @@ def banner(result: dict[str, object], port: int) -> str:
     assert isinstance(home, Home)
     store = home.store
     lines = ["", "ownstream demo: what was collected", ""]
-    counts = {(c["connection_id"], c["stream"]): c["record_count"] for c in store.stream_counts()}
+    counts = {(c.connection_id, c.stream): c.record_count for c in store.stream_counts()}
     for connection in store.connections():
         paths = ", ".join(f"{p.connector_key} ({p.acquisition_method})" for p in connection.paths)
         identity = (
@@ -147,8 +141,8 @@ def banner(result: dict[str, object], port: int) -> str:
         "  .venv/bin/ownstream connections list",
         f"  .venv/bin/ownstream connections show {merged.receipt.connection_id}",  # type: ignore[attr-defined]
         "  .venv/bin/ownstream runs list",
-        f'  curl -s -H "Authorization: Bearer {result["owner_token"]}" '
-        f"http://127.0.0.1:{port}/v1/owner/connections",
+        "  OWNER=$(.venv/bin/ownstream token owner --ttl 3600 --label demo)  # expires in an hour",
+        f'  curl -s -H "Authorization: Bearer $OWNER" http://127.0.0.1:{port}/v1/owner/connections',
         "",
     ]
     return "\n".join(lines)

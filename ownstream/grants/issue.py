@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from ownstream.clock import iso, random_id, utc_now
+from ownstream.clock import iso, parse_iso, random_id, utc_now
 from ownstream.errors import InvalidRequest, UnknownField
-from ownstream.grants.tokens import mint
+from ownstream.grants.tokens import new_token
 from ownstream.model import Grant, StreamGrant
 from ownstream.records import normalize_time
 from ownstream.registry import Catalog
@@ -138,10 +138,10 @@ def issue_grant(
     store: Store, catalog: Catalog, client_id: str, request: Any
 ) -> tuple[Grant, str]:
     """Validate a selection, resolve it into an explicit grant, and mint its client token."""
-    with store.transaction():
-        grant = build_grant(store, catalog, client_id, request)
-        store.save_grant(grant)
-        token = mint(
-            store, "client", grant_id=grant.grant_id, ttl_seconds=request.get("expires_in")
-        )
-    return grant, token
+    grant = build_grant(store, catalog, client_id, request)
+    secret, token = new_token(
+        "client", grant_id=grant.grant_id, ttl_seconds=request.get("expires_in"),
+        now=parse_iso(grant.issued_at),
+    )
+    store.save_grant(grant, token)
+    return grant, secret

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ownstream.clock import iso, now_iso, random_id, utc_now
 from ownstream.errors import AuthenticationError, GrantExpired, GrantRevoked
 from ownstream.model import Bearer
-from ownstream.store.base import Store
+from ownstream.store.base import Store, Token, TokenKind
 
 PREFIX = {"owner": "oso_", "client": "osc_"}
 
@@ -20,23 +20,28 @@ def token_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def new_token(kind: str) -> str:
-    return PREFIX[kind] + secrets.token_urlsafe(32)
-
-
-def mint(
-    store: Store, kind: str, *, grant_id: str | None = None, ttl_seconds: int | None = None
-) -> str:
-    token = new_token(kind)
-    expires_at = iso(utc_now() + timedelta(seconds=ttl_seconds)) if ttl_seconds else None
-    store.save_token(
-        token_hash=token_hash(token),
+def new_token(
+    kind: TokenKind,
+    *,
+    grant_id: str | None = None,
+    ttl_seconds: int | None = None,
+    label: str | None = None,
+    now: datetime | None = None,
+) -> tuple[str, Token]:
+    """A fresh bearer token (the secret, shown once) and the record the store keeps of it."""
+    moment = now or utc_now()
+    secret = PREFIX[kind] + secrets.token_urlsafe(32)
+    return secret, Token(
         token_id=random_id("tok"),
+        token_hash=token_hash(secret),
         kind=kind,
         grant_id=grant_id,
-        expires_at=expires_at,
+        label=label,
+        created_at=iso(moment),
+        expires_at=iso(moment + timedelta(seconds=ttl_seconds)) if ttl_seconds else None,
+        revoked_at=None,
+        last_used_at=None,
     )
-    return token
 
 
 def authenticate(
@@ -51,26 +56,27 @@ def authenticate(
     token = authorization[7:].strip()
     digest = token_hash(token)
     row = store.token(digest)
-    if row is None or not hmac.compare_digest(row["token_hash"], digest):
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise AuthenticationError("the bearer token is not valid")
     now = now_iso()
-    if row["kind"] == "client":
+    if row.kind == "client":
         # The grant's lifecycle is reported first (403 grant_revoked / grant_expired): a client
         # token's expiry mirrors its grant's, so checking the token first would turn every
         # expired grant into a bare 401.
-        grant = store.grant(row["grant_id"])
+        assert row.grant_id is not None
+        grant = store.grant(row.grant_id)
         if grant.revoked_at is not None:
             raise GrantRevoked(f"grant {grant.grant_id} was revoked", grant_id=grant.grant_id)
         if grant.expires_at is not None and grant.expires_at <= now:
             raise GrantExpired(f"grant {grant.grant_id} expired at {grant.expires_at}")
-    if row["revoked_at"] is not None:
+    if row.revoked_at is not None:
         raise AuthenticationError("the bearer token was revoked")
-    if row["expires_at"] is not None and row["expires_at"] <= now:
+    if row.expires_at is not None and row.expires_at <= now:
         raise AuthenticationError("the bearer token has expired")
-    if row["kind"] == "owner":
-        return Bearer("owner", row["token_id"])
+    if row.kind == "owner":
+        return Bearer("owner", row.token_id)
     if resource is not None:
-        family = store.token_family(row["token_id"])
+        family = store.token_family(row.token_id)
         if family is not None and family.resource != resource:
             raise AuthenticationError("the access token was issued for another resource")
-    return Bearer("client", row["token_id"], grant)
+    return Bearer("client", row.token_id, grant)

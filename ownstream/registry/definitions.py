@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+import jsonschema_rs
 
 from ownstream.errors import IncompatibleDefinition, InvalidDefinition
 from ownstream.model import StreamDefinition
 
 STREAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 MAX_SEARCHABLE_FIELDS = 8  # the search index has this many field slots
 
 
@@ -37,10 +38,14 @@ def parse_definition(raw: Any, *, shared: bool = True) -> StreamDefinition:
     schema = raw.get("schema")
     if not isinstance(schema, dict) or schema.get("type") != "object":
         raise fail("schema must be a JSON Schema object with type 'object'", "schema")
+    if schema.get("$schema", DRAFT_2020_12) != DRAFT_2020_12:
+        raise fail(f"schema must be JSON Schema 2020-12 ($schema {DRAFT_2020_12})", "schema")
     try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise fail(f"schema is not valid JSON Schema 2020-12: {exc.message}", "schema") from exc
+        jsonschema_rs.meta.validate({**schema, "$schema": DRAFT_2020_12})
+        _compile(schema)
+    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise fail(f"schema is not valid JSON Schema 2020-12: {first}", "schema") from exc
     properties = schema.get("properties")
     if not isinstance(properties, dict) or not properties:
         raise fail("schema must declare its top-level properties", "schema.properties")
@@ -82,6 +87,35 @@ def parse_definition(raw: Any, *, shared: bool = True) -> StreamDefinition:
         union_fields=tuple(union),
         shared=shared,
     )
+
+
+def _no_remote_refs(uri: str) -> Any:
+    """Definitions are self-contained: a `$ref` never reaches the network."""
+    raise ValueError(f"remote $ref {uri!r} is not allowed; definitions are self-contained")
+
+
+def _compile(schema: dict[str, Any]) -> jsonschema_rs.Draft202012Validator:
+    return jsonschema_rs.Draft202012Validator(
+        schema, validate_formats=True, retriever=_no_remote_refs
+    )
+
+
+def record_validator(definition: StreamDefinition) -> Callable[[Any], str | None]:
+    """A compiled JSON Schema 2020-12 check of a record's data: None, or what is wrong.
+
+    The same engine checks definitions when they are registered, so a keyword a definition
+    may use (`prefixItems`, `dependentRequired`, …) is enforced on every record too.
+    """
+    validator = _compile(definition.schema)
+
+    def check(data: Any) -> str | None:
+        if validator.is_valid(data):
+            return None
+        error = next(iter(validator.iter_errors(data)))
+        where = "/".join(str(part) for part in error.instance_path)
+        return f"{where or 'data'}: {error.message}"
+
+    return check
 
 
 def definition_document(definition: StreamDefinition) -> dict[str, Any]:

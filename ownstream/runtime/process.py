@@ -1,8 +1,9 @@
 """Transports: how a connector's JSON lines reach the runtime.
 
-A manifest with `run.command` always runs as a subprocess (any language). A built-in Python
-connector (`run.python`) runs in-process through the SDK, or as a subprocess when
-OWNSTREAM_CONNECTOR_TRANSPORT=subprocess; either way the runtime sees the same byte lines.
+A manifest with `run.command` always runs as a subprocess (any language) whose JSON lines the
+runtime parses. A built-in Python connector (`run.python`) runs in-process through the SDK and
+hands its message dicts over directly (no JSON round trip), or as a subprocess when
+OWNSTREAM_CONNECTOR_TRANSPORT=subprocess; the validator applies the same checks to both.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ STDERR_TAIL_LINES = 50
 
 
 class Transport(Protocol):
-    def lines(self) -> Iterator[bytes]: ...
+    def messages(self) -> Iterator[bytes | Mapping[str, Any]]:
+        """JSON lines (a subprocess) or message dicts (in-process), in order."""
+        ...
 
     def close(self) -> None: ...
 
@@ -47,9 +50,8 @@ class InProcessTransport:
     def __init__(self, entry: str, start: Mapping[str, Any], env: Mapping[str, str]) -> None:
         self._messages = drive(load_entry(entry), start, env)
 
-    def lines(self) -> Iterator[bytes]:
-        for message in self._messages:
-            yield orjson.dumps(message)
+    def messages(self) -> Iterator[bytes | Mapping[str, Any]]:
+        yield from self._messages
 
     def close(self) -> None:
         close = getattr(self._messages, "close", None)
@@ -99,7 +101,7 @@ class SubprocessTransport:
         for line in stream:
             self._stderr.append(line.decode(errors="replace").rstrip())
 
-    def lines(self) -> Iterator[bytes]:
+    def messages(self) -> Iterator[bytes | Mapping[str, Any]]:
         assert self._process.stdout is not None
         for line in self._process.stdout:
             if line.strip():

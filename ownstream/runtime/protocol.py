@@ -1,38 +1,94 @@
 """The connector → runtime wire protocol: parse and validate every message, in order.
 
-Two kinds of failure, kept apart on purpose:
+Each message becomes one small dataclass (`Identity`, `Record`, `Rejected`, `Omitted`, `State`,
+`Gap`, `Progress`, `Done`); the runtime `match`es on them. Two kinds of failure, kept apart
+on purpose:
 - a *record* that breaks its stream's contract (key ≠ primary key of data, schema mismatch,
-  delete on an append-only stream) is rejected with a reason and counted; the run goes on;
+  delete on an append-only stream), and an input entry the connector itself could not read
+  (REJECT), are rejected with a reason and counted; the run goes on;
 - a *protocol violation* (bad JSON, unknown type, out-of-scope stream, IDENTITY after a record,
   anything after DONE, a wrong count in DONE) fails the run.
+
+Subprocess connectors arrive as JSON lines (`parse_line`); in-process ones hand over their
+message dicts directly (`parse`), with exactly the same checks: a record's data is serialized
+once here, which both proves it is JSON and gives the store the bytes it writes.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import fastjsonschema
 import orjson
 
 from ownstream.clock import now_iso
 from ownstream.errors import ProtocolViolation
 from ownstream.model import ConnectorManifest, IdentityEvidence, RecordWrite, StreamDefinition
 from ownstream.records import canonical_key, message_key
+from ownstream.registry.definitions import record_validator
 
-MESSAGE_TYPES = frozenset({"IDENTITY", "RECORD", "STATE", "SKIP_RESULT", "PROGRESS", "DONE", "LOG"})
 DONE_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 MAX_LINE_BYTES = 16 * 1024 * 1024
+MAX_REASON_CHARS = 80
+MAX_DETAIL_CHARS = 500
 
 
 @dataclass(frozen=True)
 class Rejection:
-    stream: str
+    """An entry that did not become a record, with why."""
+
+    stream: str | None
     record_key: str | None
     reason: str
     detail: str
+
+
+@dataclass(frozen=True)
+class Identity:
+    evidence: IdentityEvidence
+
+
+@dataclass(frozen=True)
+class Record:
+    write: RecordWrite
+
+
+@dataclass(frozen=True)
+class Rejected:
+    rejection: Rejection
+    counted_as_record: bool  # a RECORD the runtime refused (it counts toward records_emitted)
+
+
+@dataclass(frozen=True)
+class Omitted:
+    """Entries the connector deliberately leaves out (not modelled), counted by reason."""
+
+    reason: str
+    count: int
+
+
+@dataclass(frozen=True)
+class State:
+    stream: str
+    cursor: Any
+
+
+@dataclass(frozen=True)
+class Gap:
+    stream: str | None
+    reason: str
+    message: str
+    recovery_action: str
+    retryable: bool
+
+
+@dataclass(frozen=True)
+class Progress:
+    message: str
+    stream: str | None = None
+    count: int | None = None
+    total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -42,18 +98,12 @@ class Done:
     error: dict[str, Any] | None
 
 
-@dataclass(frozen=True)
-class Parsed:
-    """One validated message, classified for the runner."""
+Message = Identity | Record | Rejected | Omitted | State | Gap | Progress | Done
 
-    kind: str
-    record: RecordWrite | None = None
-    rejection: Rejection | None = None
-    evidence: IdentityEvidence | None = None
-    state: tuple[str, Any] | None = None
-    gap: dict[str, Any] | None = None
-    progress: dict[str, Any] | None = None
-    done: Done | None = None
+
+def _short(value: Any, limit: int) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass
@@ -67,8 +117,7 @@ class MessageValidator:
     saw_data: bool = False
     saw_identity: bool = False
     finished: bool = False
-    rejected: Counter[str] = field(default_factory=Counter)
-    _validators: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+    _validators: dict[str, Callable[[Any], str | None]] = field(default_factory=dict)
 
     def definition(self, stream: str) -> StreamDefinition:
         found = self.manifest.stream(stream)
@@ -76,37 +125,61 @@ class MessageValidator:
             raise ProtocolViolation(f"stream {stream!r} is not in this run's scope", param=stream)
         return found
 
-    def _schema_check(self, definition: StreamDefinition) -> Callable[[Any], Any]:
+    def _schema_check(self, definition: StreamDefinition) -> Callable[[Any], str | None]:
         check = self._validators.get(definition.name)
         if check is None:
-            check = fastjsonschema.compile(definition.schema)
+            check = record_validator(definition)
             self._validators[definition.name] = check
         return check
 
-    def parse_line(self, line: bytes) -> Parsed:
+    def read(self, item: bytes | Mapping[str, Any]) -> Message:
+        """A JSON line from a subprocess, or a message dict from an in-process connector."""
+        return self.parse_line(item) if isinstance(item, bytes) else self.parse(item)
+
+    def parse_line(self, line: bytes) -> Message:
         if len(line) > MAX_LINE_BYTES:
             raise ProtocolViolation(f"a message is larger than {MAX_LINE_BYTES} bytes")
         try:
             message = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise ProtocolViolation(f"not a JSON message: {line[:80]!r} ({exc})") from exc
-        if not isinstance(message, dict):
-            raise ProtocolViolation("a message must be a JSON object")
         return self.parse(message)
 
-    def parse(self, message: Mapping[str, Any]) -> Parsed:
+    def parse(self, message: Any) -> Message:
+        if not isinstance(message, Mapping):
+            raise ProtocolViolation("a message must be a JSON object")
         kind = message.get("type")
         if self.finished:
             raise ProtocolViolation(f"{kind} after DONE: DONE must be the last message")
-        if kind not in MESSAGE_TYPES:
-            raise ProtocolViolation(f"unknown message type {kind!r}")
-        if self.identify_only and kind in ("RECORD", "STATE"):
+        if self.identify_only and kind in ("RECORD", "STATE", "REJECT", "OMIT"):
             raise ProtocolViolation(f"{kind} in an identify run: only IDENTITY and DONE belong")
-        handler = getattr(self, f"_on_{str(kind).lower()}")
-        result: Parsed = handler(message)
-        return result
+        match kind:
+            case "IDENTITY":
+                return self._identity(message)
+            case "RECORD":
+                return self._record(message)
+            case "REJECT":
+                return self._reject(message)
+            case "OMIT":
+                return self._omit(message)
+            case "STATE":
+                return self._state(message)
+            case "SKIP_RESULT":
+                return self._skip_result(message)
+            case "PROGRESS":
+                return Progress(
+                    message=str(message.get("message") or ""),
+                    stream=_optional_str(message.get("stream")),
+                    count=_optional_int(message.get("count")),
+                    total=_optional_int(message.get("total")),
+                )
+            case "LOG":
+                return Progress(message=str(message.get("message", "")))
+            case "DONE":
+                return self._done(message)
+        raise ProtocolViolation(f"unknown message type {kind!r}")
 
-    def _on_identity(self, message: Mapping[str, Any]) -> Parsed:
+    def _identity(self, message: Mapping[str, Any]) -> Identity:
         if self.saw_data:
             raise ProtocolViolation("IDENTITY after a RECORD or STATE: identity comes first")
         if self.saw_identity:
@@ -123,10 +196,9 @@ class MessageValidator:
         if not isinstance(value, str) or not value:
             raise ProtocolViolation("IDENTITY value must be a non-empty string")
         self.saw_identity = True
-        evidence = IdentityEvidence(claim, value, self.manifest.connector_key)
-        return Parsed("identity", evidence=evidence)
+        return Identity(IdentityEvidence(claim, value, self.manifest.connector_key))
 
-    def _on_record(self, message: Mapping[str, Any]) -> Parsed:
+    def _record(self, message: Mapping[str, Any]) -> Record | Rejected:
         self.saw_data = True
         self.records_seen += 1
         stream = message.get("stream")
@@ -140,9 +212,8 @@ class MessageValidator:
         op = message.get("op", "upsert")
         emitted_at = message.get("emitted_at")
 
-        def reject(reason: str, detail: str) -> Parsed:
-            self.rejected[reason] += 1
-            return Parsed("rejected", rejection=Rejection(stream, key, reason, detail))
+        def reject(reason: str, detail: str) -> Rejected:
+            return Rejected(Rejection(stream, key, reason, detail), counted_as_record=True)
 
         if key is None:
             return reject("invalid_key", "key must be a string or a list of strings")
@@ -157,23 +228,55 @@ class MessageValidator:
                 f"key {key!r} is not the primary key {list(definition.primary_key)} of data "
                 f"({expected!r})",
             )
+        try:
+            encoded = orjson.dumps(data)
+        except TypeError as exc:
+            return reject("not_json", f"data is not JSON: {exc}")
         if op == "upsert":
-            try:
-                self._schema_check(definition)(data)
-            except fastjsonschema.JsonSchemaValueException as exc:
-                return reject("schema_mismatch", exc.message)
-        return Parsed(
-            "record",
-            record=RecordWrite(
+            problem = self._schema_check(definition)(data)
+            if problem is not None:
+                return reject("schema_mismatch", problem)
+        return Record(
+            RecordWrite(
                 stream=stream,
                 record_key=key,
                 data=data,
                 emitted_at=emitted_at if isinstance(emitted_at, str) else now_iso(),
                 op=op,
-            ),
+                encoded=encoded,
+            )
         )
 
-    def _on_state(self, message: Mapping[str, Any]) -> Parsed:
+    def _reject(self, message: Mapping[str, Any]) -> Rejected:
+        stream = message.get("stream")
+        if stream is not None:
+            if not isinstance(stream, str):
+                raise ProtocolViolation("REJECT stream must be a string or null")
+            self.definition(stream)
+        reason = message.get("reason")
+        if not isinstance(reason, str) or not reason:
+            raise ProtocolViolation("REJECT needs a reason")
+        key = message.get("key")
+        return Rejected(
+            Rejection(
+                stream,
+                _short(key, MAX_REASON_CHARS) if isinstance(key, str) else None,
+                _short(reason, MAX_REASON_CHARS),
+                _short(message.get("detail") or "", MAX_DETAIL_CHARS),
+            ),
+            counted_as_record=False,
+        )
+
+    def _omit(self, message: Mapping[str, Any]) -> Omitted:
+        reason = message.get("reason")
+        count = message.get("count", 1)
+        if not isinstance(reason, str) or not reason:
+            raise ProtocolViolation("OMIT needs a reason")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ProtocolViolation("OMIT count must be a non-negative integer")
+        return Omitted(_short(reason, MAX_REASON_CHARS), count)
+
+    def _state(self, message: Mapping[str, Any]) -> State:
         self.saw_data = True
         stream = message.get("stream")
         if not isinstance(stream, str):
@@ -181,9 +284,9 @@ class MessageValidator:
         self.definition(stream)
         if "cursor" not in message:
             raise ProtocolViolation(f"STATE for {stream!r} without a cursor")
-        return Parsed("state", state=(stream, message["cursor"]))
+        return State(stream, message["cursor"])
 
-    def _on_skip_result(self, message: Mapping[str, Any]) -> Parsed:
+    def _skip_result(self, message: Mapping[str, Any]) -> Gap:
         stream = message.get("stream")
         if stream is not None:
             if not isinstance(stream, str):
@@ -191,29 +294,15 @@ class MessageValidator:
             self.definition(stream)
         hint = message.get("recovery_hint")
         action = hint.get("action") if isinstance(hint, dict) else hint
-        return Parsed(
-            "gap",
-            gap={
-                "stream": stream,
-                "reason": str(message.get("reason") or "skipped"),
-                "message": str(message.get("message") or ""),
-                "recovery_action": str(action or "unknown"),
-                "retryable": bool(hint.get("retryable", False))
-                if isinstance(hint, dict)
-                else False,
-            },
+        return Gap(
+            stream=stream,
+            reason=str(message.get("reason") or "skipped"),
+            message=str(message.get("message") or ""),
+            recovery_action=str(action or "unknown"),
+            retryable=bool(hint.get("retryable", False)) if isinstance(hint, dict) else False,
         )
 
-    def _on_progress(self, message: Mapping[str, Any]) -> Parsed:
-        return Parsed(
-            "progress",
-            progress={k: message.get(k) for k in ("message", "stream", "count", "total")},
-        )
-
-    def _on_log(self, message: Mapping[str, Any]) -> Parsed:
-        return Parsed("progress", progress={"message": str(message.get("message", ""))})
-
-    def _on_done(self, message: Mapping[str, Any]) -> Parsed:
+    def _done(self, message: Mapping[str, Any]) -> Done:
         self.finished = True
         status = message.get("status")
         if status not in DONE_STATUSES:
@@ -224,7 +313,12 @@ class MessageValidator:
                 f"DONE says {emitted} records were emitted but {self.records_seen} arrived"
             )
         error = message.get("error")
-        return Parsed(
-            "done",
-            done=Done(str(status), self.records_seen, error if isinstance(error, dict) else None),
-        )
+        return Done(str(status), self.records_seen, error if isinstance(error, dict) else None)
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _optional_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -8,9 +8,12 @@ this seam only as a SHA-256 hash. Each mutating method is one transaction of its
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ownstream.model import Grant
+
+if TYPE_CHECKING:
+    from ownstream.store.base import Token
 
 Flow = Literal["code", "device", "agent"]
 AuthorizationStatus = Literal["pending", "approved", "denied", "redeemed"]
@@ -109,11 +112,9 @@ class RefreshTokenRecord:
 
 @dataclass(frozen=True)
 class IssuedTokens:
-    """What one token response stores: an access token row and, maybe, a refresh token."""
+    """What one token response stores: an access token and, maybe, a refresh token's hash."""
 
-    access_token_hash: str
-    access_token_id: str
-    access_expires_at: str | None
+    access: Token
     refresh_token_hash: str | None = None
     refresh_expires_at: str | None = None
 

@@ -1,15 +1,19 @@
-"""The Store interface: semantic operations, so another backend is a second implementation.
+"""The Store interface: semantic operations with typed results, so a backend is an implementation.
 
-Callers never see tables. Writes are per acquisition (a run or an import batch); reads take a
-`ReadScope` that the store applies in its queries, so no caller can forget a grant filter.
+Callers never see tables, rows or index slots, and never open transactions: each mutating
+method owns its transaction. Writes happen in *stages* (one run, import or push): batches are
+committed in short transactions as the stage goes, invisible to readers, and `publish` makes the
+whole stage visible at once. Reads take a `ReadScope` that the store applies in its queries, so
+no caller can forget a grant filter. Every time the store records comes from its injected
+`clock`, so tests move time instead of sleeping.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
 from ownstream.model import (
     Acquisition,
@@ -22,23 +26,20 @@ from ownstream.model import (
 )
 from ownstream.search import Term
 from ownstream.store.auth import AuthStore
+from ownstream.store.planner import BatchStats
+
+RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
+TokenKind = Literal["owner", "client"]
+Writes = Sequence[tuple[StreamDefinition, Sequence[RecordWrite]]]
 
 
-@dataclass
-class WriteStats:
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    delete_deferred: int = 0
-    window_start: str | None = None  # the consent-time window the written records cover
-    window_end: str | None = None
+@dataclass(frozen=True)
+class StoreCapabilities:
+    """What a backend can do, for the layers above that must adapt to it."""
 
-    def widen(self, start: str | None, end: str | None) -> None:
-        if start is not None:
-            self.window_start = min(start, self.window_start or start)
-        if end is not None:
-            self.window_end = max(end, self.window_end or end)
+    backend: Literal["sqlite", "postgresql"]
+    concurrent_writers: bool  # several processes may write at once
+    max_searchable_fields: int
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,79 @@ class StoredRecord:
     connection_id: str
     stream: str
     record_key: str
-    data: dict[str, Any]
+    data: dict[str, Any]  # grant-projected
     emitted_at: str
     cursor_value: str
+
+
+@dataclass(frozen=True)
+class ChangedRecord:
+    connection_id: str
+    stream: str
+    record_key: str
+    data: dict[str, Any] | None  # grant-projected; None for a tombstone
+    emitted_at: str
+    deleted: bool
+    deleted_at: str | None
+    position: tuple[int, int]  # (publish sequence, change sequence): the feed's order
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    record_id: int  # newest-collected first: the feed order of search results
+    connection_id: str
+    stream: str
+    record_key: str
+    data: dict[str, Any]  # grant-projected: only what matched_fields/snippets may draw on
+    emitted_at: str
+
+
+@dataclass(frozen=True)
+class StreamCount:
+    connection_id: str
+    stream: str
+    record_count: int
+    last_updated: str
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Which consent-time window one acquisition path has covered for one stream."""
+
+    connection_id: str
+    stream: str
+    connector_key: str
+    acquisition_method: str
+    window_start: str | None
+    window_end: str | None
+    last_run_id: str
+    last_batch_id: str | None
+    last_at: str
+    records_seen: int
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One run or import batch (and so one acquisition path) that evidenced a record."""
+
+    run_id: str
+    batch_id: str | None
+    connector_key: str
+    acquisition_method: str
+    at: str
+
+
+@dataclass(frozen=True)
+class Lease:
+    connection_id: str
+    run_id: str
+    holder: str
+    acquired_at: str
+    renewed_at: str
+    expires_at: str
+
+    def stale(self, now: str) -> bool:
+        return self.expires_at <= now
 
 
 @dataclass(frozen=True)
@@ -92,34 +163,11 @@ class BatchReceipt:
     artifact_name: str
     artifact_size: int
     status: str
-    counts: dict[str, int]
+    counts: dict[str, Any]  # `Tally.to_dict()`
     window_start: str | None
     window_end: str | None
     warnings: list[str]
     created_at: str
-
-
-@dataclass(frozen=True)
-class ChangedRecord:
-    connection_id: str
-    stream: str
-    record_key: str
-    data: dict[str, Any] | None  # None for a tombstone
-    emitted_at: str
-    deleted: bool
-    deleted_at: str | None
-    seq: int
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    rowid: int
-    connection_id: str
-    stream: str
-    record_key: str
-    data: dict[str, Any]  # grant-projected: only what matched_fields/snippets may draw on
-    emitted_at: str
-
 
 
 @dataclass(frozen=True)
@@ -137,41 +185,148 @@ class Schedule:
     updated_at: str
 
 
+@dataclass(frozen=True)
+class CredentialInfo:
+    """What the owner may know of a stored secret: never the secret."""
+
+    connector_key: str
+    name: str
+    fingerprint: str
+    created_at: str
+    rotated_at: str | None
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    settings: dict[str, str]
+    sealed_secrets: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class NewConnection:
+    owner_id: str
+    source: str
+    display_name: str
+    display_name_is_placeholder: bool
+    identity: ConnectionIdentity | None
+    seed: str  # names a connection without identity (its first artifact, say)
+
+
+@dataclass(frozen=True)
+class PathAttachment:
+    connector_key: str
+    acquisition_method: str
+    proved_identity: bool
+    rule_id: str | None
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Where a stage's records go: an existing connection, or one created at publication
+    (with the path attached then), so a failed import leaves no connection behind."""
+
+    connection_id: str
+    create: NewConnection | None = None
+    attach: PathAttachment | None = None
+
+
+@dataclass(frozen=True)
+class Publication:
+    """How a stage ends. Its staged versions become visible at once; states are saved only
+    for a succeeded run; a receipt marks an import batch."""
+
+    status: RunStatus
+    counts: dict[str, Any]
+    known_gaps: list[dict[str, Any]]
+    checkpoint: dict[str, Any]
+    error: dict[str, Any] | None
+    states: dict[str, Any] | None
+    last_writes: Writes = ()
+    receipt: BatchReceipt | None = None
+    binding: Binding | None = None  # a connection to create, or a path to attach, on publish
+
+
+@dataclass(frozen=True)
+class Token:
+    token_id: str
+    token_hash: str
+    kind: TokenKind
+    grant_id: str | None
+    label: str | None
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+    last_used_at: str | None
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    seq: int
+    at: str
+    actor_kind: str
+    connection_id: str | None
+    operation: str
+    outcome: str
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeleteCounts:
+    records_per_stream: dict[str, int]
+
+    @property
+    def records(self) -> int:
+        return sum(self.records_per_stream.values())
+
+
+@dataclass(frozen=True)
+class AccessCount:
+    """How often one client read one stream of one connection on one day."""
+
+    day: str
+    client_id: str
+    grant_id: str
+    stream: str
+    connection_id: str
+    reads: int
+    records: int
+
+
 class Store(AuthStore, Protocol):
-    def transaction(self) -> AbstractContextManager[None]: ...
+    capabilities: StoreCapabilities
+    clock: Callable[[], datetime]
 
     def close(self) -> None: ...
 
-    def meta(self, key: str) -> str | None: ...
+    def epoch(self) -> str:
+        """This database's identity: change tokens from another database are refused."""
+        ...
 
-    # registrations
+    def sync_search(self, definitions: Sequence[StreamDefinition]) -> None:
+        """Index every stream by its definition's searchable fields (a no-op when current)."""
+        ...
+
+    # registrations -------------------------------------------------------------------------
     def registrations(self, kind: str) -> list[tuple[dict[str, Any], str | None]]: ...
 
     def save_registration(
         self, kind: str, key: str, document: dict[str, Any], base_dir: str | None
     ) -> None: ...
 
-    # connections
+    # connections ---------------------------------------------------------------------------
+    def connection_id_for(self, new: NewConnection) -> str:
+        """The id a new connection gets: a stable hash of its identity (or seed), never the id
+        of a deleted connection."""
+        ...
+
     def create_connection(
         self,
-        *,
-        owner_id: str,
-        source: str,
-        display_name: str,
-        display_name_is_placeholder: bool,
-        identity: ConnectionIdentity | None,
-        seed: str,
+        new: NewConnection,
+        attach: PathAttachment,
+        config: tuple[str, dict[str, str], dict[str, tuple[bytes, str]]] | None = None,
     ) -> Connection: ...
 
-    def attach_path(
-        self,
-        connection_id: str,
-        *,
-        connector_key: str,
-        acquisition_method: str,
-        proved_identity: bool,
-        rule_id: str | None,
-    ) -> None: ...
+    def attach_path(self, connection_id: str, attach: PathAttachment) -> Connection: ...
 
     def connection(self, connection_id: str) -> Connection: ...
 
@@ -185,6 +340,8 @@ class Store(AuthStore, Protocol):
 
     def rename_connection(self, connection_id: str, display_name: str) -> Connection: ...
 
+    def set_connection_status(self, connection_id: str, status: str) -> Connection: ...
+
     def identity_tombstoned(
         self, owner_id: str, source: str, claim: str, value: str, connector_keys: Sequence[str]
     ) -> bool: ...
@@ -197,48 +354,63 @@ class Store(AuthStore, Protocol):
         sealed_secrets: dict[str, tuple[bytes, str]],
     ) -> None: ...
 
-    def connection_config(
-        self, connection_id: str, connector_key: str
-    ) -> tuple[dict[str, str], dict[str, bytes]]: ...
+    def connection_config(self, connection_id: str, connector_key: str) -> ConnectionConfig: ...
 
-    # runs and writes
-    def start_run(
+    def credential_metadata(self, connection_id: str) -> list[CredentialInfo]: ...
+
+    def delete_connection(self, connection_id: str, owner_id: str) -> DeleteCounts:
+        """Erase a connection and everything keyed on it: unreadable at once (one short
+        transaction), its records purged in short transactions after. Refused during a run."""
+        ...
+
+    def purge_deleted(self) -> int:
+        """Finish purging deleted connections (after a crash mid-purge); rows removed."""
+        ...
+
+    # collection ----------------------------------------------------------------------------
+    def start_stage(
         self,
+        binding: Binding,
         *,
-        connection_id: str,
         connector_key: str,
         acquisition_method: str,
         trigger: str,
         collection_mode: str,
-        holder: str = "local",
+        holder: str,
+        run_id: str,
         batch_id: str | None = None,
-        run_id: str | None = None,
-    ) -> Acquisition: ...
+    ) -> Acquisition:
+        """Record a run and take its connection's lease (refused while another run holds a
+        live one; a stale one is reclaimed, and its stage abandoned)."""
+        ...
 
-    def commit_batch(
-        self,
-        acquisition: Acquisition,
-        writes: Sequence[tuple[StreamDefinition, Sequence[RecordWrite]]],
-    ) -> WriteStats: ...
+    def renew_lease(self, acquisition: Acquisition) -> None:
+        """Heartbeat: extend the lease, or raise `RunLeaseLost` if the run no longer holds it."""
+        ...
 
-    def finish_run(
-        self,
-        acquisition: Acquisition,
-        *,
-        status: str,
-        counts: dict[str, int],
-        known_gaps: list[dict[str, Any]],
-        checkpoint: dict[str, Any],
-        error: dict[str, Any] | None,
-        states: dict[str, Any] | None,
-        last_writes: Sequence[tuple[StreamDefinition, Sequence[RecordWrite]]] = (),
-    ) -> WriteStats: ...
+    def commit_batch(self, acquisition: Acquisition, writes: Writes) -> BatchStats:
+        """Stage one batch in one short transaction, fenced by the lease."""
+        ...
+
+    def publish(self, acquisition: Acquisition, publication: Publication) -> BatchStats:
+        """End a stage: its last batch, states, run row and receipt, and make every version
+        it staged visible at once. Fenced by the lease, which it releases."""
+        ...
+
+    def abandon(self, acquisition: Acquisition, error: dict[str, Any]) -> None:
+        """End a stage without publishing: everything it staged is removed."""
+        ...
+
+    def reclaim_stalled(self) -> list[str]:
+        """Fail the runs whose lease went stale (their process died) and clear their stages;
+        also finish clean-ups a crash interrupted. Returns the reclaimed run ids."""
+        ...
+
+    def active_lease(self, connection_id: str) -> Lease | None: ...
 
     def connection_state(self, connection_id: str, connector_key: str) -> dict[str, Any]: ...
 
     def runs(self, connection_id: str | None = None, limit: int = 100) -> list[RunRecord]: ...
-
-    def save_batch(self, receipt: BatchReceipt) -> None: ...
 
     def batches(
         self,
@@ -248,13 +420,13 @@ class Store(AuthStore, Protocol):
         artifact_sha256: str | None = None,
     ) -> list[BatchReceipt]: ...
 
-    def coverage(self, connection_id: str) -> list[dict[str, Any]]: ...
+    def coverage(self, connection_id: str) -> list[Coverage]: ...
 
     def record_provenance(
         self, connection_id: str, stream: str, record_key: str
-    ) -> list[dict[str, Any]]: ...
+    ) -> list[Evidence]: ...
 
-    # reads
+    # reads ---------------------------------------------------------------------------------
     def records_page(
         self,
         scope: ReadScope,
@@ -266,9 +438,7 @@ class Store(AuthStore, Protocol):
 
     def record(self, scope: ReadScope, record_key: str) -> list[StoredRecord]: ...
 
-    def stream_counts(
-        self, connection_ids: Sequence[str] | None = None
-    ) -> list[dict[str, Any]]: ...
+    def stream_counts(self, connection_ids: Sequence[str] | None = None) -> list[StreamCount]: ...
 
     def scoped_count(self, scope: ReadScope) -> dict[str, tuple[int, str | None]]: ...
 
@@ -279,7 +449,13 @@ class Store(AuthStore, Protocol):
     def change_floor(self) -> int: ...
 
     def changes_page(
-        self, scope: ReadScope, *, since: int, upto: int, after: int, limit: int
+        self,
+        scope: ReadScope,
+        *,
+        since: int,
+        upto: int,
+        after: tuple[int, int] | None,
+        limit: int,
     ) -> tuple[list[ChangedRecord], bool]: ...
 
     def search(
@@ -288,37 +464,41 @@ class Store(AuthStore, Protocol):
         terms: tuple[Term, ...],
         *,
         limit: int,
-        before_rowid: int | None,
+        before: int | None,
     ) -> tuple[list[SearchHit], bool]: ...
 
-    # grants and tokens
-    def save_grant(self, grant: Grant) -> None: ...
+    # grants and tokens ---------------------------------------------------------------------
+    def save_grant(self, grant: Grant, token: Token | None) -> None:
+        """Store an issued grant and (in the same transaction) its first token."""
+        ...
 
     def grant(self, grant_id: str) -> Grant: ...
 
     def grants(self) -> list[Grant]: ...
 
-    def revoke_grant(self, grant_id: str) -> Grant: ...
+    def revoke_grant(self, grant_id: str) -> Grant:
+        """Revoke a grant and every token of it."""
+        ...
 
-    def save_token(
-        self,
-        *,
-        token_hash: str,
-        token_id: str,
-        kind: str,
-        grant_id: str | None,
-        expires_at: str | None,
-    ) -> None: ...
+    def save_token(self, token: Token) -> None: ...
 
-    def token(self, token_hash: str) -> dict[str, Any] | None: ...
+    def token(self, token_hash: str) -> Token | None: ...
 
-    def revoke_token(self, token_id: str) -> None: ...
+    def tokens(self, kind: TokenKind | None = None) -> list[Token]: ...
 
-    # owner operations
-    def set_connection_status(self, connection_id: str, status: str) -> Connection: ...
+    def revoke_token(self, token_id: str) -> Token: ...
 
-    def active_lease(self, connection_id: str) -> dict[str, Any] | None: ...
+    def note_token_use(self, last_used: dict[str, str]) -> None:
+        """Record when tokens were last used (token id → time), in one write."""
+        ...
 
+    def add_access_counts(self, counts: Sequence[AccessCount]) -> None: ...
+
+    def access_log(
+        self, *, client_id: str | None = None, since: str | None = None
+    ) -> list[AccessCount]: ...
+
+    # schedules -----------------------------------------------------------------------------
     def schedule(self, connection_id: str) -> Schedule | None: ...
 
     def put_schedule(
@@ -336,12 +516,15 @@ class Store(AuthStore, Protocol):
 
     def due_schedules(self, now: str) -> list[Schedule]: ...
 
-    def claim_schedule(self, connection_id: str, expected_due: str, next_due_at: str) -> bool: ...
+    def claim_schedule(self, connection_id: str, expected_due: str, next_due_at: str) -> bool:
+        """Move a due schedule forward; of racing workers exactly one claim succeeds."""
+        ...
 
     def record_schedule_outcome(
         self, connection_id: str, *, succeeded: bool, backoff_until: str | None
     ) -> None: ...
 
+    # audit ---------------------------------------------------------------------------------
     def append_audit(
         self,
         *,
@@ -353,11 +536,10 @@ class Store(AuthStore, Protocol):
     ) -> None: ...
 
     def audit_events(
-        self, connection_id: str | None = None, limit: int = 200
-    ) -> list[dict[str, Any]]: ...
-
-    def delete_connection(self, connection_id: str, owner_id: str) -> dict[str, Any]: ...
-
-    def purge_search_rows(self) -> int: ...
-
-    def credential_metadata(self, connection_id: str) -> list[dict[str, Any]]: ...
+        self,
+        *,
+        connection_id: str | None = None,
+        actor_kind: str | None = None,
+        operation: str | None = None,
+        limit: int = 200,
+    ) -> list[AuditEvent]: ...

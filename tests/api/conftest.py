@@ -34,9 +34,9 @@ from ownstream.dev.spotify_data import (
     write_archive,
 )
 from ownstream.grants.issue import issue_grant
-from ownstream.grants.tokens import mint
 from ownstream.home import Home
 from ownstream.model import Grant
+from ownstream.owner import AccessOperations
 
 NOTES_DEFINITION: dict[str, Any] = {
     "name": "notes",
@@ -155,9 +155,7 @@ class World:
     @classmethod
     def create(cls, root: Path) -> World:
         home = Home(root / "home")
-        store = home.store
-        with store.transaction():
-            owner = mint(store, "owner")
+        owner, _ = AccessOperations(home).mint_owner_token()
         return cls(root, home, TestClient(create_app(home)), owner)
 
     @property
@@ -230,7 +228,7 @@ class World:
     ) -> None:
         """Rewrite the account's API data and run its connection again."""
         connection_id = self.conns[account]
-        settings, _ = self.store.connection_config(connection_id, "notes-api")
+        settings = self.store.connection_config(connection_id, "notes-api").settings
         path = Path(settings["data"])
         path.write_text(
             json.dumps({"account": account, "notes": notes, "deleted": list(deleted)}),

@@ -244,7 +244,7 @@ def test_expired_and_foreign_tokens(world: World, tmp_path: Path) -> None:
                {"changes_since": "beginning", "cursor": session["next_cursor"]}),
         400, "invalid_cursor",
     )
-    epoch = w.store.meta("store_epoch")
+    epoch = w.store.epoch()
     forged = cursors.encode(w.home.vault, "changes", {"s": "notes", "e": epoch, "from": "0"})
     assert_error(
         w.cget("/v1/streams/notes/records", token,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 
-from ownstream.operations import OwnerOperations
+from ownstream.owner import ConnectionOperations
 
 from .conftest import World, assert_error
 
@@ -55,7 +55,7 @@ def test_deleted_connections_leave_schema_and_ids_for_good(world: World) -> None
     bob = w.conns["bob"]
     _, token = w.grant([{"name": "notes"}])
     before = _record_ids(w)
-    OwnerOperations(w.home).delete(bob)
+    ConnectionOperations(w.home).delete(bob)
     listed = w.cget("/v1/schema", token).json()["streams"][0]["granted_connections"]
     assert bob not in {c["connection_id"] for c in listed}
     assert bob not in {

@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import fastjsonschema
-
 import ownstream
+from ownstream.registry.definitions import parse_definition, record_validator
 from ownstream.runtime.sdk import Collect, Message, drive
 
 BUILTIN = Path(ownstream.__file__).parent / "registry" / "builtin"
@@ -30,11 +29,8 @@ def definition_documents() -> dict[str, dict[str, Any]]:
 
 
 @functools.cache
-def _validator(stream: str) -> Callable[[Any], Any]:
-    validate: Callable[[Any], Any] = fastjsonschema.compile(
-        definition_documents()[stream]["schema"]
-    )
-    return validate
+def _validator(stream: str) -> Callable[[Any], str | None]:
+    return record_validator(parse_definition(definition_documents()[stream]))
 
 
 def start_message(
@@ -81,7 +77,8 @@ def assert_records_valid(messages: Iterable[Message]) -> None:
             continue
         document = definition_documents()[message["stream"]]
         data = message["data"]
-        _validator(message["stream"])(data)
+        problem = _validator(message["stream"])(data)
+        assert problem is None, (message["stream"], problem, data)
         (key_field,) = document["primary_key"]
         assert message["key"] == data[key_field]
         assert None not in data.values(), f"null field in {data}"

@@ -23,14 +23,14 @@ from ownstream.clock import utc_now
 from ownstream.dev.spotify_data import SpotifyUser, write_archive
 from ownstream.dev.spotify_double import SpotifyDouble
 from ownstream.home import Home
-from ownstream.operations import OwnerOperations
+from ownstream.owner import ConnectionOperations
 from ownstream.runtime.runner import ImportResult
 from ownstream.scheduler import Worker
+from ownstream.store.sqlite.search_index import scope_token
 
 # Every table keyed on connection_id (the delete cascade must empty each for one connection).
 KEYED_TABLES = (
     "records",
-    "record_changes",
     "stream_stats",
     "coverage",
     "connection_state",
@@ -107,8 +107,8 @@ class Lab:
         return self.home.store
 
     @property
-    def ops(self) -> OwnerOperations:
-        return OwnerOperations(self.home)
+    def ops(self) -> ConnectionOperations:
+        return ConnectionOperations(self.home)
 
     def fresh_home(self) -> Home:
         """Another Home on the same directory: its own SQLite connections and catalog."""
@@ -122,7 +122,8 @@ class Lab:
                 home.store.close()
 
     def db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.store.path)
+        return sqlite3.connect(self.home.path / "ownstream.db")
+
 
     def counts(self, connection_id: str) -> dict[str, int]:
         """Rows keyed on one connection, per table (plus provenance and search rows)."""
@@ -138,10 +139,14 @@ class Lab:
                 "(SELECT record_id FROM records WHERE connection_id = ?)",
                 (connection_id,),
             ).fetchone()[0]
-            found["search_fts"] = db.execute(
-                "SELECT count(*) FROM search_fts WHERE rowid IN "
-                "(SELECT record_id FROM records WHERE connection_id = ?)",
+            found["record_changes"] = db.execute(
+                "SELECT count(*) FROM record_changes WHERE stage IN "
+                "(SELECT run_seq FROM runs WHERE connection_id = ?)",
                 (connection_id,),
+            ).fetchone()[0]
+            found["search_index"] = db.execute(
+                "SELECT count(*) FROM search_index WHERE search_index MATCH ?",
+                (f'scope : "{scope_token("c", connection_id)}"',),
             ).fetchone()[0]
         return found
 

@@ -12,8 +12,8 @@ from ownstream.api.app import create_app
 from ownstream.connectors.spotify import connector as spotify_connector
 from ownstream.dev.spotify_data import SpotifyUser, generate_catalog, generate_user
 from ownstream.dev.spotify_double import SpotifyDouble
-from ownstream.grants.tokens import mint
 from ownstream.home import Home
+from ownstream.owner import AccessOperations
 
 from . import Lab
 
@@ -54,8 +54,7 @@ def lab(
     # The connector's retry back-off would only slow 5xx tests down.
     monkeypatch.setattr(spotify_connector, "_sleep", lambda seconds: None)
     home = Home(tmp_path / "home")
-    with home.store.transaction():
-        token = mint(home.store, "owner")
+    token, _ = AccessOperations(home).mint_owner_token()
     created = Lab(tmp_path, double, users, home, TestClient(create_app(home)), token)
     yield created
     created.close()

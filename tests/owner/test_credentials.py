@@ -104,7 +104,7 @@ def test_credentials_never_appear_in_responses_cli_output_audit_or_logs(
     ):
         lab.cli_json(*args)  # `Lab.cli` asserts no credential in stdout or stderr
         lab.cli(*args)
-    events = lab.store.audit_events()
+    events = lab.audit()
     assert {e["operation"] for e in events} >= {"connect", "run", "scheduled_run"}
     lab.assert_no_secret(json.dumps(events))
     lab.assert_no_secret(caplog.text)
@@ -113,7 +113,7 @@ def test_credentials_never_appear_in_responses_cli_output_audit_or_logs(
     run_rows = json.dumps([r.__dict__ for r in lab.runs(ann) + lab.runs(ben)], default=str)
     lab.assert_no_secret(run_rows)
     # the CLI connect went through the owner operations: audited and enrolled
-    connect_event = next(e for e in lab.store.audit_events(ann) if e["operation"] == "connect")
+    connect_event = next(e for e in lab.audit(ann) if e["operation"] == "connect")
     assert connect_event["summary"]["credentials"] == ["access_token"]
     assert lab.store.schedule(ann) is not None
 
@@ -168,7 +168,7 @@ def test_a_run_without_its_credential_fails_before_the_connector_starts(
     if how == "missing":
         health = lab.ops.health(home.store.connection(ann))
         assert (health.state, health.reason) == ("blocked", "credential_unavailable")
-    failed = [e for e in home.store.audit_events(ann) if e["outcome"] != "succeeded"]
+    failed = [e for e in lab.audit(ann) if e["outcome"] != "succeeded"]
     assert {e["summary"]["error"] for e in failed} == {"credential_unavailable"}
 
 
@@ -241,9 +241,9 @@ def test_rotating_a_credential_keeps_the_connection_history_and_schedule(lab: La
     lab.double.expire_token(old_token)
 
     [after] = lab.store.credential_metadata(ann)
-    assert after["fingerprint"] == fingerprint(new_token) != before["fingerprint"]
-    assert after["created_at"] == before["created_at"]
-    assert after["rotated_at"] is not None and before["rotated_at"] is None
+    assert after.fingerprint == fingerprint(new_token) != before.fingerprint
+    assert after.created_at == before.created_at
+    assert after.rotated_at is not None and before.rotated_at is None
     assert lab.store.schedule(ann) == schedule
     assert [r.run_id for r in lab.runs(ann)] == runs
     [outcome] = lab.ops.run(ann)  # runs with the new token: the old one is now rejected

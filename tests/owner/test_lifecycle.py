@@ -15,6 +15,7 @@ from ownstream.errors import (
     ConnectionRunActive,
     InvalidArgument,
 )
+from ownstream.store.base import Binding
 
 from . import FakeClock, Lab
 
@@ -30,7 +31,7 @@ def wait_for_runs(lab: Lab, connection_id: str, run_ids: list[str]) -> dict[str,
 
 
 def last_event(lab: Lab, connection_id: str) -> tuple[str, str]:
-    event = lab.store.audit_events(connection_id, limit=1)[0]
+    event = lab.audit(connection_id)[0]
     return event["operation"], event["outcome"]
 
 
@@ -98,7 +99,7 @@ def test_each_action_through_the_operations(lab: Lab) -> None:
     assert result["deleted"] is True and result["records"] > 0
     with pytest.raises(ConnectionNotFound):
         ops.diagnostics(ann)
-    operations = [e["operation"] for e in reversed(lab.store.audit_events(ann))]
+    operations = [e["operation"] for e in reversed(lab.audit(ann))]
     assert operations == [
         "connect",
         "connect",
@@ -120,12 +121,14 @@ def test_each_action_through_the_operations(lab: Lab) -> None:
 
 def test_start_run_refuses_while_a_run_is_active(lab: Lab) -> None:
     ann = lab.connect("ann")
-    lab.store.start_run(
-        connection_id=ann,
+    lab.store.start_stage(
+        Binding(ann),
         connector_key="spotify",
         acquisition_method="provider_api",
         trigger="manual",
         collection_mode="full_refresh",
+        holder="elsewhere",
+        run_id="run_elsewhere",
     )
     with pytest.raises(ConnectionRunActive):
         lab.ops.start_run(ann)

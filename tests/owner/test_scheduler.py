@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from ownstream.clock import iso
+from ownstream.clock import iso, now_iso
 from ownstream.connectors.spotify import connector as spotify_connector
 from ownstream.errors import ConnectionRunActive, ScheduleNotAllowed
 from ownstream.runtime.sdk import Message, Start
 from ownstream.scheduler import Worker
+from ownstream.store.base import Binding
 from ownstream.store.sqlite import SQLiteStore
 
 from . import FakeClock, Lab, custom_manifest
@@ -121,7 +122,7 @@ def test_the_worker_runs_due_connections_once_per_slot(lab: Lab) -> None:
         schedule = lab.store.schedule(connection_id)
         assert schedule is not None and schedule.last_run_at is not None
         assert schedule.next_due_at is not None and schedule.next_due_at > iso(clock.now)
-        events = lab.store.audit_events(connection_id)
+        events = lab.audit(connection_id)
         [event] = [e for e in events if e["actor_kind"] == "scheduler"]
         assert (event["operation"], event["outcome"]) == ("scheduled_run", "succeeded")
         assert event["summary"]["runs"] == [run.run_id]
@@ -169,7 +170,7 @@ def test_two_workers_racing_for_one_due_connection_run_it_once(lab: Lab) -> None
         assert statuses(winners[0][ann]) == ["succeeded"]
         assert len(lab.runs(ann)) == round_ + 1
         clock.advance(61)
-    events = [e for e in lab.store.audit_events(ann) if e["operation"] == "scheduled_run"]
+    events = [e for e in lab.audit(ann) if e["operation"] == "scheduled_run"]
     assert len(events) == 3
     assert len({e["summary"]["worker_id"] for e in events}) <= 2
 
@@ -179,17 +180,18 @@ def test_a_crashed_workers_lease_expires_and_another_takes_over(lab: Lab) -> Non
     owner_schedule(lab, ann, 60)
     # a worker with a short lease starts a run, then dies without ending it
     crashed = SQLiteStore(lab.store.path, lease_seconds=1)
-    stale = crashed.start_run(
-        connection_id=ann,
+    stale = crashed.start_stage(
+        Binding(ann),
         connector_key="spotify",
         acquisition_method="provider_api",
         trigger="schedule",
         collection_mode="full_refresh",
         holder="wrk_crashed",
+        run_id="run_crashed",
     )
     crashed.close()
     lease = lab.store.active_lease(ann)
-    assert lease is not None and lease["holder"] == "wrk_crashed"
+    assert lease is not None and lease.holder == "wrk_crashed"
 
     clock = FakeClock()
     worker = lab.worker(clock)
@@ -200,10 +202,10 @@ def test_a_crashed_workers_lease_expires_and_another_takes_over(lab: Lab) -> Non
     schedule = lab.store.schedule(ann)
     assert schedule is not None
     assert (schedule.consecutive_failures, schedule.backoff_until) == (0, None)
-    assert lab.store.audit_events(ann)[0]["outcome"] == "skipped"
+    assert lab.audit(ann)[0]["outcome"] == "skipped"
 
     deadline = time.monotonic() + 5
-    while lab.store.active_lease(ann) is not None:
+    while (lease := lab.store.active_lease(ann)) is not None and not lease.stale(now_iso()):
         assert time.monotonic() < deadline, "the lease never expired"
         time.sleep(0.05)
     clock.advance(61)
@@ -212,7 +214,7 @@ def test_a_crashed_workers_lease_expires_and_another_takes_over(lab: Lab) -> Non
     runs = {r.run_id: r for r in lab.runs(ann)}
     assert runs[stale.run_id].status == "failed"
     assert runs[stale.run_id].error is not None
-    assert runs[stale.run_id].error["code"] == "lease_expired"
+    assert runs[stale.run_id].error["code"] == "run_stalled"
     assert lab.store.active_lease(ann) is None
 
 

@@ -64,8 +64,14 @@ def test_an_import_commits_one_batch_with_its_receipt(journal: Any) -> None:
         "size_bytes": path.stat().st_size,
     }
     assert result["counts"] == {
-        "parsed": 3, "accepted": 3, "new": 3, "updated": 0, "duplicate": 0, "skipped": 0,
-        "failed": 0,
+        "parsed": 3, "accepted": 3, "new": 3, "updated": 0, "duplicate": 0, "deleted": 0,
+        "skipped": 0, "rejected": 0, "failed": 0, "merged_with_existing": 0, "rejections": [],
+        "omitted": {},
+    }
+    assert result["connection"] == {
+        "action": "created",
+        "reason": "no connection of this account yet: a new connection",
+        "evidence": {"claim": "journal_user", "value": "u1"},
     }
     assert result["window"] == {
         "start": "2024-01-01T19:30:00.000Z", "end": "2024-01-09T08:00:00.000Z",
@@ -98,8 +104,10 @@ def test_rejected_lines_count_as_failed_and_the_rest_commits(journal: Any) -> No
     assert result["status"] == "committed"
     assert result["counts"]["parsed"] == 3 and result["counts"]["failed"] == 1
     assert result["counts"]["accepted"] == 2
-    [rejection] = result["rejections"]
-    assert rejection["record_key"] == "e9" and rejection["reason"] == "schema_mismatch"
+    [rejection] = result["counts"]["rejections"]
+    assert rejection["reason"] == "schema_mismatch" and rejection["count"] == 1
+    [example] = rejection["examples"]
+    assert example["key"] == "e9" and example["stream"] == "journal_entries" and example["detail"]
     assert sorted(journal.records(result["connection_id"], "journal_entries")) == ["e1", "e3"]
 
 
@@ -172,7 +180,7 @@ def test_a_large_import_streams_through_batches(journal: Any) -> None:
         "2023-01-01T00:00:00.000Z", "2023-12-01T00:00:00.000Z",
     )
     stats = journal.home().store.stream_counts([result.receipt.connection_id])
-    assert [(s["stream"], s["record_count"]) for s in stats] == [("journal_entries", 3000)]
+    assert [(s.stream, s.record_count) for s in stats] == [("journal_entries", 3000)]
 
 
 def test_bad_import_requests_are_typed_errors(journal: Any) -> None:

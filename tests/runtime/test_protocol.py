@@ -17,7 +17,18 @@ import pytest
 from ownstream.errors import ProtocolViolation
 from ownstream.model import ConnectorManifest
 from ownstream.registry.manifests import parse_manifest
-from ownstream.runtime.protocol import MessageValidator
+from ownstream.runtime.protocol import (
+    Done,
+    Gap,
+    Identity,
+    MessageValidator,
+    Omitted,
+    Progress,
+    Record,
+    Rejected,
+    Rejection,
+    State,
+)
 from tests.runtime.messages import done, identity_msg, item, record, state_msg
 
 CONNECTORS = Path(__file__).parent / "connectors"
@@ -55,24 +66,22 @@ def test_a_well_formed_run_parses_into_kinds() -> None:
         state_msg("items", {"after": "a"}),
         done(2),
     )
-    assert [p.kind for p in parsed] == [
-        "identity", "progress", "record", "record", "gap", "progress", "state", "done",
+    assert [type(p) for p in parsed] == [
+        Identity, Progress, Record, Record, Gap, Progress, State, Done,
     ]
     assert parsed[0].evidence.claim == "account_id" and parsed[0].evidence.value == "acct-1"
     assert parsed[0].evidence.connector_key == "scripted"
-    assert parsed[2].record.record_key == "a" and parsed[2].record.op == "upsert"
-    assert parsed[4].gap == {
-        "stream": "items", "reason": "rate_limited", "message": "later",
-        "recovery_action": "retry_by_runtime", "retryable": True,
-    }
-    assert parsed[6].state == ("items", {"after": "a"})
-    assert parsed[7].done.status == "succeeded" and parsed[7].done.records_emitted == 2
+    assert parsed[2].write.record_key == "a" and parsed[2].write.op == "upsert"
+    assert parsed[2].write.encoded == b'{"id":"a","title":"A"}'
+    assert parsed[4] == Gap("items", "rate_limited", "later", "retry_by_runtime", True)
+    assert parsed[6] == State("items", {"after": "a"})
+    assert parsed[7] == Done("succeeded", 2, None)
 
 
 def test_a_record_without_emitted_at_gets_one() -> None:
     v = validator()
     parsed = v.parse({"type": "RECORD", "stream": "items", "key": "a", "data": {"id": "a"}})
-    assert parsed.record.emitted_at.endswith("Z")
+    assert isinstance(parsed, Record) and parsed.write.emitted_at.endswith("Z")
 
 
 @pytest.mark.parametrize(
@@ -131,7 +140,7 @@ def test_a_stream_of_the_manifest_outside_the_runs_scope_is_a_violation() -> Non
 
 def test_identify_runs_carry_only_identity_and_done() -> None:
     v = validator(scope=(), identify_only=True)
-    assert v.parse(identity_msg("acct")).kind == "identity"
+    assert isinstance(v.parse(identity_msg("acct")), Identity)
     with pytest.raises(ProtocolViolation, match="RECORD in an identify run"):
         v.parse(item("x"))
     with pytest.raises(ProtocolViolation, match="STATE in an identify run"):
@@ -165,12 +174,38 @@ def test_a_record_breaking_its_stream_contract_is_rejected_not_fatal(
 ) -> None:
     v = validator()
     parsed = v.parse(message)
-    assert parsed.kind == "rejected"
+    assert isinstance(parsed, Rejected) and parsed.counted_as_record
     assert parsed.rejection.reason == reason and parsed.rejection.detail
-    assert v.rejected[reason] == 1
     # the run goes on, and the rejected record still counts as emitted for DONE
-    assert v.parse(item("ok")).kind == "record"
-    assert v.parse(done(2)).done.records_emitted == 2
+    assert isinstance(v.parse(item("ok")), Record)
+    assert v.parse(done(2)) == Done("succeeded", 2, None)
+
+
+def test_a_connector_reports_entries_it_could_not_read_or_left_out() -> None:
+    v = validator()
+    rejected = v.parse(
+        {"type": "REJECT", "stream": "items", "reason": "bad_date", "detail": "ts is null",
+         "key": "line 7"}
+    )
+    assert rejected == Rejected(Rejection("items", "line 7", "bad_date", "ts is null"), False)
+    assert v.parse({"type": "OMIT", "reason": "video_episode", "count": 3}) == Omitted(
+        "video_episode", 3
+    )
+    # neither is a RECORD: DONE counts records only
+    assert v.parse(done(0)) == Done("succeeded", 0, None)
+    for bad in (
+        {"type": "REJECT", "stream": "items"},
+        {"type": "REJECT", "stream": "nope", "reason": "x"},
+        {"type": "OMIT", "reason": "x", "count": -1},
+        {"type": "OMIT", "count": 1},
+    ):
+        with pytest.raises(ProtocolViolation):
+            validator().parse(bad)
+
+
+def test_in_process_data_must_be_json() -> None:
+    parsed = validator().parse(record("items", "a", {"id": "a", "title": object()}))
+    assert isinstance(parsed, Rejected) and parsed.rejection.reason == "not_json"
 
 
 def test_keys_canonicalize_like_the_primary_key() -> None:
@@ -180,16 +215,16 @@ def test_keys_canonicalize_like_the_primary_key() -> None:
     document["streams"][0]["schema"]["required"] = ["id", "rev"]
     v = MessageValidator(parse_manifest(document, lambda name: None), ("items",))
     parsed = v.parse(record("items", ["a", 3], {"id": "a", "rev": 3}))
-    assert parsed.record.record_key == '["a","3"]'
-    assert v.parse(record("items", ["a", "3"], {"id": "a", "rev": 3})).kind == "record"
-    assert v.parse(record("items", ["3", "a"], {"id": "a", "rev": 3})).kind == "rejected"
-    single = validator()
-    assert single.parse(record("items", ["a"], {"id": "a"})).record.record_key == "a"
+    assert isinstance(parsed, Record) and parsed.write.record_key == '["a","3"]'
+    assert isinstance(v.parse(record("items", ["a", "3"], {"id": "a", "rev": 3})), Record)
+    assert isinstance(v.parse(record("items", ["3", "a"], {"id": "a", "rev": 3})), Rejected)
+    single = validator().parse(record("items", ["a"], {"id": "a"}))
+    assert isinstance(single, Record) and single.write.record_key == "a"
 
 
 def test_a_delete_needs_only_the_key_fields() -> None:
     parsed = validator().parse(record("items", "a", {"id": "a"}, op="delete"))
-    assert parsed.kind == "record" and parsed.record.op == "delete"
+    assert isinstance(parsed, Record) and parsed.write.op == "delete"
 
 
 # ------------------------------------------------------------------------------------------
@@ -209,7 +244,7 @@ def test_a_posix_shell_connector_speaks_the_protocol(owner: Any) -> None:
 
     [first] = owner.json("run", cid)
     assert first["status"] == "succeeded" and first["collection_mode"] == "full_refresh"
-    assert first["counts"]["inserted"] == 3 and first["counts"]["rejected"] == 0
+    assert first["counts"]["new"] == 3 and first["counts"]["rejected"] == 0
     assert first["checkpoint"]["state_streams_committed"] == ["notes"]
     notes = owner.records(cid, "notes")
     assert sorted(notes) == ["note-1", "note-2", "note-3"]
@@ -221,7 +256,7 @@ def test_a_posix_shell_connector_speaks_the_protocol(owner: Any) -> None:
 
     [second] = owner.json("run", cid)
     assert second["status"] == "succeeded" and second["collection_mode"] == "incremental"
-    assert second["counts"]["unchanged"] == 3 and second["counts"]["inserted"] == 0
+    assert second["counts"]["duplicate"] == 3 and second["counts"]["new"] == 0
 
 
 # ------------------------------------------------------------------------------------------
@@ -264,7 +299,7 @@ def test_a_protocol_violation_fails_the_run_and_keeps_the_store_consistent(
     # the first full batch (r1, r2) was committed before the violation; r3 was still pending
     assert sorted(scripted.records(cid, "items")) == ["r1", "r2"]
     provenance = scripted.home().store.record_provenance(cid, "items", "r1")
-    assert [p["run_id"] for p in provenance] == [outcome.run_id]
+    assert [p.run_id for p in provenance] == [outcome.run_id]
     assert scripted.state(cid, "scripted") == {}
     [run] = scripted.runs(cid)
     assert run.status == "failed" and run.error["code"] == "protocol_violation"
@@ -294,12 +329,15 @@ def test_records_breaking_their_contract_are_rejected_and_counted(scripted: Any)
     )
     [outcome] = scripted.runtime().run_connection(cid)
     assert outcome.status == "succeeded"
-    counts = outcome.counts
-    assert (counts.emitted, counts.accepted, counts.rejected, counts.inserted) == (5, 2, 3, 2)
-    assert [(r.stream, r.record_key, r.reason) for r in outcome.rejections] == [
-        ("items", "r2", "key_mismatch"),
-        ("items", "r3", "schema_mismatch"),
-        ("events", "e1", "delete_on_append_only"),
+    counts = outcome.tally
+    assert (counts.parsed, counts.accepted, counts.rejected, counts.new) == (5, 2, 3, 2)
+    assert [
+        (reason, count, [(e["stream"], e["key"]) for e in examples])
+        for reason, (count, examples) in sorted(counts.rejections.items())
+    ] == [
+        ("delete_on_append_only", 1, [("events", "e1")]),
+        ("key_mismatch", 1, [("items", "r2")]),
+        ("schema_mismatch", 1, [("items", "r3")]),
     ]
     assert sorted(scripted.records(cid, "items")) == ["r1", "r2"]
     assert scripted.records(cid, "events") == {}

@@ -17,6 +17,7 @@ from ownstream.errors import (
     ProtocolViolation,
     RunFailed,
 )
+from ownstream.store.base import Binding
 from tests.runtime.messages import done, identity_msg, item, state_msg
 
 ACCT = identity_msg("acct-1")
@@ -54,7 +55,7 @@ def collection_starts(owner: Any, name: str) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------
 
 
-def test_records_are_committed_in_batches_while_the_run_goes(scripted: Any) -> None:
+def test_records_are_staged_in_batches_and_published_at_the_end(scripted: Any) -> None:
     cid = scripted.connect_scripted("c")
     started, release = scripted.scratch / "started", scripted.scratch / "release"
     steps = [ACCT, item("r1"), item("r2"), item("r3"), item("r4"), item("r5"),
@@ -63,15 +64,19 @@ def test_records_are_committed_in_batches_while_the_run_goes(scripted: Any) -> N
     scripted.script("c", steps)
     thread, box = in_background(lambda: scripted.runtime(batch_size=2).run_connection(cid))
     wait_for(started)
-    # mid-run: two full batches and the STATE's flush are visible, no checkpoint yet
-    assert sorted(scripted.records(cid, "items")) == ["r1", "r2", "r3", "r4", "r5"]
+    # mid-run: two full batches and the STATE's flush are written (each in its own short
+    # transaction), but staged: no reader sees them yet, and no checkpoint is saved
+    with scripted.db() as db:
+        staged = db.execute("SELECT record_key FROM records ORDER BY record_key").fetchall()
+    assert [key for (key,) in staged] == ["r1", "r2", "r3", "r4", "r5"]
+    assert scripted.records(cid, "items") == {}
     assert scripted.state(cid, "scripted") == {}
     [running] = scripted.runs(cid)
     assert running.status == "running"
     release.touch()
     thread.join(30)
     [outcome] = box["result"]
-    assert outcome.status == "succeeded" and outcome.counts.inserted == 6
+    assert outcome.status == "succeeded" and outcome.tally.new == 6
     assert sorted(scripted.records(cid, "items")) == ["r1", "r2", "r3", "r4", "r5", "r6"]
     assert scripted.state(cid, "scripted") == {"items": "r5"}
 
@@ -89,7 +94,10 @@ def test_checkpoints_commit_in_the_same_transaction_as_the_last_batch(scripted: 
         )
     with pytest.raises(sqlite3.IntegrityError, match="injected fault"):
         scripted.runtime().run_connection(cid)
-    assert sorted(scripted.records(cid, "items")) == ["r1", "r2"]  # flushed by the STATE
+    # the publication rolled back, and the stage was abandoned: nothing of the run is kept
+    assert scripted.records(cid, "items") == {}
+    with scripted.db() as db:
+        assert db.execute("SELECT count(*) FROM records").fetchone() == (0,)
     assert scripted.state(cid, "scripted") == {}
     [run] = scripted.runs(cid)
     assert run.status == "failed" and run.error["code"] == "internal_error"
@@ -109,7 +117,7 @@ def test_a_failed_run_commits_no_state_and_keeps_the_next_run_full(scripted: Any
     assert scripted.state(cid, "scripted") == {}
     assert sorted(scripted.records(cid, "items")) == ["r1"]  # flushed, kept with provenance
     provenance = scripted.home().store.record_provenance(cid, "items", "r1")
-    assert [(p["run_id"], p["connector_key"]) for p in provenance] == [
+    assert [(p.run_id, p.connector_key) for p in provenance] == [
         (failed.run_id, "scripted")
     ]
 
@@ -235,9 +243,9 @@ def test_one_active_run_per_connection_while_siblings_run(scripted: Any) -> None
 def test_an_expired_lease_is_taken_over_and_its_run_marked_failed(scripted: Any) -> None:
     cid = scripted.connect_scripted("c", [ACCT, done(0)])
     store = scripted.home().store
-    stale = store.start_run(
-        connection_id=cid, connector_key="scripted", acquisition_method="provider_api",
-        trigger="manual", collection_mode="full_refresh",
+    stale = store.start_stage(
+        Binding(cid), connector_key="scripted", acquisition_method="provider_api",
+        trigger="manual", collection_mode="full_refresh", holder="gone", run_id="run_gone",
     )
     with pytest.raises(ConnectionRunActive):
         scripted.runtime().run_connection(cid)
@@ -247,7 +255,7 @@ def test_an_expired_lease_is_taken_over_and_its_run_marked_failed(scripted: Any)
     assert outcome.status == "succeeded"
     runs = {r.run_id: r for r in scripted.runs(cid)}
     assert runs[stale.run_id].status == "failed"
-    assert runs[stale.run_id].error["code"] == "lease_expired"
+    assert runs[stale.run_id].error["code"] == "run_stalled"
 
 
 # ------------------------------------------------------------------------------------------

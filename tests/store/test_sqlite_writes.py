@@ -21,11 +21,15 @@ ACCT = identity_msg("acct-1")
 def changes(owner: Any, connection_id: str, stream: str, key: str) -> list[tuple[Any, ...]]:
     with owner.db() as db:
         rows = db.execute(
-            "SELECT seq, version, op, changed_fields FROM record_changes WHERE connection_id = ?"
-            " AND stream = ? AND record_key = ? ORDER BY seq",
+            "SELECT c.seq, c.version, c.op, c.fields FROM record_changes c "
+            "JOIN records r ON r.record_id = c.record_id WHERE r.connection_id = ? "
+            "AND r.stream = ? AND r.record_key = ? AND r.parked = 0 ORDER BY c.seq",
             (connection_id, stream, key),
         ).fetchall()
-    return [(seq, version, op, json.loads(fields)) for seq, version, op, fields in rows]
+    return [
+        (seq, version, op, None if fields is None else json.loads(fields))
+        for seq, version, op, fields in rows
+    ]
 
 
 def stored(owner: Any, connection_id: str, stream: str, key: str) -> tuple[Any, ...] | None:
@@ -33,7 +37,7 @@ def stored(owner: Any, connection_id: str, stream: str, key: str) -> tuple[Any, 
     with owner.db() as db:
         row = db.execute(
             "SELECT data, version, deleted FROM records WHERE connection_id = ? AND stream = ?"
-            " AND record_key = ?",
+            " AND record_key = ? AND parked = 0",
             (connection_id, stream, key),
         ).fetchone()
     return None if row is None else (json.loads(row[0]), row[1], bool(row[2]))
@@ -80,7 +84,7 @@ def test_equal_keys_in_two_connections_of_one_connector_stay_separate(owner: Any
         [(alice, f"note-{i}") for i in (1, 2, 3)] + [(bob, f"note-{i}") for i in (1, 2)]
     )
     assert all(set(r.data) == {"id", "title"} for r in both)  # the scope's fields only
-    counts = {(c["connection_id"], c["stream"]): c["record_count"]
+    counts = {(c.connection_id, c.stream): c.record_count
               for c in owner.home().store.stream_counts()}
     assert counts == {(alice, "notes"): 3, (bob, "notes"): 2}
 
@@ -93,7 +97,7 @@ def test_a_delete_in_one_connection_leaves_the_siblings_equal_key(scripted: Any)
         identity="acct-2")
     outcome = run(scripted, "a", a, [ACCT, record("items", "r1", {"id": "r1"}, op="delete"),
                                      done(1)])
-    assert outcome.counts.deleted == 1
+    assert outcome.tally.deleted == 1
     assert scripted.records(a, "items") == {}
     assert scripted.records(b, "items") == {"r1": {"id": "r1", "title": "b"}}
     assert stored(scripted, b, "items", "r1") == ({"id": "r1", "title": "b"}, 1, False)
@@ -131,12 +135,12 @@ def test_paths_merge_without_losing_fields_and_delete_only_their_own(journal: An
     assert e1 == {"entry_id": "e1", "written_at": "2024-01-01T08:00:00Z",
                   "text": "export text", "mood": "calm", "location": "Oslo"}
     provenance = journal.home().store.record_provenance(cid, "journal_entries", "e1")
-    assert [(p["connector_key"], p["acquisition_method"], p["batch_id"]) for p in provenance] == [
+    assert [(p.connector_key, p.acquisition_method, p.batch_id) for p in provenance] == [
         ("journal-api", "provider_api", None),
         ("journal-export", "owner_artifact", imported["batch_id"]),
     ]
-    assert provenance[0]["run_id"] == first.run_id
-    assert provenance[1]["run_id"] == imported["run_id"]
+    assert provenance[0].run_id == first.run_id
+    assert provenance[1].run_id == imported["run_id"]
 
     # the API again, without location: the export's field survives
     api(entry("e1", text="api text 2", mood="calm"))
@@ -149,7 +153,7 @@ def test_paths_merge_without_losing_fields_and_delete_only_their_own(journal: An
         record("journal_entries", "e2", {"entry_id": "e2"}, op="delete"),
         record("journal_entries", "e3", {"entry_id": "e3"}, op="delete"),
     )
-    assert (outcome.counts.deleted, outcome.counts.delete_deferred) == (1, 2)
+    assert (outcome.tally.deleted, outcome.tally.skipped) == (1, 2)
     assert sorted(journal.records(cid, "journal_entries")) == ["e1", "e3"]
     assert stored(journal, cid, "journal_entries", "e2")[2] is True  # a tombstone
 
@@ -196,16 +200,19 @@ def test_versions_and_the_change_log_grow_monotonically(scripted: Any) -> None:
         [ACCT, delete, done(1)],  # deleting a tombstone changes nothing
         [ACCT, item("r1", title="c"), done(1)],  # resurrected
     ]
-    counts = [run(scripted, "c", cid, steps).counts for steps in histories]
-    assert [(c.inserted, c.updated, c.unchanged, c.deleted) for c in counts] == [
-        (1, 0, 0, 0), (0, 0, 1, 0), (0, 1, 0, 0), (0, 0, 0, 1), (0, 0, 1, 0), (0, 1, 0, 0),
+    counts = [run(scripted, "c", cid, steps).tally for steps in histories]
+    # a record that comes back after a delete is new again
+    assert [(c.new, c.updated, c.duplicate, c.deleted) for c in counts] == [
+        (1, 0, 0, 0), (0, 0, 1, 0), (0, 1, 0, 0), (0, 0, 0, 1), (0, 0, 1, 0), (1, 0, 0, 0),
     ]
     log = changes(scripted, cid, "items", "r1")
+    # an insert's entry says it is an insert; an update lists what it changed (and keeps
+    # the previous values of just those fields); a tombstone keeps the data on the record
     assert [(version, op, fields) for _, version, op, fields in log] == [
-        (1, "insert", ["body", "id", "title"]),
+        (1, "insert", None),
         (2, "update", ["title"]),
-        (3, "delete", ["body", "id", "title"]),
-        (4, "insert", ["id", "title"]),
+        (3, "delete", None),
+        (4, "insert", ["body", "title"]),
     ]
     seqs = [seq for seq, *_ in log]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -225,14 +232,14 @@ def test_delete_on_mutable_state_tombstones(scripted: Any) -> None:
         record("items", "r3", {"id": "r3"}, op="delete"),  # created and deleted in one batch
         done(4),
     ])
-    assert outcome.counts.deleted == 2 and outcome.counts.unchanged == 1
+    assert outcome.tally.deleted == 2 and outcome.tally.duplicate == 1
     assert sorted(scripted.records(cid, "items")) == ["r2"]
     data, version, deleted = stored(scripted, cid, "items", "r1")
     assert (version, deleted) == (2, True) and data == {"id": "r1", "title": "a"}
     assert stored(scripted, cid, "items", "r3")[2] is True
     assert stored(scripted, cid, "items", "zz") is None
     counts = scripted.home().store.stream_counts([cid])
-    assert [(c["stream"], c["record_count"]) for c in counts] == [("items", 1)]
+    assert [(c.stream, c.record_count) for c in counts] == [("items", 1)]
     show = scripted.json("records", cid, "items")
     assert [r["id"] for r in show["data"]] == ["r2"]
 

@@ -1,16 +1,20 @@
-"""Grants and bearer tokens. Tokens are stored only as hashes."""
+"""Grants, bearer tokens (stored only as hashes) and the per-day access counts."""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from ownstream.clock import now_iso
 from ownstream.errors import NotFound
 from ownstream.model import Grant, StreamGrant
+from ownstream.store.base import AccessCount, Token, TokenKind
+from ownstream.store.sqlite.database import SQLiteBase, dumps
+
+_TOKEN_COLUMNS = (
+    "token_id, token_hash, kind, grant_id, label, created_at, expires_at, revoked_at, last_used_at"
+)
 
 
 def grant_from_document(document: dict[str, Any], revoked_at: str | None) -> Grant:
@@ -44,23 +48,27 @@ def grant_from_document(document: dict[str, Any], revoked_at: str | None) -> Gra
     )
 
 
-class AccessRecords:
-    """Mixed into SQLiteStore; relies on its per-thread `_db()` and `transaction()`."""
+def _token(row: Sequence[Any]) -> Token:
+    return Token(*row)
 
-    _db: Callable[[], sqlite3.Connection]
 
-    def save_grant(self, grant: Grant) -> None:
-        self._db().execute(
-            "INSERT INTO grants (grant_id, client_id, document, issued_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (
-                grant.grant_id,
-                grant.client_id,
-                orjson.dumps(grant.to_dict()),
-                grant.issued_at,
-                grant.expires_at,
-            ),
-        )
+class AccessRecords(SQLiteBase):
+    # grants ---------------------------------------------------------------------------------
+    def save_grant(self, grant: Grant, token: Token | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO grants (grant_id, client_id, document, issued_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    grant.grant_id,
+                    grant.client_id,
+                    dumps(grant.to_dict()),
+                    grant.issued_at,
+                    grant.expires_at,
+                ),
+            )
+            if token is not None:
+                self.save_token(token)
 
     def grant(self, grant_id: str) -> Grant:
         row = (
@@ -79,51 +87,98 @@ class AccessRecords:
         return [grant_from_document(orjson.loads(doc), revoked) for doc, revoked in rows]
 
     def revoke_grant(self, grant_id: str) -> Grant:
-        self.grant(grant_id)
-        now = now_iso()
-        db = self._db()
-        db.execute(
-            "UPDATE grants SET revoked_at = coalesce(revoked_at, ?) WHERE grant_id = ?",
-            (now, grant_id),
-        )
-        db.execute(
-            "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE grant_id = ?",
-            (now, grant_id),
-        )
+        now = self._now()
+        with self._tx() as db:
+            self.grant(grant_id)
+            db.execute(
+                "UPDATE grants SET revoked_at = coalesce(revoked_at, ?) WHERE grant_id = ?",
+                (now, grant_id),
+            )
+            db.execute(
+                "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE grant_id = ?",
+                (now, grant_id),
+            )
         return self.grant(grant_id)
 
-    def save_token(
-        self,
-        *,
-        token_hash: str,
-        token_id: str,
-        kind: str,
-        grant_id: str | None,
-        expires_at: str | None,
-    ) -> None:
-        self._db().execute(
-            "INSERT INTO tokens (token_hash, token_id, kind, grant_id, created_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (token_hash, token_id, kind, grant_id, now_iso(), expires_at),
-        )
+    # tokens ---------------------------------------------------------------------------------
+    def save_token(self, token: Token) -> None:
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    token.token_id,
+                    token.token_hash,
+                    token.kind,
+                    token.grant_id,
+                    token.label,
+                    token.created_at,
+                    token.expires_at,
+                    token.revoked_at,
+                    token.last_used_at,
+                ),
+            )
 
-    def token(self, token_hash: str) -> dict[str, Any] | None:
+    def token(self, token_hash: str) -> Token | None:
         row = (
             self._db()
-            .execute(
-                "SELECT token_hash, token_id, kind, grant_id, expires_at, revoked_at FROM tokens "
-                "WHERE token_hash = ?",
-                (token_hash,),
-            )
+            .execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE token_hash = ?", (token_hash,))
             .fetchone()
         )
-        if row is None:
-            return None
-        keys = ("token_hash", "token_id", "kind", "grant_id", "expires_at", "revoked_at")
-        return dict(zip(keys, row, strict=True))
+        return None if row is None else _token(row)
 
-    def revoke_token(self, token_id: str) -> None:
-        self._db().execute(
-            "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE token_id = ?",
-            (now_iso(), token_id),
+    def tokens(self, kind: TokenKind | None = None) -> list[Token]:
+        where, params = self._where([("kind = ?", kind)])
+        rows = self._db().execute(
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens{where} ORDER BY created_at DESC, token_id",
+            params,
         )
+        return [_token(row) for row in rows]
+
+    def revoke_token(self, token_id: str) -> Token:
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE token_id = ?",
+                (self._now(), token_id),
+            )
+            if cursor.rowcount != 1:
+                raise NotFound(f"no token {token_id}", param="token_id")
+            row = db.execute(
+                f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE token_id = ?", (token_id,)
+            ).fetchone()
+        return _token(row)
+
+    def note_token_use(self, last_used: dict[str, str]) -> None:
+        if not last_used:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE tokens SET last_used_at = max(coalesce(last_used_at, ''), ?) "
+                "WHERE token_id = ?",
+                [(at, token_id) for token_id, at in last_used.items()],
+            )
+
+    # access counts --------------------------------------------------------------------------
+    def add_access_counts(self, counts: Sequence[AccessCount]) -> None:
+        if not counts:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO access_counts (day, client_id, grant_id, stream, connection_id, "
+                "reads, records) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "reads = reads + excluded.reads, records = records + excluded.records",
+                [
+                    (c.day, c.client_id, c.grant_id, c.stream, c.connection_id, c.reads, c.records)
+                    for c in counts
+                ],
+            )
+
+    def access_log(
+        self, *, client_id: str | None = None, since: str | None = None
+    ) -> list[AccessCount]:
+        where, params = self._where([("client_id = ?", client_id), ("day >= ?", since)])
+        rows = self._db().execute(
+            "SELECT day, client_id, grant_id, stream, connection_id, reads, records "
+            f"FROM access_counts{where} ORDER BY day DESC, client_id, stream, connection_id",
+            params,
+        )
+        return [AccessCount(*row) for row in rows]

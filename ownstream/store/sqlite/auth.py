@@ -6,14 +6,11 @@ row count decides, so two serve processes racing for one code or refresh token c
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from importlib import resources
 from typing import Any
 
 import orjson
 
-from ownstream.clock import now_iso
 from ownstream.model import Grant
 from ownstream.store.auth import (
     AuthCode,
@@ -24,6 +21,7 @@ from ownstream.store.auth import (
     RegisteredClient,
     TokenFamily,
 )
+from ownstream.store.sqlite.database import SQLiteBase, run_script
 
 _AUTHORIZATION_COLUMNS = (
     "authorization_id, flow, client_id, status, request, scope, resource, created_at, "
@@ -65,18 +63,22 @@ def _family(row: tuple[Any, ...]) -> TokenFamily:
     return TokenFamily(family_id, grant_id, client_id, resource, scope, created_at, revoked_at)
 
 
-class AuthRecords:
-    """Mixed into SQLiteStore; relies on its `_db()`, `transaction()` and grant/token rows."""
+class AuthRecords(SQLiteBase):
+    """Mixed into SQLiteStore, beside the grant and token records it links to."""
 
-    _db: Callable[[], sqlite3.Connection]
-    transaction: Callable[[], AbstractContextManager[None]]
-    save_grant: Callable[[Grant], None]
-    revoke_grant: Callable[[str], Grant]
-    save_token: Callable[..., None]
+    save_grant: Any  # AccessRecords'
+    save_token: Any
+    revoke_grant: Any
+
+    def _prepare(self) -> None:
+        """The store's schema first, then the client-access tables (`auth.sql`)."""
+        super()._prepare()
+        with self._tx() as db:
+            run_script(db, resources.files(__package__).joinpath("auth.sql").read_text())
 
     # clients ----------------------------------------------------------------------------------
     def save_client(self, client: RegisteredClient) -> None:
-        with self.transaction():
+        with self._tx():
             self._db().execute(
                 "INSERT INTO oauth_clients (client_id, secret_hash, metadata, registered_at) "
                 "VALUES (?, ?, ?, ?)",
@@ -102,8 +104,8 @@ class AuthRecords:
         return [RegisteredClient(c, orjson.loads(m), at, s) for c, m, at, s in rows]
 
     def delete_client(self, client_id: str) -> list[str]:
-        now = now_iso()
-        with self.transaction():
+        now = self._now()
+        with self._tx():
             db = self._db()
             db.execute(
                 "UPDATE oauth_clients SET deleted_at = ? WHERE client_id = ? "
@@ -135,7 +137,7 @@ class AuthRecords:
         device_code_hash: str | None = None,
     ) -> None:
         a = authorization
-        with self.transaction():
+        with self._tx():
             self._db().execute(
                 f"INSERT INTO oauth_authorizations ({_AUTHORIZATION_COLUMNS}, request_uri_hash, "
                 "device_code_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
@@ -183,8 +185,8 @@ class AuthRecords:
         code_hash: str | None = None,
         code_expires_at: str | None = None,
     ) -> bool:
-        now = now_iso()
-        with self.transaction():
+        now = self._now()
+        with self._tx():
             db = self._db()
             changed = db.execute(
                 "UPDATE oauth_authorizations SET status = 'approved', decided_at = ?, "
@@ -194,7 +196,7 @@ class AuthRecords:
             ).rowcount
             if changed != 1:
                 return False
-            self.save_grant(grant)
+            self.save_grant(grant, None)
             if code_hash is not None:
                 db.execute(
                     "INSERT INTO oauth_codes (code_hash, authorization_id, created_at, "
@@ -204,8 +206,8 @@ class AuthRecords:
         return True
 
     def deny_authorization(self, authorization_id: str) -> bool:
-        now = now_iso()
-        with self.transaction():
+        now = self._now()
+        with self._tx():
             changed = self._db().execute(
                 "UPDATE oauth_authorizations SET status = 'denied', decided_at = ? "
                 "WHERE authorization_id = ? AND status = 'pending' AND expires_at > ?",
@@ -214,7 +216,7 @@ class AuthRecords:
         return bool(changed == 1)
 
     def record_poll(self, authorization_id: str, polled_at: str) -> str | None:
-        with self.transaction():
+        with self._tx():
             db = self._db()
             row = db.execute(
                 "SELECT last_polled_at FROM oauth_authorizations WHERE authorization_id = ?",
@@ -227,7 +229,7 @@ class AuthRecords:
         return None if row is None else row[0]
 
     def set_poll_interval(self, authorization_id: str, interval_seconds: int) -> None:
-        with self.transaction():
+        with self._tx():
             self._db().execute(
                 "UPDATE oauth_authorizations SET interval_seconds = ? WHERE authorization_id = ?",
                 (interval_seconds, authorization_id),
@@ -248,30 +250,18 @@ class AuthRecords:
         return AuthCode(code_hash, authorization, row[1], row[2])
 
     def _store_tokens(self, family_id: str, tokens: IssuedTokens) -> None:
-        self.save_token(
-            token_hash=tokens.access_token_hash,
-            token_id=tokens.access_token_id,
-            kind="client",
-            grant_id=self._family_grant(family_id),
-            expires_at=tokens.access_expires_at,
-        )
+        self.save_token(tokens.access)
         db = self._db()
         db.execute(
             "INSERT INTO family_access_tokens (token_id, family_id) VALUES (?, ?)",
-            (tokens.access_token_id, family_id),
+            (tokens.access.token_id, family_id),
         )
         if tokens.refresh_token_hash is not None:
             db.execute(
                 "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) "
                 "VALUES (?, ?, ?, ?)",
-                (tokens.refresh_token_hash, family_id, now_iso(), tokens.refresh_expires_at),
+                (tokens.refresh_token_hash, family_id, self._now(), tokens.refresh_expires_at),
             )
-
-    def _family_grant(self, family_id: str) -> str:
-        row = self._db().execute(
-            "SELECT grant_id FROM token_families WHERE family_id = ?", (family_id,)
-        ).fetchone()
-        return str(row[0])
 
     def _insert_family(self, family: TokenFamily) -> None:
         self._db().execute(
@@ -284,7 +274,7 @@ class AuthRecords:
         self, consume: str, params: tuple[Any, ...], family: TokenFamily, tokens: IssuedTokens
     ) -> bool:
         """Run the consuming UPDATE; only if it changed its one row, store family and tokens."""
-        with self.transaction():
+        with self._tx():
             if self._db().execute(consume, params).rowcount != 1:
                 return False
             self._insert_family(family)
@@ -294,7 +284,7 @@ class AuthRecords:
     def redeem_code(self, code_hash: str, family: TokenFamily, tokens: IssuedTokens) -> bool:
         return self._redeem(
             "UPDATE oauth_codes SET redeemed_at = ? WHERE code_hash = ? AND redeemed_at IS NULL",
-            (now_iso(), code_hash),
+            (self._now(), code_hash),
             family,
             tokens,
         )
@@ -305,7 +295,7 @@ class AuthRecords:
         return self._redeem(
             "UPDATE oauth_authorizations SET status = 'redeemed', redeemed_at = ? "
             "WHERE authorization_id = ? AND status = 'approved'",
-            (now_iso(), authorization_id),
+            (self._now(), authorization_id),
             family,
             tokens,
         )
@@ -322,7 +312,7 @@ class AuthRecords:
         return RefreshTokenRecord(row[0], _family(row[4:]), row[1], row[2], row[3])
 
     def rotate_refresh_token(self, token_hash: str, tokens: IssuedTokens) -> bool:
-        with self.transaction():
+        with self._tx():
             db = self._db()
             row = db.execute(
                 "SELECT family_id FROM refresh_tokens WHERE token_hash = ?", (token_hash,)
@@ -330,7 +320,7 @@ class AuthRecords:
             superseded = db.execute(
                 "UPDATE refresh_tokens SET superseded_at = ? WHERE token_hash = ? "
                 "AND superseded_at IS NULL",
-                (now_iso(), token_hash),
+                (self._now(), token_hash),
             ).rowcount
             if row is None or superseded != 1:
                 return False
@@ -346,8 +336,8 @@ class AuthRecords:
         return None if row is None else _family(row)
 
     def revoke_grant_families(self, grant_id: str, reason: str) -> None:
-        now = now_iso()
-        with self.transaction():
+        now = self._now()
+        with self._tx():
             db = self._db()
             db.execute(
                 "UPDATE token_families SET revoked_at = coalesce(revoked_at, ?), "
@@ -363,14 +353,14 @@ class AuthRecords:
 
     # owner console ------------------------------------------------------------------------------
     def save_console_link(self, link_hash: str, expires_at: str) -> None:
-        with self.transaction():
+        with self._tx():
             self._db().execute(
                 "INSERT INTO console_links (link_hash, created_at, expires_at) VALUES (?, ?, ?)",
-                (link_hash, now_iso(), expires_at),
+                (link_hash, self._now(), expires_at),
             )
 
     def use_console_link(self, link_hash: str, used_at: str) -> bool:
-        with self.transaction():
+        with self._tx():
             changed = self._db().execute(
                 "UPDATE console_links SET used_at = ? WHERE link_hash = ? AND used_at IS NULL "
                 "AND expires_at > ?",
@@ -379,11 +369,11 @@ class AuthRecords:
         return bool(changed == 1)
 
     def create_console_session(self, session_hash: str, expires_at: str) -> None:
-        with self.transaction():
+        with self._tx():
             self._db().execute(
                 "INSERT INTO console_sessions (session_hash, created_at, expires_at) "
                 "VALUES (?, ?, ?)",
-                (session_hash, now_iso(), expires_at),
+                (session_hash, self._now(), expires_at),
             )
 
     def console_session(self, session_hash: str) -> ConsoleSession | None:
@@ -395,11 +385,11 @@ class AuthRecords:
         return None if row is None else ConsoleSession(*row)
 
     def end_console_session(self, session_hash: str) -> None:
-        with self.transaction():
+        with self._tx():
             self._db().execute(
                 "UPDATE console_sessions SET ended_at = coalesce(ended_at, ?) "
                 "WHERE session_hash = ?",
-                (now_iso(), session_hash),
+                (self._now(), session_hash),
             )
 
     def auth_setting(self, key: str) -> str | None:
@@ -409,7 +399,7 @@ class AuthRecords:
         return None if row is None else str(row[0])
 
     def put_auth_setting(self, key: str, value: str) -> None:
-        with self.transaction():
+        with self._tx():
             self._db().execute(
                 "INSERT INTO auth_settings (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -1,14 +1,14 @@
-"""Grant-scoped reads beyond plain pages: change feeds, search, scoped counts.
+"""Grant-scoped reads: pages, single records, counts, change feeds, search.
 
-Every query here takes `ReadScope`s and applies connections, fields, time windows and
-resources inside SQL, so what a bearer may not see never reaches Python.
+Every query takes `ReadScope`s and applies connections, fields, time windows and resources in
+SQL, so what a bearer may not see never reaches Python. Every query also sees only published
+versions: a row is visible when its stage is at or below its connection's published stage and
+it was not superseded by a published stage (`visible`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -16,14 +16,23 @@ import orjson
 from ownstream.model import ReadScope
 from ownstream.records import project
 from ownstream.search import Term
-from ownstream.store.base import ChangedRecord, SearchHit
+from ownstream.store.base import (
+    ChangedRecord,
+    RecordPosition,
+    SearchHit,
+    StoredRecord,
+    StreamCount,
+)
+from ownstream.store.sqlite.database import marks
+from ownstream.store.sqlite.search_index import SLOTS, SearchIndex, scope_token
 
-SLOTS = 8
 
-
-def scope_token(kind: str, value: str) -> str:
-    """An opaque, tokenizer-safe search-scope token for a stream or a connection."""
-    return kind + hashlib.sha1(value.encode()).hexdigest()[:16]
+def visible(row: str, connection: str) -> str:
+    """The published-version condition for a `records` alias joined to its `connections`."""
+    return (
+        f"{row}.stage <= {connection}.published_stage AND "
+        f"({row}.parked = 0 OR {row}.parked > {connection}.published_stage)"
+    )
 
 
 def scope_filters(scope: ReadScope, alias: str = "") -> tuple[list[str], list[Any]]:
@@ -40,7 +49,7 @@ def scope_filters(scope: ReadScope, alias: str = "") -> tuple[list[str], list[An
         filters.append(f"{col}consent_time < ?")
         params.append(scope.until)
     if scope.resources is not None:
-        filters.append(f"{col}record_key IN ({','.join('?' * len(scope.resources))})")
+        filters.append(f"{col}record_key IN ({marks(len(scope.resources))})")
         params.extend(scope.resources)
     return filters, params
 
@@ -49,186 +58,322 @@ def _quoted(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-class ReadQueries:
-    """Mixed into SQLiteStore; relies on its per-thread `_db()`."""
+def _qualifies(alias: str, field_marks: str) -> str:
+    """A change a bearer can see: an insert, a delete, or an update of a granted field."""
+    return (
+        f"({alias}.op != 'update' OR EXISTS (SELECT 1 FROM json_each({alias}.fields) j "
+        f"WHERE j.value IN ({field_marks})))"
+    )
 
-    _db: Callable[[], sqlite3.Connection]
 
-    # counts -----------------------------------------------------------------------------------
+class ReadQueries(SearchIndex):
+    def _horizons(self, connection_ids: Sequence[str]) -> dict[str, int]:
+        """The published stage of each (existing) connection."""
+        rows = self._db().execute(
+            "SELECT connection_id, published_stage FROM connections "
+            f"WHERE connection_id IN ({marks(len(connection_ids))})",
+            list(connection_ids),
+        )
+        return dict(rows.fetchall())
+
+    # pages ----------------------------------------------------------------------------------
+    def records_page(
+        self,
+        scope: ReadScope,
+        *,
+        limit: int,
+        order: str = "desc",
+        after: RecordPosition | None = None,
+    ) -> tuple[list[StoredRecord], bool]:
+        """One page of live records across the scope's connections, merged in one order.
+
+        Order is (cursor value, connection_id, record key); each connection contributes an
+        index range scan, so a merged page costs a few single-connection pages, not a sort.
+        """
+        horizons = self._horizons(scope.connection_ids) if scope.connection_ids else {}
+        if not horizons:
+            return [], False
+        desc = order == "desc"
+        cmp = "<" if desc else ">"
+        direction = "DESC" if desc else "ASC"
+        filters, filter_params = scope_filters(scope)
+        parts, params = [], []
+        for connection_id in sorted(horizons):
+            horizon = horizons[connection_id]
+            where = [
+                "connection_id = ?",
+                "stream = ?",
+                "deleted = 0",
+                "stage <= ?",
+                "(parked = 0 OR parked > ?)",
+                *filters,
+            ]
+            part_params: list[Any] = [
+                connection_id,
+                scope.stream.name,
+                horizon,
+                horizon,
+                *filter_params,
+            ]
+            if after is not None:
+                if connection_id == after.connection_id:
+                    where.append(f"(cursor_value, record_key) {cmp} (?, ?)")
+                    part_params += [after.cursor_value, after.record_key]
+                elif (connection_id < after.connection_id) == desc:
+                    where.append(f"cursor_value {cmp}= ?")
+                    part_params.append(after.cursor_value)
+                else:
+                    where.append(f"cursor_value {cmp} ?")
+                    part_params.append(after.cursor_value)
+            parts.append(
+                "SELECT * FROM (SELECT connection_id, record_key, data, emitted_at, cursor_value "
+                f"FROM records WHERE {' AND '.join(where)} "
+                f"ORDER BY cursor_value {direction}, record_key {direction} LIMIT ?)"
+            )
+            params += [*part_params, limit + 1]
+        sql = " UNION ALL ".join(parts)
+        if len(parts) > 1:
+            sql = (
+                f"SELECT * FROM ({sql}) ORDER BY cursor_value {direction}, "
+                f"connection_id {direction}, record_key {direction} LIMIT ?"
+            )
+            params.append(limit + 1)
+        rows = self._db().execute(sql, params).fetchall()
+        fields = frozenset(scope.fields)
+        page = [
+            StoredRecord(
+                connection_id=row[0],
+                stream=scope.stream.name,
+                record_key=row[1],
+                data=project(orjson.loads(row[2]), fields),
+                emitted_at=row[3],
+                cursor_value=row[4],
+            )
+            for row in rows[:limit]
+        ]
+        return page, len(rows) > limit
+
+    def record(self, scope: ReadScope, record_key: str) -> list[StoredRecord]:
+        """The live record with this key in each of the scope's connections (0, 1 or more)."""
+        if not scope.connection_ids:
+            return []
+        filters, filter_params = scope_filters(scope, "r")
+        rows = self._db().execute(
+            "SELECT r.connection_id, r.record_key, r.data, r.emitted_at, r.cursor_value "
+            "FROM records r JOIN connections k ON k.connection_id = r.connection_id "
+            f"WHERE r.connection_id IN ({marks(len(scope.connection_ids))}) "
+            f"AND r.stream = ? AND r.record_key = ? AND r.deleted = 0 AND {visible('r', 'k')}"
+            + "".join(f" AND {f}" for f in filters)
+            + " ORDER BY r.connection_id",
+            [*scope.connection_ids, scope.stream.name, record_key, *filter_params],
+        ).fetchall()
+        fields = frozenset(scope.fields)
+        return [
+            StoredRecord(
+                row[0], scope.stream.name, row[1], project(orjson.loads(row[2]), fields), row[3],
+                row[4],
+            )
+            for row in rows
+        ]
+
+    # counts ---------------------------------------------------------------------------------
+    def stream_counts(self, connection_ids: Sequence[str] | None = None) -> list[StreamCount]:
+        """Live record count and last update per (connection, stream)."""
+        sql = "SELECT connection_id, stream, record_count, last_updated FROM stream_stats"
+        params: list[Any] = []
+        if connection_ids is not None:
+            sql += f" WHERE connection_id IN ({marks(len(connection_ids))})"
+            params.extend(connection_ids)
+        rows = self._db().execute(sql + " ORDER BY stream, connection_id", params)
+        return [StreamCount(*row) for row in rows]
+
     def scoped_count(self, scope: ReadScope) -> dict[str, tuple[int, str | None]]:
         """Live records and last change per connection, within the scope's window/resources."""
         if not scope.connection_ids:
             return {}
-        filters, params = scope_filters(scope)
-        marks = ",".join("?" * len(scope.connection_ids))
+        filters, params = scope_filters(scope, "r")
         rows = self._db().execute(
-            "SELECT connection_id, count(*), max(updated_at) FROM records "
-            f"WHERE connection_id IN ({marks}) AND stream = ? AND deleted = 0"
+            "SELECT r.connection_id, count(*), max(r.updated_at) FROM records r "
+            "JOIN connections k ON k.connection_id = r.connection_id "
+            f"WHERE r.connection_id IN ({marks(len(scope.connection_ids))}) AND r.stream = ? "
+            f"AND r.deleted = 0 AND {visible('r', 'k')}"
             + "".join(f" AND {f}" for f in filters)
-            + " GROUP BY connection_id",
+            + " GROUP BY r.connection_id",
             [*scope.connection_ids, scope.stream.name, *params],
         )
         return {c: (n, last) for c, n, last in rows}
 
     def visible_last_change(self, scope: ReadScope) -> dict[str, str]:
-        """Per connection, when data the scope can see last changed: an insert, a delete or an
-        update of a visible field, within the window and resources. An update of hidden fields
-        only never moves it (the stored `last_updated` does), so it cannot reveal one."""
+        """Per connection, when data the scope can see last changed: the publication of the
+        latest stage with an insert, a delete or an update of a visible field, within the
+        window and resources. An update of hidden fields only never moves it (the stored
+        `last_updated` does), so it cannot reveal one."""
         found: dict[str, str] = {}
-        filters, params = scope_filters(scope, "r")
+        filters, params = scope_filters(scope, "v")
         fields = list(scope.fields)
         sql = (
-            "SELECT c.changed_at FROM record_changes c JOIN records r ON r.record_id = c.record_id "
-            "WHERE c.stream = ? AND c.connection_id = ? "
-            "AND (c.op != 'update' OR EXISTS (SELECT 1 FROM json_each(c.changed_fields) j "
-            f"WHERE j.value IN ({','.join('?' * len(fields)) or 'NULL'})))"
+            "SELECT s.published_at FROM runs s "
+            "JOIN record_changes c ON c.stage = s.run_seq "
+            "JOIN records h ON h.record_id = c.record_id "
+            "JOIN connections k ON k.connection_id = h.connection_id "
+            "JOIN records v ON v.connection_id = h.connection_id AND v.stream = h.stream "
+            f"AND v.record_key = h.record_key AND {visible('v', 'k')} "
+            "WHERE s.connection_id = ? AND s.publish_seq IS NOT NULL AND h.stream = ? "
+            f"AND {_qualifies('c', marks(len(fields)) or 'NULL')}"
             + "".join(f" AND {f}" for f in filters)
-            + " ORDER BY c.seq DESC LIMIT 1"
+            + " ORDER BY s.run_seq DESC LIMIT 1"
         )
         for connection_id in scope.connection_ids:
             row = self._db().execute(
-                sql, [scope.stream.name, connection_id, *fields, *params]
+                sql, [connection_id, scope.stream.name, *fields, *params]
             ).fetchone()
             if row is not None:
                 found[connection_id] = row[0]
         return found
 
-    # change feed ------------------------------------------------------------------------------
+    # change feed ----------------------------------------------------------------------------
     def change_horizon(self) -> int:
-        row = self._db().execute("SELECT coalesce(max(seq), 0) FROM record_changes").fetchone()
-        return int(row[0])
+        """The publish clock: every stage published at or below it is committed."""
+        found = self._meta("publish_clock")
+        return int(found) if found else 0
 
     def change_floor(self) -> int:
-        """Tokens older than this sequence were compacted away (see `prune_changes`)."""
-        row = self._db().execute("SELECT value FROM meta WHERE key = 'change_floor'").fetchone()
-        return int(row[0]) if row else 0
+        """Tokens older than this publish sequence can no longer be honoured."""
+        found = self._meta("change_floor")
+        return int(found) if found else 0
 
     def changes_page(
-        self, scope: ReadScope, *, since: int, upto: int, after: int, limit: int
+        self,
+        scope: ReadScope,
+        *,
+        since: int,
+        upto: int,
+        after: tuple[int, int] | None,
+        limit: int,
     ) -> tuple[list[ChangedRecord], bool]:
-        """Records whose grant-visible data changed in (since, upto], each once, at its last
-        qualifying change; a change touching only hidden fields never qualifies.
+        """Records whose grant-visible data changed in stages published in (since, upto],
+        each once, at its last qualifying change; a change touching only hidden fields never
+        qualifies.
 
-        Walks the change log in sequence order from the page position (the primary key, so
-        each page costs its own changes, not the whole window) and keeps a change only if no
-        later qualifying change of the same record falls inside the session.
+        Walks stages in publication order and each stage's changes in sequence order, from
+        the page position (so each page costs its own changes, not the whole window), and
+        keeps a change only if no later qualifying change of the same record falls inside the
+        session. A record's changes all come from its connection's stages, which publish in
+        the order they were written, so "later" is simply a higher change sequence.
         """
         if not scope.connection_ids:
             return [], False
-        filters, params = scope_filters(scope, "r")
+        filters, params = scope_filters(scope, "v")
         fields = list(scope.fields)
-        marks = ",".join("?" * len(scope.connection_ids))
-        field_marks = ",".join("?" * len(fields)) or "NULL"
-
-        def qualifies(alias: str) -> str:
-            return (
-                f"({alias}.op != 'update' OR EXISTS (SELECT 1 FROM json_each("
-                f"{alias}.changed_fields) j WHERE j.value IN ({field_marks})))"
-            )
-
+        field_marks = marks(len(fields)) or "NULL"
+        after_publish, after_seq = after if after is not None else (since, 0)
         sql = (
-            "SELECT r.connection_id, r.record_key, r.data, r.emitted_at, r.deleted, "
-            "r.deleted_at, c.seq FROM record_changes c "
-            "JOIN records r ON r.record_id = c.record_id "
-            # `+` keeps SQLite on the primary key (sequence order) rather than a stream index
-            f"WHERE c.seq > ? AND c.seq <= ? AND +c.stream = ? AND +c.connection_id IN ({marks}) "
-            f"AND {qualifies('c')} AND NOT EXISTS (SELECT 1 FROM record_changes later "
-            "WHERE later.record_id = c.record_id AND later.seq > c.seq AND later.seq <= ? "
-            f"AND {qualifies('later')})"
+            "SELECT v.connection_id, v.record_key, v.data, v.emitted_at, v.deleted, "
+            "v.deleted_at, s.publish_seq, c.seq FROM runs s "
+            "JOIN record_changes c ON c.stage = s.run_seq "
+            "JOIN records h ON h.record_id = c.record_id "
+            "JOIN connections k ON k.connection_id = h.connection_id "
+            "JOIN records v ON v.connection_id = h.connection_id AND v.stream = h.stream "
+            f"AND v.record_key = h.record_key AND {visible('v', 'k')} "
+            "WHERE s.publish_seq > ? AND s.publish_seq <= ? "
+            "AND (s.publish_seq > ? OR (s.publish_seq = ? AND c.seq > ?)) "
+            f"AND s.connection_id IN ({marks(len(scope.connection_ids))}) AND h.stream = ? "
+            f"AND {_qualifies('c', field_marks)} AND NOT EXISTS ("
+            "SELECT 1 FROM record_changes later JOIN runs ls ON ls.run_seq = later.stage "
+            "WHERE later.record_id = c.record_id AND later.seq > c.seq "
+            f"AND ls.publish_seq <= ? AND {_qualifies('later', field_marks)})"
             + "".join(f" AND {f}" for f in filters)
-            + " ORDER BY c.seq LIMIT ?"
+            + " ORDER BY s.publish_seq, c.seq LIMIT ?"
         )
-        rows = (
-            self._db()
-            .execute(
-                sql,
-                [
-                    max(since, after),
-                    upto,
-                    scope.stream.name,
-                    *scope.connection_ids,
-                    *fields,
-                    upto,
-                    *fields,
-                    *params,
-                    limit + 1,
-                ],
-            )
-            .fetchall()
-        )
+        rows = self._db().execute(
+            sql,
+            [
+                since,
+                upto,
+                after_publish,
+                after_publish,
+                after_seq,
+                *scope.connection_ids,
+                scope.stream.name,
+                *fields,
+                upto,
+                *fields,
+                *params,
+                limit + 1,
+            ],
+        ).fetchall()
         keep = frozenset(fields)
         page = [
             ChangedRecord(
                 connection_id=row[0],
                 stream=scope.stream.name,
                 record_key=row[1],
-                data=None
-                if row[4]
-                else project(orjson.loads(row[2]), keep),
+                data=None if row[4] else project(orjson.loads(row[2]), keep),
                 emitted_at=row[3],
                 deleted=bool(row[4]),
                 deleted_at=row[5],
-                seq=row[6],
+                position=(row[6], row[7]),
             )
             for row in rows[:limit]
         ]
         return page, len(rows) > limit
 
-    # search -----------------------------------------------------------------------------------
+    # search ---------------------------------------------------------------------------------
     def search(
         self,
         scopes: Sequence[ReadScope],
         terms: tuple[Term, ...],
         *,
         limit: int,
-        before_rowid: int | None,
+        before: int | None,
     ) -> tuple[list[SearchHit], bool]:
         """Newest-first hits over (granted ∩ searchable) fields of each scope's stream.
 
         The grant is part of the MATCH: each stream's clause names its stream token, its
         granted connections' tokens and only its visible field columns, so hidden text never
-        produces a hit. Newest-first (rowid) order keeps any term's cost bounded by the page.
+        produces a hit. Newest-first (record id) order keeps any term's cost bounded by the page.
         """
+        db = self._db()
         clauses, filter_sql, filter_params = [], [], []
         words = " AND ".join(_quoted(t.text) + (" *" if t.prefix else "") for t in terms)
         for scope in scopes:
-            visible = [
-                f"f{i}"
-                for i, name in enumerate(scope.stream.searchable_fields[:SLOTS])
-                if name in scope.fields
+            indexed = self._search_fields(db, scope.stream.name)
+            visible_slots = [
+                f"f{i}" for i, name in enumerate(indexed[:SLOTS]) if name in scope.fields
             ]
-            if not visible or not scope.connection_ids:
+            if not visible_slots or not scope.connection_ids:
                 continue
             connections = " OR ".join(
                 _quoted(scope_token("c", c)) for c in sorted(scope.connection_ids)
             )
             clauses.append(
                 f"(scope : {_quoted(scope_token('s', scope.stream.name))} AND "
-                f"scope : ({connections}) AND {{{' '.join(visible)}}} : ({words}))"
+                f"scope : ({connections}) AND {{{' '.join(visible_slots)}}} : ({words}))"
             )
             filters, extra = scope_filters(scope, "r")
-            granted = f"r.connection_id IN ({','.join('?' * len(scope.connection_ids))})"
+            granted = f"r.connection_id IN ({marks(len(scope.connection_ids))})"
             filter_sql.append(" AND ".join(["r.stream = ?", granted, *filters]))
             filter_params += [scope.stream.name, *sorted(scope.connection_ids), *extra]
         if not clauses:
             return [], False
         sql = (
             "SELECT f.rowid, r.connection_id, r.stream, r.record_key, r.data, r.emitted_at "
-            "FROM search_fts f JOIN records r ON r.record_id = f.rowid "
-            "WHERE search_fts MATCH ? AND r.deleted = 0 "
+            "FROM search_index f JOIN records r ON r.record_id = f.rowid "
+            "JOIN connections k ON k.connection_id = r.connection_id "
+            f"WHERE search_index MATCH ? AND r.deleted = 0 AND {visible('r', 'k')} "
             f"AND (({') OR ('.join(filter_sql)}))"
-            + (" AND f.rowid < ?" if before_rowid is not None else "")
+            + (" AND f.rowid < ?" if before is not None else "")
             + " ORDER BY f.rowid DESC LIMIT ?"
         )
         params: list[Any] = [" OR ".join(clauses), *filter_params]
-        if before_rowid is not None:
-            params.append(before_rowid)
+        if before is not None:
+            params.append(before)
         params.append(limit + 1)
-        rows = self._db().execute(sql, params).fetchall()
+        rows = db.execute(sql, params).fetchall()
         fields_by_stream = {s.stream.name: frozenset(s.fields) for s in scopes}
         hits = [
             SearchHit(
-                rowid=row[0],
+                record_id=row[0],
                 connection_id=row[1],
                 stream=row[2],
                 record_key=row[3],

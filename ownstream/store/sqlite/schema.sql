@@ -1,4 +1,5 @@
--- ownstream SQLite schema, version 1. Every collected thing is keyed by connection_id.
+-- ownstream SQLite schema, version 2. Every collected thing is keyed by connection_id.
+-- A fresh database is created from this file; older ones are upgraded by `migrations.py`.
 
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -28,7 +29,8 @@ CREATE TABLE IF NOT EXISTS connections (
     identity_proven_at TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    revoked_at TEXT
+    revoked_at TEXT,
+    published_stage INTEGER NOT NULL DEFAULT 0  -- readers see versions of stages up to this one
 );
 -- One connection per identity *and proving connector*: two connectors proving equal values
 -- are one connection only when a rule links them (then the second attaches as a path).
@@ -37,7 +39,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS connections_identity
     WHERE identity_claim IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS connection_paths (
-    connection_id TEXT NOT NULL REFERENCES connections (connection_id),
+    connection_id TEXT NOT NULL,
     connector_key TEXT NOT NULL,
     acquisition_method TEXT NOT NULL,
     attached_at TEXT NOT NULL,
@@ -67,7 +69,8 @@ CREATE TABLE IF NOT EXISTS connection_credentials (
 
 CREATE TABLE IF NOT EXISTS deleted_connections (
     connection_id TEXT PRIMARY KEY,   -- never reused, so old grants never read a newcomer
-    deleted_at TEXT NOT NULL
+    deleted_at TEXT NOT NULL,
+    purged_at TEXT                    -- its records are gone (purged in short transactions)
 );
 
 CREATE TABLE IF NOT EXISTS identity_tombstones (
@@ -81,9 +84,10 @@ CREATE TABLE IF NOT EXISTS identity_tombstones (
     PRIMARY KEY (owner_id, source, claim, value, connector_key)
 );
 
--- One row per run; run_seq is the compact id provenance rows point at.
+-- One row per run, import or push. Its run_seq is its *stage*: the versions it writes stay
+-- invisible until it is published (publish_seq, from the publish clock, orders change feeds).
 CREATE TABLE IF NOT EXISTS runs (
-    run_seq INTEGER PRIMARY KEY,
+    run_seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL UNIQUE,
     connection_id TEXT NOT NULL,
     connector_key TEXT NOT NULL,
@@ -97,16 +101,43 @@ CREATE TABLE IF NOT EXISTS runs (
     known_gaps BLOB,
     checkpoint BLOB,
     error BLOB,
-    batch_id TEXT
+    batch_id TEXT,
+    publish_seq INTEGER UNIQUE,
+    published_at TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_connection ON runs (connection_id, run_seq);
 
 CREATE TABLE IF NOT EXISTS run_leases (
     connection_id TEXT PRIMARY KEY,
     run_id TEXT NOT NULL,
+    run_seq INTEGER NOT NULL,
     holder TEXT NOT NULL,
     acquired_at TEXT NOT NULL,
+    renewed_at TEXT NOT NULL,
     expires_at TEXT NOT NULL
+);
+
+-- Per stage and stream: what its batches did, folded into stream_stats and coverage at publish.
+CREATE TABLE IF NOT EXISTS stage_stats (
+    stage INTEGER NOT NULL,
+    stream TEXT NOT NULL,
+    connector_key TEXT NOT NULL,
+    acquisition_method TEXT NOT NULL,
+    count_delta INTEGER NOT NULL,
+    changed INTEGER NOT NULL,
+    seen INTEGER NOT NULL,
+    window_start TEXT,
+    window_end TEXT,
+    PRIMARY KEY (stage, stream)
+);
+
+-- Stages whose leftovers are still being cleared in short transactions: the parked versions a
+-- published stage superseded, or everything an abandoned stage wrote.
+CREATE TABLE IF NOT EXISTS stage_cleanup (
+    stage INTEGER PRIMARY KEY,
+    connection_id TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('published', 'abandoned')),
+    queued_at TEXT NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS acquisition_batches (
@@ -129,47 +160,58 @@ CREATE TABLE IF NOT EXISTS acquisition_batches (
 );
 CREATE INDEX IF NOT EXISTS batches_by_connection ON acquisition_batches (connection_id);
 
+-- Records: one *head* row per record (parked = 0), plus, while a stage that changed it is
+-- unpublished, the published version it superseded (parked = that stage). A reader of a
+-- connection whose published stage is P sees a row when stage <= P and (parked = 0 or
+-- parked > P): publishing is one update of P, whatever the stage wrote.
 CREATE TABLE IF NOT EXISTS records (
     record_id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: search rows key on it
     connection_id TEXT NOT NULL,
     stream TEXT NOT NULL,
     record_key TEXT NOT NULL,
+    parked INTEGER NOT NULL DEFAULT 0,
+    stage INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
     data BLOB NOT NULL,
     emitted_at TEXT NOT NULL,
     cursor_value TEXT NOT NULL,       -- sortable text; '' when the record has no cursor value
     consent_time TEXT,                -- normalized UTC ISO of the consent-time field
-    version INTEGER NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0,
-    deleted_at TEXT,
     updated_at TEXT NOT NULL,
+    deleted_at TEXT,
     paths TEXT NOT NULL,              -- connector keys that evidenced it, ',k1,k2,'
-    UNIQUE (connection_id, stream, record_key)
+    match_key TEXT,                   -- its identity under a record rule (NULL: no rule applies)
+    UNIQUE (connection_id, stream, record_key, parked)
 );
 CREATE INDEX IF NOT EXISTS records_page
     ON records (connection_id, stream, cursor_value, record_key) WHERE deleted = 0;
+CREATE INDEX IF NOT EXISTS records_parked ON records (parked) WHERE parked != 0;
+CREATE INDEX IF NOT EXISTS records_match
+    ON records (connection_id, stream, match_key) WHERE match_key IS NOT NULL;
 
+-- One row per version. Inserts carry no field list; updates list the top-level fields they
+-- changed and those fields' previous values, so every version can be reconstructed.
 CREATE TABLE IF NOT EXISTS record_changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    stage INTEGER NOT NULL,
     record_id INTEGER NOT NULL,
-    connection_id TEXT NOT NULL,
-    stream TEXT NOT NULL,
-    record_key TEXT NOT NULL,
     version INTEGER NOT NULL,
     op TEXT NOT NULL CHECK (op IN ('insert', 'update', 'delete')),
-    changed_fields TEXT NOT NULL,     -- JSON list of top-level fields this version changed
-    prior_data BLOB,                  -- the previous version's data (updates and deletes)
-    run_seq INTEGER NOT NULL,
-    changed_at TEXT NOT NULL
+    fields TEXT,
+    prior BLOB
 );
-CREATE INDEX IF NOT EXISTS changes_by_record ON record_changes (record_id);
+CREATE INDEX IF NOT EXISTS changes_by_stage ON record_changes (stage, seq);
+CREATE INDEX IF NOT EXISTS changes_by_record ON record_changes (record_id, seq);
 
--- Provenance: every run (and through it, every batch and path) that evidenced a record.
+-- Provenance beyond the change log: a stage that saw a record it left unchanged. `add_path`
+-- marks that the sighting added its connector to the record's paths (undone if abandoned).
 CREATE TABLE IF NOT EXISTS record_evidence (
     record_id INTEGER NOT NULL,
-    run_seq INTEGER NOT NULL,
-    PRIMARY KEY (record_id, run_seq)
+    stage INTEGER NOT NULL,
+    add_path INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (record_id, stage)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS evidence_by_run ON record_evidence (run_seq);
+CREATE INDEX IF NOT EXISTS evidence_by_stage ON record_evidence (stage);
 
 CREATE TABLE IF NOT EXISTS stream_stats (
     connection_id TEXT NOT NULL,
@@ -203,12 +245,18 @@ CREATE TABLE IF NOT EXISTS connection_state (
     PRIMARY KEY (connection_id, connector_key, stream)
 );
 
--- Search: rowid = records.record_id. `scope` holds opaque stream and connection tokens so a
--- grant's connections and streams are part of the MATCH itself; f0..f7 hold the searchable
--- fields in the order the stream definition lists them.
-CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5 (
+-- Search: contentless FTS5 (the text lives only in records.data); rowid = records.record_id.
+-- `scope` holds opaque stream and connection tokens so a grant's connections and streams are
+-- part of the MATCH itself; f0..f7 hold the searchable fields in the order `search_fields`
+-- recorded for the stream when its rows were indexed.
+CREATE VIRTUAL TABLE IF NOT EXISTS search_index USING fts5 (
     scope, f0, f1, f2, f3, f4, f5, f6, f7,
+    content = '',
     tokenize = 'unicode61 remove_diacritics 2'
+);
+CREATE TABLE IF NOT EXISTS search_fields (
+    stream TEXT PRIMARY KEY,
+    fields TEXT NOT NULL              -- JSON list: the definition's searchable fields
 );
 
 CREATE TABLE IF NOT EXISTS grants (
@@ -225,10 +273,23 @@ CREATE TABLE IF NOT EXISTS tokens (
     token_id TEXT NOT NULL UNIQUE,
     kind TEXT NOT NULL CHECK (kind IN ('owner', 'client')),
     grant_id TEXT,
+    label TEXT,
     created_at TEXT NOT NULL,
     expires_at TEXT,
     revoked_at TEXT,
     last_used_at TEXT
+);
+
+-- Reads per client, grant, stream and connection per day: counted in memory, flushed in bulk.
+CREATE TABLE IF NOT EXISTS access_counts (
+    day TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    grant_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    connection_id TEXT NOT NULL,
+    reads INTEGER NOT NULL,
+    records INTEGER NOT NULL,
+    PRIMARY KEY (day, client_id, grant_id, stream, connection_id)
 );
 
 CREATE TABLE IF NOT EXISTS schedules (
@@ -250,10 +311,10 @@ CREATE INDEX IF NOT EXISTS schedules_due ON schedules (next_due_at) WHERE enable
 CREATE TABLE IF NOT EXISTS audit_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
-    actor_kind TEXT NOT NULL,         -- owner | scheduler | client
+    actor_kind TEXT NOT NULL,         -- owner | scheduler | client | system
     connection_id TEXT,
     operation TEXT NOT NULL,
-    outcome TEXT NOT NULL,            -- succeeded | failed | refused
+    outcome TEXT NOT NULL,            -- succeeded | failed | refused | started | skipped
     summary BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_connection ON audit_events (connection_id, seq);

@@ -1,20 +1,19 @@
-"""The owner's operations on connections, shared by the CLI and the owner API.
+"""The owner's operations on connections: connect, import, run, lifecycle, schedules, delete.
 
-Each operation targets one connection, and appends an audit event (actor, connection,
+Each operation targets one connection and appends an audit event (actor, connection,
 operation, outcome, a summary without secrets or record contents) whatever its outcome.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ownstream.clock import iso, now_iso, random_id, utc_now
+from ownstream.clock import iso
 from ownstream.errors import (
     AmbiguousConnection,
     ConnectionInactive,
@@ -27,60 +26,31 @@ from ownstream.errors import (
 from ownstream.health import HealthEvidence, Verdict, verdict
 from ownstream.home import Home
 from ownstream.model import Connection
-from ownstream.runtime.runner import ConnectResult, ImportResult, RunOutcome, Runtime
+from ownstream.owner.audit import audited
+from ownstream.runtime.runner import ConnectResult, ImportResult, Runtime
+from ownstream.runtime.session import RunOutcome
 from ownstream.scheduler import auto_enroll, check_schedule, schedulable_paths
 from ownstream.store.base import Schedule
-from ownstream.views import batch_view, connection_detail, connection_view, run_view
+from ownstream.views import batch_view, connection_detail, connection_view, lease_view, run_view
+
+log = logging.getLogger(__name__)
 
 SUPPORTED_ACTIONS = ("rename", "run", "revoke", "reactivate", "schedule", "delete", "diagnostics")
+MAX_DISPLAY_NAME_CHARS = 120
 
 
 @dataclass
-class OwnerOperations:
+class ConnectionOperations:
     home: Home
     actor_kind: str = "owner"
 
     def runtime(self, on_progress: Callable[[dict[str, Any]], None] | None = None) -> Runtime:
         return self.home.runtime(on_progress)
 
-    @contextmanager
     def _audited(
         self, operation: str, connection_id: str | None, summary: dict[str, Any]
-    ) -> Iterator[dict[str, Any]]:
-        """Run an operation and record its outcome; `summary` may be filled in by the body.
-
-        The event is filed under the connection the body resolved (`summary["connection_id"]`,
-        as connect and import learn it), else the one named by the caller.
-        """
-        try:
-            yield summary
-        except OwnstreamError as exc:
-            self.home.store.append_audit(
-                actor_kind=self.actor_kind,
-                connection_id=summary.get("connection_id") or connection_id,
-                operation=operation,
-                outcome="refused" if exc.status in (400, 404, 409) else "failed",
-                summary={**summary, "error": exc.code},
-            )
-            raise
-        except Exception:
-            # An unexpected failure (a store error, say) is still an outcome the owner sees.
-            with suppress(Exception):
-                self.home.store.append_audit(
-                    actor_kind=self.actor_kind,
-                    connection_id=summary.get("connection_id") or connection_id,
-                    operation=operation,
-                    outcome="failed",
-                    summary={**summary, "error": "internal_error"},
-                )
-            raise
-        self.home.store.append_audit(
-            actor_kind=self.actor_kind,
-            connection_id=summary.get("connection_id") or connection_id,
-            operation=operation,
-            outcome=summary.pop("_outcome", "succeeded"),
-            summary=summary,
-        )
+    ) -> Any:
+        return audited(self.home.store, self.actor_kind, operation, connection_id, summary)
 
     # connect / import / run ----------------------------------------------------------------
     def connect(self, connector_key: str, **kwargs: Any) -> ConnectResult:
@@ -142,13 +112,13 @@ class OwnerOperations:
             runtime = self.runtime()
             _, manifests = runtime.runnable_paths(connection_id, connector_key)
             lease = self.home.store.active_lease(connection_id)
-            if lease is not None:
+            if lease is not None and not lease.stale(iso(self.home.store.clock())):
                 raise ConnectionRunActive(
-                    f"run {lease['run_id']} of connection {connection_id} is in progress",
+                    f"run {lease.run_id} of connection {connection_id} is in progress",
                     connection_id=connection_id,
-                    run_id=lease["run_id"],
+                    run_id=lease.run_id,
                 )
-            run_ids = [random_id("run") for _ in manifests]
+            run_ids = [runtime.new_run_id() for _ in manifests]
             summary.update(runs=run_ids, _outcome="started")
 
         def work() -> None:
@@ -162,6 +132,10 @@ class OwnerOperations:
             except OwnstreamError as exc:
                 succeeded = False
                 summary["error"] = exc.code
+            except Exception:
+                log.exception("background run of %s failed", connection_id)
+                succeeded = False
+                summary["error"] = "internal_error"
             self.home.store.append_audit(
                 actor_kind=self.actor_kind,
                 connection_id=connection_id,
@@ -170,7 +144,7 @@ class OwnerOperations:
                 summary=summary,
             )
 
-        threading.Thread(target=work, name=f"run-{connection_id}", daemon=True).start()
+        self.home.background.start(f"run-{connection_id}", work)
         return run_ids
 
     def connector_connection(self, connector_key: str) -> Connection:
@@ -199,7 +173,13 @@ class OwnerOperations:
     # lifecycle -----------------------------------------------------------------------------
     def rename(self, connection_id: str, display_name: str) -> Connection:
         with self._audited("rename", connection_id, {}):
-            return self.home.store.rename_connection(connection_id, display_name)
+            name = display_name.strip()
+            if not name or len(name) > MAX_DISPLAY_NAME_CHARS:
+                raise InvalidArgument(
+                    f"display_name must be 1 to {MAX_DISPLAY_NAME_CHARS} characters",
+                    param="display_name",
+                )
+            return self.home.store.rename_connection(connection_id, name)
 
     def revoke(self, connection_id: str) -> Connection:
         with self._audited("revoke", connection_id, {}):
@@ -214,9 +194,13 @@ class OwnerOperations:
     def delete(self, connection_id: str) -> dict[str, Any]:
         with self._audited("delete", connection_id, {}) as summary:
             counts = self.home.store.delete_connection(connection_id, self.runtime().owner_id)
-            summary.update(counts)
-        self.home.store.purge_search_rows()
-        return {"deleted": True, "connection_id": connection_id, **counts}
+            summary.update(records_per_stream=counts.records_per_stream, records=counts.records)
+        return {
+            "deleted": True,
+            "connection_id": connection_id,
+            "records_per_stream": counts.records_per_stream,
+            "records": counts.records,
+        }
 
     # schedules -----------------------------------------------------------------------------
     def put_schedule(
@@ -244,7 +228,7 @@ class OwnerOperations:
                 enabled=enabled,
                 interval_seconds=interval_seconds,
                 jitter_seconds=jitter_seconds,
-                next_due_at=iso(utc_now() + timedelta(seconds=interval_seconds))
+                next_due_at=iso(self.home.store.clock() + timedelta(seconds=interval_seconds))
                 if enabled
                 else None,
                 origin="owner",
@@ -270,9 +254,19 @@ class OwnerOperations:
         batches = store.batches(connection_id=connection.connection_id)
         runnable = [p for p in connection.paths if p.acquisition_method != "owner_artifact"]
         stored = {
-            (c["connector_key"], c["name"])
-            for c in store.credential_metadata(connection.connection_id)
+            (c.connector_key, c.name) for c in store.credential_metadata(connection.connection_id)
         }
+        now = iso(store.clock())
+        lease = store.active_lease(connection.connection_id)
+        stalled = next(
+            (
+                r.run_id
+                for r in runs
+                if r.status == "running"
+                and (lease is None or lease.run_id != r.run_id or lease.stale(now))
+            ),
+            None,
+        )
         missing = []
         budgets = []
         for path in runnable:
@@ -296,7 +290,8 @@ class OwnerOperations:
                 staleness_budget_seconds=min(budgets) if budgets else None,
                 schedule=store.schedule(connection.connection_id),
                 missing_credentials=tuple(missing),
-                now=now_iso(),
+                now=now,
+                stalled_run=stalled,
             )
         )
 
@@ -309,6 +304,14 @@ class OwnerOperations:
             "schedule": schedule_view(schedule),
             "health": self.health(connection).to_dict(),
             "supported_actions": list(SUPPORTED_ACTIONS),
+        }
+
+    def detail(self, connection_id: str) -> dict[str, Any]:
+        """A connection with its paths, coverage, counts, runs, batches and health."""
+        connection = self.home.store.connection(connection_id)
+        return {
+            **connection_detail(self.home.store, connection),
+            **self.connection_entry(connection),
         }
 
     def grouped_connections(self) -> list[dict[str, Any]]:
@@ -354,8 +357,8 @@ class OwnerOperations:
             "schedulable_paths": [
                 m.connector_key for m in schedulable_paths(connection, self.home.catalog)
             ],
-            "credentials": store.credential_metadata(connection_id),
-            "active_lease": store.active_lease(connection_id),
+            "credentials": detail["credentials"],
+            "active_lease": lease_view(store.active_lease(connection_id)),
             "import_batches": [batch_view(b) for b in store.batches(connection_id=connection_id)],
         }
 

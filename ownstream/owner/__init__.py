@@ -1,0 +1,11 @@
+"""What the owner does, shared by the CLI, the owner API and the console, each step audited.
+
+`ConnectionOperations` (connect, import, run, rename, revoke, schedule, delete, diagnostics)
+and `AccessOperations` (grants and tokens) are the only code that changes owner state on the
+owner's behalf; every surface calls them, so a rule lives in one place.
+"""
+
+from ownstream.owner.access import AccessOperations
+from ownstream.owner.connections import ConnectionOperations, schedule_view
+
+__all__ = ["AccessOperations", "ConnectionOperations", "schedule_view"]

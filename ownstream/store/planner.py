@@ -1,0 +1,307 @@
+"""The write planner: what one batch of records does to the records a connection holds. Pure.
+
+`plan_batch` takes a stream definition, the acquisition path and stage that write, the current
+head version of every record the batch touches, and the incoming writes; it returns a
+`BatchPlan` — inserts, new versions (with the change-log entry and the diff each one keeps),
+sightings, stats. The merge policy, version diffs and the non-destructive delete rule live here,
+in plain Python, so every backend applies exactly the same rules: a backend only loads the
+current rows a batch needs and applies the plan (dlt's normalize/load split).
+
+A *stage* is one run, import or push. Its versions stay invisible to readers until the stage is
+published; a version is written over a head only when that head belongs to the same stage,
+otherwise the published head is *parked* (kept readable) until publication.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from ownstream.model import AcquisitionPath, RecordWrite, StreamDefinition
+from ownstream.records import changed_fields, consent_time, merge, sortable
+
+
+@dataclass(frozen=True)
+class CurrentRecord:
+    """A record's head version as the store holds it (the stage's own, or the published one)."""
+
+    record_id: int
+    data: dict[str, Any]
+    version: int
+    deleted: bool
+    paths: frozenset[str]  # connector keys whose evidence the record carries
+    stage: int  # the stage that wrote this version
+    emitted_at: str
+
+
+@dataclass(frozen=True)
+class Head:
+    """The columns of a record's head version after the batch."""
+
+    record_key: str
+    data: dict[str, Any]
+    encoded: bytes
+    emitted_at: str
+    cursor_value: str
+    consent_time: str | None
+    version: int
+    deleted: bool
+    paths: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change-log entry. `prior` holds the previous values of the fields it changed (a
+    field absent from `prior` but listed in `fields` did not exist before); inserts carry
+    neither, deletes leave the data on the tombstone."""
+
+    op: Literal["insert", "update", "delete"]
+    version: int
+    fields: tuple[str, ...] | None
+    prior: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Insert:
+    head: Head
+    change: Change
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """A new version of an existing record. `park` keeps the published head readable until
+    the stage is published; a head the stage wrote itself is simply overwritten."""
+
+    record_id: int
+    previous: CurrentRecord
+    head: Head
+    change: Change
+    park: bool
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """The stage saw a record it holds unchanged: provenance, and maybe a new path mark."""
+
+    record_id: int
+    add_path: bool
+
+
+@dataclass
+class BatchStats:
+    new: int = 0
+    updated: int = 0
+    duplicate: int = 0
+    deleted: int = 0
+    skipped: int = 0  # deletes deferred because another path evidences the record
+    merged_with_existing: int = 0
+    count_delta: int = 0  # live records gained (or lost)
+    window_start: str | None = None  # the consent-time window the batch's records cover
+    window_end: str | None = None
+    seen: int = 0
+
+    def add(self, other: BatchStats) -> None:
+        for name in (
+            "new",
+            "updated",
+            "duplicate",
+            "deleted",
+            "skipped",
+            "merged_with_existing",
+            "count_delta",
+            "seen",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.widen(other.window_start, other.window_end)
+
+    def widen(self, start: str | None, end: str | None) -> None:
+        if start is not None:
+            self.window_start = min(start, self.window_start or start)
+        if end is not None:
+            self.window_end = max(end, self.window_end or end)
+
+
+@dataclass
+class BatchPlan:
+    stream: str
+    inserts: list[Insert] = field(default_factory=list)
+    versions: list[NewVersion] = field(default_factory=list)
+    sightings: list[Sighting] = field(default_factory=list)
+    stats: BatchStats = field(default_factory=BatchStats)
+
+
+@dataclass
+class _Working:
+    """A key's effective state while the batch is folded onto it."""
+
+    current: CurrentRecord | None
+    data: dict[str, Any]
+    encoded: bytes | None  # `data` as JSON when it is exactly one incoming write's data
+    deleted: bool
+    paths: frozenset[str]
+    emitted_at: str
+    touched: bool = False  # some write changed data or liveness
+    sighted: bool = False
+
+    @classmethod
+    def of(cls, current: CurrentRecord | None) -> _Working:
+        if current is None:
+            return cls(None, {}, None, True, frozenset(), "")
+        return cls(current, current.data, None, current.deleted, current.paths, current.emitted_at)
+
+
+def plan_batch(
+    definition: StreamDefinition,
+    path: AcquisitionPath,
+    stage: int,
+    current: Mapping[str, CurrentRecord],
+    incoming: Sequence[RecordWrite],
+) -> BatchPlan:
+    """Fold `incoming` (in order) onto the current heads; see the module docstring.
+
+    Rules (docs/identity.md, "merge policy"):
+    - an upsert of an unknown key inserts; of a known one merges by `records.merge` (fields
+      kept when another path evidences the record or the stream is append-only; union fields
+      united); a merge that changes nothing is a sighting (`duplicate`);
+    - a delete removes a record only the writing path evidences; another path's evidence
+      defers it (`skipped`); a delete of an unknown or deleted key changes nothing;
+    - several writes of one key in a batch fold into one new version.
+    """
+    plan = BatchPlan(definition.name)
+    stats = plan.stats
+    connector = path.connector_key
+    working: dict[str, _Working] = {}
+    for write in incoming:
+        state = working.get(write.record_key)
+        if state is None:
+            state = working[write.record_key] = _Working.of(current.get(write.record_key))
+        stats.seen += 1
+        if write.op == "delete":
+            _delete(state, connector, stats)
+        else:
+            _upsert(definition, state, write, connector, stats)
+    for key, state in working.items():
+        _settle(definition, plan, stage, key, state)
+    return plan
+
+
+def _delete(state: _Working, connector: str, stats: BatchStats) -> None:
+    if state.deleted:
+        stats.duplicate += 1
+    elif state.paths - {connector}:
+        stats.skipped += 1  # another path evidences it: not ours to remove
+    else:
+        stats.deleted += 1
+        state.deleted = state.touched = True
+
+
+def _upsert(
+    definition: StreamDefinition,
+    state: _Working,
+    write: RecordWrite,
+    connector: str,
+    stats: BatchStats,
+) -> None:
+    point = consent_time(definition, write.data)
+    if point is not None:
+        stats.widen(point, point)
+    other_paths = bool(state.paths - {connector})
+    state.paths = state.paths | {connector}
+    if state.deleted:
+        stats.new += 1
+        if state.current is None:
+            state.emitted_at = write.emitted_at
+        # a record that comes back starts from the path's data, as a fresh record would
+        state.data, state.encoded = write.data, write.encoded
+        state.deleted, state.touched = False, True
+        return
+    if other_paths:
+        stats.merged_with_existing += 1
+    merged = merge(
+        state.data,
+        write.data,
+        semantics=definition.semantics,
+        other_paths=other_paths,
+        union_fields=definition.union_fields,
+    )
+    if merged == state.data:
+        stats.duplicate += 1
+        state.sighted = True
+        return
+    stats.updated += 1
+    state.data, state.touched = merged, True
+    state.encoded = write.encoded if merged is write.data else None
+
+
+def _settle(
+    definition: StreamDefinition, plan: BatchPlan, stage: int, key: str, state: _Working
+) -> None:
+    """Turn a key's folded state into an insert, a new version, a sighting, or nothing."""
+    current = state.current
+    if current is None:
+        if state.touched:
+            plan.inserts.append(
+                Insert(_head(definition, key, state, 1), Change("insert", 1, None, None))
+            )
+            plan.stats.count_delta += 0 if state.deleted else 1
+        return
+    add_path = state.paths != current.paths
+    if state.deleted and current.deleted:
+        return
+    if state.deleted:
+        change = Change("delete", current.version + 1, None, None)
+    else:
+        fields, prior = _diff(current.data, state.data)
+        if not fields and not current.deleted:
+            if state.sighted or state.touched or add_path:
+                plan.sightings.append(Sighting(current.record_id, add_path))
+            return
+        op: Literal["insert", "update"] = "insert" if current.deleted else "update"
+        change = Change(op, current.version + 1, fields, prior)
+    plan.stats.count_delta += (0 if state.deleted else 1) - (0 if current.deleted else 1)
+    plan.versions.append(
+        NewVersion(
+            record_id=current.record_id,
+            previous=current,
+            head=_head(definition, key, state, change.version),
+            change=change,
+            park=current.stage != stage,
+        )
+    )
+
+
+def _head(definition: StreamDefinition, key: str, state: _Working, version: int) -> Head:
+    """A head's columns. A tombstone keeps its last data, cursor value and consent time, so a
+    time-windowed grant still learns that a record in its window was deleted."""
+    cursor_field = definition.cursor_field
+    return Head(
+        record_key=key,
+        data=state.data,
+        encoded=state.encoded if state.encoded is not None else orjson.dumps(state.data),
+        emitted_at=state.emitted_at,
+        cursor_value=sortable(state.data.get(cursor_field)) if cursor_field else "",
+        consent_time=consent_time(definition, state.data),
+        version=version,
+        deleted=state.deleted,
+        paths=state.paths,
+    )
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    fields = tuple(changed_fields(old, new))
+    return fields, {name: old[name] for name in fields if name in old}
+
+
+def reconstruct(data: dict[str, Any], changes: Iterable[Change]) -> dict[str, Any]:
+    """The data before `changes` (newest first) were applied to `data`: history replayed
+    backwards from the diffs the change log keeps."""
+    for change in changes:
+        if change.op == "delete" or change.fields is None:
+            continue
+        prior = change.prior or {}
+        data = {k: v for k, v in data.items() if k not in change.fields or k in prior}
+        data.update(prior)
+    return data

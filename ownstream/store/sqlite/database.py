@@ -1,0 +1,194 @@
+"""The SQLite file: per-thread connections, short transactions, schema version and upgrades.
+
+Every piece of the SQLite store derives from `SQLiteBase`, which owns the file and the clock.
+WAL mode lets readers run while one writer writes; writers hold the lock only for one batch or
+one operation (never a whole import), so nobody waits long.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ownstream.clock import iso, random_id, utc_now
+
+SCHEMA_VERSION = 2
+BUSY_TIMEOUT_MS = 60_000
+CACHE_KIB = 32 * 1024  # page cache per connection: batches are short, so it need not be large
+CHUNK = 500  # keys per IN (...) lookup, well under SQLite's parameter limit
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def dumps_text(value: Any) -> str:
+    """JSON as TEXT, for columns SQLite's JSON functions must read."""
+    return orjson.dumps(value).decode()
+
+
+def marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def schema_script() -> str:
+    """The current schema: every table and index, `IF NOT EXISTS`."""
+    return resources.files(__package__).joinpath("schema.sql").read_text()
+
+
+def run_script(db: sqlite3.Connection, script: str) -> None:
+    """Execute a script statement by statement inside the caller's transaction
+    (`executescript` would commit it first)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
+    if statement.strip() and not all(
+        part.strip().startswith("--") or not part.strip() for part in statement.splitlines()
+    ):
+        raise ValueError(f"incomplete SQL statement: {statement[:80]!r}")
+
+
+def private_file(path: Path) -> None:
+    """Owner-only permissions on a file of the data directory (the database, WAL, SHM)."""
+    if path.exists() and path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+
+
+class SQLiteBase:
+    """The database file and the store's clock; each thread gets its own connection."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self.path = path
+        self.clock = clock
+        self._local = threading.local()
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # created 0600 from the start (and its -wal / -shm then inherit the same mode)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        private_file(path)
+        self._prepare()
+
+    def _now(self) -> str:
+        return iso(self.clock())
+
+    # connections to the file -----------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            old_mask = os.umask(0o077)  # the -wal and -shm files SQLite creates stay private
+            try:
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                db.execute("PRAGMA journal_mode = WAL")
+            finally:
+                os.umask(old_mask)
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA journal_size_limit = 67108864")
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            db.execute("PRAGMA temp_store = MEMORY")
+            db.execute("PRAGMA foreign_keys = OFF")
+            self._local.db = db
+            self._local.depth = 0
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; nested calls join the outer one (as savepoints)."""
+        db = self._db()
+        depth: int = self._local.depth
+        name = f"sp{depth}"
+        db.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {name}")
+        self._local.depth = depth + 1
+        try:
+            yield db
+        except BaseException:
+            self._local.depth = depth
+            if depth == 0:
+                db.execute("ROLLBACK")
+            else:
+                db.execute(f"ROLLBACK TO {name}")
+                db.execute(f"RELEASE {name}")
+            raise
+        self._local.depth = depth
+        db.execute("COMMIT" if depth == 0 else f"RELEASE {name}")
+
+    def close(self) -> None:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        cursor = self._db().cursor()
+        cursor.row_factory = sqlite3.Row
+        return cursor.execute(sql, params).fetchall()
+
+    @staticmethod
+    def _where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
+        """` WHERE a = ? AND …` for the conditions whose value is not None."""
+        used = [(clause, value) for clause, value in conditions if value is not None]
+        if not used:
+            return "", []
+        return " WHERE " + " AND ".join(c for c, _ in used), [v for _, v in used]
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def epoch(self) -> str:
+        found = self._meta("store_epoch")
+        assert found is not None
+        return found
+
+    # schema ------------------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        db = self._db()
+        has_meta = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if not has_meta:
+            return 0
+        found = self._meta("schema_version")
+        return int(found) if found else 0
+
+    def _prepare(self) -> None:
+        """Create a fresh database, or upgrade an older one in place."""
+        from ownstream.store.sqlite.migrations import upgrade
+
+        version = self.schema_version()
+        if version == 0:
+            with self._tx() as db:
+                run_script(db, schema_script())
+                db.executemany(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                    [
+                        ("schema_version", str(SCHEMA_VERSION)),
+                        ("store_epoch", random_id("db")),
+                        ("publish_clock", "0"),
+                    ],
+                )
+        elif version < SCHEMA_VERSION:
+            upgrade(self, version)
+        else:
+            # tables and indexes added within a version are created (every statement is
+            # IF NOT EXISTS); a change to an existing table takes a new version and a step
+            with self._tx() as db:
+                run_script(db, schema_script())
+        for suffix in ("", "-wal", "-shm"):
+            private_file(Path(f"{self.path}{suffix}"))
