@@ -37,7 +37,6 @@ from ownstream.model import (
     IdentityEvidence,
     KnownGap,
     RecordWrite,
-    StreamDefinition,
     Tally,
 )
 from ownstream.runtime.process import Transport, open_transport
@@ -53,7 +52,7 @@ from ownstream.runtime.protocol import (
     Rejected,
     State,
 )
-from ownstream.store.base import Binding, Publication, RunStatus, Store
+from ownstream.store.base import Binding, Publication, RunStatus, Store, StreamBatch
 from ownstream.store.planner import BatchStats
 
 if TYPE_CHECKING:
@@ -328,12 +327,14 @@ class Session(ABC):
         self._stage()
 
     # batches ----------------------------------------------------------------------------------
-    def _writes(self) -> list[tuple[StreamDefinition, list[RecordWrite]]]:
+    def _writes(self) -> list[StreamBatch]:
         writes = []
         for stream, records in self.pending.items():
             definition = self.manifest.stream(stream)
             assert definition is not None
-            writes.append((definition, records))
+            writes.append(
+                StreamBatch(definition, records, self.runtime.catalog.record_rule(stream))
+            )
         self.pending, self.pending_count = {}, 0
         return writes
 

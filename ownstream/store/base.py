@@ -21,6 +21,7 @@ from ownstream.model import (
     ConnectionIdentity,
     Grant,
     ReadScope,
+    RecordRule,
     RecordWrite,
     StreamDefinition,
 )
@@ -30,7 +31,18 @@ from ownstream.store.planner import BatchStats
 
 RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
 TokenKind = Literal["owner", "client"]
-Writes = Sequence[tuple[StreamDefinition, Sequence[RecordWrite]]]
+
+
+@dataclass(frozen=True)
+class StreamBatch:
+    """Records of one stream for one batch, with the stream's record rule if it has one."""
+
+    definition: StreamDefinition
+    records: Sequence[RecordWrite]
+    rule: RecordRule | None = None
+
+
+Writes = Sequence[StreamBatch]
 
 
 @dataclass(frozen=True)
