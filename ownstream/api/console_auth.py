@@ -109,7 +109,7 @@ async def logout(request: Request) -> Response:
     if isinstance(posted, Response):
         return posted
     _, session_id = posted
-    await run_in_threadpool(console.sign_out, home(request).store, session_id)
+    await run_in_threadpool(lambda: console.sign_out(home(request).store, session_id))
     response = message_page(request, "Signed out", "You are signed out of ownstream.")
     response.delete_cookie(console.SESSION_COOKIE, path="/")
     return response

@@ -50,6 +50,7 @@ def endpoints(request: Request) -> Endpoints:
 
 
 def auth_server(request: Request) -> AuthorizationServer:
+    """Authlib's server on this home (call it in the thread pool: the catalog may load)."""
     h = home(request)
     return AuthorizationServer(h.store, h.catalog, endpoints(request))
 
@@ -98,9 +99,10 @@ async def register(request: Request) -> Response:
     json_request = OAuthJsonRequest(
         "POST", endpoints(request).url(paths.REGISTER), request.headers, data
     )
-    server = auth_server(request)
     return to_response(
-        await run_in_threadpool(server.endpoint, "client_registration", json_request)
+        await run_in_threadpool(
+            lambda: auth_server(request).endpoint("client_registration", json_request)
+        )
     )
 
 
@@ -108,9 +110,9 @@ async def register(request: Request) -> Response:
 async def pushed_authorization_request(request: Request) -> Response:
     """RFC 9126: validate the whole request now; the browser then carries only `request_uri`."""
     oauth = await oauth_request(request)
-    server = auth_server(request)
 
     def push() -> dict[str, Any]:
+        server = auth_server(request)
         client = server.authenticate_client(oauth, ["client_secret_basic", "none"], "par")
         named = oauth.payload.data.get("client_id")
         if named is None:
@@ -167,8 +169,7 @@ def authorize(request: Request) -> Response:
 @router.post(paths.TOKEN)
 async def token(request: Request) -> Response:
     oauth = await oauth_request(request)
-    server = auth_server(request)
-    response = to_response(await run_in_threadpool(server.token, oauth))
+    response = to_response(await run_in_threadpool(lambda: auth_server(request).token(oauth)))
     response.headers.update(NO_STORE)
     return response
 
@@ -176,8 +177,7 @@ async def token(request: Request) -> Response:
 async def _endpoint(request: Request, name: str) -> Response:
     """One of Authlib's endpoints, on the request's form."""
     oauth = await oauth_request(request)
-    server = auth_server(request)
-    return to_response(await run_in_threadpool(server.endpoint, name, oauth))
+    return to_response(await run_in_threadpool(lambda: auth_server(request).endpoint(name, oauth)))
 
 
 @router.post(paths.DEVICE_AUTHORIZATION)
@@ -199,13 +199,13 @@ async def revoke(request: Request) -> Response:
 async def agent_connect(request: Request) -> Response:
     """The PDPP agent-connect start (what `pdpp connect` posts)."""
     body = await json_body(request)
-    store, urls = home(request).store, endpoints(request)
-    started = await run_in_threadpool(start_agent_connect, store, urls, body)
+    urls = endpoints(request)
+    started = await run_in_threadpool(lambda: start_agent_connect(home(request).store, urls, body))
     return JSONBody(started, headers=NO_STORE)
 
 
 @router.post(paths.AGENT_POLL)
 async def agent_connect_poll(request: Request) -> Response:
     body = await json_body(request)
-    store = home(request).store
-    return JSONBody(await run_in_threadpool(poll_agent_connect, store, body), headers=NO_STORE)
+    polled = await run_in_threadpool(lambda: poll_agent_connect(home(request).store, body))
+    return JSONBody(polled, headers=NO_STORE)
