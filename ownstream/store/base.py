@@ -244,8 +244,9 @@ class Binding:
 
 @dataclass(frozen=True)
 class Publication:
-    """How a stage ends. Its staged versions become visible at once; states are saved only
-    for a succeeded run; a receipt marks an import batch."""
+    """How a stage ends. Its staged versions become visible at once (the session commits its
+    last batch first); states are saved only for a succeeded run; a receipt marks an import
+    batch."""
 
     status: RunStatus
     counts: dict[str, Any]
@@ -253,7 +254,6 @@ class Publication:
     checkpoint: dict[str, Any]
     error: dict[str, Any] | None
     states: dict[str, Any] | None
-    last_writes: Writes = ()
     receipt: BatchReceipt | None = None
     binding: Binding | None = None  # a connection to create, or a path to attach, on publish
 
@@ -404,9 +404,9 @@ class Store(AuthStore, Protocol):
         """Stage one batch in one short transaction, fenced by the lease."""
         ...
 
-    def publish(self, acquisition: Acquisition, publication: Publication) -> BatchStats:
-        """End a stage: its last batch, states, run row and receipt, and make every version
-        it staged visible at once. Fenced by the lease, which it releases."""
+    def publish(self, acquisition: Acquisition, publication: Publication) -> None:
+        """End a stage: its states, run row and receipt, and every version it staged made
+        visible at once, in one short transaction. Fenced by the lease, which it releases."""
         ...
 
     def abandon(self, acquisition: Acquisition, error: dict[str, Any]) -> None:

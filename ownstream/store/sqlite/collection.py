@@ -446,11 +446,10 @@ class Collection(ConnectionRecords):
         )
 
     # publication ----------------------------------------------------------------------------
-    def publish(self, acquisition: Acquisition, publication: Publication) -> BatchStats:
+    def publish(self, acquisition: Acquisition, publication: Publication) -> None:
         connection_id, stage = acquisition.connection_id, acquisition.stage
         with self._tx() as db:
             self._hold_lease(db, acquisition)
-            stats = self._write(db, acquisition, publication.last_writes)
             now = self._now()
             binding = publication.binding
             exists = db.execute(
@@ -516,7 +515,6 @@ class Collection(ConnectionRecords):
                 (connection_id, acquisition.run_id),
             )
         self._clean_stage(stage, "published")
-        return stats
 
     def _fold_stats(self, db: sqlite3.Connection, acquisition: Acquisition, now: str) -> None:
         """A stage's per-stream tallies become the connection's counts and path coverage."""
