@@ -26,6 +26,7 @@ from ownstream.model import (
     StreamDefinition,
 )
 from ownstream.search import Term
+from ownstream.store.auth import AuthStore
 from ownstream.store.planner import BatchStats
 
 RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
@@ -303,7 +304,7 @@ class AccessCount:
     records: int
 
 
-class Store(Protocol):
+class Store(AuthStore, Protocol):
     capabilities: StoreCapabilities
     clock: Callable[[], datetime]
     lease_seconds: int  # a run's lease lives this long unless its heartbeat renews it
