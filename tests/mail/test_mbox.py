@@ -60,8 +60,9 @@ def test_a_takeout_archive(tmp_path: Path, box: Any, ops: ConnectionOperations) 
     )
     assert sample["gmail_thread_id"].isdigit()
     assert any("\\Flagged" in r["flags"] and "Starred" in r["labels"] for r in found.values())
-    gaps = {g.reason: g.message for g in result.outcome.known_gaps} if result.outcome else {}
-    assert "not_a_message 1" in gaps["rejected_messages"]
+    [rejection] = result.receipt.counts["rejections"]
+    assert (rejection["reason"], rejection["count"]) == ("not_a_message", 1)
+    assert rejection["examples"][0]["key"]  # where the broken message was
     assert result.receipt.warnings == [
         "1 files that are not mbox files were not imported: Takeout/archive_browser.html"
     ]
@@ -123,8 +124,8 @@ def test_one_broken_message_never_sinks_the_import(tmp_path: Path, box: Any) -> 
     path.write_bytes(b"\n".join(text))
     output = imported(path)
     assert len(messages(output)) == 3
-    [gap] = [m for m in output if m["type"] == "SKIP_RESULT"]
-    assert "not_a_message 1" in gap["message"] and "undated 1" in gap["message"]
+    rejected = sorted(m["reason"] for m in output if m["type"] == "REJECT")
+    assert rejected == ["not_a_message", "undated"]
 
 
 def test_the_same_message_twice_in_one_export_is_one_record(tmp_path: Path, box: Any) -> None:
@@ -155,8 +156,8 @@ def test_a_message_over_the_size_limit_is_rejected_unread(
 
     monkeypatch.setattr(reader, "MAX_MESSAGE_BYTES", 200_000)
     output = imported(write_mbox(box.messages, tmp_path / "big.mbox"))
-    [gap] = [m for m in output if m["type"] == "SKIP_RESULT"]
-    assert "too_large 1" in gap["message"]
+    [rejected] = [m for m in output if m["type"] == "REJECT"]
+    assert rejected["reason"] == "too_large" and rejected["key"]
     assert not any(r.get("subject") == "The raw footage" for r in messages(output).values())
 
 

@@ -1,40 +1,29 @@
-"""Messages that cannot become records: counted by reason, never the end of a run."""
+"""Messages that cannot become records: each is rejected with its reason, never the end of a run.
+
+The parsers find them while they stream (sometimes in a pass that cannot yield protocol
+messages), so they are noted here and reported as REJECT messages once the pass is done; the
+receipt then counts them by reason with a few examples.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 
-from ownstream.runtime.sdk import Message, skip
-
-MAX_EXAMPLES = 5
+from ownstream.runtime.sdk import Message, reject
 
 
 class Rejections:
-    """Counts rejected messages by reason and keeps a few examples for the owner.
-
-    The whole tally is reported once, as a known gap of the `messages` stream, at the end.
-    """
-
     def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.examples: list[str] = []
+        self._rejected: list[tuple[str, str, str]] = []
 
     def reject(self, reason: str, detail: str, where: str) -> None:
-        self.counts[reason] += 1
-        if len(self.examples) < MAX_EXAMPLES:
-            self.examples.append(f"{where}: {reason} ({detail})")
+        self._rejected.append((reason, detail, where))
+
+    @property
+    def count(self) -> int:
+        return len(self._rejected)
 
     def report(self, stream: str) -> Iterator[Message]:
-        if not self.counts:
-            return
-        total = sum(self.counts.values())
-        by_reason = ", ".join(f"{reason} {count}" for reason, count in sorted(self.counts.items()))
-        yield skip(
-            stream,
-            "rejected_messages",
-            f"{total} messages could not be collected ({by_reason}); for example "
-            + "; ".join(self.examples),
-            recovery_action="not_retriable",
-            retryable=False,
-        )
+        for reason, detail, where in self._rejected:
+            yield reject(stream, reason, detail, key=where)
+        self._rejected.clear()
