@@ -16,6 +16,9 @@ from ownstream.records import search_text
 
 WORD = re.compile(r"[\w]+\*?", re.UNICODE)
 MAX_TERMS = 16
+# Every backend indexes a stream's first this-many searchable fields, and only those, so the
+# same query finds the same records on each.
+MAX_SEARCHABLE_FIELDS = 8
 SNIPPET_CHARS = 120
 
 

@@ -16,9 +16,10 @@ import orjson
 
 from ownstream.model import StreamDefinition
 from ownstream.records import search_text
+from ownstream.search import MAX_SEARCHABLE_FIELDS
 from ownstream.store.sqlite.database import SQLiteBase, dumps_text
 
-SLOTS = 8
+SLOTS = MAX_SEARCHABLE_FIELDS
 _INSERT = (
     "INSERT INTO search_index (rowid, scope, f0, f1, f2, f3, f4, f5, f6, f7) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
