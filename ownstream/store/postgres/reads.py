@@ -1,0 +1,370 @@
+"""Grant-scoped reads on PostgreSQL: pages, single records, counts, change feeds, search.
+
+The queries are the SQLite store's (read its module for the reasoning), with PostgreSQL's
+spelling: arrays instead of IN lists, `&&` for "an update of a granted field", and the
+grant-scoped search as one tsquery (search_index.py). Each read is one statement, so it sees
+one snapshot: a publication is either wholly in it or wholly out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from ownstream.model import ReadScope
+from ownstream.records import project
+from ownstream.search import MAX_SEARCHABLE_FIELDS, Term
+from ownstream.store.base import (
+    ChangedRecord,
+    RecordPosition,
+    SearchHit,
+    StoredRecord,
+    StreamCount,
+)
+from ownstream.store.postgres.search_index import SearchIndex, query, scope_lexeme
+
+
+def visible(row: str, connection: str) -> str:
+    """The published-version condition for a `records` alias joined to its `connections`."""
+    return (
+        f"{row}.stage <= {connection}.published_stage AND "
+        f"({row}.parked = 0 OR {row}.parked > {connection}.published_stage)"
+    )
+
+
+def scope_filters(scope: ReadScope, alias: str = "") -> tuple[list[str], list[Any]]:
+    """SQL conditions for a scope's time window and resources on `records`."""
+    col = f"{alias}." if alias else ""
+    filters: list[str] = []
+    params: list[Any] = []
+    if scope.since is not None or scope.until is not None:
+        filters.append(f"{col}consent_time IS NOT NULL")
+    if scope.since is not None:
+        filters.append(f"{col}consent_time >= %s")
+        params.append(scope.since)
+    if scope.until is not None:
+        filters.append(f"{col}consent_time < %s")
+        params.append(scope.until)
+    if scope.resources is not None:
+        filters.append(f"{col}record_key = ANY(%s)")
+        params.append(list(scope.resources))
+    return filters, params
+
+
+def _qualifies(alias: str) -> str:
+    """A change a bearer can see: an insert, a delete, or an update of a granted field (the
+    granted fields are the next parameter)."""
+    return f"({alias}.op <> 'update' OR {alias}.fields && %s::text[])"
+
+
+class ReadQueries(SearchIndex):
+    def _horizons(self, connection_ids: Sequence[str]) -> dict[str, int]:
+        """The published stage of each (existing) connection."""
+        rows = self._rows(
+            "SELECT connection_id, published_stage FROM connections "
+            "WHERE connection_id = ANY(%s)",
+            (list(connection_ids),),
+        )
+        return {connection_id: stage for connection_id, stage in rows}
+
+    # pages ----------------------------------------------------------------------------------
+    def records_page(
+        self,
+        scope: ReadScope,
+        *,
+        limit: int,
+        order: str = "desc",
+        after: RecordPosition | None = None,
+    ) -> tuple[list[StoredRecord], bool]:
+        """One page of live records across the scope's connections, merged in one order:
+        (cursor value, connection_id, record key), a keyset range scan per connection."""
+        horizons = self._horizons(scope.connection_ids) if scope.connection_ids else {}
+        if not horizons:
+            return [], False
+        desc = order == "desc"
+        cmp = "<" if desc else ">"
+        direction = "DESC" if desc else "ASC"
+        filters, filter_params = scope_filters(scope)
+        parts, params = [], []
+        for connection_id in sorted(horizons):
+            horizon = horizons[connection_id]
+            where = [
+                "connection_id = %s",
+                "stream = %s",
+                "NOT deleted",
+                "stage <= %s",
+                "(parked = 0 OR parked > %s)",
+                *filters,
+            ]
+            part_params: list[Any] = [
+                connection_id,
+                scope.stream.name,
+                horizon,
+                horizon,
+                *filter_params,
+            ]
+            if after is not None:
+                if connection_id == after.connection_id:
+                    where.append(f"(cursor_value, record_key) {cmp} (%s, %s)")
+                    part_params += [after.cursor_value, after.record_key]
+                elif (connection_id < after.connection_id) == desc:
+                    where.append(f"cursor_value {cmp}= %s")
+                    part_params.append(after.cursor_value)
+                else:
+                    where.append(f"cursor_value {cmp} %s")
+                    part_params.append(after.cursor_value)
+            parts.append(
+                "(SELECT connection_id, record_key, data, emitted_at, cursor_value "
+                f"FROM records WHERE {' AND '.join(where)} "
+                f"ORDER BY cursor_value {direction}, record_key {direction} LIMIT %s)"
+            )
+            params += [*part_params, limit + 1]
+        sql = " UNION ALL ".join(parts)
+        if len(parts) > 1:
+            sql = (
+                f"SELECT * FROM ({sql}) AS merged ORDER BY cursor_value {direction}, "
+                f"connection_id {direction}, record_key {direction} LIMIT %s"
+            )
+            params.append(limit + 1)
+        rows = self._rows(sql, params)
+        fields = frozenset(scope.fields)
+        page = [
+            StoredRecord(
+                connection_id=row[0],
+                stream=scope.stream.name,
+                record_key=row[1],
+                data=project(orjson.loads(row[2]), fields),
+                emitted_at=row[3],
+                cursor_value=row[4],
+            )
+            for row in rows[:limit]
+        ]
+        return page, len(rows) > limit
+
+    def record(self, scope: ReadScope, record_key: str) -> list[StoredRecord]:
+        """The live record with this key in each of the scope's connections (0, 1 or more)."""
+        if not scope.connection_ids:
+            return []
+        filters, filter_params = scope_filters(scope, "r")
+        rows = self._rows(
+            "SELECT r.connection_id, r.record_key, r.data, r.emitted_at, r.cursor_value "
+            "FROM records r JOIN connections k ON k.connection_id = r.connection_id "
+            "WHERE r.connection_id = ANY(%s) AND r.stream = %s AND r.record_key = %s "
+            f"AND NOT r.deleted AND {visible('r', 'k')}"
+            + "".join(f" AND {f}" for f in filters)
+            + " ORDER BY r.connection_id",
+            [list(scope.connection_ids), scope.stream.name, record_key, *filter_params],
+        )
+        fields = frozenset(scope.fields)
+        return [
+            StoredRecord(
+                row[0], scope.stream.name, row[1], project(orjson.loads(row[2]), fields), row[3],
+                row[4],
+            )
+            for row in rows
+        ]
+
+    # counts ---------------------------------------------------------------------------------
+    def stream_counts(self, connection_ids: Sequence[str] | None = None) -> list[StreamCount]:
+        """Live record count and last update per (connection, stream)."""
+        where, params = self._where(
+            [("connection_id = ANY(%s)", None if connection_ids is None else list(connection_ids))]
+        )
+        rows = self._rows(
+            "SELECT connection_id, stream, record_count, last_updated FROM stream_stats"
+            f"{where} ORDER BY stream, connection_id",
+            params,
+        )
+        return [StreamCount(*row) for row in rows]
+
+    def scoped_count(self, scope: ReadScope) -> dict[str, tuple[int, str | None]]:
+        """Live records and last change per connection, within the scope's window/resources."""
+        if not scope.connection_ids:
+            return {}
+        filters, params = scope_filters(scope, "r")
+        rows = self._rows(
+            "SELECT r.connection_id, count(*), max(r.updated_at) FROM records r "
+            "JOIN connections k ON k.connection_id = r.connection_id "
+            "WHERE r.connection_id = ANY(%s) AND r.stream = %s "
+            f"AND NOT r.deleted AND {visible('r', 'k')}"
+            + "".join(f" AND {f}" for f in filters)
+            + " GROUP BY r.connection_id",
+            [list(scope.connection_ids), scope.stream.name, *params],
+        )
+        return {c: (n, last) for c, n, last in rows}
+
+    def visible_last_change(self, scope: ReadScope) -> dict[str, str]:
+        """Per connection, when data the scope can see last changed (see the SQLite store):
+        an update of hidden fields only never moves it."""
+        found: dict[str, str] = {}
+        filters, params = scope_filters(scope, "v")
+        sql = (
+            "SELECT s.published_at FROM runs s "
+            "JOIN record_changes c ON c.stage = s.run_seq "
+            "JOIN records h ON h.record_id = c.record_id "
+            "JOIN connections k ON k.connection_id = h.connection_id "
+            "JOIN records v ON v.connection_id = h.connection_id AND v.stream = h.stream "
+            f"AND v.record_key = h.record_key AND {visible('v', 'k')} "
+            "WHERE s.connection_id = %s AND s.publish_seq IS NOT NULL AND h.stream = %s "
+            f"AND {_qualifies('c')}"
+            + "".join(f" AND {f}" for f in filters)
+            + " ORDER BY s.run_seq DESC LIMIT 1"
+        )
+        fields = list(scope.fields)
+        with self._db() as db:
+            for connection_id in scope.connection_ids:
+                row = db.execute(
+                    sql, [connection_id, scope.stream.name, fields, *params]
+                ).fetchone()
+                if row is not None:
+                    found[connection_id] = row[0]
+        return found
+
+    # change feed ----------------------------------------------------------------------------
+    def change_horizon(self) -> int:
+        """The publish clock: every stage published at or below it is committed (see
+        collection.py for why that holds with concurrent publishers)."""
+        found = self._meta("publish_clock")
+        return int(found) if found else 0
+
+    def change_floor(self) -> int:
+        """Tokens older than this publish sequence can no longer be honoured."""
+        found = self._meta("change_floor")
+        return int(found) if found else 0
+
+    def changes_page(
+        self,
+        scope: ReadScope,
+        *,
+        since: int,
+        upto: int,
+        after: tuple[int, int] | None,
+        limit: int,
+    ) -> tuple[list[ChangedRecord], bool]:
+        """Records whose grant-visible data changed in stages published in (since, upto],
+        each once, at its last qualifying change; walked in publication order."""
+        if not scope.connection_ids:
+            return [], False
+        filters, params = scope_filters(scope, "v")
+        fields = list(scope.fields)
+        after_publish, after_seq = after if after is not None else (since, 0)
+        sql = (
+            "SELECT v.connection_id, v.record_key, v.data, v.emitted_at, v.deleted, "
+            "v.deleted_at, s.publish_seq, c.seq FROM runs s "
+            "JOIN record_changes c ON c.stage = s.run_seq "
+            "JOIN records h ON h.record_id = c.record_id "
+            "JOIN connections k ON k.connection_id = h.connection_id "
+            "JOIN records v ON v.connection_id = h.connection_id AND v.stream = h.stream "
+            f"AND v.record_key = h.record_key AND {visible('v', 'k')} "
+            "WHERE s.publish_seq > %s AND s.publish_seq <= %s "
+            "AND (s.publish_seq > %s OR (s.publish_seq = %s AND c.seq > %s)) "
+            "AND s.connection_id = ANY(%s) AND h.stream = %s "
+            f"AND {_qualifies('c')} AND NOT EXISTS ("
+            "SELECT 1 FROM record_changes later JOIN runs ls ON ls.run_seq = later.stage "
+            "WHERE later.record_id = c.record_id AND later.seq > c.seq "
+            f"AND ls.publish_seq <= %s AND {_qualifies('later')})"
+            + "".join(f" AND {f}" for f in filters)
+            + " ORDER BY s.publish_seq, c.seq LIMIT %s"
+        )
+        rows = self._rows(
+            sql,
+            [
+                since,
+                upto,
+                after_publish,
+                after_publish,
+                after_seq,
+                list(scope.connection_ids),
+                scope.stream.name,
+                fields,
+                upto,
+                fields,
+                *params,
+                limit + 1,
+            ],
+        )
+        keep = frozenset(fields)
+        page = [
+            ChangedRecord(
+                connection_id=row[0],
+                stream=scope.stream.name,
+                record_key=row[1],
+                data=None if row[4] else project(orjson.loads(row[2]), keep),
+                emitted_at=row[3],
+                deleted=bool(row[4]),
+                deleted_at=row[5],
+                position=(row[6], row[7]),
+            )
+            for row in rows[:limit]
+        ]
+        return page, len(rows) > limit
+
+    # search ---------------------------------------------------------------------------------
+    def search(
+        self,
+        scopes: Sequence[ReadScope],
+        terms: tuple[Term, ...],
+        *,
+        limit: int,
+        before: int | None,
+    ) -> tuple[list[SearchHit], bool]:
+        """Newest-first hits over (granted ∩ searchable) fields of each scope's stream.
+
+        The grant is part of the tsquery: each stream's clause names its stream token, its
+        granted connections' tokens and only its visible field slots, so hidden text never
+        produces a hit; the same filters are applied again in SQL, as in SQLite.
+        """
+        clauses, filter_sql, filter_params = [], [], []
+        with self._db() as db:
+            for scope in scopes:
+                indexed = self._search_fields(db, scope.stream.name)
+                slots = [
+                    slot
+                    for slot, name in enumerate(indexed[:MAX_SEARCHABLE_FIELDS])
+                    if name in scope.fields
+                ]
+                if not slots or not scope.connection_ids:
+                    continue
+                words = query(slots, terms)
+                if words is None:
+                    continue
+                connections = " | ".join(
+                    f"'{scope_lexeme('c', c)}'" for c in sorted(scope.connection_ids)
+                )
+                clauses.append(
+                    f"'{scope_lexeme('s', scope.stream.name)}' & ({connections}) & ({words})"
+                )
+                filters, extra = scope_filters(scope, "r")
+                granted = "r.connection_id = ANY(%s)"
+                filter_sql.append(" AND ".join(["r.stream = %s", granted, *filters]))
+                filter_params += [scope.stream.name, sorted(scope.connection_ids), *extra]
+        if not clauses:
+            return [], False
+        sql = (
+            "SELECT r.record_id, r.connection_id, r.stream, r.record_key, r.data, r.emitted_at "
+            "FROM records r JOIN connections k ON k.connection_id = r.connection_id "
+            f"WHERE r.search @@ %s::tsquery AND NOT r.deleted AND {visible('r', 'k')} "
+            f"AND (({') OR ('.join(filter_sql)}))"
+            + (" AND r.record_id < %s" if before is not None else "")
+            + " ORDER BY r.record_id DESC LIMIT %s"
+        )
+        params: list[Any] = [" | ".join(f"({c})" for c in clauses), *filter_params]
+        if before is not None:
+            params.append(before)
+        params.append(limit + 1)
+        rows = self._rows(sql, params)
+        fields_by_stream = {s.stream.name: frozenset(s.fields) for s in scopes}
+        hits = [
+            SearchHit(
+                record_id=row[0],
+                connection_id=row[1],
+                stream=row[2],
+                record_key=row[3],
+                data=project(orjson.loads(row[4]), fields_by_stream[row[2]]),
+                emitted_at=row[5],
+            )
+            for row in rows[:limit]
+        ]
+        return hits, len(rows) > limit
