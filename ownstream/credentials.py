@@ -1,7 +1,9 @@
 """Per-connection secrets sealed at rest with AES-GCM.
 
-The key lives in OWNSTREAM_SECRET_KEY (urlsafe base64 of 32 bytes) or in `secret.key` under the
-data directory, created on first use with mode 0600. Each sealed value is bound (as associated
+The key lives in OWNSTREAM_SECRET_KEY (urlsafe base64 of 32 bytes), in the file named by
+OWNSTREAM_SECRET_KEY_FILE, or in `secret.key` under the data directory, created on first use
+with mode 0600. Processes sharing one PostgreSQL database must all read the same key: the same
+variable, or the same file. Each sealed value is bound (as associated
 data) to its connection, connector and name, so a value copied to a sibling's row won't open.
 """
 
@@ -20,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ownstream.errors import CredentialUnavailable, InvalidRequest
 
 KEY_ENV = "OWNSTREAM_SECRET_KEY"
+KEY_FILE_ENV = "OWNSTREAM_SECRET_KEY_FILE"
 NONCE_BYTES = 12
 
 
@@ -41,6 +44,9 @@ class Vault:
         from_env = os.environ.get(KEY_ENV)
         if from_env:
             return cls(base64.urlsafe_b64decode(from_env))
+        named = os.environ.get(KEY_FILE_ENV)
+        if named:
+            return cls(base64.urlsafe_b64decode(Path(named).read_bytes().strip()))
         key_file = home / "secret.key"
         if not key_file.exists():
             home.mkdir(parents=True, exist_ok=True)

@@ -219,8 +219,7 @@ def serve(
         )
     home.store.put_auth_setting(PUBLIC_URL_SETTING, url)
     login = mint_link(home.store, url)
-    backend = home.store.capabilities.backend
-    storage = f"SQLite (WAL) {home.path / 'ownstream.db'}" if backend == "sqlite" else backend
+    storage = home.storage
     if as_json:
         print_json(
             {"url": url, "home": str(home.path), "storage": storage, "worker": scheduler,

@@ -242,8 +242,12 @@ def migrate(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Upgrade the database to this version's schema (serve and every command also do it)."""
     home = home_of(ctx)
     home.catalog  # noqa: B018 - opening the store upgrades it; the catalog re-indexes search
-    payload = {"home": str(home.path), "backend": home.store.capabilities.backend}
+    payload = {
+        "home": str(home.path),
+        "backend": home.store.capabilities.backend,
+        "storage": home.storage,
+    }
     if as_json:
         print_json(payload)
     else:
-        typer.echo(f"{home.path}: up to date ({payload['backend']})")
+        typer.echo(f"{home.storage}: up to date")
