@@ -20,9 +20,14 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/python -m ownstream.dev.demo
 
+# Two passes: everything on SQLite (the store contract and the PostgreSQL-only tests on both
+# backends), then the read-surface, owner and Spotify end-to-end suites again on PostgreSQL.
+BOTH_BACKENDS := tests/api tests/owner tests/test_spotify_end_to_end.py
+
 test: setup
 	tools/ensure-services
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
+	OWNSTREAM_TEST_BACKEND=postgresql $(BIN)/python -m pytest -n 2 -p no:cacheprovider $(BOTH_BACKENDS)
 
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

@@ -19,13 +19,23 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from ownstream.cli.main import app
-from ownstream.home import Home
+from ownstream.credentials import KEY_FILE_ENV
+from ownstream.home import DATABASE_PASSWORD_FILE_ENV, DATABASE_URL_ENV, Home
 from ownstream.model import ReadScope
 from ownstream.runtime.runner import BATCH_SIZE, Runtime
+from tests.services.postgres import (  # noqa: F401 - the fixtures
+    postgres_cluster,
+    postgres_databases,
+    postgres_recycler,
+    postgres_url,
+    session_databases,
+    test_backend,
+)
 
 CONNECTORS = Path(__file__).parent / "runtime" / "connectors"
 # Server variables a test must not inherit from the machine running it.
 _SERVER_ENV = ("OWNSTREAM_HOME", "OWNSTREAM_SECRET_KEY", "OWNSTREAM_CONNECTOR_TRANSPORT")
+_DATABASE_ENV = (DATABASE_URL_ENV, DATABASE_PASSWORD_FILE_ENV, KEY_FILE_ENV, "PGPASSFILE")
 
 
 class Owner:
@@ -203,6 +213,26 @@ def journal(owner: Owner) -> Owner:
     """An owner with the journal definition, its API and export connectors and their rule."""
     owner.add_journal()
     return owner
+
+
+@pytest.fixture(autouse=True)
+def database_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `Home` a test makes uses SQLite in its data directory, or, in the PostgreSQL pass
+    of `make test` (OWNSTREAM_TEST_BACKEND=postgresql), an empty database of its own."""
+    for name in _DATABASE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    if test_backend() == "postgresql":
+        monkeypatch.setenv(DATABASE_URL_ENV, request.getfixturevalue("postgres_url"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the PostgreSQL pass, tests of SQLite's own machinery are skipped, saying why."""
+    if test_backend() != "postgresql":
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {marker.args[0]}"))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

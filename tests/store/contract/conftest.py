@@ -156,6 +156,6 @@ def gone(key: str) -> RecordWrite:
 @pytest.fixture(params=sorted(FACTORIES))
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     clock = Clock()
-    store = FACTORIES[request.param](tmp_path, clock)
+    store = FACTORIES[request.param](request, tmp_path, clock)
     yield Harness(store, clock)
     store.close()
