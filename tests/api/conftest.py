@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +36,8 @@ from ownstream.grants.issue import issue_grant
 from ownstream.home import Home
 from ownstream.model import Grant
 from ownstream.owner import AccessOperations
+from tests.rawdb import RawDb
+from tests.services.postgres import backend_environment
 
 NOTES_DEFINITION: dict[str, Any] = {
     "name": "notes",
@@ -288,8 +289,8 @@ class World:
         raise AssertionError("paging did not end")
 
     # -- ground truth, read straight from the database --------------------------------------
-    def db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.store.path)
+    def db(self) -> RawDb:
+        return RawDb(self.store)
 
     def rows(self, stream: str, *, deleted: bool | None = False) -> list[dict[str, Any]]:
         sql = (
@@ -299,7 +300,7 @@ class World:
         params: list[Any] = [stream]
         if deleted is not None:
             sql += " AND deleted = ?"
-            params.append(int(deleted))
+            params.append(deleted)
         with self.db() as db:
             found = db.execute(sql, params).fetchall()
         return [
@@ -377,9 +378,10 @@ def build_standard(root: Path) -> World:
 
 
 @pytest.fixture(scope="session")
-def shared_world(tmp_path_factory: pytest.TempPathFactory) -> World:
+def shared_world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> World:
     """Read-only: tests that change data or grants' status build their own world."""
-    return build_standard(tmp_path_factory.mktemp("shared-world"))
+    with backend_environment(request):
+        return build_standard(tmp_path_factory.mktemp("shared-world"))
 
 
 @pytest.fixture

@@ -6,7 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ownstream.api import cursors
+from tests.services.postgres import backend_environment
 
 from .conftest import World, assert_error, build_standard, make_notes
 
@@ -185,13 +188,16 @@ def test_changes_respect_time_window_and_resources(world: World) -> None:
     }
 
 
-def test_expired_and_foreign_tokens(world: World, tmp_path: Path) -> None:
+def test_expired_and_foreign_tokens(
+    world: World, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     w = world
     _, token = w.grant([{"name": "notes", "fields": VISIBLE}])
     _, since = sync(w, token, "beginning", limit=100)
 
     # a token from another database (another epoch) is expired here
-    other = build_standard(tmp_path / "other")
+    with backend_environment(request, "postgres_databases"):
+        other = build_standard(tmp_path / "other")
     _, other_token = other.grant([{"name": "notes", "fields": VISIBLE}])
     _, foreign = sync(other, other_token, "beginning", limit=100)
     error = assert_error(
@@ -218,8 +224,11 @@ def test_expired_and_foreign_tokens(world: World, tmp_path: Path) -> None:
     assert w.cget("/v1/streams/notes/records", token, {"changes_since": since}).status_code == 200
     payload = cursors.decode(w.home.vault, "since", since)
     with w.db() as db:
-        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('change_floor', ?)",
-                   (str(payload["seq"] + 1),))
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('change_floor', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(payload["seq"] + 1),),
+        )
     assert_error(
         w.cget("/v1/streams/notes/records", token, {"changes_since": since}), 410,
         "cursor_expired",

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from ownstream.model import Grant
 from ownstream.records import search_text
+from tests.services.postgres import backend_environment
 
 from .conftest import SECRET_WORDS, World, assert_error, build_standard, make_notes
 
@@ -144,8 +145,9 @@ class Dataset:
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    return Dataset.build(tmp_path_factory.mktemp("property-world"))
+def ds(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Dataset:
+    with backend_environment(request):
+        return Dataset.build(tmp_path_factory.mktemp("property-world"))
 
 
 # --- strategies ----------------------------------------------------------------------------------

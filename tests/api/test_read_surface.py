@@ -539,7 +539,7 @@ def test_an_unexpected_error_is_a_500_envelope_that_leaks_nothing(
     _, token = w.grant([{"name": LH}])
 
     def boom(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(f"disk on fire at {w.store.path}")
+        raise RuntimeError(f"disk on fire at {w.root}")
 
     monkeypatch.setattr(w.store, "records_page", boom)
     client = TestClient(create_app(w.home), raise_server_exceptions=False)

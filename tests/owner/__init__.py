@@ -6,7 +6,6 @@ Helpers shared by the modules of this package live here; fixtures live in `conft
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,7 +25,9 @@ from ownstream.home import Home
 from ownstream.owner import ConnectionOperations
 from ownstream.runtime.runner import ImportResult
 from ownstream.scheduler import Worker
+from ownstream.store.postgres.search_index import scope_lexeme
 from ownstream.store.sqlite.search_index import scope_token
+from tests.rawdb import RawDb
 
 # Every table keyed on connection_id (the delete cascade must empty each for one connection).
 KEYED_TABLES = (
@@ -111,7 +112,7 @@ class Lab:
         return ConnectionOperations(self.home)
 
     def fresh_home(self) -> Home:
-        """Another Home on the same directory: its own SQLite connections and catalog."""
+        """Another Home on the same directory (and database): its own connections and catalog."""
         home = Home(self.home.path)
         self._homes.append(home)
         return home
@@ -121,8 +122,8 @@ class Lab:
             if "store" in home.__dict__:
                 home.store.close()
 
-    def db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.home.path / "ownstream.db")
+    def db(self) -> RawDb:
+        return RawDb(self.store)
 
 
     def counts(self, connection_id: str) -> dict[str, int]:
@@ -144,10 +145,16 @@ class Lab:
                 "(SELECT run_seq FROM runs WHERE connection_id = ?)",
                 (connection_id,),
             ).fetchone()[0]
-            found["search_index"] = db.execute(
-                "SELECT count(*) FROM search_index WHERE search_index MATCH ?",
-                (f'scope : "{scope_token("c", connection_id)}"',),
-            ).fetchone()[0]
+            if db.backend == "sqlite":
+                found["search_index"] = db.execute(
+                    "SELECT count(*) FROM search_index WHERE search_index MATCH ?",
+                    (f'scope : "{scope_token("c", connection_id)}"',),
+                ).fetchone()[0]
+            else:  # the entries live on the record rows: count the rows that carry one
+                found["search_index"] = db.execute(
+                    "SELECT count(*) FROM records WHERE search @@ ?::tsquery",
+                    (scope_lexeme("c", connection_id),),
+                ).fetchone()[0]
         return found
 
     # -- connections --------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import stat
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,11 +20,9 @@ from . import FakeClock, Lab
 
 
 def db_bytes(lab: Lab) -> bytes:
-    """The database file and its WAL, as they sit on disk."""
-    path = Path(lab.store.path)
-    return b"".join(
-        p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists()
-    )
+    """Everything the database holds, as raw bytes."""
+    with lab.db() as db:
+        return db.everything()
 
 
 def test_credentials_are_sealed_at_rest(lab: Lab) -> None:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,10 +17,11 @@ from ownstream.clock import now_iso
 from ownstream.connectors.spotify import connector as spotify_connector
 from ownstream.errors import ConnectionNotFound, ConnectionRunActive, ConnectionTombstoned
 from ownstream.grants.issue import issue_grant
+from ownstream.home import LEASE_ENV
 from ownstream.runtime.runner import Runtime
 from ownstream.runtime.sdk import Message, Start
 from ownstream.store.base import Binding, Publication
-from ownstream.store.sqlite import SQLiteStore
+from ownstream.store.postgres import connections as postgres_connections
 from ownstream.store.sqlite import connections as sqlite_connections
 
 from . import Lab
@@ -29,7 +31,7 @@ def live_per_stream(lab: Lab, connection_id: str) -> dict[str, int]:
     with lab.db() as db:
         return dict(
             db.execute(
-                "SELECT stream, count(*) FROM records WHERE connection_id = ? AND deleted = 0 "
+                "SELECT stream, count(*) FROM records WHERE connection_id = ? AND NOT deleted "
                 "GROUP BY stream",
                 (connection_id,),
             ).fetchall()
@@ -91,11 +93,14 @@ def test_a_failure_mid_cascade_deletes_nothing(lab: Lab, monkeypatch: pytest.Mon
     conns = populated(lab)
     ann = conns["ann"]
     before = {name: lab.counts(cid) for name, cid in conns.items()}
-    tables = list(sqlite_connections.CONNECTION_TABLES)
+    backend = sqlite_connections if lab.store.capabilities.backend == "sqlite" else (
+        postgres_connections
+    )
+    tables = list(backend.CONNECTION_TABLES)
     tables.insert(tables.index("schedules") + 1, "no_such_table")
-    monkeypatch.setattr(sqlite_connections, "CONNECTION_TABLES", tuple(tables))
+    monkeypatch.setattr(backend, "CONNECTION_TABLES", tuple(tables))
 
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises((sqlite3.OperationalError, psycopg.errors.UndefinedTable)):
         lab.ops.delete(ann)
     after_ops = {name: lab.counts(cid) for name, cid in conns.items()}
     assert after_ops == before
@@ -129,7 +134,7 @@ def test_a_crash_mid_purge_leaves_nothing_readable_and_the_purge_resumes(
     before = {name: lab.counts(cid) for name, cid in conns.items() if name != "ann"}
     real_purge = lab.store._purge  # type: ignore[attr-defined]
 
-    def crash(connection_id: str) -> int:
+    def crash(connection_id: str, **how: Any) -> int:
         raise KeyboardInterrupt("the process died mid-purge")
 
     monkeypatch.setattr(lab.store, "_purge", crash)
@@ -275,8 +280,10 @@ def test_a_run_that_lost_its_lease_cannot_write_a_deleted_connection_back(
     lab: Lab, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ann = lab.connect("ann")
+    monkeypatch.setenv(LEASE_ENV, "1")
     slow = lab.fresh_home()
-    slow.__dict__["store"] = SQLiteStore(lab.store.path, lease_seconds=1)
+    assert slow.store.lease_seconds == 1
+    monkeypatch.delenv(LEASE_ENV)
     started, release = threading.Event(), threading.Event()
     original = spotify_connector.collect
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -13,10 +12,10 @@ import pytest
 from ownstream.clock import iso, now_iso
 from ownstream.connectors.spotify import connector as spotify_connector
 from ownstream.errors import ConnectionRunActive, ScheduleNotAllowed
+from ownstream.home import LEASE_ENV
 from ownstream.runtime.sdk import Message, Start
 from ownstream.scheduler import Worker
 from ownstream.store.base import Binding
-from ownstream.store.sqlite import SQLiteStore
 
 from . import FakeClock, Lab, custom_manifest
 
@@ -175,11 +174,15 @@ def test_two_workers_racing_for_one_due_connection_run_it_once(lab: Lab) -> None
     assert len({e["summary"]["worker_id"] for e in events}) <= 2
 
 
-def test_a_crashed_workers_lease_expires_and_another_takes_over(lab: Lab) -> None:
+def test_a_crashed_workers_lease_expires_and_another_takes_over(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ann = lab.connect("ann")
     owner_schedule(lab, ann, 60)
     # a worker with a short lease starts a run, then dies without ending it
-    crashed = SQLiteStore(lab.store.path, lease_seconds=1)
+    monkeypatch.setenv(LEASE_ENV, "1")
+    crashed = lab.fresh_home().store
+    monkeypatch.delenv(LEASE_ENV)
     stale = crashed.start_stage(
         Binding(ann),
         connector_key="spotify",
@@ -295,7 +298,7 @@ def test_pausing_one_connection_never_affects_another(lab: Lab) -> None:
 
 def test_the_standalone_worker_command_runs_due_connections(lab: Lab) -> None:
     ann, ben = lab.connect("ann"), lab.connect("ben")
-    with sqlite3.connect(lab.store.path) as db:
+    with lab.db() as db:
         db.execute(
             "UPDATE schedules SET next_due_at = '2000-01-01T00:00:00.000Z' WHERE connection_id = ?",
             (ann,),
