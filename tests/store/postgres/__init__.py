@@ -1,0 +1,1 @@
+"""What only PostgreSQL can show: several writers at once, processes sharing one database."""
