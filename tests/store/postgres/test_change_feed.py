@@ -51,7 +51,7 @@ def waiting_for_locks(url: str, count: int, timeout: float = 10) -> None:
             time.sleep(0.01)
 
 
-def in_thread(work: Callable[[], None]) -> tuple[threading.Thread, list[BaseException]]:
+def in_thread(work: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
     errors: list[BaseException] = []
 
     def run() -> None:
