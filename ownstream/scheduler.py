@@ -3,7 +3,8 @@
 A schedule belongs to one connection. The worker claims a due slot with a conditional update
 (only one claimant wins) and then takes the connection's durable run lease, so two workers
 never run one connection; sibling connections run concurrently in a small thread pool, and a
-crashed worker's lease expires. Failures back off per connection.
+crashed worker's lease expires. A pass claims no more due slots than the pool runs at once, so
+several workers on one database share what is due. Failures back off per connection.
 """
 
 from __future__ import annotations
@@ -132,6 +133,8 @@ class Worker:
         now = self.clock()
         claimed: list[Schedule] = []
         for schedule in self.store.due_schedules(iso(now)):
+            if len(claimed) == self.max_parallel:
+                break  # the rest waits for the next pass, this worker's or another's
             assert schedule.next_due_at is not None
             jitter = self._rng.randint(0, schedule.jitter_seconds) if schedule.jitter_seconds else 0
             next_due = iso(now + timedelta(seconds=schedule.interval_seconds + jitter))
@@ -199,8 +202,9 @@ class Worker:
                 reclaimed = self.store.reclaim_stalled()
                 if reclaimed:
                     log.warning("reclaimed stalled run(s) %s", ", ".join(reclaimed))
-                self.tick()
-                failures, wait = 0, poll_seconds
+                ran = self.tick()
+                # a full pass may have left due slots behind: take them at once
+                failures, wait = 0, 0.0 if len(ran) == self.max_parallel else poll_seconds
             except Exception:
                 failures += 1
                 wait = min(poll_seconds * 2**failures, MAX_PASS_BACKOFF_SECONDS)

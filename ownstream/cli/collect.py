@@ -207,16 +207,22 @@ def audit(
 @handles_errors
 def worker(
     ctx: typer.Context,
-    once: bool = typer.Option(False, "--once", help="One pass over due connections, then exit."),
+    once: bool = typer.Option(
+        False, "--once", help="One pass (up to --parallel due connections), then exit."
+    ),
     poll: float = typer.Option(5.0, "--poll", help="Seconds between passes."),
+    parallel: int = typer.Option(
+        4, "--parallel", min=1, help="Connections this worker runs at once (and claims per pass)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Run scheduled connections as they come due (a standalone worker)."""
+    """Run scheduled connections as they come due (a standalone worker; run several, on one
+    PostgreSQL database, to share the due connections)."""
     import threading
 
     from ownstream.scheduler import Worker
 
-    runner = Worker(home_of(ctx).runtime())
+    runner = Worker(home_of(ctx).runtime(), max_parallel=parallel)
     if once:
         results = runner.tick()
         payload = {

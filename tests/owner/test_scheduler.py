@@ -145,6 +145,19 @@ def test_siblings_run_concurrently(lab: Lab, monkeypatch: pytest.MonkeyPatch) ->
     assert statuses(results[ann]) == statuses(results[ben]) == ["succeeded"]
 
 
+def test_a_worker_takes_only_what_it_runs_at_once_and_leaves_the_rest_to_others(
+    lab: Lab,
+) -> None:
+    conns = [lab.connect(user) for user in ("ann", "ben", "cy")]
+    for connection_id in conns:
+        owner_schedule(lab, connection_id, 60)
+    clock = FakeClock()
+    first = lab.worker(clock, max_parallel=2).tick()
+    second = lab.worker(clock, home=lab.fresh_home(), max_parallel=2).tick()
+    assert len(first) == 2 and len(second) == 1 and set(first) | set(second) == set(conns)
+    assert all(statuses(result) == ["succeeded"] for result in [*first.values(), *second.values()])
+
+
 def test_two_workers_racing_for_one_due_connection_run_it_once(lab: Lab) -> None:
     ann = lab.connect("ann")
     owner_schedule(lab, ann, 60)
