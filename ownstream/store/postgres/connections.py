@@ -190,21 +190,20 @@ class ConnectionRecords(SearchIndex):
                 ),
             ]
         )
-        with self._db() as db:
-            rows = db.execute(
-                f"SELECT {_CONNECTION_COLUMNS} FROM connections{where} "
-                "ORDER BY created_at, connection_id",
-                params,
-            ).fetchall()
-            path_rows = db.execute(
-                "SELECT connection_id, connector_key, acquisition_method, attached_at, "
-                "proved_identity, rule_id FROM connection_paths WHERE connection_id = ANY(%s) "
-                "ORDER BY attached_at, connector_key",
-                ([row[0] for row in rows],),
-            ).fetchall()
+        # one statement: each connection's row, once per path (its paths in attachment order)
+        found = self._rows(
+            f"SELECT {_CONNECTION_COLUMNS}, p.connector_key, p.acquisition_method, "
+            "p.attached_at, p.proved_identity, p.rule_id FROM (SELECT * FROM connections"
+            f"{where}) AS c LEFT JOIN connection_paths p USING (connection_id) "
+            "ORDER BY c.created_at, c.connection_id, p.attached_at, p.connector_key",
+            params,
+        )
+        rows: dict[str, tuple[Any, ...]] = {}
         paths: dict[str, list[AttachedPath]] = {}
-        for connection_id, *path in path_rows:
-            paths.setdefault(connection_id, []).append(AttachedPath(*path))
+        for row in found:
+            rows.setdefault(row[0], row[:14])
+            if row[14] is not None:
+                paths.setdefault(row[0], []).append(AttachedPath(*row[14:]))
         return [
             Connection(
                 connection_id=row[0],
@@ -219,7 +218,7 @@ class ConnectionRecords(SearchIndex):
                 identity=ConnectionIdentity(*row[9:14]) if row[9] is not None else None,
                 paths=tuple(paths.get(row[0], ())),
             )
-            for row in rows
+            for row in rows.values()
         ]
 
     def rename_connection(self, connection_id: str, display_name: str) -> Connection:

@@ -126,9 +126,13 @@ class PostgresBase:
     def close(self) -> None:
         self._pool.close()
 
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _rows(
+        self, sql: str, params: Sequence[Any] = (), *, prepare: bool | None = None
+    ) -> list[tuple[Any, ...]]:
+        """All rows of one statement. `prepare=False` for a statement whose best plan depends
+        on its parameters: a prepared one may fall back to one generic plan for all."""
         with self._db() as db:
-            return db.execute(sql, params).fetchall()
+            return db.execute(sql, params, prepare=prepare).fetchall()
 
     def _row(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         with self._db() as db:

@@ -23,7 +23,18 @@ from ownstream.store.base import (
     StoredRecord,
     StreamCount,
 )
+from ownstream.store.postgres.database import Connection
 from ownstream.store.postgres.search_index import SearchIndex, query, scope_lexeme
+
+# Rows the newest-first walk of a search reads at most (shared by the searched connections)
+# before the GIN index answers instead.
+PROBE_ROWS = 600
+LAST_ID = 2**63 - 1
+# One connection's rows of one stream, between two record ids (exclusive): the walk's range.
+_WALK = (
+    "({alias}.connection_id, {alias}.stream, {alias}.record_id) > (%s, %s, %s) AND "
+    "({alias}.connection_id, {alias}.stream, {alias}.record_id) < (%s, %s, %s)"
+)
 
 
 def visible(row: str, connection: str) -> str:
@@ -315,46 +326,71 @@ class ReadQueries(SearchIndex):
         The grant is part of the tsquery: each stream's clause names its stream token, its
         granted connections' tokens and only its visible field slots, so hidden text never
         produces a hit; the same filters are applied again in SQL, as in SQLite.
+
+        Newest first has two good plans, and which one depends on how common the words are,
+        which the planner can only guess (a rare word outside its statistics looks common):
+        walking each connection's newest rows down finds a common word at once and a rare one
+        never; the GIN index finds a rare word at once and makes a common one sort every hit.
+        So the walk goes first, over at most `PROBE_ROWS` rows; only if it cannot prove it
+        found the newest hits does the index answer, as a bitmap scan (the plan is pinned for
+        each step, whatever the statistics say). Both steps read one snapshot.
         """
-        clauses, filter_sql, filter_params = [], [], []
-        with self._db() as db:
-            for scope in scopes:
-                indexed = self._search_fields(db, scope.stream.name)
-                slots = [
-                    slot
-                    for slot, name in enumerate(indexed[:MAX_SEARCHABLE_FIELDS])
-                    if name in scope.fields
-                ]
-                if not slots or not scope.connection_ids:
-                    continue
-                words = query(slots, terms)
-                if words is None:
-                    continue
-                connections = " | ".join(
-                    f"'{scope_lexeme('c', c)}'" for c in sorted(scope.connection_ids)
+        with self._tx() as db:
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            plan = self._search_plan(db, scopes, terms)
+            if plan is None:
+                return [], False
+            tsquery, hit_sql, hit_params, pairs = plan
+            wanted = limit + 1
+            below = [LAST_ID if before is None else before]
+            probe = max(wanted, PROBE_ROWS // len(pairs))
+            # How far down each (stream, connection) the walk goes, and whether that is all of
+            # it. The range is written as row comparisons so that only `records_recent` serves
+            # it: with `connection_id = …` the planner would walk the primary key down instead,
+            # through every newer row of every other connection.
+            floors = db.execute(
+                " UNION ALL ".join(
+                    f"SELECT {i}, min(record_id), count(*) FROM (SELECT record_id FROM records "
+                    f"WHERE {_WALK.format(alias='records')} AND NOT deleted "
+                    "ORDER BY connection_id DESC, stream DESC, record_id DESC LIMIT %s) AS walk"
+                    for i in range(len(pairs))
+                ),
+                [v for stream, c in pairs for v in (c, stream, 0, c, stream, *below, probe)],
+            ).fetchall()
+            walked = [(i, floor) for i, floor, count in floors if count]
+            rest = [floor for _, floor, count in floors if count == probe]
+            rows: list[tuple[Any, ...]] = []
+            if walked:
+                db.execute("SET LOCAL enable_bitmapscan = off")
+                db.execute("SET LOCAL enable_seqscan = off")
+                branch = (
+                    f"({hit_sql} AND {_WALK.format(alias='r')} ORDER BY r.connection_id DESC, "
+                    "r.stream DESC, r.record_id DESC LIMIT %s)"
                 )
-                clauses.append(
-                    f"'{scope_lexeme('s', scope.stream.name)}' & ({connections}) & ({words})"
-                )
-                filters, extra = scope_filters(scope, "r")
-                granted = "r.connection_id = ANY(%s)"
-                filter_sql.append(" AND ".join(["r.stream = %s", granted, *filters]))
-                filter_params += [scope.stream.name, sorted(scope.connection_ids), *extra]
-        if not clauses:
-            return [], False
-        sql = (
-            "SELECT r.record_id, r.connection_id, r.stream, r.record_key, r.data, r.emitted_at "
-            "FROM records r JOIN connections k ON k.connection_id = r.connection_id "
-            f"WHERE r.search @@ %s::tsquery AND NOT r.deleted AND {visible('r', 'k')} "
-            f"AND (({') OR ('.join(filter_sql)}))"
-            + (" AND r.record_id < %s" if before is not None else "")
-            + " ORDER BY r.record_id DESC LIMIT %s"
-        )
-        params: list[Any] = [" | ".join(f"({c})" for c in clauses), *filter_params]
-        if before is not None:
-            params.append(before)
-        params.append(limit + 1)
-        rows = self._rows(sql, params)
+                rows = db.execute(
+                    f"SELECT * FROM ({' UNION ALL '.join([branch] * len(walked))}) AS hit "
+                    "ORDER BY record_id DESC LIMIT %s",
+                    [
+                        *[
+                            v
+                            for i, floor in walked
+                            for v in (tsquery, *hit_params, pairs[i][1], pairs[i][0], floor - 1,
+                                      pairs[i][1], pairs[i][0], *below, wanted)
+                        ],
+                        wanted,
+                    ],
+                    prepare=False,
+                ).fetchall()
+            proven = not rest or (len(rows) == wanted and rows[-1][0] >= max(rest))
+            if not proven:
+                db.execute("SET LOCAL enable_bitmapscan = on")
+                db.execute("SET LOCAL enable_indexscan = off")
+                db.execute("SET LOCAL enable_seqscan = off")
+                rows = db.execute(
+                    f"{hit_sql} AND r.record_id < %s ORDER BY r.record_id DESC LIMIT %s",
+                    [tsquery, *hit_params, *below, wanted],
+                    prepare=False,
+                ).fetchall()
         fields_by_stream = {s.stream.name: frozenset(s.fields) for s in scopes}
         hits = [
             SearchHit(
@@ -368,3 +404,51 @@ class ReadQueries(SearchIndex):
             for row in rows[:limit]
         ]
         return hits, len(rows) > limit
+
+    def _search_plan(
+        self, db: Connection, scopes: Sequence[ReadScope], terms: tuple[Term, ...]
+    ) -> tuple[str, str, list[Any], list[tuple[str, str]]] | None:
+        """The grant-scoped tsquery, the query of visible hits it parameterizes (its first
+        parameter), that query's other parameters, and the (stream, connection) pairs
+        searched; None when nothing can match."""
+        clauses, filter_sql, filter_params = [], [], []
+        pairs: list[tuple[str, str]] = []
+        indexed_fields = {
+            stream: tuple(fields)
+            for stream, fields in db.execute(
+                "SELECT stream, fields FROM search_fields WHERE stream = ANY(%s)",
+                ([scope.stream.name for scope in scopes],),
+            )
+        }
+        for scope in scopes:
+            indexed = indexed_fields.get(scope.stream.name, ())
+            slots = [
+                slot
+                for slot, name in enumerate(indexed[:MAX_SEARCHABLE_FIELDS])
+                if name in scope.fields
+            ]
+            if not slots or not scope.connection_ids:
+                continue
+            words = query(slots, terms)
+            if words is None:
+                continue
+            connections = " | ".join(
+                f"'{scope_lexeme('c', c)}'" for c in sorted(scope.connection_ids)
+            )
+            clauses.append(
+                f"'{scope_lexeme('s', scope.stream.name)}' & ({connections}) & ({words})"
+            )
+            filters, extra = scope_filters(scope, "r")
+            granted = "r.connection_id = ANY(%s)"
+            filter_sql.append(" AND ".join(["r.stream = %s", granted, *filters]))
+            filter_params += [scope.stream.name, sorted(scope.connection_ids), *extra]
+            pairs += [(scope.stream.name, c) for c in sorted(scope.connection_ids)]
+        if not clauses:
+            return None
+        hit_sql = (
+            "SELECT r.record_id, r.connection_id, r.stream, r.record_key, r.data, r.emitted_at "
+            "FROM records r JOIN connections k ON k.connection_id = r.connection_id "
+            f"WHERE r.search @@ %s::tsquery AND NOT r.deleted AND {visible('r', 'k')} "
+            f"AND (({') OR ('.join(filter_sql)}))"
+        )
+        return " | ".join(f"({c})" for c in clauses), hit_sql, filter_params, pairs

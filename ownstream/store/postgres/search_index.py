@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -41,6 +42,7 @@ MAX_ENTRY_BYTES = 1_000_000
 REINDEX_CHUNK = 2000
 
 
+@lru_cache(maxsize=4096)
 def scope_lexeme(kind: str, value: str) -> str:
     """An opaque stream ("s…") or connection ("c…") token."""
     return kind + hashlib.sha1(value.encode()).hexdigest()[:16]
@@ -57,6 +59,19 @@ def _cut(lexeme: str) -> str:
     return encoded[:MAX_LEXEME_BYTES].decode(errors="ignore")
 
 
+def _bounded(lexemes: set[str]) -> set[str]:
+    """Within PostgreSQL's limits: each lexeme cut to its cap, the entry stopped at its own
+    (the slow path, for text of a quarter of a megabyte, or a single 500-character word)."""
+    kept: set[str] = set()
+    size = 0
+    for lexeme in sorted(_cut(lexeme) for lexeme in lexemes):
+        size += len(lexeme.encode()) + 8
+        if size > MAX_ENTRY_BYTES:
+            break
+        kept.add(lexeme)
+    return kept
+
+
 def entry(
     stream: str, connection_id: str, fields: Sequence[str], data: dict[str, Any]
 ) -> str | None:
@@ -64,16 +79,21 @@ def entry(
     if not fields:
         return None
     lexemes = {scope_lexeme("s", stream), scope_lexeme("c", connection_id)}
-    size = 0
     for slot, name in enumerate(fields[:MAX_SEARCHABLE_FIELDS]):
-        for token in tokens(search_text(data.get(name))):
-            lexeme = _cut(f"{slot}:{token}")
-            if lexeme not in lexemes:
-                size += len(lexeme.encode()) + 8
-                if size > MAX_ENTRY_BYTES:
-                    break
-                lexemes.add(lexeme)
-    return " ".join(_quoted(lexeme) for lexeme in sorted(lexemes))
+        value = data.get(name)
+        if value is not None:
+            prefix = f"{slot}:"
+            lexemes.update([prefix + token for token in tokens(search_text(value))])
+    # a character is at most 4 bytes: only text near a limit needs the exact, slow count
+    if max(map(len, lexemes)) * 4 > MAX_LEXEME_BYTES or sum(map(len, lexemes)) * 4 > (
+        MAX_ENTRY_BYTES // 2
+    ):
+        lexemes = _bounded(lexemes)
+    # unicode61 tokens hold no quote, backslash or space; exact for any lexeme all the same
+    text = " ".join(lexemes)
+    if "'" in text or "\\" in text or len(text.split(" ")) != len(lexemes):
+        return " ".join(_quoted(lexeme) for lexeme in lexemes)
+    return "'" + text.replace(" ", "' '") + "'"
 
 
 def query(slots: Sequence[int], terms: Sequence[Term]) -> str | None:
