@@ -45,14 +45,17 @@ class Recycler:
         self.cluster = cluster
         self._free: list[str] = []
 
-    def take(self) -> str:
-        if self._free:
+    def take(self, *, recycled: bool = True) -> str:
+        if self._free and recycled:
             return self._free.pop()
         name = f"ownstream_{os.getpid()}_{next(_databases)}"
         self.cluster.create_database(name)
         return name
 
-    def give_back(self, name: str) -> None:
+    def give_back(self, name: str, *, recycle: bool = True) -> None:
+        if not recycle:
+            self.cluster.drop_database(name)
+            return
         with psycopg.connect(self.cluster.url(name), autocommit=True) as db:
             db.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -92,7 +95,7 @@ class Databases:
 
     def __init__(self, recycler: Recycler, monkeypatch: pytest.MonkeyPatch) -> None:
         self.recycler = recycler
-        self._names: list[str] = []
+        self._names: list[tuple[str, bool]] = []
         self._stores: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
         opening = PostgresStore.__init__
         stores = self._stores
@@ -103,16 +106,18 @@ class Databases:
 
         monkeypatch.setattr(PostgresStore, "__init__", tracked)
 
-    def new(self) -> str:
-        name = self.recycler.take()
-        self._names.append(name)
+    def new(self, *, recycled: bool = True) -> str:
+        """An empty database; `recycled=False` for a test that changes the schema itself (it
+        gets a new database, dropped afterwards)."""
+        name = self.recycler.take(recycled=recycled)
+        self._names.append((name, recycled))
         return self.recycler.cluster.url(name)
 
     def close(self) -> None:
         for store in list(self._stores):
             store.close()
-        for name in self._names:
-            self.recycler.give_back(name)
+        for name, recycled in self._names:
+            self.recycler.give_back(name, recycle=recycled)
 
 
 @pytest.fixture
