@@ -225,16 +225,6 @@ def database_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
         monkeypatch.setenv(DATABASE_URL_ENV, request.getfixturevalue("postgres_url"))
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In the PostgreSQL pass, tests of SQLite's own machinery are skipped, saying why."""
-    if test_backend() != "postgresql":
-        return
-    for item in items:
-        marker = item.get_closest_marker("sqlite_only")
-        if marker is not None:
-            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {marker.args[0]}"))
-
-
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say loudly which real-service tests did not run (see tests/services)."""
     skipped = [
