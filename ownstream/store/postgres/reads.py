@@ -9,6 +9,7 @@ one snapshot: a publication is either wholly in it or wholly out.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -29,11 +30,16 @@ from ownstream.store.postgres.search_index import SearchIndex, query, scope_lexe
 # Rows the newest-first walk of a search reads at most (shared by the searched connections)
 # before the GIN index answers instead.
 PROBE_ROWS = 600
-LAST_ID = 2**63 - 1
-# One connection's rows of one stream, between two record ids (exclusive): the walk's range.
+LAST_ID = 2**63 - 1  # "below" when a search starts from the newest record
+# The walk of one (connection, stream): its newest live rows below a record id, at most a
+# number of them. Written so that only `records_recent` serves it, and stops where the
+# connection ends: with `connection_id = …` the planner would walk the primary key down instead
+# (through every newer row of every other connection), and a row comparison alone does not
+# bound a backward index scan below.
 _WALK = (
-    "({alias}.connection_id, {alias}.stream, {alias}.record_id) > (%s, %s, %s) AND "
-    "({alias}.connection_id, {alias}.stream, {alias}.record_id) < (%s, %s, %s)"
+    "(SELECT * FROM records WHERE connection_id >= %s AND stream = %s AND "
+    "(connection_id, stream, record_id) < (%s, %s, %s) AND NOT deleted "
+    "ORDER BY connection_id DESC, stream DESC, record_id DESC LIMIT %s)"
 )
 
 
@@ -43,6 +49,14 @@ def visible(row: str, connection: str) -> str:
         f"{row}.stage <= {connection}.published_stage AND "
         f"({row}.parked = 0 OR {row}.parked > {connection}.published_stage)"
     )
+
+
+# Visible live records of `{rows}` (records, or a walk) whose entry matches a tsquery.
+_MATCHES = (
+    "FROM {rows} r JOIN connections k ON k.connection_id = r.connection_id "
+    f"WHERE r.search @@ %s::tsquery AND NOT r.deleted AND {visible('r', 'k')}"
+)
+_COLUMNS = "SELECT r.record_id, r.connection_id, r.stream, r.record_key, r.data, r.emitted_at"
 
 
 def scope_filters(scope: ReadScope, alias: str = "") -> tuple[list[str], list[Any]]:
@@ -337,45 +351,45 @@ class ReadQueries(SearchIndex):
         """
         with self._tx() as db:
             db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            plan = self._search_plan(db, scopes, terms)
-            if plan is None:
+            searched = self._searched(db, scopes, terms)
+            if searched is None:
                 return [], False
-            tsquery, hit_sql, hit_params, pairs = plan
+            tsquery, parts = searched
+            pairs = [(part, c) for part in parts for c in part.connection_ids]
             wanted = limit + 1
-            below = [LAST_ID if before is None else before]
+            below = LAST_ID if before is None else before
             probe = max(wanted, PROBE_ROWS // len(pairs))
-            # How far down each (stream, connection) the walk goes, and whether that is all of
-            # it. The range is written as row comparisons so that only `records_recent` serves
-            # it: with `connection_id = …` the planner would walk the primary key down instead,
-            # through every newer row of every other connection.
+
+            def walk(part: _Searched, connection_id: str) -> list[Any]:
+                return [connection_id, part.stream, connection_id, part.stream, below, probe]
+
+            db.execute("SET LOCAL enable_bitmapscan = off")
+            db.execute("SET LOCAL enable_seqscan = off")
+            # how far down each walk goes (its lowest record id), and whether that is all
             floors = db.execute(
                 " UNION ALL ".join(
-                    f"SELECT {i}, min(record_id), count(*) FROM (SELECT record_id FROM records "
-                    f"WHERE {_WALK.format(alias='records')} AND NOT deleted "
-                    "ORDER BY connection_id DESC, stream DESC, record_id DESC LIMIT %s) AS walk"
+                    f"SELECT {i}, min(record_id), count(*) FROM {_WALK} AS walk"
                     for i in range(len(pairs))
                 ),
-                [v for stream, c in pairs for v in (c, stream, 0, c, stream, *below, probe)],
+                [v for part, c in pairs for v in walk(part, c)],
             ).fetchall()
-            walked = [(i, floor) for i, floor, count in floors if count]
             rest = [floor for _, floor, count in floors if count == probe]
+            walked = [pairs[i] for i, _, count in floors if count]
             rows: list[tuple[Any, ...]] = []
             if walked:
-                db.execute("SET LOCAL enable_bitmapscan = off")
-                db.execute("SET LOCAL enable_seqscan = off")
-                branch = (
-                    f"({hit_sql} AND {_WALK.format(alias='r')} ORDER BY r.connection_id DESC, "
-                    "r.stream DESC, r.record_id DESC LIMIT %s)"
-                )
                 rows = db.execute(
-                    f"SELECT * FROM ({' UNION ALL '.join([branch] * len(walked))}) AS hit "
-                    "ORDER BY record_id DESC LIMIT %s",
+                    "SELECT * FROM ("
+                    + " UNION ALL ".join(
+                        f"({_COLUMNS} {_MATCHES.format(rows=_WALK)}{part.filters} "
+                        "ORDER BY r.record_id DESC LIMIT %s)"
+                        for part, _ in walked
+                    )
+                    + ") AS hit ORDER BY record_id DESC LIMIT %s",
                     [
                         *[
                             v
-                            for i, floor in walked
-                            for v in (tsquery, *hit_params, pairs[i][1], pairs[i][0], floor - 1,
-                                      pairs[i][1], pairs[i][0], *below, wanted)
+                            for part, c in walked
+                            for v in (*walk(part, c), tsquery, *part.params, wanted)
                         ],
                         wanted,
                     ],
@@ -385,10 +399,28 @@ class ReadQueries(SearchIndex):
             if not proven:
                 db.execute("SET LOCAL enable_bitmapscan = on")
                 db.execute("SET LOCAL enable_indexscan = off")
-                db.execute("SET LOCAL enable_seqscan = off")
+                # a page of hits: starting parallel workers costs more than they would save
+                db.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+                granted = " OR ".join(
+                    f"(r.stream = %s AND r.connection_id = ANY(%s){part.filters})" for part in parts
+                )
+                # the newest ids first, and only then their rows: a sort of every hit's id is
+                # cheap, a sort of every hit's data is not
                 rows = db.execute(
-                    f"{hit_sql} AND r.record_id < %s ORDER BY r.record_id DESC LIMIT %s",
-                    [tsquery, *hit_params, *below, wanted],
+                    f"{_COLUMNS} FROM (SELECT r.record_id {_MATCHES.format(rows='records')} "
+                    f"AND ({granted}) AND r.record_id < %s "
+                    "ORDER BY r.record_id DESC LIMIT %s) AS top JOIN records r USING (record_id) "
+                    "ORDER BY r.record_id DESC",
+                    [
+                        tsquery,
+                        *[
+                            v
+                            for part in parts
+                            for v in (part.stream, list(part.connection_ids), *part.params)
+                        ],
+                        below,
+                        wanted,
+                    ],
                     prepare=False,
                 ).fetchall()
         fields_by_stream = {s.stream.name: frozenset(s.fields) for s in scopes}
@@ -405,14 +437,13 @@ class ReadQueries(SearchIndex):
         ]
         return hits, len(rows) > limit
 
-    def _search_plan(
+    def _searched(
         self, db: Connection, scopes: Sequence[ReadScope], terms: tuple[Term, ...]
-    ) -> tuple[str, str, list[Any], list[tuple[str, str]]] | None:
-        """The grant-scoped tsquery, the query of visible hits it parameterizes (its first
-        parameter), that query's other parameters, and the (stream, connection) pairs
-        searched; None when nothing can match."""
-        clauses, filter_sql, filter_params = [], [], []
-        pairs: list[tuple[str, str]] = []
+    ) -> tuple[str, list[_Searched]] | None:
+        """The grant-scoped tsquery and what each scope searches; None when nothing can
+        match."""
+        clauses: list[str] = []
+        parts: list[_Searched] = []
         indexed_fields = {
             stream: tuple(fields)
             for stream, fields in db.execute(
@@ -432,23 +463,31 @@ class ReadQueries(SearchIndex):
             words = query(slots, terms)
             if words is None:
                 continue
-            connections = " | ".join(
-                f"'{scope_lexeme('c', c)}'" for c in sorted(scope.connection_ids)
-            )
+            connection_ids = tuple(sorted(scope.connection_ids))
+            connections = " | ".join(f"'{scope_lexeme('c', c)}'" for c in connection_ids)
             clauses.append(
                 f"'{scope_lexeme('s', scope.stream.name)}' & ({connections}) & ({words})"
             )
-            filters, extra = scope_filters(scope, "r")
-            granted = "r.connection_id = ANY(%s)"
-            filter_sql.append(" AND ".join(["r.stream = %s", granted, *filters]))
-            filter_params += [scope.stream.name, sorted(scope.connection_ids), *extra]
-            pairs += [(scope.stream.name, c) for c in sorted(scope.connection_ids)]
+            filters, params = scope_filters(scope, "r")
+            parts.append(
+                _Searched(
+                    scope.stream.name,
+                    connection_ids,
+                    "".join(f" AND {f}" for f in filters),
+                    params,
+                )
+            )
         if not clauses:
             return None
-        hit_sql = (
-            "SELECT r.record_id, r.connection_id, r.stream, r.record_key, r.data, r.emitted_at "
-            "FROM records r JOIN connections k ON k.connection_id = r.connection_id "
-            f"WHERE r.search @@ %s::tsquery AND NOT r.deleted AND {visible('r', 'k')} "
-            f"AND (({') OR ('.join(filter_sql)}))"
-        )
-        return " | ".join(f"({c})" for c in clauses), hit_sql, filter_params, pairs
+        return " | ".join(f"({c})" for c in clauses), parts
+
+
+@dataclass(frozen=True)
+class _Searched:
+    """One scope of a search: its stream, its granted connections, and the SQL (with its
+    parameters) of its time window and resources."""
+
+    stream: str
+    connection_ids: tuple[str, ...]
+    filters: str
+    params: list[Any]
