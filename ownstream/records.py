@@ -15,7 +15,6 @@ import orjson
 from ownstream.clock import iso, parse_iso
 from ownstream.model import RecordRule, StreamDefinition
 
-
 _CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
 

@@ -193,7 +193,7 @@ def serve(
     """Serve the PDPP read surface, the owner API and client access over HTTP."""
     import uvicorn
 
-    from ownstream.api.app import create_app
+    from ownstream.api.app import SHUTDOWN_GRACE_SECONDS, create_app
     from ownstream.auth.console import PUBLIC_URL_SETTING, mint_link
     from ownstream.auth.discovery import normalize_public_url, url_for_bind
     from ownstream.scheduler import Worker
@@ -237,14 +237,18 @@ def serve(
         )
     sys.stdout.flush()
     stop = threading.Event()
+    loop = threading.Thread(
+        target=Worker(home.runtime()).run_forever, args=(stop,), daemon=True, name="worker"
+    )
     if scheduler:
-        loop = threading.Thread(
-            target=Worker(home.runtime()).run_forever, args=(stop,), daemon=True, name="worker"
-        )
         loop.start()
     try:
         uvicorn.run(
             create_app(home, url), host=host, port=port, log_level="warning", log_config=None
         )
     finally:
+        # uvicorn has stopped taking requests: let a scheduled run in progress end cleanly
+        # (a run cut off later is reclaimed when its lease lapses, as after a crash)
         stop.set()
+        if loop.is_alive():
+            loop.join(SHUTDOWN_GRACE_SECONDS)

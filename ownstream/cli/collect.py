@@ -211,10 +211,15 @@ def worker(
     poll: float = typer.Option(5.0, "--poll", help="Seconds between passes."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Run scheduled connections as they come due (a standalone worker)."""
+    """Run scheduled connections as they come due (a standalone worker). SIGTERM or Ctrl-C
+    stop it after the runs in progress end."""
+    import signal
     import threading
 
+    from ownstream.logs import configure
     from ownstream.scheduler import Worker
+
+    configure()
 
     runner = Worker(home_of(ctx).runtime())
     if once:
@@ -231,10 +236,9 @@ def worker(
             typer.echo(f"ran {len(payload)} due connection(s)")
         return
     stop = threading.Event()
-    try:
-        runner.run_forever(stop, poll)
-    except KeyboardInterrupt:
-        stop.set()
+    for stopping in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stopping, lambda number, frame: stop.set())
+    runner.run_forever(stop, poll)
 
 
 @handles_errors
