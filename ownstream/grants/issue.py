@@ -14,6 +14,7 @@ from ownstream.registry import Catalog
 from ownstream.store.base import Store
 
 ACCESS_MODES = ("single_use", "continuous")
+MAX_CLIENT_ID_CHARS = 200
 DEFAULT_PURPOSE = "https://ownstream.dev/purposes/personal_use"
 
 
@@ -106,6 +107,10 @@ def build_grant(store: Store, catalog: Catalog, client_id: str, request: Any) ->
         raise InvalidRequest("a grant request must be a JSON object")
     if not client_id:
         raise InvalidRequest("client_id is required", param="client_id")
+    if len(client_id) > MAX_CLIENT_ID_CHARS:
+        raise InvalidRequest(
+            f"client_id is longer than {MAX_CLIENT_ID_CHARS} characters", param="client_id"
+        )
     access_mode = request.get("access_mode", "continuous")
     if access_mode not in ACCESS_MODES:
         raise InvalidRequest(f"access_mode must be one of {ACCESS_MODES}", param="access_mode")

@@ -384,7 +384,31 @@ class Session(ABC):
             self.store, acquisition, self.runtime.heartbeat_seconds, self._lease_lost
         )
         self.heartbeat.start()
+        log.info(
+            "%s %s of %s (%s) started",
+            self.outcome.trigger,
+            acquisition.run_id,
+            acquisition.connection_id,
+            acquisition.connector_key,
+        )
         return acquisition
+
+    def _ended(self, published: bool) -> None:
+        tally = self.outcome.tally
+        log.log(
+            logging.INFO if self.outcome.status == "succeeded" else logging.WARNING,
+            "%s %s of %s %s (%s): new %d, updated %d, duplicate %d, deleted %d, rejected %d",
+            self.outcome.trigger,
+            self.outcome.run_id,
+            self.outcome.connection_id,
+            self.outcome.status,
+            "published" if published else "nothing kept",
+            tally.new,
+            tally.updated,
+            tally.duplicate,
+            tally.deleted,
+            tally.rejected,
+        )
 
     def _lease_lost(self) -> None:
         if self.transport is not None:
@@ -472,6 +496,7 @@ class Session(ABC):
                 self.store.publish(self.acquisition, self._publication(status, succeeded=False))
             else:
                 self.store.abandon(self.acquisition, outcome.error)
+            self._ended(publish)
         return outcome
 
 
@@ -509,6 +534,7 @@ class RunSession(Session):
             self._flush()  # the last batch; nothing is visible until the publication below
         self.store.publish(acquisition, self._publication(status, succeeded=succeeded))
         outcome.window = self.window or (None, None)
+        self._ended(True)
         return outcome
 
 
@@ -575,6 +601,7 @@ class ImportSession(Session):
             "succeeded", succeeded=True, receipt=receipt, binding=outcome.binding
         )
         self.store.publish(acquisition, publication)
+        self._ended(True)
         return outcome
 
 
