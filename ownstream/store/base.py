@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 from ownstream.model import (
     Acquisition,
     Connection,
+    ConnectionStatus,
     ConnectionIdentity,
     Grant,
     ReadScope,
@@ -151,7 +152,7 @@ class RunRecord:
     acquisition_method: str
     trigger: str
     collection_mode: str
-    status: str
+    status: RunStatus
     started_at: str
     ended_at: str | None
     counts: dict[str, Any] = field(default_factory=dict)
@@ -353,7 +354,7 @@ class Store(AuthStore, Protocol):
 
     def rename_connection(self, connection_id: str, display_name: str) -> Connection: ...
 
-    def set_connection_status(self, connection_id: str, status: str) -> Connection: ...
+    def set_connection_status(self, connection_id: str, status: ConnectionStatus) -> Connection: ...
 
     def identity_tombstoned(
         self, owner_id: str, source: str, claim: str, value: str, connector_keys: Sequence[str]
