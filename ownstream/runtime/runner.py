@@ -36,7 +36,7 @@ from ownstream.model import (
 )
 from ownstream.registry import Catalog
 from ownstream.runtime.process import open_transport
-from ownstream.runtime.protocol import Done, Identity, MessageValidator
+from ownstream.runtime.protocol import Credentials, Done, Identity, MessageValidator
 from ownstream.runtime.resolver import Resolver
 from ownstream.runtime.session import (
     ImportSession,
@@ -197,7 +197,8 @@ class Runtime:
         self._check_setup_names(manifest, secrets, settings)
         env = self._env(manifest, {**self._defaults(manifest), **settings}, secrets)
         start = self._start_message("probe", "identify", manifest, None)
-        evidence = self._probe(manifest, start, env)
+        evidence, refreshed = self._probe(manifest, start, env)
+        secrets = {**secrets, **refreshed}  # what the probe refreshed is what stays valid
         resolution = self.resolver.resolve(manifest, evidence, connection_id, allow_recreate)
         binding = self.resolver.binding(
             manifest, resolution, display_name=display_name, seed=random_id("seed")
@@ -227,16 +228,20 @@ class Runtime:
 
     def _probe(
         self, manifest: ConnectorManifest, start: dict[str, Any], env: dict[str, str]
-    ) -> IdentityEvidence | None:
+    ) -> tuple[IdentityEvidence | None, dict[str, str]]:
+        """The identity the account proves, and any secrets the probe refreshed on the way."""
         validator = MessageValidator(manifest, (), identify_only=True)
         transport = open_transport(manifest, start, env)
         evidence = None
+        refreshed: dict[str, str] = {}
         try:
             items = iter(transport.messages())
             for item in items:
                 message = validator.read(item)
                 if isinstance(message, Identity):
                     evidence = message.evidence
+                if isinstance(message, Credentials):
+                    refreshed.update(message.secrets)
                 if isinstance(message, Done):
                     expect_end(transport, items, validator)
                     if message.status != "succeeded":
@@ -246,7 +251,7 @@ class Runtime:
                             f"{error.get('message', 'the probe failed')}",
                             connector_error=public_error(error),
                         )
-                    return evidence
+                    return evidence, refreshed
         finally:
             transport.close()
         raise ProtocolViolation(
@@ -255,18 +260,8 @@ class Runtime:
         )
 
     @staticmethod
-    def _check_setup_names(
-        manifest: ConnectorManifest, secrets: dict[str, str], settings: dict[str, str]
-    ) -> None:
-        known_secrets = {s.name for s in manifest.secrets}
+    def check_setting_names(manifest: ConnectorManifest, settings: dict[str, str]) -> None:
         known_settings = {s.name for s in manifest.settings}
-        for name in secrets:
-            if name not in known_secrets:
-                raise InvalidRequest(
-                    f"{manifest.connector_key} has no secret {name!r} "
-                    f"(it takes: {', '.join(sorted(known_secrets)) or 'none'})",
-                    param="secret",
-                )
         for name in settings:
             if name not in known_settings:
                 raise InvalidRequest(
@@ -274,6 +269,20 @@ class Runtime:
                     f"(it takes: {', '.join(sorted(known_settings)) or 'none'})",
                     param="setting",
                 )
+
+    @classmethod
+    def _check_setup_names(
+        cls, manifest: ConnectorManifest, secrets: dict[str, str], settings: dict[str, str]
+    ) -> None:
+        known_secrets = {s.name for s in manifest.secrets}
+        for name in secrets:
+            if name not in known_secrets:
+                raise InvalidRequest(
+                    f"{manifest.connector_key} has no secret {name!r} "
+                    f"(it takes: {', '.join(sorted(known_secrets)) or 'none'})",
+                    param="secret",
+                )
+        cls.check_setting_names(manifest, settings)
         missing = [s.name for s in manifest.secrets if s.required and s.name not in secrets]
         if missing:
             raise CredentialUnavailable(
@@ -350,10 +359,11 @@ class Runtime:
             s.name for s in manifest.secrets if s.required and s.name not in config.sealed_secrets
         ]
         if missing:
+            how = "--oauth" if manifest.oauth is not None else "--secret-stdin NAME"
             raise CredentialUnavailable(
                 f"connection {connection_id} has no stored {', '.join(missing)} for "
                 f"{manifest.connector_key}; reconnect it with `ownstream connect "
-                f"{manifest.connector_key} --connection {connection_id} --secret …`",
+                f"{manifest.connector_key} --connection {connection_id} {how}`",
                 connection_id=connection_id,
             )
         secrets = {
