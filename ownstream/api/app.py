@@ -12,7 +12,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ownstream import __version__
-from ownstream.api import client, errors, owner
+from ownstream.api import client, errors, owner, provider_oauth
 from ownstream.api.responses import JSONBody
 from ownstream.clock import random_id
 from ownstream.home import Home
@@ -95,4 +95,5 @@ def create_app(home: Home) -> FastAPI:
     app.add_middleware(RequestMiddleware)
     app.include_router(client.router)
     app.include_router(owner.router)
+    app.include_router(provider_oauth.router)
     return app
