@@ -147,7 +147,7 @@ class ProviderOAuth:
                     param="client_secret",
                 )
             given = dict(settings or {})
-            Runtime.check_setting_names(manifest, given)
+            Runtime.check_setup_names(manifest, "setting", given)
             if connection_id is not None:
                 store.connection(connection_id)
                 stored = store.connection_config(connection_id, connector_key).settings

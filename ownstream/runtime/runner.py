@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ownstream.clock import now_iso, random_id, stable_id
 from ownstream.credentials import Vault, fingerprint
@@ -194,7 +194,7 @@ class Runtime:
                 f"{connector_key} imports archives; use `ownstream import {connector_key} PATH`",
                 param="connector_key",
             )
-        self._check_setup_names(manifest, secrets, settings)
+        self._check_setup(manifest, secrets, settings)
         env = self._env(manifest, {**self._defaults(manifest), **settings}, secrets)
         start = self._start_message("probe", "identify", manifest, None)
         evidence, refreshed = self._probe(manifest, start, env)
@@ -260,29 +260,27 @@ class Runtime:
         )
 
     @staticmethod
-    def check_setting_names(manifest: ConnectorManifest, settings: dict[str, str]) -> None:
-        known_settings = {s.name for s in manifest.settings}
-        for name in settings:
-            if name not in known_settings:
+    def check_setup_names(
+        manifest: ConnectorManifest, kind: Literal["secret", "setting"], names: Iterable[str]
+    ) -> None:
+        """Every name given is a secret (or setting) the manifest declares."""
+        fields = manifest.secrets if kind == "secret" else manifest.settings
+        known = {f.name for f in fields}
+        for name in names:
+            if name not in known:
                 raise InvalidRequest(
-                    f"{manifest.connector_key} has no setting {name!r} "
-                    f"(it takes: {', '.join(sorted(known_settings)) or 'none'})",
-                    param="setting",
+                    f"{manifest.connector_key} has no {kind} {name!r} "
+                    f"(it takes: {', '.join(sorted(known)) or 'none'})",
+                    param=kind,
                 )
 
     @classmethod
-    def _check_setup_names(
+    def _check_setup(
         cls, manifest: ConnectorManifest, secrets: dict[str, str], settings: dict[str, str]
     ) -> None:
-        known_secrets = {s.name for s in manifest.secrets}
-        for name in secrets:
-            if name not in known_secrets:
-                raise InvalidRequest(
-                    f"{manifest.connector_key} has no secret {name!r} "
-                    f"(it takes: {', '.join(sorted(known_secrets)) or 'none'})",
-                    param="secret",
-                )
-        cls.check_setting_names(manifest, settings)
+        """A connect's names are declared and every required secret is given."""
+        cls.check_setup_names(manifest, "secret", secrets)
+        cls.check_setup_names(manifest, "setting", settings)
         missing = [s.name for s in manifest.secrets if s.required and s.name not in secrets]
         if missing:
             raise CredentialUnavailable(
