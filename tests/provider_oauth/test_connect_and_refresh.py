@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from ownstream.credentials import fingerprint
+from tests.owner import FakeClock
 
 from . import CLIENT_ID, OAuthLab
 
@@ -158,3 +159,17 @@ def test_two_connections_of_one_provider_keep_their_own_credentials(lab: OAuthLa
         [outcome] = lab.ops.run(connection_id)
         assert outcome.status == "succeeded"
         assert outcome.identity is not None and outcome.identity.value == user
+
+
+def test_a_scheduled_run_stores_what_it_refreshed(lab: OAuthLab) -> None:
+    ann = lab.connect_oauth("ann")
+    old = lab.stored(ann, "refresh_token")
+    lab.double.expire_access_tokens("ann")
+    outcomes = lab.worker(FakeClock()).tick()[ann]
+    assert isinstance(outcomes, list)
+    [outcome] = outcomes
+    assert outcome.status == "succeeded" and outcome.trigger == "schedule"
+    assert lab.refreshes_with(old) == 1 and lab.stored(ann, "refresh_token") != old
+    lab.remember_secrets(ann)
+    event = next(e for e in lab.audit(ann) if e["operation"] == "scheduled_run")
+    assert event["summary"]["credentials_stored"] == ["access_token", "refresh_token"]

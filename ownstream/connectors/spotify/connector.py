@@ -230,7 +230,7 @@ class _Api:
             )
         except oauth_client.TokenEndpointUnavailable as exc:
             raise ConnectorError(
-                f"Spotify's token endpoint: {exc}",
+                f"refreshing the Spotify access token failed: {exc}",
                 code="upstream_unavailable",
                 retryable=True,
                 recovery_action="retry_by_runtime",
