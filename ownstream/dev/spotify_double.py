@@ -877,15 +877,19 @@ def serve(
     users: Sequence[SpotifyUser],
     tokens: Mapping[str, str],
     *,
+    clients: Mapping[str, Sequence[str]] | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve until interrupted; `tokens` maps fixed access tokens (that never expire) to users.
+    """Serve until interrupted; `tokens` maps fixed access tokens (that never expire) to users,
+    `clients` registers apps (client id to redirect URIs) for the OAuth flow.
 
     `on_ready` receives the base URL once the socket is bound, which matters when `port` is 0.
     """
-    double = SpotifyDouble(users)
+    double = SpotifyDouble(users, rotate_refresh_tokens=True)
     for token, user_id in tokens.items():
         double.issue_token(user_id, token=token, expires_in=_NEVER_EXPIRES)
+    for client_id, redirect_uris in (clients or {}).items():
+        double.register_client(client_id, redirect_uris)
     server = double._bind(host, port)
     if on_ready is not None:
         on_ready(double.base_url)
