@@ -257,6 +257,13 @@ class ScheduleNotAllowed(OwnstreamError):
     status = 409
 
 
+class AuthorizationNotPending(OwnstreamError):
+    """The authorization request was already decided, or it expired."""
+
+    code = "authorization_not_pending"
+    status = 409
+
+
 class CursorExpired(OwnstreamError):
     """The change token is too old; re-sync."""
 

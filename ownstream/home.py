@@ -14,8 +14,10 @@ from ownstream.registry import Catalog
 from ownstream.runtime.runner import ProgressCallback, Runtime
 from ownstream.store.base import Store
 from ownstream.store.sqlite import SQLiteStore
+from ownstream.store.sqlite.collection import LEASE_SECONDS
 
 HOME_ENV = "OWNSTREAM_HOME"
+LEASE_ENV = "OWNSTREAM_LEASE_SECONDS"  # how long a run's lease lives between heartbeats
 
 
 def default_home() -> Path:
@@ -44,7 +46,10 @@ class Home:
 
     @cached_property
     def store(self) -> Store:
-        return SQLiteStore(self.path / "ownstream.db")
+        lease = os.environ.get(LEASE_ENV)
+        return SQLiteStore(
+            self.path / "ownstream.db", lease_seconds=int(lease) if lease else LEASE_SECONDS
+        )
 
     @cached_property
     def catalog(self) -> Catalog:

@@ -127,6 +127,24 @@ class IdentityRule:
 
 
 @dataclass(frozen=True)
+class RecordRule:
+    """Declares when two records of one stream and connection are one real-world event seen at
+    different precisions (a play the basic archive dates to the minute, the API to the
+    millisecond): equal `match_fields` and times in the same `window_seconds` window, one of
+    them coarse. Records are otherwise never merged across keys."""
+
+    rule_id: str
+    version: int
+    stream: str
+    time_field: str
+    window_seconds: int
+    match_fields: tuple[str, ...]
+    coarse_field: str  # the field that says a record's precision…
+    coarse_values: tuple[str, ...]  # …and the values that make it coarse
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class IdentityEvidence:
     """What a connector proved about the account it reads, via an IDENTITY message."""
 

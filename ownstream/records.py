@@ -6,12 +6,13 @@ live here so a second backend applies exactly the same semantics.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
 
 from ownstream.clock import iso, parse_iso
-from ownstream.model import StreamDefinition
+from ownstream.model import RecordRule, StreamDefinition
 
 
 def key_part(value: Any) -> str | None:
@@ -144,3 +145,26 @@ def search_text(value: Any) -> str:
     if isinstance(value, dict):
         return " ".join(search_text(v) for v in value.values())
     return str(value)
+
+
+def is_coarse(rule: RecordRule, data: dict[str, Any]) -> bool:
+    return data.get(rule.coarse_field) in rule.coarse_values
+
+
+def match_key(rule: RecordRule, data: dict[str, Any]) -> str | None:
+    """A record's identity under a record rule: its time's window and its match fields
+    (case-folded), hashed; None when the record lacks one of them."""
+    value = data.get(rule.time_field)
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = parse_iso(value)
+    except ValueError:
+        return None
+    parts = [str(int(moment.timestamp()) // rule.window_seconds)]
+    for name in rule.match_fields:
+        field = data.get(name)
+        if not isinstance(field, str):
+            return None
+        parts.append(field.casefold())
+    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:20]

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Request
 
+from ownstream.auth.discovery import normalize_public_url
 from ownstream.errors import InsufficientScope, InvalidArgument, InvalidRequest
 from ownstream.grants.tokens import authenticate
 from ownstream.home import Home
@@ -21,9 +22,17 @@ def home(request: Request) -> Home:
     return found
 
 
+def public_url(request: Request) -> str:
+    """The server's public base URL: `serve --public-url`, else the URL it was reached at."""
+    configured: str | None = request.app.state.public_url
+    return configured or normalize_public_url(str(request.base_url))
+
+
 def bearer(request: Request) -> Bearer:
     h = home(request)
-    found = authenticate(h.store, request.headers.get("authorization"))
+    found = authenticate(
+        h.store, request.headers.get("authorization"), resource=public_url(request)
+    )
     h.usage.note_token(found)
     return found
 

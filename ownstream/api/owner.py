@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Any
 
@@ -18,6 +19,7 @@ router = APIRouter()
 # Handlers are plain `def`: FastAPI runs them in its thread pool, so a store call waiting on the
 # database never blocks the event loop (and with it every other request).
 JsonObject = Body(default_factory=dict)
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -74,6 +76,19 @@ def revoke_grant(grant_id: str, request: Request) -> dict[str, Any]:
 def list_tokens(request: Request) -> dict[str, Any]:
     tokens = _access(request).tokens()
     return {"object": "list", "data": [token_view(t) for t in tokens], "has_more": False}
+
+
+@router.get("/v1/owner/access-log")
+def access_log(request: Request) -> dict[str, Any]:
+    """How much each client read, per stream, connection and day — never what it read."""
+    check_params(request, owner(request), ("client_id", "since"))
+    since = request.query_params.get("since")
+    if since is not None and not DAY.fullmatch(since):
+        raise InvalidArgument("since is a day, YYYY-MM-DD", param="since")
+    h = home(request)
+    h.usage.flush()
+    entries = h.store.access_log(client_id=request.query_params.get("client_id"), since=since)
+    return {"object": "list", "data": [asdict(e) for e in entries], "has_more": False}
 
 
 @router.post("/v1/owner/tokens/{token_id}/revoke")

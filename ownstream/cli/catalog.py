@@ -9,9 +9,9 @@ import typer
 
 from ownstream.cli.output import JsonOption, handles_errors, home_of, print_json, table
 from ownstream.errors import InvalidRequest
-from ownstream.model import ConnectorManifest
+from ownstream.model import ConnectorManifest, IdentityRule
 from ownstream.registry.definitions import definition_document
-from ownstream.registry.rules import rule_document
+from ownstream.registry.rules import record_rule_document, rule_document
 
 connectors_app = typer.Typer(help="Connector types (never connections).", no_args_is_help=True)
 streams_app = typer.Typer(help="Shared stream definitions.", no_args_is_help=True)
@@ -135,25 +135,45 @@ def streams_add(ctx: typer.Context, file: Path, as_json: bool = JsonOption) -> N
 @rules_app.command("list")
 @handles_errors
 def rules_list(ctx: typer.Context, as_json: bool = JsonOption) -> None:
-    """List source-identity rules."""
-    rules = sorted(home_of(ctx).catalog.rules.values(), key=lambda r: r.rule_id)
+    """List source-identity rules and record rules."""
+    catalog = home_of(ctx).catalog
+    rules = sorted(catalog.rules.values(), key=lambda r: r.rule_id)
+    record_rules = sorted(catalog.record_rules.values(), key=lambda r: r.rule_id)
     if as_json:
-        print_json([rule_document(r) for r in rules])
+        print_json(
+            [rule_document(r) for r in rules] + [record_rule_document(r) for r in record_rules]
+        )
         return
     table(
         "Identity rules",
         ["rule_id", "version", "source", "claim", "links"],
         [[r.rule_id, r.version, r.source, r.claim, ", ".join(r.connector_keys)] for r in rules],
     )
+    table(
+        "Record rules",
+        ["rule_id", "version", "stream", "same event when", "coarse when"],
+        [
+            [
+                r.rule_id,
+                r.version,
+                r.stream,
+                f"{', '.join(r.match_fields)} equal, {r.time_field} within {r.window_seconds}s",
+                f"{r.coarse_field} in {', '.join(r.coarse_values)}",
+            ]
+            for r in record_rules
+        ],
+    )
 
 
 @rules_app.command("add")
 @handles_errors
 def rules_add(ctx: typer.Context, file: Path, as_json: bool = JsonOption) -> None:
-    """Register a source-identity rule."""
+    """Register a source-identity rule or a record rule (`"kind": "record"`)."""
     home = home_of(ctx)
     rule = home.catalog.add_rule(_read_document(file), home.store)
     if as_json:
-        print_json(rule_document(rule))
+        print_json(
+            rule_document(rule) if isinstance(rule, IdentityRule) else record_rule_document(rule)
+        )
     else:
         typer.echo(f"registered rule {rule.rule_id} v{rule.version}")

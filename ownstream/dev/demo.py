@@ -18,6 +18,7 @@ import socket
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from ownstream.dev import mail_demo
 from ownstream.dev.spotify_data import generate_catalog, generate_user, write_archive
 from ownstream.dev.spotify_double import SpotifyDouble
 from ownstream.home import Home
@@ -180,6 +181,9 @@ def main() -> None:
     port = _free_port(SERVE_PORT)
     result = build(port=port)
     print(banner(result, port), flush=True)
+    mail_home = result["home"]
+    assert isinstance(mail_home, Home)
+    print(mail_demo.add_mailbox(mail_home, DEMO_DIR / "mail", port=port), flush=True)
     if os.environ.get("DEMO_NO_SERVE"):
         return
     import uvicorn

@@ -20,10 +20,10 @@ from ownstream.errors import (
     UnknownConnector,
     UnknownStream,
 )
-from ownstream.model import ConnectorManifest, IdentityRule, StreamDefinition
+from ownstream.model import ConnectorManifest, IdentityRule, RecordRule, StreamDefinition
 from ownstream.registry.definitions import check_compatible, parse_definition
 from ownstream.registry.manifests import parse_manifest
-from ownstream.registry.rules import parse_rule
+from ownstream.registry.rules import parse_any_rule
 
 
 class RegistrationStore(Protocol):
@@ -48,6 +48,7 @@ class Catalog:
         self.definitions: dict[str, StreamDefinition] = {}
         self.manifests: dict[str, ConnectorManifest] = {}
         self.rules: dict[str, IdentityRule] = {}
+        self.record_rules: dict[str, RecordRule] = {}  # by stream: one record rule a stream
 
     @classmethod
     def load(cls, store: RegistrationStore | None = None) -> Catalog:
@@ -68,7 +69,7 @@ class Catalog:
             )
         for item in sorted(builtin.joinpath("registry/builtin/rules").iterdir(), key=str):
             if item.name.endswith(".json"):
-                catalog._put_rule(parse_rule(orjson.loads(item.read_bytes())))
+                catalog._put_any_rule(parse_any_rule(orjson.loads(item.read_bytes())))
         if store is not None:
             for document, _ in store.registrations("definition"):
                 catalog._put_definition(parse_definition(document))
@@ -77,7 +78,7 @@ class Catalog:
                     parse_manifest(document, catalog.definition_or_none, base_dir=base_dir)
                 )
             for document, _ in store.registrations("rule"):
-                catalog._put_rule(parse_rule(document))
+                catalog._put_any_rule(parse_any_rule(document))
         return catalog
 
     # lookups -------------------------------------------------------------------------------
@@ -149,15 +150,19 @@ class Catalog:
         store.save_registration("connector", manifest.connector_key, document, base_dir)
         return manifest
 
-    def add_rule(self, document: Any, store: RegistrationStore) -> IdentityRule:
-        rule = parse_rule(document)
-        for key in rule.connector_keys:
-            manifest = self.manifests.get(key)
-            if manifest is not None:
-                self._check_rules_against(manifest, [rule])
-        self._put_rule(rule)
+    def add_rule(self, document: Any, store: RegistrationStore) -> IdentityRule | RecordRule:
+        rule = parse_any_rule(document)
+        if isinstance(rule, IdentityRule):
+            for key in rule.connector_keys:
+                manifest = self.manifests.get(key)
+                if manifest is not None:
+                    self._check_rules_against(manifest, [rule])
+        self._put_any_rule(rule)
         store.save_registration("rule", rule.rule_id, document, None)
         return rule
+
+    def record_rule(self, stream: str) -> RecordRule | None:
+        return self.record_rules.get(stream)
 
     # internals ------------------------------------------------------------------------------
     def _put_definition(self, definition: StreamDefinition) -> None:
@@ -175,15 +180,45 @@ class Catalog:
     def _put_manifest(self, manifest: ConnectorManifest) -> None:
         self.manifests[manifest.connector_key] = manifest
 
-    def _put_rule(self, rule: IdentityRule) -> None:
-        existing = self.rules.get(rule.rule_id)
+    def _put_any_rule(self, rule: IdentityRule | RecordRule) -> None:
+        existing: IdentityRule | RecordRule | None = self.rules.get(rule.rule_id) or next(
+            (r for r in self.record_rules.values() if r.rule_id == rule.rule_id), None
+        )
         if existing is not None and existing != rule and rule.version <= existing.version:
             raise InvalidRule(
                 f"rule {rule.rule_id!r} version {existing.version} is registered; "
                 "a changed rule needs a higher version",
                 param="version",
             )
-        self.rules[rule.rule_id] = rule
+        if isinstance(rule, IdentityRule):
+            self.rules[rule.rule_id] = rule
+            return
+        self._check_record_rule(rule)
+        other = self.record_rules.get(rule.stream)
+        if other is not None and other.rule_id != rule.rule_id:
+            raise InvalidRule(
+                f"stream {rule.stream!r} already has record rule {other.rule_id!r}",
+                param="stream",
+            )
+        self.record_rules[rule.stream] = rule
+
+    def _check_record_rule(self, rule: RecordRule) -> None:
+        definition = self.definition_or_none(rule.stream)
+        if definition is None:
+            raise InvalidRule(
+                f"rule {rule.rule_id!r}: no stream {rule.stream!r} is defined", param="stream"
+            )
+        missing = [
+            name
+            for name in (rule.time_field, rule.coarse_field, *rule.match_fields)
+            if name not in definition.fields
+        ]
+        if missing:
+            raise InvalidRule(
+                f"rule {rule.rule_id!r}: stream {rule.stream!r} has no field(s) "
+                f"{', '.join(missing)}",
+                param="match_fields",
+            )
 
     @staticmethod
     def _check_rules_against(manifest: ConnectorManifest, rules: Iterable[IdentityRule]) -> None:

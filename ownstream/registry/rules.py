@@ -1,4 +1,5 @@
-"""Source-identity rules: declarative proof that two acquisition paths are one account."""
+"""Rules as data: source-identity rules (two acquisition paths are one account) and record rules
+(two records at different precisions are one real-world event)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,92 @@ import re
 from typing import Any
 
 from ownstream.errors import InvalidRule
-from ownstream.model import IdentityRule
+from ownstream.model import IdentityRule, RecordRule
 
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
-def parse_rule(raw: Any) -> IdentityRule:
+def _id_and_version(raw: Any) -> tuple[str, int]:
     if not isinstance(raw, dict):
-        raise InvalidRule("an identity rule must be a JSON object")
+        raise InvalidRule("a rule must be a JSON object")
     rule_id = raw.get("rule_id")
     if not isinstance(rule_id, str) or not RULE_ID.match(rule_id):
         raise InvalidRule(f"rule_id {rule_id!r} must be a canonical key", param="rule_id")
     version = raw.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise InvalidRule(f"rule {rule_id!r}: version must be a positive integer", param="version")
+    return rule_id, version
+
+
+def parse_any_rule(raw: Any) -> IdentityRule | RecordRule:
+    """A rule document of either kind (`"kind": "record"`, or a source-identity rule)."""
+    if isinstance(raw, dict) and raw.get("kind") == "record":
+        return parse_record_rule(raw)
+    return parse_rule(raw)
+
+
+def parse_record_rule(raw: Any) -> RecordRule:
+    rule_id, version = _id_and_version(raw)
+
+    def text(name: str) -> str:
+        value = raw.get(name)
+        if not isinstance(value, str) or not value:
+            raise InvalidRule(f"rule {rule_id!r}: {name} must be a non-empty string", param=name)
+        return value
+
+    window = raw.get("window_seconds")
+    if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= 86_400:
+        raise InvalidRule(
+            f"rule {rule_id!r}: window_seconds must be between 1 and 86400",
+            param="window_seconds",
+        )
+    fields = raw.get("match_fields")
+    if not isinstance(fields, list) or not fields or not all(isinstance(f, str) for f in fields):
+        raise InvalidRule(
+            f"rule {rule_id!r}: match_fields must list field names", param="match_fields"
+        )
+    coarse = raw.get("coarse_when")
+    values = coarse.get("in") if isinstance(coarse, dict) else None
+    if (
+        not isinstance(coarse, dict)
+        or not isinstance(coarse.get("field"), str)
+        or not isinstance(values, list)
+        or not values
+        or not all(isinstance(v, str) for v in values)
+    ):
+        raise InvalidRule(
+            f'rule {rule_id!r}: coarse_when must be {{"field": …, "in": [values]}}',
+            param="coarse_when",
+        )
+    return RecordRule(
+        rule_id=rule_id,
+        version=version,
+        stream=text("stream"),
+        time_field=text("time_field"),
+        window_seconds=window,
+        match_fields=tuple(fields),
+        coarse_field=coarse["field"],
+        coarse_values=tuple(values),
+        description=str(raw.get("description", "")),
+    )
+
+
+def record_rule_document(rule: RecordRule) -> dict[str, Any]:
+    return {
+        "rule_id": rule.rule_id,
+        "version": rule.version,
+        "kind": "record",
+        "stream": rule.stream,
+        "time_field": rule.time_field,
+        "window_seconds": rule.window_seconds,
+        "match_fields": list(rule.match_fields),
+        "coarse_when": {"field": rule.coarse_field, "in": list(rule.coarse_values)},
+        "description": rule.description,
+    }
+
+
+def parse_rule(raw: Any) -> IdentityRule:
+    rule_id, version = _id_and_version(raw)
     for attr in ("source", "claim"):
         if not isinstance(raw.get(attr), str) or not raw[attr]:
             raise InvalidRule(f"rule {rule_id!r}: {attr} must be a non-empty string", param=attr)

@@ -49,7 +49,7 @@ from ownstream.store.base import BatchReceipt, Store
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 BATCH_SIZE = 5000
-HEARTBEAT_SECONDS = 15.0
+HEARTBEATS_PER_LEASE = 4  # a lease survives a few missed beats (a busy database) before it lapses
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ class Runtime:
         owner_id: str = "owner",
         batch_size: int = BATCH_SIZE,
         on_progress: ProgressCallback | None = None,
-        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        heartbeat_seconds: float | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -164,7 +164,7 @@ class Runtime:
         self.owner_id = owner_id
         self.batch_size = batch_size
         self.on_progress = on_progress
-        self.heartbeat_seconds = heartbeat_seconds
+        self.heartbeat_seconds = heartbeat_seconds or store.lease_seconds / HEARTBEATS_PER_LEASE
         self.resolver = Resolver(store, catalog, owner_id)
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
 

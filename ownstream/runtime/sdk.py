@@ -163,6 +163,20 @@ def credentials(**secrets: str) -> Message:
     return {"type": "CREDENTIALS", "secrets": secrets}
 
 
+def reject(stream: str | None, reason: str, detail: str, *, key: str | None = None) -> Message:
+    """An input entry that could not become a record (a malformed line, say): counted in the
+    receipt under `reason`, with `key` (where it was) among a few examples. The run goes on."""
+    message: Message = {"type": "REJECT", "stream": stream, "reason": reason, "detail": detail}
+    if key is not None:
+        message["key"] = key
+    return message
+
+
+def omit(reason: str, count: int = 1) -> Message:
+    """Entries left out on purpose (a kind of content not modelled): counted under `reason`."""
+    return {"type": "OMIT", "reason": reason, "count": count}
+
+
 def progress(
     message: str, *, stream: str | None = None, count: int | None = None, total: int | None = None
 ) -> Message:

@@ -41,7 +41,6 @@ from ownstream.model import (
     IdentityEvidence,
     KnownGap,
     RecordWrite,
-    StreamDefinition,
     Tally,
 )
 from ownstream.runtime.process import Transport, open_transport
@@ -58,7 +57,7 @@ from ownstream.runtime.protocol import (
     Rejected,
     State,
 )
-from ownstream.store.base import Binding, Publication, RunStatus, Store
+from ownstream.store.base import Binding, Publication, RunStatus, Store, StreamBatch
 from ownstream.store.planner import BatchStats
 
 if TYPE_CHECKING:
@@ -190,6 +189,7 @@ class Session(ABC):
         self.evidence: IdentityEvidence | None = None
         self.window: tuple[str, str] | None = None
         self.heartbeat: Heartbeat | None = None
+        self.ambiguous = 0  # coarse entries a record rule could not pair: kept apart
         self.transport: Transport | None = None
         self.outcome = RunOutcome(
             run_id=None,
@@ -345,12 +345,14 @@ class Session(ABC):
         self._stage()
 
     # batches ----------------------------------------------------------------------------------
-    def _writes(self) -> list[tuple[StreamDefinition, list[RecordWrite]]]:
+    def _writes(self) -> list[StreamBatch]:
         writes = []
         for stream, records in self.pending.items():
             definition = self.manifest.stream(stream)
             assert definition is not None
-            writes.append((definition, records))
+            writes.append(
+                StreamBatch(definition, records, self.runtime.catalog.record_rule(stream))
+            )
         self.pending, self.pending_count = {}, 0
         return writes
 
@@ -362,6 +364,7 @@ class Session(ABC):
         tally.deleted += stats.deleted
         tally.skipped += stats.skipped
         tally.merged_with_existing += stats.merged_with_existing
+        self.ambiguous += stats.ambiguous
         if stats.window_start is not None and stats.window_end is not None:
             low, high = stats.window_start, stats.window_end
             if self.window is not None:
@@ -438,6 +441,19 @@ class Session(ABC):
 
     def _publication(self, status: RunStatus, *, succeeded: bool, **extra: Any) -> Publication:
         outcome = self.outcome
+        if self.ambiguous:
+            outcome.known_gaps.append(
+                KnownGap(
+                    kind="ambiguous_match",
+                    reason="ambiguous_match",
+                    message=f"{self.ambiguous} entries could be the same event as several "
+                    "records; each was kept as a record of its own",
+                    connector_key=self.manifest.connector_key,
+                    acquisition_method=self.manifest.acquisition_method,
+                    severity="informational",
+                    recovery_action="not_retriable",
+                )
+            )
         return Publication(
             status=status,
             counts=outcome.tally.to_dict(),
@@ -445,7 +461,6 @@ class Session(ABC):
             checkpoint=outcome.checkpoint,
             error=outcome.error,
             states=self.staged_states if succeeded else None,
-            last_writes=self._writes() if succeeded else (),
             **extra,
         )
 
@@ -523,7 +538,9 @@ class RunSession(Session):
         status = _run_status(done.status)
         outcome.status = status
         outcome.checkpoint = self._checkpoint(succeeded)
-        self._count(self.store.publish(acquisition, self._publication(status, succeeded=succeeded)))
+        if succeeded:
+            self._flush()  # the last batch; nothing is visible until the publication below
+        self.store.publish(acquisition, self._publication(status, succeeded=succeeded))
         outcome.window = self.window or (None, None)
         return outcome
 
@@ -593,14 +610,10 @@ class ImportSession(Session):
         self._flush()
         outcome.window = self.window or (None, None)
         receipt = self.runtime.receipt(self, acquisition)
-        self._count(
-            self.store.publish(
-                acquisition,
-                self._publication(
-                    "succeeded", succeeded=True, receipt=receipt, binding=outcome.binding
-                ),
-            )
+        publication = self._publication(
+            "succeeded", succeeded=True, receipt=receipt, binding=outcome.binding
         )
+        self.store.publish(acquisition, publication)
         return outcome
 
 

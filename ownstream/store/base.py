@@ -21,16 +21,29 @@ from ownstream.model import (
     ConnectionIdentity,
     Grant,
     ReadScope,
+    RecordRule,
     RecordWrite,
     StreamDefinition,
 )
 from ownstream.search import Term
+from ownstream.store.auth import AuthStore
 from ownstream.store.planner import BatchStats
 
 RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
 AuthorizationStatus = Literal["pending", "completing", "connected", "refused", "expired"]
 TokenKind = Literal["owner", "client"]
-Writes = Sequence[tuple[StreamDefinition, Sequence[RecordWrite]]]
+
+
+@dataclass(frozen=True)
+class StreamBatch:
+    """Records of one stream for one batch, with the stream's record rule if it has one."""
+
+    definition: StreamDefinition
+    records: Sequence[RecordWrite]
+    rule: RecordRule | None = None
+
+
+Writes = Sequence[StreamBatch]
 
 
 @dataclass(frozen=True)
@@ -232,8 +245,9 @@ class Binding:
 
 @dataclass(frozen=True)
 class Publication:
-    """How a stage ends. Its staged versions become visible at once; states are saved only
-    for a succeeded run; a receipt marks an import batch."""
+    """How a stage ends. Its staged versions become visible at once (the session commits its
+    last batch first); states are saved only for a succeeded run; a receipt marks an import
+    batch."""
 
     status: RunStatus
     counts: dict[str, Any]
@@ -241,7 +255,6 @@ class Publication:
     checkpoint: dict[str, Any]
     error: dict[str, Any] | None
     states: dict[str, Any] | None
-    last_writes: Writes = ()
     receipt: BatchReceipt | None = None
     binding: Binding | None = None  # a connection to create, or a path to attach, on publish
 
@@ -319,9 +332,10 @@ class AccessCount:
     records: int
 
 
-class Store(Protocol):
+class Store(AuthStore, Protocol):
     capabilities: StoreCapabilities
     clock: Callable[[], datetime]
+    lease_seconds: int  # a run's lease lives this long unless its heartbeat renews it
 
     def close(self) -> None: ...
 
@@ -456,9 +470,9 @@ class Store(Protocol):
         so they stay whatever the run's outcome. Raises `RunLeaseLost` after a takeover."""
         ...
 
-    def publish(self, acquisition: Acquisition, publication: Publication) -> BatchStats:
-        """End a stage: its last batch, states, run row and receipt, and make every version
-        it staged visible at once. Fenced by the lease, which it releases."""
+    def publish(self, acquisition: Acquisition, publication: Publication) -> None:
+        """End a stage: its states, run row and receipt, and every version it staged made
+        visible at once, in one short transaction. Fenced by the lease, which it releases."""
         ...
 
     def abandon(self, acquisition: Acquisition, error: dict[str, Any]) -> None:

@@ -20,8 +20,15 @@ from typing import Any, Literal
 
 import orjson
 
-from ownstream.model import AcquisitionPath, RecordWrite, StreamDefinition
-from ownstream.records import changed_fields, consent_time, merge, sortable
+from ownstream.model import AcquisitionPath, RecordRule, RecordWrite, StreamDefinition
+from ownstream.records import (
+    changed_fields,
+    consent_time,
+    is_coarse,
+    match_key,
+    merge,
+    sortable,
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,16 @@ class Head:
     version: int
     deleted: bool
     paths: frozenset[str]
+    match_key: str | None
+
+
+@dataclass(frozen=True)
+class Matching:
+    """A stream's record rule, and the live records (by key, also in `current`) that share a
+    match key with the batch's writes."""
+
+    rule: RecordRule
+    candidates: Mapping[str, Sequence[str]]  # match key -> record keys
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,7 @@ class BatchStats:
     deleted: int = 0
     skipped: int = 0  # deletes deferred because another path evidences the record
     merged_with_existing: int = 0
+    ambiguous: int = 0  # coarse records that could be several events: kept apart
     count_delta: int = 0  # live records gained (or lost)
     window_start: str | None = None  # the consent-time window the batch's records cover
     window_end: str | None = None
@@ -111,6 +129,7 @@ class BatchStats:
             "deleted",
             "skipped",
             "merged_with_existing",
+            "ambiguous",
             "count_delta",
             "seen",
         ):
@@ -159,6 +178,7 @@ def plan_batch(
     stage: int,
     current: Mapping[str, CurrentRecord],
     incoming: Sequence[RecordWrite],
+    matching: Matching | None = None,
 ) -> BatchPlan:
     """Fold `incoming` (in order) onto the current heads; see the module docstring.
 
@@ -168,12 +188,18 @@ def plan_batch(
       united); a merge that changes nothing is a sighting (`duplicate`);
     - a delete removes a record only the writing path evidences; another path's evidence
       defers it (`skipped`); a delete of an unknown or deleted key changes nothing;
-    - several writes of one key in a batch fold into one new version.
+    - several writes of one key in a batch fold into one new version;
+    - under a record rule (`Matching`), a coarse record and a precise one of the same event
+      (`reconcile`) become one record, keyed precisely.
     """
     plan = BatchPlan(definition.name)
     stats = plan.stats
     connector = path.connector_key
     working: dict[str, _Working] = {}
+    fills: list[tuple[str, RecordWrite]] = []
+    absorbed: list[tuple[str, str]] = []
+    if matching is not None:
+        incoming, fills, absorbed, stats.ambiguous = reconcile(matching, current, incoming)
     for write in incoming:
         state = working.get(write.record_key)
         if state is None:
@@ -183,9 +209,110 @@ def plan_batch(
             _delete(state, connector, stats)
         else:
             _upsert(definition, state, write, connector, stats)
+    for target_key, write in fills:
+        _fill(working, current, target_key, write.data, connector, stats)
+    for coarse_key, target_key in absorbed:
+        _absorb(working, current, coarse_key, target_key)
+        stats.merged_with_existing += 1
+    rule = matching.rule if matching is not None else None
     for key, state in working.items():
-        _settle(definition, plan, stage, key, state)
+        _settle(definition, rule, plan, stage, key, state)
     return plan
+
+
+def reconcile(
+    matching: Matching, current: Mapping[str, CurrentRecord], incoming: Sequence[RecordWrite]
+) -> tuple[list[RecordWrite], list[tuple[str, RecordWrite]], list[tuple[str, str]], int]:
+    """Pair coarse and precise records of one event under a record rule.
+
+    For each match key the batch touches: when exactly one precise record (held or incoming)
+    and exactly one coarse record (held or incoming) share it, they are one event — an
+    incoming coarse write *fills* the precise record (its fields only fill what the precise
+    one lacks), and a held coarse record is *absorbed* into it (likewise, and its own key is
+    tombstoned). Anything else with both kinds present is ambiguous: the coarse records stay
+    apart, and are counted. Returns the writes left to fold, the fills (precise key, coarse
+    write), the absorptions (coarse key, precise key) and the ambiguous count.
+    """
+    rule = matching.rule
+    coarse_in: dict[str, list[int]] = {}
+    precise_in: dict[str, list[int]] = {}
+    for index, write in enumerate(incoming):
+        key = match_key(rule, write.data) if write.op == "upsert" else None
+        if key is not None:
+            group = coarse_in if is_coarse(rule, write.data) else precise_in
+            group.setdefault(key, []).append(index)
+    filling: dict[int, str] = {}
+    absorbed: list[tuple[str, str]] = []
+    ambiguous = 0
+    for key in coarse_in.keys() | precise_in.keys():
+        held = [
+            k for k in matching.candidates.get(key, ()) if k in current and not current[k].deleted
+        ]
+        coarse = {k for k in held if is_coarse(rule, current[k].data)}
+        coarse |= {incoming[i].record_key for i in coarse_in.get(key, ())}
+        precise = {k for k in held if not is_coarse(rule, current[k].data)}
+        precise |= {incoming[i].record_key for i in precise_in.get(key, ())}
+        if not coarse or not precise:
+            continue
+        if len(coarse) > 1 or len(precise) > 1:
+            ambiguous += len(coarse_in.get(key, ()))
+            continue
+        (target,) = precise
+        (coarse_key,) = coarse
+        filling.update((index, target) for index in coarse_in.get(key, ()))
+        if coarse_key in current and not current[coarse_key].deleted:
+            absorbed.append((coarse_key, target))
+    writes = [w for i, w in enumerate(incoming) if i not in filling]
+    fills = [(target, incoming[i]) for i, target in sorted(filling.items())]
+    return writes, fills, absorbed, ambiguous
+
+
+def _fill(
+    working: dict[str, _Working],
+    current: Mapping[str, CurrentRecord],
+    target_key: str,
+    data: dict[str, Any],
+    connector: str,
+    stats: BatchStats,
+) -> None:
+    """A coarse write of an event held precisely: its fields fill the gaps, its path joins."""
+    target = working.get(target_key)
+    if target is None:
+        target = working[target_key] = _Working.of(current.get(target_key))
+    stats.seen += 1
+    stats.merged_with_existing += 1
+    filled = {**data, **target.data}
+    target.paths = target.paths | {connector}
+    if filled == target.data:
+        stats.duplicate += 1
+        target.sighted = True
+        return
+    stats.updated += 1
+    target.data, target.encoded, target.touched = filled, None, True
+
+
+def _absorb(
+    working: dict[str, _Working],
+    current: Mapping[str, CurrentRecord],
+    coarse_key: str,
+    target_key: str,
+) -> None:
+    """A held coarse record joins its precise twin: its fields fill the gaps, its paths join,
+    and its own key becomes a tombstone (a re-key, whatever path wrote it)."""
+    coarse = current[coarse_key]
+    target = working.get(target_key)
+    if target is None:
+        target = working[target_key] = _Working.of(current.get(target_key))
+    if target.deleted:
+        return
+    filled = {**coarse.data, **target.data}
+    if filled != target.data:
+        target.data, target.encoded, target.touched = filled, None, True
+    target.paths = target.paths | coarse.paths
+    gone = working.get(coarse_key)
+    if gone is None:
+        gone = working[coarse_key] = _Working.of(coarse)
+    gone.deleted = gone.touched = True
 
 
 def _delete(state: _Working, connector: str, stats: BatchStats) -> None:
@@ -237,14 +364,19 @@ def _upsert(
 
 
 def _settle(
-    definition: StreamDefinition, plan: BatchPlan, stage: int, key: str, state: _Working
+    definition: StreamDefinition,
+    rule: RecordRule | None,
+    plan: BatchPlan,
+    stage: int,
+    key: str,
+    state: _Working,
 ) -> None:
     """Turn a key's folded state into an insert, a new version, a sighting, or nothing."""
     current = state.current
     if current is None:
         if state.touched:
             plan.inserts.append(
-                Insert(_head(definition, key, state, 1), Change("insert", 1, None, None))
+                Insert(_head(definition, rule, key, state, 1), Change("insert", 1, None, None))
             )
             plan.stats.count_delta += 0 if state.deleted else 1
         return
@@ -266,14 +398,20 @@ def _settle(
         NewVersion(
             record_id=current.record_id,
             previous=current,
-            head=_head(definition, key, state, change.version),
+            head=_head(definition, rule, key, state, change.version),
             change=change,
             park=current.stage != stage,
         )
     )
 
 
-def _head(definition: StreamDefinition, key: str, state: _Working, version: int) -> Head:
+def _head(
+    definition: StreamDefinition,
+    rule: RecordRule | None,
+    key: str,
+    state: _Working,
+    version: int,
+) -> Head:
     """A head's columns. A tombstone keeps its last data, cursor value and consent time, so a
     time-windowed grant still learns that a record in its window was deleted."""
     cursor_field = definition.cursor_field
@@ -287,6 +425,7 @@ def _head(definition: StreamDefinition, key: str, state: _Working, version: int)
         version=version,
         deleted=state.deleted,
         paths=state.paths,
+        match_key=match_key(rule, state.data) if rule is not None else None,
     )
 
 

@@ -10,6 +10,7 @@ abandoned stage) run in short transactions too, and resume after a crash.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ import orjson
 from ownstream.clock import iso
 from ownstream.errors import ConnectionRunActive, NotFound, RunLeaseLost
 from ownstream.model import Acquisition, AcquisitionPath, StreamDefinition
+from ownstream.records import match_key
 from ownstream.store.base import (
     BatchReceipt,
     Binding,
@@ -26,9 +28,10 @@ from ownstream.store.base import (
     Lease,
     Publication,
     RunRecord,
+    StreamBatch,
     Writes,
 )
-from ownstream.store.planner import BatchPlan, BatchStats, CurrentRecord, plan_batch
+from ownstream.store.planner import BatchPlan, BatchStats, CurrentRecord, Matching, plan_batch
 from ownstream.store.sqlite.connections import ConnectionRecords
 from ownstream.store.sqlite.database import chunks, dumps, dumps_text, marks
 
@@ -211,37 +214,84 @@ class Collection(ConnectionRecords):
     ) -> BatchStats:
         total = BatchStats()
         path = AcquisitionPath(acquisition.connector_key, acquisition.acquisition_method)
-        for definition, records in writes:
-            if not records:
+        for batch in writes:
+            if not batch.records:
                 continue
-            current = self._current(db, acquisition.connection_id, definition.name, records)
-            plan = plan_batch(definition, path, acquisition.stage, current, records)
+            definition = batch.definition
+            keys = list(dict.fromkeys(r.record_key for r in batch.records))
+            current = self._current(db, acquisition.connection_id, definition.name, keys)
+            matching = None
+            if batch.rule is not None:
+                matching = self._matching(db, acquisition.connection_id, batch, current)
+            plan = plan_batch(
+                definition, path, acquisition.stage, current, batch.records, matching
+            )
             self._apply(db, acquisition, definition, plan)
             total.add(plan.stats)
         return total
 
+    def _matching(
+        self,
+        db: sqlite3.Connection,
+        connection_id: str,
+        batch: StreamBatch,
+        current: dict[str, CurrentRecord],
+    ) -> Matching:
+        """The live records sharing a match key with the batch (added to `current`)."""
+        assert batch.rule is not None
+        wanted = {
+            key
+            for write in batch.records
+            if write.op == "upsert" and (key := match_key(batch.rule, write.data)) is not None
+        }
+        candidates: dict[str, list[str]] = {}
+        found = self._heads(db, connection_id, batch.definition.name, "match_key", sorted(wanted))
+        for record_key, (key, record) in found.items():
+            if key is not None and not record.deleted:
+                current.setdefault(record_key, record)
+                candidates.setdefault(key, []).append(record_key)
+        return Matching(batch.rule, candidates)
+
     def _current(
-        self, db: sqlite3.Connection, connection_id: str, stream: str, records: Any
+        self, db: sqlite3.Connection, connection_id: str, stream: str, keys: Sequence[str]
     ) -> dict[str, CurrentRecord]:
-        keys = list(dict.fromkeys(r.record_key for r in records))
-        current: dict[str, CurrentRecord] = {}
-        for chunk in chunks(keys):
-            for key, record_id, data, version, deleted, paths, stage, emitted_at in db.execute(
-                "SELECT record_key, record_id, data, version, deleted, paths, stage, emitted_at "
-                "FROM records WHERE connection_id = ? AND stream = ? AND parked = 0 AND "
-                f"record_key IN ({marks(len(chunk))})",
+        """The head of each record by key, the stage's own staged heads included."""
+        return {key: record for key, (_, record) in self._heads(
+            db, connection_id, stream, "record_key", keys
+        ).items()}
+
+    def _heads(
+        self,
+        db: sqlite3.Connection,
+        connection_id: str,
+        stream: str,
+        column: str,
+        values: Sequence[str],
+    ) -> dict[str, tuple[str | None, CurrentRecord]]:
+        """Heads whose `column` (record_key or match_key) is one of `values`, by record key,
+        with their match key."""
+        found: dict[str, tuple[str | None, CurrentRecord]] = {}
+        for chunk in chunks(list(values)):
+            rows = db.execute(
+                "SELECT record_key, record_id, data, version, deleted, paths, stage, emitted_at, "
+                "match_key FROM records WHERE connection_id = ? AND stream = ? AND parked = 0 "
+                f"AND {column} IN ({marks(len(chunk))})",
                 [connection_id, stream, *chunk],
-            ):
-                current[key] = CurrentRecord(
-                    record_id,
-                    orjson.loads(data),
-                    version,
-                    bool(deleted),
-                    _paths(paths),
-                    stage,
-                    emitted_at,
+            )
+            for key, record_id, data, version, deleted, paths, stage, emitted_at, match in rows:
+                found[key] = (
+                    match,
+                    CurrentRecord(
+                        record_id,
+                        orjson.loads(data),
+                        version,
+                        bool(deleted),
+                        _paths(paths),
+                        stage,
+                        emitted_at,
+                    ),
                 )
-        return current
+        return found
 
     def _next_record_id(self, db: sqlite3.Connection) -> int:
         # the high-water mark, not max(record_id): ids of deleted records are never reused
@@ -287,6 +337,7 @@ class Collection(ConnectionRecords):
                     now,
                     now if head.deleted else None,
                     _paths_text(head.paths),
+                    head.match_key,
                 )
             )
             changes.append((stage, next_id, 1, "insert", None, None))
@@ -297,7 +348,8 @@ class Collection(ConnectionRecords):
             db.executemany(
                 "INSERT INTO records (record_id, connection_id, stream, record_key, stage, "
                 "version, deleted, data, emitted_at, cursor_value, consent_time, updated_at, "
-                "deleted_at, paths) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "deleted_at, paths, match_key) "
+                f"VALUES ({marks(15)})",
                 inserts,
             )
         parked, updates = [], []
@@ -323,6 +375,7 @@ class Collection(ConnectionRecords):
                     now,
                     now if head.deleted else None,
                     _paths_text(head.paths),
+                    head.match_key,
                     version.record_id,
                 )
             )
@@ -346,8 +399,8 @@ class Collection(ConnectionRecords):
         if updates:
             db.executemany(
                 "UPDATE records SET stage = ?, version = ?, deleted = ?, data = ?, "
-                "cursor_value = ?, consent_time = ?, updated_at = ?, deleted_at = ?, paths = ? "
-                "WHERE record_id = ?",
+                "cursor_value = ?, consent_time = ?, updated_at = ?, deleted_at = ?, paths = ?, "
+                "match_key = ? WHERE record_id = ?",
                 updates,
             )
         self._index(db, stream, connection_id, fields, index)
@@ -393,11 +446,10 @@ class Collection(ConnectionRecords):
         )
 
     # publication ----------------------------------------------------------------------------
-    def publish(self, acquisition: Acquisition, publication: Publication) -> BatchStats:
+    def publish(self, acquisition: Acquisition, publication: Publication) -> None:
         connection_id, stage = acquisition.connection_id, acquisition.stage
         with self._tx() as db:
             self._hold_lease(db, acquisition)
-            stats = self._write(db, acquisition, publication.last_writes)
             now = self._now()
             binding = publication.binding
             exists = db.execute(
@@ -463,7 +515,6 @@ class Collection(ConnectionRecords):
                 (connection_id, acquisition.run_id),
             )
         self._clean_stage(stage, "published")
-        return stats
 
     def _fold_stats(self, db: sqlite3.Connection, acquisition: Acquisition, now: str) -> None:
         """A stage's per-stream tallies become the connection's counts and path coverage."""
