@@ -11,20 +11,14 @@ that must not run on the event loop.
 from __future__ import annotations
 
 import html
-import os
 from typing import Any
 
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import HTMLResponse
 
-from ownstream.api.deps import check_params, home, owner
+from ownstream.api.deps import check_params, home, owner, public_url
 from ownstream.errors import InvalidArgument, InvalidRequest, OwnstreamError
-from ownstream.owner.provider_oauth import (
-    CALLBACK_PATH,
-    SERVER_URL_ENV,
-    ProviderOAuth,
-    authorization_view,
-)
+from ownstream.owner.provider_oauth import CALLBACK_PATH, ProviderOAuth, authorization_view
 
 router = APIRouter()
 JsonObject = Body(default_factory=dict)
@@ -70,8 +64,8 @@ def _text(body: dict[str, Any], name: str) -> str | None:
 
 @router.post("/v1/owner/connect/oauth", status_code=201)
 def start_oauth(request: Request, body: Any = JsonObject) -> dict[str, Any]:
-    """Start an authorization; the owner's browser goes to `authorization_url`. The redirect
-    comes back to OWNSTREAM_SERVER_URL when it is set, else to this server's own URL."""
+    """Start an authorization; the owner's browser goes to `authorization_url`, and the
+    provider redirects back to this server's public URL (`serve --public-url`)."""
     check_params(request, owner(request), ())
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
@@ -87,7 +81,7 @@ def start_oauth(request: Request, body: Any = JsonObject) -> dict[str, Any]:
     flow = ProviderOAuth(home(request))
     started = flow.start(
         connector_key,
-        redirect_base=_redirect_base(request),
+        redirect_base=public_url(request),
         client_id=_text(body, "client_id"),
         client_secret=_text(body, "client_secret"),
         settings=settings,
@@ -103,7 +97,3 @@ def start_oauth(request: Request, body: Any = JsonObject) -> dict[str, Any]:
 def oauth_status(authorization_id: str, request: Request) -> dict[str, Any]:
     check_params(request, owner(request), ())
     return authorization_view(home(request).store.provider_authorization(authorization_id))
-
-
-def _redirect_base(request: Request) -> str:
-    return os.environ.get(SERVER_URL_ENV) or str(request.base_url)

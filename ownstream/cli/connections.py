@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from ownstream.auth.console import PUBLIC_URL_SETTING
 from ownstream.cli.output import (
     JsonOption,
     err_console,
@@ -208,11 +209,12 @@ def connect(
     client_id: str | None = typer.Option(
         None, "--client-id", help="With --oauth: the app registered at the provider."
     ),
-    server_url: str = typer.Option(
-        DEFAULT_SERVER_URL,
+    server_url: str | None = typer.Option(
+        None,
         "--server-url",
         envvar=SERVER_URL_ENV,
-        help="With --oauth: this server's public URL, where the provider redirects back.",
+        help="With --oauth: the server's public URL, where the provider redirects back "
+        f"(default: what `ownstream serve` announced, else {DEFAULT_SERVER_URL}).",
     ),
     browser: bool = typer.Option(
         True, "--browser/--no-browser", help="With --oauth: try to open the URL in a browser."
@@ -240,7 +242,9 @@ def connect(
             )
         started = flow.start(
             connector_key,
-            redirect_base=server_url,
+            redirect_base=server_url
+            or home.store.auth_setting(PUBLIC_URL_SETTING)
+            or DEFAULT_SERVER_URL,
             client_id=client_id,
             client_secret=given.get("client_secret"),
             settings=settings,

@@ -40,7 +40,8 @@ from ownstream.runtime.runner import Runtime
 from ownstream.store.base import ProviderAuthorization
 
 CALLBACK_PATH = "/connect/oauth/callback"
-# the server's public base URL: the provider redirects the owner's browser back to it
+# the server's public base URL for the CLI: the provider redirects the owner's browser back
+# to it (the server itself uses its own, `serve --public-url`)
 SERVER_URL_ENV = "OWNSTREAM_SERVER_URL"
 DEFAULT_SERVER_URL = "http://127.0.0.1:8765"
 AUTHORIZATION_SECONDS = 600  # how long the owner has to approve at the provider

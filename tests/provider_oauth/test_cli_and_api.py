@@ -7,11 +7,14 @@ import webbrowser
 
 import pytest
 
-from . import CLIENT_ID, SERVER, OAuthLab, query
+from ownstream.auth.console import PUBLIC_URL_SETTING
+
+from . import CLIENT_ID, REDIRECT_URI, SERVER, OAuthLab, query
 
 
-def oauth_args(lab: OAuthLab, *extra: str) -> list[str]:
-    args = ["connect", "spotify", "--oauth", "--client-id", CLIENT_ID, "--server-url", SERVER]
+def oauth_args(lab: OAuthLab, *extra: str, server: bool = True) -> list[str]:
+    args = ["connect", "spotify", "--oauth", "--client-id", CLIENT_ID]
+    args += ["--server-url", SERVER] if server else []
     for name, value in lab.oauth_settings().items():
         args += ["--setting", f"{name}={value}"]
     return [*args, *extra]
@@ -41,11 +44,14 @@ def test_the_cli_prints_the_url_opens_a_browser_and_waits_for_the_callback(
 
 
 def test_the_cli_gives_up_after_wait_and_cancels_the_authorization(lab: OAuthLab) -> None:
-    result = lab.cli(*oauth_args(lab, "--no-browser", "--wait", "1", "--json"), code=1)
+    lab.store.put_auth_setting(PUBLIC_URL_SETTING, SERVER)  # as `ownstream serve` announces it
+    args = oauth_args(lab, "--no-browser", "--wait", "1", "--json", server=False)
+    result = lab.cli(*args, code=1)
     error = json.loads(result.stdout)["error"]
     assert error["code"] == "provider_authorization_pending"
     authorization = lab.store.provider_authorization(error["authorization_id"])
     assert authorization.status == "expired" and authorization.sealed_verifier is None
+    assert authorization.redirect_uri == REDIRECT_URI
     url = result.stderr.replace("\n", "").split("):", 1)[1].strip()
     late = lab.callback(lab.approve_url(url, "ann"))  # approving later connects nothing
     assert late.status_code == 400 and "expired" in late.text
