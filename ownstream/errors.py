@@ -100,6 +100,14 @@ class ProtocolViolation(OwnstreamError):
     status = 400
 
 
+class ProviderAuthorizationRefused(OwnstreamError):
+    """An OAuth authorization at a provider did not complete: an unknown, used or expired
+    state, a refused code (PKCE mismatch), or the owner declined at the provider."""
+
+    code = "provider_authorization_refused"
+    status = 400
+
+
 # 401 / 403 — who is asking and what they may see
 class AuthenticationError(OwnstreamError):
     """No valid bearer token."""
@@ -232,6 +240,13 @@ class ConnectorNotRunnable(OwnstreamError):
     """That acquisition path cannot run here."""
 
     code = "connector_not_runnable"
+    status = 409
+
+
+class ProviderAuthorizationPending(OwnstreamError):
+    """The provider has not redirected back yet (the owner did not finish in time)."""
+
+    code = "provider_authorization_pending"
     status = 409
 
 

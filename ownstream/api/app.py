@@ -13,7 +13,15 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ownstream import __version__
-from ownstream.api import client, console_auth, errors, oauth, owner, owner_clients
+from ownstream.api import (
+    client,
+    console_auth,
+    errors,
+    oauth,
+    owner,
+    owner_clients,
+    provider_oauth,
+)
 from ownstream.api.responses import JSONBody
 from ownstream.auth.discovery import normalize_public_url
 from ownstream.clock import random_id
@@ -104,6 +112,7 @@ def create_app(home: Home, public_url: str | None = None) -> FastAPI:
     app.include_router(owner_clients.router)
     app.include_router(oauth.router)
     app.include_router(console_auth.router)
+    app.include_router(provider_oauth.router)
     app.mount(
         "/console/static",
         StaticFiles(packages=[("ownstream.console", "static")]),

@@ -28,9 +28,9 @@ from ownstream.home import Home
 from ownstream.model import Connection
 from ownstream.owner.audit import audited
 from ownstream.runtime.runner import ConnectResult, ImportResult, Runtime
-from ownstream.runtime.session import RunOutcome
+from ownstream.runtime.session import RunOutcome, stored_credential_names
 from ownstream.scheduler import auto_enroll, check_schedule, schedulable_paths
-from ownstream.store.base import Schedule
+from ownstream.store.base import ProviderAuthorization, Schedule
 from ownstream.views import batch_view, connection_detail, connection_view, lease_view, run_view
 
 log = logging.getLogger(__name__)
@@ -58,15 +58,47 @@ class ConnectionOperations:
             "connect", kwargs.get("connection_id"), {"connector_key": connector_key}
         ) as summary:
             result = self.runtime().connect(connector_key, **kwargs)
-            connection = result.connection
-            summary.update(
-                connection_id=connection.connection_id,
-                created=result.created,
-                identity_claim=result.identity.claim if result.identity else None,
-                credentials=sorted(kwargs.get("secrets", {})),
-            )
-            auto_enroll(self.home.store, connection, self.home.catalog)
+            self._connected(summary, result, kwargs.get("secrets", {}))
         return result
+
+    def connect_authorized(
+        self, authorization: ProviderAuthorization, exchange: Callable[[], dict[str, str]]
+    ) -> ConnectResult:
+        """Finish an OAuth authorization at the provider: `exchange` trades its code for the
+        connection's secrets, then the account connects as every connect does. One audited
+        connect, whichever step fails."""
+        with self._audited(
+            "connect",
+            authorization.connection_id,
+            {
+                "connector_key": authorization.connector_key,
+                "via": "oauth",
+                "authorization_id": authorization.authorization_id,
+            },
+        ) as summary:
+            secrets = exchange()
+            result = self.runtime().connect(
+                authorization.connector_key,
+                secrets=secrets,
+                settings=authorization.settings,
+                display_name=authorization.display_name,
+                connection_id=authorization.connection_id,
+                allow_recreate=authorization.allow_recreate,
+            )
+            self._connected(summary, result, secrets)
+        return result
+
+    def _connected(
+        self, summary: dict[str, Any], result: ConnectResult, secrets: dict[str, str]
+    ) -> None:
+        """The audit summary of a connect (secret names, never values), and its schedule."""
+        summary.update(
+            connection_id=result.connection.connection_id,
+            created=result.created,
+            identity_claim=result.identity.claim if result.identity else None,
+            credentials=sorted(secrets),
+        )
+        auto_enroll(self.home.store, result.connection, self.home.catalog)
 
     def import_artifact(
         self,
@@ -100,6 +132,7 @@ class ConnectionOperations:
             )
             summary.update(
                 runs=[{"run_id": o.run_id, "status": o.status} for o in outcomes],
+                credentials_stored=stored_credential_names(outcomes),
                 _outcome="succeeded"
                 if all(o.status == "succeeded" for o in outcomes)
                 else "failed",
@@ -129,6 +162,7 @@ class ConnectionOperations:
                 )
                 succeeded = all(o.status == "succeeded" for o in outcomes)
                 summary["statuses"] = [o.status for o in outcomes]
+                summary["credentials_stored"] = stored_credential_names(outcomes)
             except OwnstreamError as exc:
                 succeeded = False
                 summary["error"] = exc.code
@@ -269,10 +303,13 @@ class ConnectionOperations:
         )
         missing = []
         budgets = []
+        oauth_paths = []
         for path in runnable:
             manifest = catalog.manifests.get(path.connector_key)
             if manifest is None:
                 continue
+            if manifest.oauth is not None:
+                oauth_paths.append(path.connector_key)
             if manifest.refresh_policy.maximum_staleness_seconds:
                 budgets.append(manifest.refresh_policy.maximum_staleness_seconds)
             missing += [
@@ -292,6 +329,7 @@ class ConnectionOperations:
                 missing_credentials=tuple(missing),
                 now=now,
                 stalled_run=stalled,
+                oauth_paths=tuple(oauth_paths),
             )
         )
 

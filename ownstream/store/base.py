@@ -31,6 +31,7 @@ from ownstream.store.auth import AuthStore
 from ownstream.store.planner import BatchStats
 
 RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
+AuthorizationStatus = Literal["pending", "completing", "connected", "refused", "expired"]
 TokenKind = Literal["owner", "client"]
 
 
@@ -260,6 +261,33 @@ class Publication:
 
 
 @dataclass(frozen=True)
+class ProviderAuthorization:
+    """An OAuth authorization the owner started at a provider, until its callback ends it.
+
+    It lives in the database because the process that starts it (the CLI, the console's
+    server) is not necessarily the `serve` process the provider redirects to. The state is
+    kept only as a hash (by the store, beside this); the PKCE verifier and a client secret are
+    sealed, and dropped when the authorization ends.
+    """
+
+    authorization_id: str
+    connector_key: str
+    status: AuthorizationStatus
+    redirect_uri: str
+    client_id: str
+    settings: dict[str, str]
+    display_name: str | None
+    connection_id: str | None  # the connection to re-authorize, then the one connected
+    allow_recreate: bool
+    created_at: str
+    expires_at: str
+    sealed_verifier: bytes | None = field(default=None, repr=False)
+    sealed_client_secret: bytes | None = field(default=None, repr=False)
+    finished_at: str | None = None
+    outcome: dict[str, Any] | None = None  # connected: created, identity; else code, message
+
+
+@dataclass(frozen=True)
 class Token:
     token_id: str
     token_hash: str
@@ -381,6 +409,35 @@ class Store(AuthStore, Protocol):
         """Finish purging deleted connections (after a crash mid-purge); rows removed."""
         ...
 
+    # provider authorizations (OAuth at a provider) ------------------------------------------
+    def create_provider_authorization(
+        self, authorization: ProviderAuthorization, state_hash: str
+    ) -> None:
+        """Store a pending authorization under the hash of its state; authorizations that
+        expired lose their sealed values, and those a day past expiry are dropped."""
+        ...
+
+    def claim_provider_authorization(self, state_hash: str) -> ProviderAuthorization | None:
+        """The authorization a callback's state names, moved from pending to completing: of
+        several callbacks with one state exactly one claims it, the others see it completing
+        or ended. A pending one past its expiry is marked expired. None for an unknown state."""
+        ...
+
+    def finish_provider_authorization(
+        self,
+        authorization_id: str,
+        *,
+        expected: AuthorizationStatus,
+        status: AuthorizationStatus,
+        connection_id: str | None,
+        outcome: dict[str, Any],
+    ) -> bool:
+        """End an authorization that is still `expected` (its sealed values are dropped);
+        False when it was not."""
+        ...
+
+    def provider_authorization(self, authorization_id: str) -> ProviderAuthorization: ...
+
     # collection ----------------------------------------------------------------------------
     def start_stage(
         self,
@@ -404,6 +461,14 @@ class Store(AuthStore, Protocol):
 
     def commit_batch(self, acquisition: Acquisition, writes: Writes) -> BatchStats:
         """Stage one batch in one short transaction, fenced by the lease."""
+        ...
+
+    def save_run_credentials(
+        self, acquisition: Acquisition, sealed_secrets: dict[str, tuple[bytes, str]]
+    ) -> None:
+        """Store secrets a run handed back (CREDENTIALS) for its own connection and connector
+        only: fenced by its lease, in a transaction of their own (not staged with its records),
+        so they stay whatever the run's outcome. Raises `RunLeaseLost` after a takeover."""
         ...
 
     def publish(self, acquisition: Acquisition, publication: Publication) -> None:

@@ -34,6 +34,7 @@ CONNECTION_TABLES = (
     "run_leases",
     "acquisition_batches",
     "connection_credentials",
+    "provider_authorizations",
     "connection_settings",
     "connection_paths",
     "connections",
