@@ -104,6 +104,15 @@ class StreamCount:
 
 
 @dataclass(frozen=True)
+class DailyCount:
+    """How many live records one connection holds for one day (UTC, of their consent time)."""
+
+    connection_id: str
+    day: str  # YYYY-MM-DD
+    records: int
+
+
+@dataclass(frozen=True)
 class Coverage:
     """Which consent-time window one acquisition path has covered for one stream."""
 
@@ -454,6 +463,11 @@ class Store(AuthStore, Protocol):
     def stream_counts(self, connection_ids: Sequence[str] | None = None) -> list[StreamCount]: ...
 
     def scoped_count(self, scope: ReadScope) -> dict[str, tuple[int, str | None]]: ...
+
+    def daily_counts(self, scope: ReadScope, *, since: str, until: str) -> list[DailyCount]:
+        """Live, published records per (connection, UTC day of consent time) within the scope
+        and [since, until): the owner's activity pictures. Days without records are absent."""
+        ...
 
     def visible_last_change(self, scope: ReadScope) -> dict[str, str]: ...
 
