@@ -13,7 +13,17 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ownstream import __version__
-from ownstream.api import client, console_auth, errors, oauth, owner, owner_clients
+from ownstream.api import (
+    client,
+    console,
+    console_auth,
+    console_imports,
+    console_reads,
+    errors,
+    oauth,
+    owner,
+    owner_clients,
+)
 from ownstream.api.responses import JSONBody
 from ownstream.auth.discovery import normalize_public_url
 from ownstream.clock import random_id
@@ -104,6 +114,9 @@ def create_app(home: Home, public_url: str | None = None) -> FastAPI:
     app.include_router(owner_clients.router)
     app.include_router(oauth.router)
     app.include_router(console_auth.router)
+    app.include_router(console.router)
+    app.include_router(console_imports.router)
+    app.include_router(console_reads.router)
     app.mount(
         "/console/static",
         StaticFiles(packages=[("ownstream.console", "static")]),
