@@ -30,6 +30,7 @@ from ownstream.api.console_auth import (
 from ownstream.api.deps import home
 from ownstream.auth.console import csrf_token
 from ownstream.background import ProgressHub
+from ownstream.clock import parse_iso
 from ownstream.console import charts
 from ownstream.console.pages import PAGE_HEADERS, message_page, owner_page
 from ownstream.errors import InvalidArgument, OwnstreamError
@@ -140,13 +141,21 @@ def _activity(h: Home, request: Request) -> dict[str, Any] | None:
         stream = max(sorted(totals), key=lambda name: totals[name])
     days_param = request.query_params.get("days", "90")
     days = int(days_param) if days_param in {str(d) for d in ACTIVITY_DAYS} else 90
-    today = h.store.clock().date()
-    first = today - timedelta(days=days - 1)
-    day_list = charts.day_range(first, days)
     scope = owner_scope(h, stream)
+    # the chart ends at the newest record any path has covered (an old archive is drawn too)
+    ends = [
+        c.window_end
+        for connection_id in scope.connection_ids
+        for c in h.store.coverage(connection_id)
+        if c.stream == stream and c.window_end
+    ]
+    today = h.store.clock().date()
+    last = min(today, parse_iso(max(ends)).date()) if ends else today
+    first = last - timedelta(days=days - 1)
+    day_list = charts.day_range(first, days)
     found = h.store.daily_counts(
         scope, since=f"{first.isoformat()}T00:00:00.000Z",
-        until=f"{(today + timedelta(days=1)).isoformat()}T00:00:00.000Z",
+        until=f"{(last + timedelta(days=1)).isoformat()}T00:00:00.000Z",
     )
     names = {c.connection_id: c.display_name for c in h.store.connections()}
     series: dict[str, dict[str, int]] = {}
@@ -154,7 +163,7 @@ def _activity(h: Home, request: Request) -> dict[str, Any] | None:
         series.setdefault(row.connection_id, {})[row.day] = row.records
     chart = charts.activity(
         "activity",
-        f"{stream}: records per day and connection, last {days} days",
+        f"{stream}: records per day and connection, {days} days to {last.isoformat()}",
         day_list,
         [charts.Series(names.get(c, c), v) for c, v in sorted(series.items())],
     )
@@ -162,6 +171,7 @@ def _activity(h: Home, request: Request) -> dict[str, Any] | None:
         "stream": stream,
         "streams": sorted(totals),
         "days": days,
+        "last": last.isoformat(),
         "day_choices": ACTIVITY_DAYS,
         "chart": chart,
         "empty": not series,

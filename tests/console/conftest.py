@@ -48,7 +48,7 @@ if start.get("collection_mode") != "identify":
                                        "updated_at": f"2025-03-0{i}T10:00:00.000Z"}}) + "\\n")
         out.flush()
         emitted += 1
-        time.sleep(0.25)
+        time.sleep(0.4)
 out.write(json.dumps({"type": "DONE", "status": "succeeded", "records_emitted": emitted})
           + "\\n")
 out.flush()
