@@ -9,7 +9,7 @@ JavaScript); htmx and `console.js` only enhance them. Handlers that read the sto
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -218,39 +218,41 @@ def _timeline(store: Store, connection_id: str) -> list[dict[str, Any]]:
     return entries
 
 
-@router.post("/console/connections/{connection_id}/rename")
-async def rename(connection_id: str, request: Request) -> Response:
+async def _then_back(
+    request: Request, connection_id: str, operation: Callable[[ConnectionOperations, FormData], Any]
+) -> Response:
+    """Run one owner operation on a connection from its page's form, then show the page."""
+
     def act(form: FormData, session_id: str) -> Response:
-        _ops(request).rename(connection_id, form_text(form, "display_name") or "")
+        operation(_ops(request), form)
         return RedirectResponse(_back(connection_id), status_code=303)
 
     return await console_action(request, act, _back(connection_id))
+
+
+@router.post("/console/connections/{connection_id}/rename")
+async def rename(connection_id: str, request: Request) -> Response:
+    return await _then_back(
+        request,
+        connection_id,
+        lambda ops, form: ops.rename(connection_id, form_text(form, "display_name") or ""),
+    )
 
 
 @router.post("/console/connections/{connection_id}/revoke")
 async def revoke(connection_id: str, request: Request) -> Response:
     """Stop collecting; the records stay."""
-
-    def act(form: FormData, session_id: str) -> Response:
-        _ops(request).revoke(connection_id)
-        return RedirectResponse(_back(connection_id), status_code=303)
-
-    return await console_action(request, act, _back(connection_id))
+    return await _then_back(request, connection_id, lambda ops, _: ops.revoke(connection_id))
 
 
 @router.post("/console/connections/{connection_id}/reactivate")
 async def reactivate(connection_id: str, request: Request) -> Response:
-    def act(form: FormData, session_id: str) -> Response:
-        _ops(request).reactivate(connection_id)
-        return RedirectResponse(_back(connection_id), status_code=303)
-
-    return await console_action(request, act, _back(connection_id))
+    return await _then_back(request, connection_id, lambda ops, _: ops.reactivate(connection_id))
 
 
 @router.post("/console/connections/{connection_id}/schedule/{change}")
 async def schedule_action(connection_id: str, change: str, request: Request) -> Response:
-    def act(form: FormData, session_id: str) -> Response:
-        ops = _ops(request)
+    def operation(ops: ConnectionOperations, form: FormData) -> None:
         if change in ("pause", "resume"):
             ops.pause_schedule(connection_id, change == "pause")
         elif change == "set":
@@ -261,9 +263,8 @@ async def schedule_action(connection_id: str, change: str, request: Request) -> 
             )
         else:
             raise InvalidArgument(f"no such schedule change {change!r}", param="change")
-        return RedirectResponse(_back(connection_id), status_code=303)
 
-    return await console_action(request, act, _back(connection_id))
+    return await _then_back(request, connection_id, operation)
 
 
 def _int_field(form: FormData, name: str) -> int:

@@ -122,14 +122,20 @@ def console_page(request: Request, build: Callable[[str], Response]) -> Response
     try:
         return build(session_id)
     except OwnstreamError as exc:
-        return message_page(
-            request,
-            "This cannot be shown",
-            exc.message,
-            status_code=exc.status,
-            csrf_token=console.csrf_token(session_id),
-            back="/console/",
-        )
+        return _explained(request, session_id, "This cannot be shown", exc, "/console/")
+
+
+def _explained(
+    request: Request, session_id: str, title: str, error: OwnstreamError, back: str
+) -> Response:
+    return message_page(
+        request,
+        title,
+        error.message,
+        status_code=error.status,
+        csrf_token=console.csrf_token(session_id),
+        back=back,
+    )
 
 
 async def console_action(
@@ -146,14 +152,7 @@ async def console_action(
         try:
             return act(form, session_id)
         except OwnstreamError as exc:
-            return message_page(
-                request,
-                "This did not work",
-                exc.message,
-                status_code=exc.status,
-                csrf_token=console.csrf_token(session_id),
-                back=back,
-            )
+            return _explained(request, session_id, "This did not work", exc, back)
 
     response: Response = await run_in_threadpool(act_or_explain)
     return response

@@ -3,6 +3,7 @@ access (clients, grants, tokens, pending requests; revoke), and the audit trail.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -154,22 +155,26 @@ def _window(since: str | None, until: str | None) -> str:
     return "all time"
 
 
-@router.post("/console/grants/{grant_id}/revoke")
-async def revoke_grant(grant_id: str, request: Request) -> Response:
+async def _access_action(
+    request: Request, operation: Callable[[AccessOperations], Any]
+) -> Response:
+    """Run one access operation from the access page's form, then show the page."""
+
     def act(form: FormData, session_id: str) -> Response:
-        AccessOperations(home(request)).revoke_grant(grant_id)
+        operation(AccessOperations(home(request)))
         return RedirectResponse("/console/access", status_code=303)
 
     return await console_action(request, act, "/console/access")
+
+
+@router.post("/console/grants/{grant_id}/revoke")
+async def revoke_grant(grant_id: str, request: Request) -> Response:
+    return await _access_action(request, lambda access: access.revoke_grant(grant_id))
 
 
 @router.post("/console/tokens/{token_id}/revoke")
 async def revoke_token(token_id: str, request: Request) -> Response:
-    def act(form: FormData, session_id: str) -> Response:
-        AccessOperations(home(request)).revoke_token(token_id)
-        return RedirectResponse("/console/access", status_code=303)
-
-    return await console_action(request, act, "/console/access")
+    return await _access_action(request, lambda access: access.revoke_token(token_id))
 
 
 # audit -------------------------------------------------------------------------------------

@@ -8,22 +8,17 @@ other's state where noted); each test opens its own signed-in page."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-import uvicorn
 
-from ownstream.api.app import create_app
 from ownstream.auth.console import mint_link
 from ownstream.dev.spotify_data import generate_catalog, generate_user, write_archive
 from tests.api.conftest import World
-from tests.services import free_port
-from tests.services.chromium import chromium  # noqa: F401 - the fixture
+from tests.services.server import serving
 
 from .conftest import console_world, notes_file
 
@@ -44,27 +39,14 @@ class Live:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     root = tmp_path_factory.mktemp("console")
     world = console_world(root / "world")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(world.home, url), host="127.0.0.1", port=port,
-                       log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
     files = root / "files"
     files.mkdir()
-    yield Live(url, world, files)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(world.home) as url:
+        yield Live(url, world, files)
 
 
 @pytest.fixture
-def page(live: Live, chromium: Browser) -> Iterator[Page]:  # noqa: F811
+def page(live: Live, chromium: Browser) -> Iterator[Page]:
     context = chromium.new_context(viewport={"width": 1100, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
     signed_in = context.new_page()
@@ -73,7 +55,7 @@ def page(live: Live, chromium: Browser) -> Iterator[Page]:  # noqa: F811
     context.close()
 
 
-def test_a_sign_in_link_works_once(live: Live, chromium: Browser) -> None:  # noqa: F811
+def test_a_sign_in_link_works_once(live: Live, chromium: Browser) -> None:
     link = mint_link(live.world.store, live.url)
     first = chromium.new_context()
     try:
