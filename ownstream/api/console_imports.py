@@ -9,6 +9,7 @@ made up), and the receipt replaces the form.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -130,6 +131,7 @@ def _import(h: Home, session_id: str, form: FormUpload) -> Response:
     # without a (well-formed) progress id nobody follows the import: progress goes nowhere
     key = _progress_key(progress_id if PROGRESS_ID.fullmatch(progress_id) else "unfollowed")
     h.progress.begin(key)
+    finished: dict[str, Any] = {"status": "failed"}
     try:
         result = import_upload(
             ConnectionOperations(h),
@@ -138,10 +140,12 @@ def _import(h: Home, session_id: str, form: FormUpload) -> Response:
             connection_id=target,
             on_progress=lambda event: h.progress.update(key, event),
         )
+        finished = {"status": result.status}
     except OwnstreamError as exc:
-        h.progress.finish(key, {"status": "failed", "error": exc.to_dict()})
+        finished = {"status": "failed", "error": exc.to_dict()}
         return _form(h, session_id, target, connector, exc.message, status_code=exc.status)
-    h.progress.finish(key, {"status": result.status})
+    finally:
+        h.progress.finish(key, finished)
     receipt = result.to_dict()
     return owner_page(
         "receipt.html",

@@ -2,6 +2,7 @@
 // progress. Every page works without this file; it only shows what is happening sooner.
 (function () {
   "use strict";
+  var importing = null; // the events of the import being uploaded, if any
 
   function describe(data) {
     var parts = [];
@@ -67,10 +68,18 @@
     });
     upload.addEventListener("load", function () {
       text.textContent = "Uploaded. Importing…";
-      follow(box, "/console/imports/" + id + "/events", function (done) {
+      importing = follow(box, "/console/imports/" + id + "/events", function (done) {
         text.textContent = done.status === "failed" ? "The import failed." : "Imported.";
       });
     });
+  });
+
+  // The answer (the receipt, or the form with what went wrong) ends the import's events.
+  document.addEventListener("htmx:afterRequest", function (e) {
+    if (importing && e.detail.elt && e.detail.elt.id === "import-form") {
+      importing.close();
+      importing = null;
+    }
   });
 
   if (window.htmx) {
