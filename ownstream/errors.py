@@ -93,6 +93,13 @@ class InvalidArtifact(OwnstreamError):
     status = 400
 
 
+class UploadTooLarge(OwnstreamError):
+    """An uploaded archive is larger than the server accepts (`OWNSTREAM_MAX_UPLOAD_BYTES`)."""
+
+    code = "upload_too_large"
+    status = 413
+
+
 class ProtocolViolation(OwnstreamError):
     """A connector broke the run protocol."""
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from ownstream.background import Background
+from ownstream.background import Background, ProgressHub
 from ownstream.credentials import Vault
 from ownstream.grants.usage import UsageRecorder
 from ownstream.registry import Catalog
@@ -64,6 +64,10 @@ class Home:
     @cached_property
     def background(self) -> Background:
         return Background()
+
+    @cached_property
+    def progress(self) -> ProgressHub:
+        return ProgressHub()
 
     @cached_property
     def usage(self) -> UsageRecorder:

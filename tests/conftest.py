@@ -22,6 +22,7 @@ from ownstream.cli.main import app
 from ownstream.home import Home
 from ownstream.model import ReadScope
 from ownstream.runtime.runner import BATCH_SIZE, Runtime
+from tests.services.chromium import chromium  # noqa: F401 - one browser per test process
 
 CONNECTORS = Path(__file__).parent / "runtime" / "connectors"
 # Server variables a test must not inherit from the machine running it.

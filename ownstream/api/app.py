@@ -15,7 +15,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ownstream import __version__
 from ownstream.api import (
     client,
+    console,
     console_auth,
+    console_imports,
+    console_reads,
     errors,
     oauth,
     owner,
@@ -113,6 +116,9 @@ def create_app(home: Home, public_url: str | None = None) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(console_auth.router)
     app.include_router(provider_oauth.router)
+    app.include_router(console.router)
+    app.include_router(console_imports.router)
+    app.include_router(console_reads.router)
     app.mount(
         "/console/static",
         StaticFiles(packages=[("ownstream.console", "static")]),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from ownstream.auth.discovery import normalize_public_url
 from ownstream.errors import InsufficientScope, InvalidArgument, InvalidRequest
@@ -103,3 +104,11 @@ def int_param(
             f"{name} must be an integer between {minimum} and {maximum}", param=name
         )
     return value
+
+
+async def stream_body(request: Request, write: Callable[[bytes], None]) -> None:
+    """Hand the request body to `write` chunk by chunk, in the thread pool: an upload is never
+    held in memory, and its disk writes and hashing never run on the event loop."""
+    async for chunk in request.stream():
+        if chunk:
+            await run_in_threadpool(write, chunk)

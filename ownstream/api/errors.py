@@ -20,6 +20,7 @@ TYPES = {
     404: "not_found_error",
     409: "conflict_error",
     410: "gone_error",
+    413: "invalid_request_error",
     429: "rate_limit_error",
 }
 

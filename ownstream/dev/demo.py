@@ -5,7 +5,8 @@ would: the authorization code flow with PKCE, the consent step driven the way a 
 drive it, and the provider's redirect completed exactly as `serve`'s callback completes it. An
 archive of the first account is imported and joins its connection by the `spotify-account`
 identity rule, an archive with no identity becomes its own connection, a client is granted
-`listening_history`, and `ownstream serve` starts with the curl lines to try printed first.
+`listening_history`, and `ownstream serve` starts. The owner console's sign-in link is printed
+first, then the curl lines to try.
 
 Set DEMO_NO_SERVE=1 to stop after setting up (the smoke test does).
 """
@@ -18,6 +19,7 @@ import socket
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from ownstream.auth.console import PUBLIC_URL_SETTING, mint_link
 from ownstream.dev import mail_demo
 from ownstream.dev.spotify_data import generate_catalog, generate_user, write_archive
 from ownstream.dev.spotify_double import SpotifyDouble
@@ -177,23 +179,33 @@ def banner(result: dict[str, object], port: int) -> str:
     return "\n".join(lines)
 
 
+def console_link(home: Home, url: str) -> str:
+    """The owner console's one-time sign-in link, minted as `ownstream serve` does."""
+    home.store.put_auth_setting(PUBLIC_URL_SETTING, url)
+    return mint_link(home.store, url)
+
+
 def main() -> None:
     port = _free_port(SERVE_PORT)
+    url = f"http://127.0.0.1:{port}"
     result = build(port=port)
+    home = result["home"]
+    assert isinstance(home, Home)
+    print(
+        f"\nOwner console: {console_link(home, url)}\n"
+        "  (one-time sign-in link; `ownstream console-link` mints a fresh one)",
+        flush=True,
+    )
     print(banner(result, port), flush=True)
-    mail_home = result["home"]
-    assert isinstance(mail_home, Home)
-    print(mail_demo.add_mailbox(mail_home, DEMO_DIR / "mail", port=port), flush=True)
+    print(mail_demo.add_mailbox(home, DEMO_DIR / "mail", port=port), flush=True)
     if os.environ.get("DEMO_NO_SERVE"):
         return
     import uvicorn
 
     from ownstream.api.app import create_app
 
-    home = result["home"]
-    assert isinstance(home, Home)
-    print(f"Serving on http://127.0.0.1:{port} (Ctrl-C to stop)", flush=True)
-    uvicorn.run(create_app(home), host="127.0.0.1", port=port, log_level="warning")
+    print(f"Serving on {url} (Ctrl-C to stop)", flush=True)
+    uvicorn.run(create_app(home, url), host="127.0.0.1", port=port, log_level="warning")
 
 
 if __name__ == "__main__":

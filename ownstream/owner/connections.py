@@ -26,6 +26,7 @@ from ownstream.errors import (
 from ownstream.health import HealthEvidence, Verdict, verdict
 from ownstream.home import Home
 from ownstream.model import Connection
+from ownstream.owner.access import grant_view
 from ownstream.owner.audit import audited
 from ownstream.runtime.runner import ConnectResult, ImportResult, Runtime
 from ownstream.runtime.session import RunOutcome, stored_credential_names
@@ -140,9 +141,18 @@ class ConnectionOperations:
         return outcomes
 
     def start_run(self, connection_id: str, connector_key: str | None = None) -> list[str]:
-        """Check and start a run in the background; returns its run ids at once (HTTP 202)."""
+        """Check and start a run in the background; returns its run ids at once (HTTP 202).
+
+        Its progress and outcome are published to this process's progress hub, keyed by run id,
+        for the console's live view."""
+        hub = self.home.progress
+
+        def publish(event: dict[str, Any]) -> None:
+            if event.get("run_id"):
+                hub.update(event["run_id"], event)
+
         with self._audited("run", connection_id, {"connector_key": connector_key}) as summary:
-            runtime = self.runtime()
+            runtime = self.runtime(publish)
             _, manifests = runtime.runnable_paths(connection_id, connector_key)
             lease = self.home.store.active_lease(connection_id)
             if lease is not None and not lease.stale(iso(self.home.store.clock())):
@@ -153,9 +163,12 @@ class ConnectionOperations:
                 )
             run_ids = [runtime.new_run_id() for _ in manifests]
             summary.update(runs=run_ids, _outcome="started")
+        for run_id in run_ids:
+            hub.begin(run_id)
 
         def work() -> None:
             summary: dict[str, Any] = {"runs": run_ids}
+            finished: dict[str, dict[str, Any]] = {r: {"status": "failed"} for r in run_ids}
             try:
                 outcomes = runtime.run_connection(
                     connection_id, connector_key=connector_key, run_ids=run_ids
@@ -163,20 +176,28 @@ class ConnectionOperations:
                 succeeded = all(o.status == "succeeded" for o in outcomes)
                 summary["statuses"] = [o.status for o in outcomes]
                 summary["credentials_stored"] = stored_credential_names(outcomes)
+                for done in outcomes:
+                    if done.run_id is not None:
+                        finished[done.run_id] = done.to_dict()
             except OwnstreamError as exc:
                 succeeded = False
                 summary["error"] = exc.code
+                finished = {r: {"status": "failed", "error": exc.to_dict()} for r in run_ids}
             except Exception:
                 log.exception("background run of %s failed", connection_id)
                 succeeded = False
                 summary["error"] = "internal_error"
-            self.home.store.append_audit(
-                actor_kind=self.actor_kind,
-                connection_id=connection_id,
-                operation="run_finished",
-                outcome="succeeded" if succeeded else "failed",
-                summary=summary,
-            )
+            try:
+                self.home.store.append_audit(
+                    actor_kind=self.actor_kind,
+                    connection_id=connection_id,
+                    operation="run_finished",
+                    outcome="succeeded" if succeeded else "failed",
+                    summary=summary,
+                )
+            finally:
+                for run_id, result in finished.items():
+                    hub.finish(run_id, result)
 
         self.home.background.start(f"run-{connection_id}", work)
         return run_ids
@@ -234,6 +255,26 @@ class ConnectionOperations:
             "connection_id": connection_id,
             "records_per_stream": counts.records_per_stream,
             "records": counts.records,
+        }
+
+    def deletion_preview(self, connection_id: str) -> dict[str, Any]:
+        """What deleting a connection erases (its records per stream, runs, import batches)
+        and what survives it: the grants that name it (they then read nothing from it) and
+        the audit trail."""
+        store = self.home.store
+        connection = store.connection(connection_id)
+        records = {c.stream: c.record_count for c in store.stream_counts([connection_id])}
+        return {
+            "connection": connection_view(connection),
+            "records_per_stream": records,
+            "records": sum(records.values()),
+            "import_batches": len(store.batches(connection_id=connection_id)),
+            "grants_naming_it": [
+                grant_view(g)
+                for g in store.grants()
+                if any(connection_id in s.instance_ids for s in g.streams)
+            ],
+            "audit_events_kept": len(store.audit_events(connection_id=connection_id, limit=10_000)),
         }
 
     # schedules -----------------------------------------------------------------------------

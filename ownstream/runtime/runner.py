@@ -411,14 +411,17 @@ class Runtime:
         *,
         connection_id: str | None = None,
         allow_recreate: bool = False,
+        artifact: ArtifactInfo | None = None,
     ) -> ImportResult:
+        """Import the file or folder at `path`; `artifact` is its hash and name when the caller
+        already has them (an upload hashed while it streamed in, named as the owner's file)."""
         manifest = self.catalog.manifest(connector_key)
         if manifest.acquisition_method != "owner_artifact":
             raise InvalidRequest(
                 f"{connector_key} does not import archives (it is {manifest.acquisition_method})",
                 param="connector_key",
             )
-        artifact = artifact_info(path)
+        artifact = artifact or artifact_info(path)
         for earlier in self.store.batches(
             connector_key=connector_key, artifact_sha256=artifact.sha256
         ):

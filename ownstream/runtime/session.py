@@ -302,6 +302,7 @@ class Session(ABC):
             case Progress() as progress:
                 self.runtime.progress(
                     {
+                        "run_id": self.outcome.run_id,
                         "message": progress.message,
                         "stream": progress.stream,
                         "count": progress.count,

@@ -18,8 +18,8 @@ from typing import Any, Literal, Protocol
 from ownstream.model import (
     Acquisition,
     Connection,
-    ConnectionStatus,
     ConnectionIdentity,
+    ConnectionStatus,
     Grant,
     ReadScope,
     RecordRule,
@@ -103,6 +103,15 @@ class StreamCount:
     stream: str
     record_count: int
     last_updated: str
+
+
+@dataclass(frozen=True)
+class DailyCount:
+    """How many live records one connection holds for one day (UTC, of their consent time)."""
+
+    connection_id: str
+    day: str  # YYYY-MM-DD
+    records: int
 
 
 @dataclass(frozen=True)
@@ -520,6 +529,11 @@ class Store(AuthStore, Protocol):
     def stream_counts(self, connection_ids: Sequence[str] | None = None) -> list[StreamCount]: ...
 
     def scoped_count(self, scope: ReadScope) -> dict[str, tuple[int, str | None]]: ...
+
+    def daily_counts(self, scope: ReadScope, *, since: str, until: str) -> list[DailyCount]:
+        """Live, published records per (connection, UTC day of consent time) within the scope
+        and [since, until): the owner's activity pictures. Days without records are absent."""
+        ...
 
     def visible_last_change(self, scope: ReadScope) -> dict[str, str]: ...
 

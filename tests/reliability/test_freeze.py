@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import Owner
 from tests.services import free_port
 
-from .conftest import finish, journal_lines, kill, start, wait_until
+from .conftest import finish, integrity, journal_lines, kill, start, wait_until
 
 pytestmark = pytest.mark.reliability
 LARGE = 60_000
@@ -72,6 +72,7 @@ def test_owner_writes_and_client_reads_stay_fast_during_a_large_import(
     worst = {kind: max(values) for kind, values in latencies.items()}
     assert worst["owner_write"] < 1.0, worst
     assert worst["client_read"] < 1.0, worst
+    integrity(owner)
 
 
 def _up(http: httpx.Client) -> bool:
