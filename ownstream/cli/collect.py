@@ -285,8 +285,6 @@ def worker(
     from ownstream.logs import configure
     from ownstream.scheduler import Worker
 
-    configure()
-
     runner = Worker(home_of(ctx).runtime())
     if once:
         results = runner.tick()
@@ -301,6 +299,7 @@ def worker(
         else:
             typer.echo(f"ran {len(payload)} due connection(s)")
         return
+    configure()  # a long-running worker logs its passes and failures to stderr
     stop = threading.Event()
     for stopping in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stopping, lambda number, frame: stop.set())
