@@ -8,13 +8,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ownstream import __version__
 from ownstream.api import client, errors, owner
 from ownstream.api.responses import JSONBody
 from ownstream.clock import random_id
+from ownstream.errors import UnsupportedVersion
 from ownstream.home import Home
 
 log = logging.getLogger("ownstream.http")
@@ -71,6 +73,37 @@ class RequestMiddleware:
             )
 
 
+class VersionMiddleware:
+    """PDPP-Version negotiation for every route, OAuth ones included: each response names the
+    version it speaks, and a request for another version is refused (400
+    `unsupported_version`) before any handler runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        asked = Headers(scope=scope).get(errors.VERSION_HEADER)
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[errors.VERSION_HEADER] = errors.PDPP_VERSION
+            await send(message)
+
+        if asked is not None and asked.strip() != errors.PDPP_VERSION:
+            refusal = UnsupportedVersion(
+                f"PDPP-Version {asked!r} is not supported; this server speaks "
+                f"{errors.PDPP_VERSION}",
+                param=errors.VERSION_HEADER,
+            )
+            response = errors.envelope(Request(scope), refusal.status, refusal.to_dict())
+            await response(scope, receive, send_with_version)
+            return
+        await self.app(scope, receive, send_with_version)
+
+
 def create_app(home: Home) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,7 +125,8 @@ def create_app(home: Home) -> FastAPI:
     app.state.home = home
     errors.install(app)
 
-    app.add_middleware(RequestMiddleware)
+    app.add_middleware(VersionMiddleware)
+    app.add_middleware(RequestMiddleware)  # outermost: the request id exists for every layer
     app.include_router(client.router)
     app.include_router(owner.router)
     return app

@@ -46,6 +46,14 @@ NOTES_DEFINITION: dict[str, Any] = {
     "cursor_field": "updated_at",
     "consent_time_field": "updated_at",
     "searchable_fields": ["title", "body", "secret"],
+    "aggregations": {
+        "count": True,
+        "min": ["updated_at"],
+        "max": ["updated_at"],
+        "group_by": ["tag", "secret"],
+        "group_by_time": ["updated_at"],
+        "count_distinct": ["title", "tag", "secret"],
+    },
     "description": "A note; `secret` is searchable text that grants in these tests withhold.",
     "schema": {
         "type": "object",
@@ -55,7 +63,7 @@ NOTES_DEFINITION: dict[str, Any] = {
             "body": {"type": "string"},
             "secret": {"type": "string"},
             "tag": {"type": "string"},
-            "updated_at": {"type": "string"},
+            "updated_at": {"type": "string", "format": "date-time"},
         },
         "required": ["note_id"],
         "additionalProperties": False,
@@ -333,6 +341,11 @@ class World:
                 found.update({batch.batch_id, batch.artifact_name, batch.artifact_sha256,
                               batch.run_id})
         return found
+
+
+def schema_streams(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every stream entry of a `/v1/schema` document, across its connector entries."""
+    return [s for connector in body["connectors"] for s in connector["streams"]]
 
 
 def assert_no_provenance(body: Any, forbidden: set[str]) -> None:

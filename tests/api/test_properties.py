@@ -206,11 +206,23 @@ def project(row: Row, fields: set[str]) -> dict[str, Any]:
     return {k: v for k, v in row["data"].items() if k in fields}
 
 
-def effective_fields(grant: Grant, stream: str, requested: list[str] | None) -> set[str]:
+def effective_fields(
+    ds: Dataset, grant: Grant, stream: str, requested: list[str] | None
+) -> set[str]:
+    """The sparse fieldset: requested plus schema-required fields, within the grant."""
     entry = grant.stream(stream)
     assert entry is not None
     granted = set(entry.fields)
-    return granted if requested is None else granted & set(requested)
+    if requested is None:
+        return granted
+    return granted & {*requested, *ds.definition(stream).schema.get("required", [])}
+
+
+def withheld(grant: Grant, stream: str, requested: list[str] | None) -> bool:
+    """Whether a request names a field the grant withholds (refused, never dropped)."""
+    entry = grant.stream(stream)
+    assert entry is not None
+    return requested is not None and not set(requested) <= set(entry.fields)
 
 
 def check_record(ds: Dataset, grant: Grant, record: dict[str, Any], fields: set[str]) -> None:
@@ -283,11 +295,15 @@ def test_records_details_and_metadata_stay_inside_the_grant(
                 assert_error(response, 404, "connection_not_found")
                 continue
             body = response.json()
-            assert "connectors" not in body
-            assert [m["name"] for m in body["streams"]] == names
-            for meta in body["streams"]:
+            [shared] = body["connectors"]
+            assert shared["connector_id"] == "shared-definitions"
+            assert [m["name"] for m in shared["streams"]] == names
+            for meta in shared["streams"]:
                 entry = granted[meta["name"]]
                 assert meta["granted_fields"] == list(entry.fields)
+                assert [f for f, c in meta["field_capabilities"].items() if c["granted"]] == [
+                    f for f in ds.definition(meta["name"]).fields if f in entry.fields
+                ]
                 assert {c["connection_id"] for c in meta["granted_connections"]} <= set(
                     entry.instance_ids
                 )
@@ -325,10 +341,19 @@ def test_records_details_and_metadata_stay_inside_the_grant(
             assert sorted(c["connection_id"] for c in meta["granted_connections"]) == sorted(
                 allowed
             )
-            lexical = meta["query"]["search"]["lexical_fields"]
-            assert set(lexical) <= set(entry.fields) & set(ds.definition(stream).searchable_fields)
+            definition = ds.definition(stream)
+            assert meta["query"]["search"]["lexical_fields"] == list(definition.searchable_fields)
+            assert set(meta["field_capabilities"]) == set(definition.fields)
+            for name, capabilities in meta["field_capabilities"].items():
+                assert capabilities["granted"] == (name in entry.fields)
+                assert capabilities["lexical_search"]["usable"] == (
+                    name in entry.fields and name in definition.searchable_fields
+                )
             continue
-        visible_fields = effective_fields(grant, stream, fields)
+        if withheld(grant, stream, fields):
+            assert_error(response, 403, "field_not_granted")
+            continue
+        visible_fields = effective_fields(ds, grant, stream, fields)
         expected = ds.visible_rows(grant, stream, narrow)
         if kind == "records":
             seen: list[tuple[str, str]] = []
@@ -372,7 +397,7 @@ def test_search_stays_inside_the_grant(ds: Dataset, data: st.DataObject) -> None
         if prefix:
             terms = [terms[0][: max(1, len(terms[0]) - 2)] + "*", *terms[1:]]
         narrow = draw_narrow(data, ds)
-        params: dict[str, Any] = {"q": " ".join(terms), "limit": 50,
+        params: dict[str, Any] = {"q": " ".join(terms), "limit": 100,
                                   **narrow_params(narrow, data)}
         names = data.draw(st.none() | st.lists(st.sampled_from(STREAMS), min_size=1,
                                                unique=True), "search streams")
@@ -396,7 +421,7 @@ def test_search_stays_inside_the_grant(ds: Dataset, data: st.DataObject) -> None
             if finds(ds, grant, stream, row, terms)[0]
         }
         hits = []
-        for page in w.page_all("/v1/search", token, params, max_pages=6):
+        for page in w.page_all("/v1/search", token, params, max_pages=20):
             hits.extend(page["data"])
         got = [(h["stream"], h["connection_id"], h["record_key"]) for h in hits]
         assert len(got) == len(set(got))
@@ -431,13 +456,17 @@ def test_change_feed_stays_inside_the_grant(ds: Dataset, data: st.DataObject) ->
                                   **narrow_params(narrow, data)}
         if fields is not None:
             params["fields"] = fields
+        if withheld(grant, stream, fields):
+            response = w.cget(f"/v1/streams/{stream}/records", token, params)
+            assert_error(response, 403, "field_not_granted")
+            continue
         records: list[dict[str, Any]] = []
         last: dict[str, Any] = {}
         for page in w.page_all(f"/v1/streams/{stream}/records", token, params, max_pages=10):
             records.extend(page["data"])
             last = page
         assert last["next_changes_since"]
-        visible_fields = effective_fields(grant, stream, fields)
+        visible_fields = effective_fields(ds, grant, stream, fields)
         for record in records:
             check_record(ds, grant, record, visible_fields)
         got = [(r["connection_id"], r["id"]) for r in records]
