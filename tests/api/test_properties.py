@@ -10,6 +10,8 @@ oracle computed straight from the database rows:
 - stream lists and metadata: only granted streams and connections; counts of visible records;
 - search: hits only on visible records whose *visible* searchable text holds every term;
   matched_fields and snippets only from granted fields; and every such record is found;
+- aggregations: every metric and grouping equals a fold over the client's own pages of the
+  same grant (and connection narrowing), and one over a withheld field is refused;
 - no response body contains provenance (connector keys, methods, runs, batches, artifacts,
   placeholder labels).
 """
@@ -19,9 +21,11 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -477,3 +481,129 @@ def test_change_feed_stays_inside_the_grant(ds: Dataset, data: st.DataObject) ->
         again = w.cget(f"/v1/streams/{stream}/records", token,
                        {**params, "changes_since": last["next_changes_since"]}).json()
         assert again["data"] == [] and again["next_changes_since"]
+
+
+# --- aggregation: the store's SQL against a fold over the client's own pages ----------------------
+ZONES = ("UTC", "America/New_York", "Europe/Paris", "Asia/Kolkata", "Asia/Kathmandu",
+         "Australia/Lord_Howe", "Pacific/Chatham", "America/St_Johns")
+GRANULARITIES = ("minute", "hour", "day", "week", "month", "quarter", "year")
+
+
+def bucket(value: Any, granularity: str, zone: str, date_only: bool) -> str | None:
+    """A calendar bucket computed with datetime and zoneinfo, independently of the SQL."""
+    if not isinstance(value, str):
+        return None
+    try:
+        if date_only:
+            moment = datetime.combine(date.fromisoformat(value), time())
+        else:
+            moment = datetime.fromisoformat(value).astimezone(ZoneInfo(zone))
+    except ValueError:
+        return None
+    day = moment.date()
+    if granularity == "minute":
+        return moment.strftime("%Y-%m-%dT%H:%M")
+    if granularity == "hour":
+        return moment.strftime("%Y-%m-%dT%H:00")
+    if granularity == "week":
+        day -= timedelta(days=day.weekday())
+    elif granularity == "month":
+        day = day.replace(day=1)
+    elif granularity == "quarter":
+        day = day.replace(month=(day.month - 1) // 3 * 3 + 1, day=1)
+    elif granularity == "year":
+        day = day.replace(month=1, day=1)
+    return day.isoformat()
+
+
+def fold_aggregate(
+    records: list[dict[str, Any]], params: dict[str, Any], definition: Any
+) -> dict[str, Any]:
+    """What an aggregation must answer, folded over the records a client paged through."""
+    values = [r["data"].get(params.get("field") or "") for r in records]
+    present = [v for v in values if v is not None]
+    metric = params["metric"]
+    expected: dict[str, Any] = {"filtered_record_count": len(records)}
+    if "group_by" in params or "group_by_time" in params:
+        if "group_by" in params:
+            keys = [r["data"].get(params["group_by"]) for r in records]
+            order = lambda kv: (-kv[1], kv[0] is None, kv[0])  # noqa: E731
+        else:
+            prop = definition.schema["properties"][params["group_by_time"]]
+            keys = [
+                bucket(r["data"].get(params["group_by_time"]), params["granularity"],
+                       params.get("time_zone", "UTC"), prop.get("format") == "date")
+                for r in records
+            ]
+            order = lambda kv: (kv[0] is None, kv[0])  # noqa: E731
+        counts: dict[Any, int] = {}
+        for key in keys:
+            counts[key] = counts.get(key, 0) + 1
+        ranked = sorted(counts.items(), key=order)
+        limit = params.get("limit", 10)
+        groups = [{"key": k, "count": n} for k, n in ranked[:limit]]
+        expected.update(groups=groups, other_count=len(records) - sum(g["count"] for g in groups))
+    elif metric == "count":
+        expected["value"] = len(records)
+    elif metric == "count_distinct":
+        expected["value"] = len(set(present))
+    elif metric == "sum":
+        expected["value"] = sum(present) if present else None
+    else:
+        expected["value"] = (min if metric == "min" else max)(present) if present else None
+    return expected
+
+
+def draw_aggregation(data: st.DataObject, definition: Any) -> dict[str, Any]:
+    """Any request the definition declares; the caller may not be granted its fields."""
+    declared = definition.aggregations
+    metrics: list[dict[str, Any]] = [{"metric": "count"}]
+    for metric in ("sum", "min", "max", "count_distinct"):
+        metrics += [{"metric": metric, "field": f} for f in declared.fields_for(metric)]
+    kinds = {
+        "metric": metrics,
+        "group_by": [{"metric": "count", "group_by": f} for f in declared.group_by],
+        "group_by_time": [{"metric": "count", "group_by_time": f} for f in declared.group_by_time],
+    }
+    kind = data.draw(st.sampled_from([k for k, choices in kinds.items() if choices]), "kind")
+    params: dict[str, Any] = dict(data.draw(st.sampled_from(kinds[kind]), "aggregation"))
+    if "group_by_time" in params:
+        params["granularity"] = data.draw(st.sampled_from(GRANULARITIES), "granularity")
+        zone = data.draw(st.none() | st.sampled_from(ZONES), "time_zone")
+        if zone is not None:
+            params["time_zone"] = zone
+    if ("group_by" in params or "group_by_time" in params) and data.draw(st.booleans()):
+        params["limit"] = data.draw(st.sampled_from([1, 2, 3, 7, 100]), "limit")
+    return params
+
+
+@SETTINGS
+@given(data=st.data())
+def test_aggregations_equal_a_fold_over_the_grants_pages(ds: Dataset, data: st.DataObject) -> None:
+    w = ds.world
+    grant, token = draw_grant(data, ds)
+    for _ in range(data.draw(st.integers(2, 5), "requests")):
+        stream = data.draw(st.sampled_from([s.name for s in grant.streams]), "stream")
+        entry = grant.stream(stream)
+        assert entry is not None
+        definition = ds.definition(stream)
+        params = draw_aggregation(data, definition)
+        narrow = data.draw(st.none() | st.sampled_from(list(entry.instance_ids)), "narrow")
+        narrowing = {} if narrow is None else {"connection_id": narrow}
+        response = w.cget(f"/v1/streams/{stream}/aggregate", token, {**params, **narrowing})
+        used = [params[k] for k in ("field", "group_by", "group_by_time") if k in params]
+        if any(name not in entry.fields for name in used):
+            assert_error(response, 403, "field_not_granted")
+            continue
+        assert response.status_code == 200, response.text
+        records = [
+            record
+            for page in w.page_all(f"/v1/streams/{stream}/records", token,
+                                   {"limit": 100, **narrowing})
+            for record in page["data"]
+        ]
+        got = response.json()
+        expected = fold_aggregate(records, params, definition)
+        assert {k: got[k] for k in expected} == expected, (params, narrowing)
+        assert got["approximate"] is False
+        assert ("other_count" in got) == ("groups" in expected)

@@ -48,8 +48,9 @@ def _bucket(granularity: str, moment: str, modifiers: str) -> str:
     if granularity == "month":
         return f"strftime('%Y-%m-01', {moment}{modifiers})"
     if granularity == "quarter":
+        # `||` keeps a missing value NULL (printf alone would make it '-00-01')
         return (
-            f"printf('%s-%02d-01', strftime('%Y', {moment}{modifiers}), "
+            f"strftime('%Y-', {moment}{modifiers}) || printf('%02d-01', "
             f"(CAST(strftime('%m', {moment}{modifiers}) AS INTEGER) - 1) / 3 * 3 + 1)"
         )
     return f"strftime('%Y-01-01', {moment}{modifiers})"
