@@ -371,6 +371,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
         404: "not_found_error",
         409: "conflict_error",
         410: "gone_error",
+        422: "invalid_request_error",
     }[status]
     assert error["type"] == expected_type
     return error
