@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 
-from ownstream.api.deps import bearer, check_params, home, int_value, owner
+from ownstream.api.deps import MAX_INT_PARAM, bearer, check_params, home, int_value, owner
 from ownstream.errors import InsufficientScope, InvalidArgument
 from ownstream.owner import AccessOperations, ConnectionOperations, schedule_view
 from ownstream.owner.access import grant_view, token_view
@@ -190,10 +190,9 @@ def put_schedule(connection_id: str, request: Request, body: ScheduleBody) -> di
     jitter = body.get("jitter_seconds", 0)
     if not isinstance(enabled, bool):
         raise InvalidArgument("enabled must be true or false", param="enabled")
-    if not isinstance(interval, int) or isinstance(interval, bool):
-        raise InvalidArgument("interval_seconds must be an integer", param="interval_seconds")
-    if not isinstance(jitter, int) or isinstance(jitter, bool):
-        raise InvalidArgument("jitter_seconds must be an integer", param="jitter_seconds")
+    for name, value in (("interval_seconds", interval), ("jitter_seconds", jitter)):
+        if not isinstance(value, int) or isinstance(value, bool) or abs(value) > MAX_INT_PARAM:
+            raise InvalidArgument(f"{name} must be an integer", param=name)
     schedule = ops.put_schedule(
         connection_id, enabled=enabled, interval_seconds=interval, jitter_seconds=jitter
     )
