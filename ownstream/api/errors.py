@@ -40,7 +40,10 @@ def install(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONBody:
         first = exc.errors()[0] if exc.errors() else {}
         location = first.get("loc", ())
-        body = {"code": "invalid_request", "message": str(first.get("msg", "invalid request"))}
+        body: dict[str, object] = {
+            "code": "invalid_request",
+            "message": str(first.get("msg", "invalid request")),
+        }
         if location:
             body["param"] = str(location[-1])
         return envelope(request, 400, body)

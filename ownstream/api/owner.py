@@ -183,6 +183,13 @@ def reactivate_connection(connection_id: str, request: Request) -> dict[str, Any
     return ops.connection_entry(ops.reactivate(connection_id))
 
 
+def _integer(value: Any, name: str) -> int:
+    """A JSON integer of a body, within what the store can hold."""
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) > MAX_INT_PARAM:
+        raise InvalidArgument(f"{name} must be an integer", param=name)
+    return value
+
+
 @router.put("/v1/owner/connections/{connection_id}/schedule")
 def put_schedule(connection_id: str, request: Request, body: ScheduleBody) -> dict[str, Any]:
     ops = _ops(request)
@@ -190,9 +197,7 @@ def put_schedule(connection_id: str, request: Request, body: ScheduleBody) -> di
     jitter = body.get("jitter_seconds", 0)
     if not isinstance(enabled, bool):
         raise InvalidArgument("enabled must be true or false", param="enabled")
-    for name, value in (("interval_seconds", interval), ("jitter_seconds", jitter)):
-        if not isinstance(value, int) or isinstance(value, bool) or abs(value) > MAX_INT_PARAM:
-            raise InvalidArgument(f"{name} must be an integer", param=name)
+    interval, jitter = _integer(interval, "interval_seconds"), _integer(jitter, "jitter_seconds")
     schedule = ops.put_schedule(
         connection_id, enabled=enabled, interval_seconds=interval, jitter_seconds=jitter
     )

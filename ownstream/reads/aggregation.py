@@ -16,8 +16,7 @@ from zoneinfo import available_timezones
 from ownstream.errors import FieldNotGranted, InvalidRequest, NotFound, UnknownField
 from ownstream.model import ReadScope, StreamDefinition
 from ownstream.registry.definitions import time_format
-from ownstream.store.base import AggregateMetric, AggregateSpec, Granularity, TimeGrouping
-from ownstream.store.base import Store
+from ownstream.store.base import AggregateMetric, AggregateSpec, Granularity, Store, TimeGrouping
 
 METRICS = ("count", "sum", "min", "max", "count_distinct")
 GRANULARITIES = ("minute", "hour", "day", "week", "month", "quarter", "year")
@@ -57,7 +56,7 @@ def _limit(raw: str | None) -> int:
 
 def parse_aggregate(scope: ReadScope, params: Mapping[str, str | None]) -> AggregateSpec:
     """Validate an aggregation request against the definition and the grant (PDPP
-    aggregation profile §3–§5); every rejection is `invalid_request` unless a field is
+    aggregation profile §3 to §5); every rejection is `invalid_request` unless a field is
     unknown (`unknown_field`) or withheld (`field_not_granted`)."""
     definition: StreamDefinition = scope.stream
     if definition.aggregations is None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from ownstream.errors import CursorExpired, InvalidCursor
+from ownstream.grants.scope import display_names
 from ownstream.home import Home
 from ownstream.model import Bearer, ReadScope
 from ownstream.reads import cursors
 from ownstream.reads.common import attribution, note_read, record_body
-from ownstream.grants.scope import display_names
 
 
 def _start(home: Home, scope: ReadScope, changes_since: str, epoch: str) -> int:
@@ -32,7 +32,7 @@ def _start(home: Home, scope: ReadScope, changes_since: str, epoch: str) -> int:
             "changes_since=beginning",
             param="changes_since",
         )
-    (since,) = cursors.values(start, "changes_since", seq=int)
+    since: int = cursors.values(start, "changes_since", seq=int)[0]
     # `beginning` is the advertised way out of a 410, so only tokens can expire.
     if since < home.store.change_floor():
         raise CursorExpired(

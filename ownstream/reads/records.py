@@ -51,10 +51,10 @@ def list_records(
     """A page of the stream's records, or of its change feed with `changes_since`."""
     size = page_size(limit, DEFAULT_LIMIT, MAX_LIMIT, warnings)
     if changes_since is not None:
-        body = changes_page(
+        changes = changes_page(
             home, who, scope, changes_since=changes_since, cursor=cursor, limit=size
         )
-        return {**body, "meta": {"count": {"kind": "none"}, "warnings": warnings}}
+        return {**changes, "meta": {"count": {"kind": "none"}, "warnings": warnings}}
     order = order or "desc"
     if order not in ("asc", "desc"):
         raise InvalidArgument("order must be asc or desc", param="order")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -525,6 +526,7 @@ def fold_aggregate(
     metric = params["metric"]
     expected: dict[str, Any] = {"filtered_record_count": len(records)}
     if "group_by" in params or "group_by_time" in params:
+        order: Callable[[tuple[Any, int]], tuple[Any, ...]]
         if "group_by" in params:
             keys = [r["data"].get(params["group_by"]) for r in records]
             order = lambda kv: (-kv[1], kv[0] is None, kv[0])  # noqa: E731

@@ -11,8 +11,8 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from ownstream.reads import cursors
 from ownstream.api.app import create_app
+from ownstream.reads import cursors
 
 from .conftest import World, assert_error, assert_no_provenance, make_notes, schema_streams
 

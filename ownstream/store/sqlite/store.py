@@ -13,9 +13,9 @@ from pathlib import Path
 from ownstream.clock import utc_now
 from ownstream.store.base import StoreCapabilities
 from ownstream.store.sqlite.access import AccessRecords
+from ownstream.store.sqlite.aggregate import AggregateQueries
 from ownstream.store.sqlite.collection import LEASE_SECONDS, Collection
 from ownstream.store.sqlite.reads import ReadQueries
-from ownstream.store.sqlite.aggregate import AggregateQueries
 from ownstream.store.sqlite.schedules import ScheduleRecords
 from ownstream.store.sqlite.search_index import SLOTS
 
