@@ -5,18 +5,20 @@ condition, the time window and resources), so a record a bearer cannot list neve
 
 Time buckets: SQLite knows only UTC and fixed offsets, so an IANA zone becomes a list of UTC
 offset ranges over the queried window (the earliest to the latest value), found in Python from
-`zoneinfo`, and each value is shifted by its range's offset before it is truncated to its
-calendar bucket. Offsets are sampled once a day and each change is located to the second, so
-every transition of the zone within the window is honoured (two within one day would not be).
+`zoneinfo`, and each value is shifted by its range's offset (a `CASE` over the ranges yields
+the `+N seconds` modifier) before it is truncated to its calendar bucket. Offsets are sampled
+once a day and each change is located to the second, so every transition of the zone within
+the window is honoured (two within one day would not be).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ownstream.clock import iso, parse_iso
 from ownstream.model import ReadScope
 from ownstream.registry.definitions import value_types
 from ownstream.store.base import (
@@ -33,6 +35,7 @@ DAY = 86_400
 # datetime.fromtimestamp works between years 1 and 9999; keep a day clear of both ends
 EARLIEST, LATEST = -62_135_596_800 + DAY, 253_402_300_799 - DAY
 DATA = "CAST(r.data AS TEXT)"
+MOMENT = "%Y-%m-%dT%H:%M:%fZ"  # the shape of `consent_time` (and of `clock.iso`)
 
 
 def _bucket(granularity: str, moment: str, modifiers: str) -> str:
@@ -173,26 +176,38 @@ class AggregateQueries(SQLiteBase):
         if grouping.field == scope.stream.consent_time_field:
             moment, moment_params = "r.consent_time", []
         else:
-            moment, moment_params = f"json_extract({DATA}, ?)", [f"$.{grouping.field}"]
-        # LIMIT -1 keeps SQLite from flattening the subquery, so each value is parsed once
-        moments = (
-            f"SELECT CAST(strftime('%s', {moment}) AS INTEGER) AS t {source} LIMIT -1"
-        )
-        ranges: list[tuple[int | None, int]] = [(None, 0)]
+            moment = f"strftime('{MOMENT}', json_extract({DATA}, ?))"
+            moment_params = [f"$.{grouping.field}"]
+        # every moment is UTC text of one shape, so offset ranges compare as text; LIMIT -1
+        # keeps SQLite from flattening the subquery, so each value is parsed once
+        moments = f"SELECT {moment} AS t {source} LIMIT -1"
+        modifier = ""
         if grouping.time_zone != "UTC":
             low, high = self._db().execute(
                 f"SELECT min(t), max(t) FROM ({moments})", [*moment_params, *params]
             ).fetchone()
             if low is not None:
-                ranges = offset_ranges(ZoneInfo(grouping.time_zone), low, high)
-        shift = " ".join(f"WHEN t < {until} THEN {offset}" for until, offset in ranges[:-1])
-        last = ranges[-1][1]
-        shifted = f"t + CASE {shift} ELSE {last} END" if shift else f"t + {last}"
-        bucket = _bucket(grouping.granularity, "s", ", 'unixepoch'")
-        return (
-            f"SELECT {bucket} AS g FROM (SELECT {shifted} AS s FROM ({moments}))",
-            [*moment_params, *params],
-        )
+                ranges = offset_ranges(
+                    ZoneInfo(grouping.time_zone), _epoch(low), _epoch(high)
+                )
+                shift = " ".join(
+                    f"WHEN t < '{_moment(until)}' THEN '{offset:+d} seconds'"
+                    for until, offset in ranges
+                    if until is not None
+                )
+                last = f"'{ranges[-1][1]:+d} seconds'"
+                modifier = f", CASE {shift} ELSE {last} END" if shift else f", {last}"
+        bucket = _bucket(grouping.granularity, "t", modifier)
+        return f"SELECT {bucket} AS g FROM ({moments})", [*moment_params, *params]
+
+
+def _epoch(moment: str) -> int:
+    return int(parse_iso(moment).timestamp())
+
+
+def _moment(epoch: int) -> str:
+    """Epoch seconds as the UTC text every moment is compared in."""
+    return iso(datetime.fromtimestamp(min(max(epoch, EARLIEST), LATEST), UTC))
 
 
 def _boolean(key: GroupKey) -> GroupKey:
