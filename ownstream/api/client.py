@@ -70,14 +70,20 @@ def allow(names: tuple[str, ...]) -> Any:
     return Depends(checked)
 
 
+# List parameters are declared one by one (FastAPI reads a parameter's name from the signature);
+# each is also read as `name[]=` and comma-separated.
 def fields_param(
     request: Request,
-    fields: Annotated[
-        list[str] | None,
-        Query(description="Sparse fieldset (comma-separated or repeated; also `fields[]`)."),
-    ] = None,
+    fields: Annotated[list[str] | None, Query(description="Sparse fieldset")] = None,
 ) -> list[str] | None:
     return list_param(request, "fields", fields)
+
+
+def streams_param(
+    request: Request,
+    streams: Annotated[list[str] | None, Query(description="Streams to search")] = None,
+) -> list[str] | None:
+    return list_param(request, "streams", streams)
 
 
 Fields = Annotated[list[str] | None, Depends(fields_param)]
@@ -207,16 +213,6 @@ def get_record(
             current.warnings,
         )
     )
-
-
-def streams_param(
-    request: Request,
-    streams: Annotated[
-        list[str] | None,
-        Query(description="Streams to search (comma-separated or repeated; also `streams[]`)."),
-    ] = None,
-) -> list[str] | None:
-    return list_param(request, "streams", streams)
 
 
 @router.get("/v1/search")

@@ -49,22 +49,25 @@ def record_body(
     }
 
 
+def clamped(value: int, maximum: int, param: str, warnings: Warnings) -> int:
+    """A size no larger than `maximum`, with a `limit_clamped` warning when it was (PDPP clamps
+    page and window sizes rather than failing the request)."""
+    if value <= maximum:
+        return value
+    warnings.append(
+        {
+            "code": "limit_clamped",
+            "message": f"{param} was clamped to {maximum}",
+            "param": param,
+            "detail": {"max_limit": maximum, "requested_limit": value},
+        }
+    )
+    return maximum
+
+
 def page_size(limit: int | None, default: int, maximum: int, warnings: Warnings) -> int:
-    """The page size: the default, or the requested one clamped to the maximum with a
-    `limit_clamped` warning (PDPP clamps list pages rather than failing them)."""
-    if limit is None:
-        return default
-    if limit > maximum:
-        warnings.append(
-            {
-                "code": "limit_clamped",
-                "message": f"limit was clamped to {maximum}",
-                "param": "limit",
-                "detail": {"max_limit": maximum, "requested_limit": limit},
-            }
-        )
-        return maximum
-    return limit
+    """The page size: the default, or the requested one clamped to the maximum."""
+    return default if limit is None else clamped(limit, maximum, "limit", warnings)
 
 
 def scopes(

@@ -22,7 +22,7 @@ from ownstream.errors import (
 )
 from ownstream.home import Home
 from ownstream.model import Bearer, ReadScope
-from ownstream.reads.common import Warnings, attribution, note_read
+from ownstream.reads.common import Warnings, attribution, clamped, note_read
 from ownstream.reads.records import find_record
 
 DEFAULT_CHARS = 4096
@@ -81,16 +81,7 @@ def parse_selector(
         limit = (before or 0) + len(q) + (after or 0) if q is not None and context else (
             DEFAULT_CHARS
         )
-    if limit > MAX_CHARS:
-        warnings.append(
-            {
-                "code": "limit_clamped",
-                "message": f"limit_chars was clamped to {MAX_CHARS}",
-                "param": "limit_chars",
-                "detail": {"max_limit": MAX_CHARS, "requested_limit": limit},
-            }
-        )
-        limit = MAX_CHARS
+    limit = clamped(limit, MAX_CHARS, "limit_chars", warnings)
     return Selector(offset=offset or 0, limit=limit, query=q, before=before or 0)
 
 
