@@ -7,6 +7,7 @@ data itself. Handlers are plain `def`: FastAPI runs them in its thread pool.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,19 +21,17 @@ from ownstream.reads import aggregation, field_window, metadata, records
 router = APIRouter(tags=["read"])
 
 Text = Annotated[str | None, Query()]
-Listed = Annotated[list[str] | None, Query()]
 NARROWING = ("connection_id", "connector_instance_id")
 
 
+@dataclass(frozen=True)
 class Read:
     """A read request's common part: the bearer, the connection narrowing and its warnings."""
 
-    def __init__(self, request: Request, who: Bearer, connection_id: str | None,
-                 warnings: list[dict[str, Any]]) -> None:
-        self.request = request
-        self.who = who
-        self.connection_id = connection_id
-        self.warnings = warnings
+    request: Request
+    who: Bearer
+    connection_id: str | None
+    warnings: list[dict[str, Any]]
 
     def scope(self, stream: str, fields: list[str] | None = None) -> ReadScope:
         h = home(self.request)

@@ -123,17 +123,19 @@ def get_record(
     return body
 
 
-def _connector_ids(home: Home, who: Bearer, hits: list[tuple[str, str]]) -> dict[str, str]:
+def _connector_ids(
+    home: Home, who: Bearer, hits: set[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
     """The connector entry of `/v1/schema` each hit's (stream, connection) is listed under:
     the shared entry for a client, the first connector feeding it for the owner."""
     if who.kind == "client":
-        return {f"{s}/{c}": SHARED_CONNECTOR_ID for s, c in hits}
+        return dict.fromkeys(hits, SHARED_CONNECTOR_ID)
     connections = {
         c.connection_id: c
         for c in home.store.connections(connection_ids=sorted({c for _, c in hits}))
     }
     return {
-        f"{s}/{c}": next(
+        (s, c): next(
             (k for k in home.catalog.emitters(s) if c in connections
              and connections[c].has_path(k)),
             SHARED_CONNECTOR_ID,
@@ -171,7 +173,7 @@ def search(
     for name in {hit.stream for hit in hits}:
         note_read(home, who, name, [hit.connection_id for hit in hits if hit.stream == name])
     labels = display_names(home.store, sorted({hit.connection_id for hit in hits}))
-    connectors = _connector_ids(home, who, [(h.stream, h.connection_id) for h in hits])
+    connectors = _connector_ids(home, who, {(h.stream, h.connection_id) for h in hits})
     searchable = {
         s.stream.name: tuple(f for f in s.stream.searchable_fields if f in s.fields) for s in found
     }
@@ -182,7 +184,7 @@ def search(
             "object": "search_result",
             "stream": hit.stream,
             "record_key": hit.record_key,
-            "connector_id": connectors[f"{hit.stream}/{hit.connection_id}"],
+            "connector_id": connectors[(hit.stream, hit.connection_id)],
             **attribution(hit.connection_id, labels),
             "emitted_at": hit.emitted_at,
             "matched_fields": matched,

@@ -233,3 +233,17 @@ def test_a_word_copied_from_the_data_finds_its_records(shared_world: World) -> N
             hits = search_all(w, token, {"q": typed, "streams": LH, "limit": 50})
             assert {(h["connection_id"], h["record_key"]) for h in hits} == expected, typed
             assert all(h["matched_fields"] for h in hits), typed
+
+
+def test_owner_search_names_connector_types_and_soft_filters_streams(shared_world: World) -> None:
+    w = shared_world
+    hits = w.get("/v1/search", w.owner_token, {"q": "garden", "limit": 100}).json()["data"]
+    by_connection = {h["connection_id"]: h["connector_id"] for h in hits}
+    assert by_connection[w.conns["alice"]] == "notes-api"
+    assert by_connection[w.conns["carol"]] == "notes-export"
+    # for the owner, naming a stream no connector has yields no hits rather than an error
+    nothing = w.get("/v1/search", w.owner_token, {"q": "garden", "streams": "no_such_stream"})
+    assert nothing.status_code == 200 and nothing.json()["data"] == []
+    _, token = w.grant([{"name": "notes"}])
+    assert_error(w.cget("/v1/search", token, {"q": "garden", "streams": "no_such_stream"}), 403,
+                 "grant_stream_not_allowed")
