@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.core.result import Ok
 
-from .conftest import World, make_notes
+from .conftest import World, assert_error, make_notes
 
 EXAMPLES = int(os.environ.get("OWNSTREAM_FUZZ_EXAMPLES", "12"))
 
@@ -91,3 +91,16 @@ def test_every_operation_declares_its_parameters(fuzz_world: World) -> None:
     ]
     grant_body = document["paths"]["/v1/owner/grants"]["post"]["requestBody"]
     assert "streams" in str(grant_body) or "components" in document
+
+
+def test_a_body_of_the_wrong_type_is_an_envelope_error(fuzz_world: World) -> None:
+    w = fuzz_world
+    response = w.post("/v1/owner/grants", w.owner_token, json=["not", "an", "object"])
+    error = assert_error(response, 400, "invalid_request")
+    assert error["param"] == "body"
+    broken = w.http.post(
+        "/v1/owner/grants",
+        content=b"{",
+        headers={"Authorization": f"Bearer {w.owner_token}", "Content-Type": "application/json"},
+    )
+    assert_error(broken, 400, "invalid_request")
