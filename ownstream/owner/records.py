@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ownstream.api import cursors
+from ownstream.reads import cursors
 from ownstream.errors import InvalidCursor
 from ownstream.grants.scope import scope_for
 from ownstream.home import Home
