@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ownstream.reads import cursors
 from ownstream.errors import InvalidCursor
 from ownstream.grants.scope import scope_for
 from ownstream.home import Home
 from ownstream.model import Bearer, ReadScope
+from ownstream.reads import cursors
 from ownstream.search import parse_query
 from ownstream.store.base import RecordPosition, StoredRecord
 
