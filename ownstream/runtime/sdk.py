@@ -148,6 +148,19 @@ def skip(
     }
 
 
+def reject(stream: str | None, reason: str, detail: str, key: str | None = None) -> Message:
+    """An input entry the connector could not turn into a record (a null time, a missing
+    field, a file that is not JSON). It is counted in the receipt under `reason`, `key` says
+    where it was (say `file.json#12`), and the run goes on: bad input never aborts good input."""
+    return {"type": "REJECT", "stream": stream, "reason": reason, "detail": detail, "key": key}
+
+
+def omit(reason: str, count: int = 1) -> Message:
+    """Entries left out on purpose (content the connector does not model), counted under
+    `reason` in the receipt so nothing the source held disappears silently."""
+    return {"type": "OMIT", "reason": reason, "count": count}
+
+
 def progress(
     message: str, *, stream: str | None = None, count: int | None = None, total: int | None = None
 ) -> Message:
