@@ -15,11 +15,12 @@ from ownstream.store.base import StoreCapabilities
 from ownstream.store.sqlite.access import AccessRecords
 from ownstream.store.sqlite.collection import LEASE_SECONDS, Collection
 from ownstream.store.sqlite.reads import ReadQueries
+from ownstream.store.sqlite.rekey import RecordRekeys
 from ownstream.store.sqlite.schedules import ScheduleRecords
 from ownstream.store.sqlite.search_index import SLOTS
 
 
-class SQLiteStore(Collection, ReadQueries, AccessRecords, ScheduleRecords):
+class SQLiteStore(Collection, ReadQueries, RecordRekeys, AccessRecords, ScheduleRecords):
     capabilities = StoreCapabilities(
         backend="sqlite", concurrent_writers=False, max_searchable_fields=SLOTS
     )
