@@ -165,6 +165,21 @@ def test_a_taken_key_is_a_conflict_not_an_overwrite(store: SQLiteStore) -> None:
     assert report is not None and (report.unchanged, report.conflicts) == (1, 1)
     assert [r[2] for r in rows(store)] == ["n1", "n2"]
 
+    # in record order: a key given up earlier may be taken, one still held may not
+    moves = {"n1": "n3", "n2": "n1"}
+
+    def moved(data: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        key = moves.get(data["id"])
+        return None if key is None else (key, {**data, "id": key})
+
+    report = store.rekey_records("notes", moved, upgrade="move")
+    assert report is not None and (report.rekeyed, report.conflicts) == (2, 0)
+    assert [r[2] for r in rows(store)] == ["n3", "n1"]
+    moves.update({"n3": "n1", "n1": "n4"})  # n3 (first) wants n1, still held by the second
+    report = store.rekey_records("notes", moved, upgrade="move-back")
+    assert report is not None and (report.rekeyed, report.conflicts) == (1, 1)
+    assert [r[2] for r in rows(store)] == ["n3", "n4"]
+
 
 def test_an_interrupted_rekey_resumes(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rekey_module, "REKEY_CHUNK", 2)

@@ -24,10 +24,11 @@ import orjson
 from ownstream.model import RecordRule
 from ownstream.records import match_key, search_text
 from ownstream.store.base import Rekey, RekeyReport
-from ownstream.store.sqlite.database import dumps_text
+from ownstream.store.sqlite.database import chunks, dumps_text, marks
 from ownstream.store.sqlite.search_index import SearchIndex
 
-REKEY_CHUNK = 1000
+REKEY_CHUNK = 5000
+"""Records a transaction re-keys: the size of a runtime batch, so writers wait no longer."""
 
 
 class RecordRekeys(SearchIndex):
@@ -49,20 +50,7 @@ class RecordRekeys(SearchIndex):
                 if not rows:
                     break
                 last = rows[-1][0]
-                busy = _busy_connections(db)
-                fields = self._search_fields(db, stream)
-                for record_id, connection_id, key, raw, deleted in rows:
-                    if connection_id in busy:
-                        report.deferred += 1
-                        continue
-                    self._rekey_one(
-                        db,
-                        report,
-                        rekey,
-                        rule,
-                        fields,
-                        (record_id, connection_id, stream, key, orjson.loads(raw), bool(deleted)),
-                    )
+                self._rekey_chunk(db, stream, rows, rekey, rule, report)
         if not report.deferred:
             with self._tx() as db:
                 db.execute(
@@ -71,48 +59,82 @@ class RecordRekeys(SearchIndex):
                 )
         return report
 
-    def _rekey_one(
+    def _rekey_chunk(
         self,
         db: sqlite3.Connection,
-        report: RekeyReport,
+        stream: str,
+        rows: list[tuple[Any, ...]],
         rekey: Rekey,
         rule: RecordRule | None,
-        fields: tuple[str, ...],
-        row: tuple[int, str, str, str, dict[str, Any], bool],
+        report: RekeyReport,
     ) -> None:
-        record_id, connection_id, stream, key, data, deleted = row
-        found = rekey(data)
-        if found is None or found == (key, data):
-            report.unchanged += 1
-            return
-        new_key, new_data = found
-        if (
-            new_key != key
-            and db.execute(
-                "SELECT 1 FROM records WHERE connection_id = ? AND stream = ? AND record_key = ?",
-                (connection_id, stream, new_key),
-            ).fetchone()
-        ):
-            report.conflicts += 1
-            return
-        db.execute(
+        """Re-key one chunk, in order: a new key another record holds (in the database, or
+        given earlier in the chunk) is a conflict, and the record keeps its key."""
+        busy = _busy_connections(db)
+        fields = self._search_fields(db, stream)
+        found: list[tuple[int, str, str, dict[str, Any], bool, str, dict[str, Any]]] = []
+        for record_id, connection_id, key, raw, deleted in rows:
+            if connection_id in busy:
+                report.deferred += 1
+                continue
+            data = orjson.loads(raw)
+            result = rekey(data)
+            if result is None or result == (key, data):
+                report.unchanged += 1
+                continue
+            found.append((record_id, connection_id, key, data, bool(deleted), *result))
+        taken = self._held_keys(db, stream, {(f[1], f[5]) for f in found if f[5] != f[2]})
+        updates, unindex, index = [], [], []
+        for record_id, connection_id, key, data, deleted, new_key, new_data in found:
+            if new_key != key:
+                if (connection_id, new_key) in taken:
+                    report.conflicts += 1
+                    continue
+                taken.discard((connection_id, key))
+                taken.add((connection_id, new_key))
+            updates.append(
+                (
+                    new_key,
+                    orjson.dumps(new_data),
+                    rule is not None,
+                    match_key(rule, new_data) if rule is not None else None,
+                    record_id,
+                )
+            )
+            if not deleted and any(
+                search_text(data.get(name)) != search_text(new_data.get(name)) for name in fields
+            ):
+                unindex.append((connection_id, (record_id, data)))
+                index.append((connection_id, (record_id, new_data)))
+            report.rekeyed += 1
+        db.executemany(
             "UPDATE records SET record_key = ?, data = ?, match_key = "
             "CASE WHEN ? THEN ? ELSE match_key END WHERE record_id = ?",
-            (
-                new_key,
-                orjson.dumps(new_data),
-                rule is not None,
-                match_key(rule, new_data) if rule is not None else None,
-                record_id,
-            ),
+            updates,
         )
-        searchable_changed = any(
-            search_text(data.get(name)) != search_text(new_data.get(name)) for name in fields
-        )
-        if not deleted and searchable_changed:
-            self._unindex(db, stream, connection_id, fields, [(record_id, data)])
-            self._index(db, stream, connection_id, fields, [(record_id, new_data)])
-        report.rekeyed += 1
+        for connection_id, item in unindex:
+            self._unindex(db, stream, connection_id, fields, [item])
+        for connection_id, item in index:
+            self._index(db, stream, connection_id, fields, [item])
+
+    @staticmethod
+    def _held_keys(
+        db: sqlite3.Connection, stream: str, wanted: set[tuple[str, str]]
+    ) -> set[tuple[str, str]]:
+        """Which of these (connection, key) pairs a record of the stream already holds."""
+        by_connection: dict[str, list[str]] = {}
+        for connection_id, key in sorted(wanted):
+            by_connection.setdefault(connection_id, []).append(key)
+        held: set[tuple[str, str]] = set()
+        for connection_id, keys in by_connection.items():
+            for chunk in chunks(keys):
+                rows = db.execute(
+                    "SELECT record_key FROM records WHERE connection_id = ? AND stream = ? "
+                    f"AND record_key IN ({marks(len(chunk))})",
+                    [connection_id, stream, *chunk],
+                )
+                held |= {(connection_id, key) for (key,) in rows}
+        return held
 
 
 def _busy_connections(db: sqlite3.Connection) -> frozenset[str]:
