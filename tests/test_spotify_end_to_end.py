@@ -52,11 +52,14 @@ def ops(tmp_path: Path) -> ConnectionOperations:
     return ConnectionOperations(Home(tmp_path / "home"))
 
 
-def connect(ops: ConnectionOperations, double: SpotifyDouble, user_id: str) -> str:
+def connect(
+    ops: ConnectionOperations, double: SpotifyDouble, user_id: str, connection_id: str | None = None
+) -> str:
     result = ops.connect(
         "spotify",
         secrets={"access_token": double.issue_token(user_id)},
         settings={"api_base_url": double.base_url, "token_url": f"{double.base_url}/api/token"},
+        connection_id=connection_id,
     )
     return result.connection.connection_id
 
@@ -125,13 +128,7 @@ def test_the_basic_history_meets_the_api_on_the_minute_in_either_order(
         "spotify-export", write_archive(bob, tmp_path / "b")
     ).receipt.connection_id
     before = {p["play_id"] for p in _records(ops, archive_first)}
-    token = double.issue_token("bob-listens")
-    ops.connect(
-        "spotify",
-        secrets={"access_token": token},
-        settings={"api_base_url": double.base_url},
-        connection_id=archive_first,
-    )
+    connect(ops, double, "bob-listens", connection_id=archive_first)
     [run] = ops.run(archive_first)
     assert run.status == "succeeded"
     plays = _records(ops, archive_first)

@@ -134,11 +134,10 @@ class AudiobookChapter:
 
 
 @dataclass(frozen=True)
-class EpisodePlay:
-    """One listen to a podcast episode; `played_at` is when it ended, to the millisecond."""
+class SpokenPlay:
+    """One listen to something spoken; `played_at` is when it ended, to the millisecond."""
 
     played_at: datetime
-    episode: SpotifyEpisode
     ms_played: int
     platform: str
     skipped: bool
@@ -147,16 +146,13 @@ class EpisodePlay:
 
 
 @dataclass(frozen=True)
-class ChapterPlay:
-    """One listen to an audiobook chapter; `played_at` is when it ended, to the millisecond."""
+class EpisodePlay(SpokenPlay):
+    episode: SpotifyEpisode
 
-    played_at: datetime
+
+@dataclass(frozen=True)
+class ChapterPlay(SpokenPlay):
     chapter: AudiobookChapter
-    ms_played: int
-    platform: str
-    skipped: bool
-    reason_start: str
-    reason_end: str
 
 
 @dataclass(frozen=True)
@@ -813,14 +809,11 @@ def _spoken_listening(
         reason_end = "trackdone" if finished else rng.choice(("endplay", "logout", "fwdbtn"))
         reason_start = rng.choice(("clickrow", "playbtn", "trackdone"))
         skipped = reason_end == "fwdbtn"
+        listen = (ended, ms_played, platform, skipped, reason_start, reason_end)
         if isinstance(heard, SpotifyEpisode):
-            episode_plays.append(
-                EpisodePlay(ended, heard, ms_played, platform, skipped, reason_start, reason_end)
-            )
+            episode_plays.append(EpisodePlay(*listen, heard))
         else:
-            chapter_plays.append(
-                ChapterPlay(ended, heard, ms_played, platform, skipped, reason_start, reason_end)
-            )
+            chapter_plays.append(ChapterPlay(*listen, heard))
     end_ms = epoch_ms(history[-1].played_at) if history else created_ms
     followed = [show for show in favourites if rng.random() < 0.8]
     heard_episodes = list({p.episode.id: p.episode for p in episode_plays}.values())

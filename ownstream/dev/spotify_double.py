@@ -57,6 +57,7 @@ _FAULT_MESSAGES = {
 _NEVER_EXPIRES = 100 * 365 * 86_400
 
 _T = TypeVar("_T")
+_Saved = TypeVar("_Saved", SavedTrack, SavedShow, SavedEpisode)
 
 
 class _ApiError(Exception):
@@ -483,31 +484,36 @@ class SpotifyDouble:
                 page["next"] = f"{self.base_url}{path}?before={oldest}&limit={limit}"
         return page
 
+    def _library(
+        self,
+        path: str,
+        query: Mapping[str, list[str]],
+        saved: Sequence[_Saved],
+        render: Callable[[_Saved], Any],
+    ) -> Any:
+        """A saved-items collection: newest first, pages of 20 (at most 50), as Spotify's."""
+        newest = sorted(saved, key=lambda item: item.added_at, reverse=True)
+        return self._page(path, query, newest, render, max_limit=50, default_limit=20)
+
     def _saved_tracks(
         self, user: SpotifyUser, path: str, query: Mapping[str, list[str]], target: str
     ) -> Any:
-        saved = sorted(user.saved_tracks, key=lambda s: s.added_at, reverse=True)
-
         def render(item: SavedTrack) -> Any:
             return {"added_at": _iso_s(item.added_at), "track": self._track(item.track)}
 
-        return self._page(path, query, saved, render, max_limit=50, default_limit=20)
+        return self._library(path, query, user.saved_tracks, render)
 
     def _saved_shows(
         self, user: SpotifyUser, path: str, query: Mapping[str, list[str]], target: str
     ) -> Any:
-        saved = sorted(user.saved_shows, key=lambda s: s.added_at, reverse=True)
-
         def render(item: SavedShow) -> Any:
             return {"added_at": _iso_s(item.added_at), "show": self._show(item.show)}
 
-        return self._page(path, query, saved, render, max_limit=50, default_limit=20)
+        return self._library(path, query, user.saved_shows, render)
 
     def _saved_episodes(
         self, user: SpotifyUser, path: str, query: Mapping[str, list[str]], target: str
     ) -> Any:
-        saved = sorted(user.saved_episodes, key=lambda s: s.added_at, reverse=True)
-
         def render(item: SavedEpisode) -> Any:
             episode = item.episode
             return {
@@ -541,7 +547,7 @@ class SpotifyDouble:
                 },
             }
 
-        return self._page(path, query, saved, render, max_limit=50, default_limit=20)
+        return self._library(path, query, user.saved_episodes, render)
 
     def _playlists(
         self, user: SpotifyUser, path: str, query: Mapping[str, list[str]], target: str

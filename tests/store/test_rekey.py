@@ -4,38 +4,23 @@ change feed says nothing about them."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ownstream.model import Acquisition, ReadScope, RecordRule, RecordWrite, StreamDefinition
+from ownstream.model import Acquisition, ReadScope, RecordWrite
 from ownstream.records import match_key
 from ownstream.search import parse_query
 from ownstream.store.base import Binding, NewConnection, PathAttachment, Publication, StreamBatch
 from ownstream.store.sqlite import SQLiteStore
 from ownstream.store.sqlite import rekey as rekey_module
+from tests.store.test_planner import PLAYS as PLANNED_PLAYS
+from tests.store.test_planner import RULE
 
-NOTES = StreamDefinition(
-    name="notes",
-    version=1,
-    semantics="append_only",
-    primary_key=("id",),
-    schema={
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "title": {"type": "string"},
-            "at": {"type": "string"},
-            "precision": {"type": "string"},
-        },
-    },
-    cursor_field="at",
-    consent_time_field="at",
-    searchable_fields=("title",),
-)
-RULE = RecordRule("notes-minute", 1, "notes", "at", 60, ("title",), "precision", ("minute",))
-PATH = PathAttachment("notes-api", "provider_api", False, None)
+PLAYS = replace(PLANNED_PLAYS, searchable_fields=("track",))
+PATH = PathAttachment("plays-api", "provider_api", False, None)
 
 
 @pytest.fixture
@@ -46,14 +31,14 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
 
 
 def connection(store: SQLiteStore, seed: str) -> str:
-    new = NewConnection("owner", "notes", seed, True, None, seed)
+    new = NewConnection("owner", "plays", seed, True, None, seed)
     return store.create_connection(new, PATH).connection_id
 
 
 def stage(store: SQLiteStore, connection_id: str) -> Acquisition:
     return store.start_stage(
         Binding(connection_id),
-        connector_key="notes-api",
+        connector_key="plays-api",
         acquisition_method="provider_api",
         trigger="test",
         collection_mode="full_refresh",
@@ -66,23 +51,23 @@ def publish(store: SQLiteStore, acquisition: Acquisition) -> None:
     store.publish(acquisition, Publication("succeeded", {}, [], {}, None, {}))
 
 
-def write(store: SQLiteStore, connection_id: str, *notes: dict[str, Any]) -> None:
+def write(store: SQLiteStore, connection_id: str, *plays: dict[str, Any]) -> None:
     acquisition = stage(store, connection_id)
-    writes = [RecordWrite("notes", n["id"], n, "2025-01-01T00:00:00.000Z") for n in notes]
-    store.commit_batch(acquisition, [StreamBatch(NOTES, writes)])
+    writes = [RecordWrite("plays", p["play_id"], p, "2025-01-01T00:00:00.000Z") for p in plays]
+    store.commit_batch(acquisition, [StreamBatch(PLAYS, writes)])
     publish(store, acquisition)
 
 
-def note(key: str, title: str, minute: int = 0) -> dict[str, Any]:
-    return {"id": key, "title": title, "at": f"2025-01-01T10:{minute:02d}:30.000Z"}
+def play(key: str, track: str, minute: int = 0) -> dict[str, Any]:
+    return {"play_id": key, "track": track, "played_at": f"2025-01-01T10:{minute:02d}:30.000Z"}
 
 
 def renamed(data: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """Version 2 of the notes: keys gain a prefix, titles a word, and a precision."""
-    if data["id"].startswith("v2:"):
+    """Version 2 of the plays: keys gain a prefix, tracks a word, and a precision."""
+    if data["play_id"].startswith("v2:"):
         return None
-    key = f"v2:{data['id']}"
-    return key, {**data, "id": key, "title": f"{data['title']} revised", "precision": "second"}
+    key = f"v2:{data['play_id']}"
+    return key, {**data, "play_id": key, "track": f"{data['track']} revised", "precision": "second"}
 
 
 def rows(store: SQLiteStore) -> list[tuple[Any, ...]]:
@@ -93,28 +78,28 @@ def rows(store: SQLiteStore) -> list[tuple[Any, ...]]:
 
 
 def hits(store: SQLiteStore, connection_id: str, text: str) -> list[str]:
-    scope = ReadScope(NOTES, (connection_id,), NOTES.fields)
+    scope = ReadScope(PLAYS, (connection_id,), PLAYS.fields)
     found, _ = store.search([scope], parse_query(text), limit=10, before=None)
     return [hit.record_key for hit in found]
 
 
 def test_records_are_renamed_in_place_once(store: SQLiteStore) -> None:
     first, second = connection(store, "a"), connection(store, "b")
-    write(store, first, note("n1", "alpha"), note("n2", "beta", 1))
-    write(store, second, note("n1", "gamma"))
+    write(store, first, play("n1", "alpha"), play("n2", "beta", 1))
+    write(store, second, play("n1", "gamma"))
     before = rows(store)
     changes = store._db().execute("SELECT count(*) FROM record_changes").fetchone()
     horizon = store.change_horizon()
 
-    report = store.rekey_records("notes", renamed, upgrade="notes@2", rule=RULE)
+    report = store.rekey_records("plays", renamed, upgrade="plays@2", rule=RULE)
     assert report is not None
     assert (report.rekeyed, report.unchanged, report.conflicts, report.deferred) == (3, 0, 0, 0)
     after = rows(store)
     # ids, versions, stages and liveness kept; keys renamed; match keys computed by the rule
     assert [r[:2] + r[3:6] for r in after] == [r[:2] + r[3:6] for r in before]
     assert [r[2] for r in after] == ["v2:n1", "v2:n2", "v2:n1"]
-    held = store.record(ReadScope(NOTES, (first,), NOTES.fields), "v2:n1")[0].data
-    assert held == {**note("v2:n1", "alpha revised"), "precision": "second"}
+    held = store.record(ReadScope(PLAYS, (first,), PLAYS.fields), "v2:n1")[0].data
+    assert held == {**play("v2:n1", "alpha revised"), "precision": "second"}
     assert after[0][6] == match_key(RULE, held)
     # no change-log entry and no publication: a change feed has nothing new to say
     assert store._db().execute("SELECT count(*) FROM record_changes").fetchone() == changes
@@ -124,44 +109,44 @@ def test_records_are_renamed_in_place_once(store: SQLiteStore) -> None:
     assert hits(store, first, "gamma") == [] and hits(store, second, "gamma") == ["v2:n1"]
     assert hits(store, first, "alpha") == ["v2:n1"]
     # provenance follows the record under its new key
-    assert len(store.record_provenance(first, "notes", "v2:n1")) == 1
-    assert store.rekey_records("notes", renamed, upgrade="notes@2", rule=RULE) is None
+    assert len(store.record_provenance(first, "plays", "v2:n1")) == 1
+    assert store.rekey_records("plays", renamed, upgrade="plays@2", rule=RULE) is None
 
 
-def test_a_title_a_rekey_removes_is_no_longer_found(store: SQLiteStore) -> None:
+def test_a_track_name_a_rekey_removes_is_no_longer_found(store: SQLiteStore) -> None:
     first = connection(store, "a")
-    write(store, first, note("n1", "alpha"))
+    write(store, first, play("n1", "alpha"))
 
-    def retitled(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        return data["id"], {**data, "title": "omega"}
+    def renamed_track(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return data["play_id"], {**data, "track": "omega"}
 
-    store.rekey_records("notes", retitled, upgrade="retitle")
+    store.rekey_records("plays", renamed_track, upgrade="rename-track")
     assert hits(store, first, "alpha") == [] and hits(store, first, "omega") == ["n1"]
     assert [r[6] for r in rows(store)] == [None]  # no rule: the match key is left alone
 
 
 def test_a_connection_with_a_live_stage_waits_for_the_next_start(store: SQLiteStore) -> None:
     busy, idle = connection(store, "busy"), connection(store, "idle")
-    write(store, busy, note("n1", "alpha"))
-    write(store, idle, note("n1", "beta"))
+    write(store, busy, play("n1", "alpha"))
+    write(store, idle, play("n1", "beta"))
     running = stage(store, busy)
-    report = store.rekey_records("notes", renamed, upgrade="notes@2")
+    report = store.rekey_records("plays", renamed, upgrade="plays@2")
     assert report is not None and (report.rekeyed, report.deferred) == (1, 1)
     publish(store, running)
-    again = store.rekey_records("notes", renamed, upgrade="notes@2")
+    again = store.rekey_records("plays", renamed, upgrade="plays@2")
     assert again is not None and (again.rekeyed, again.unchanged, again.deferred) == (1, 1, 0)
     assert [r[2] for r in rows(store)] == ["v2:n1", "v2:n1"]
-    assert store.rekey_records("notes", renamed, upgrade="notes@2") is None
+    assert store.rekey_records("plays", renamed, upgrade="plays@2") is None
 
 
 def test_a_taken_key_is_a_conflict_not_an_overwrite(store: SQLiteStore) -> None:
     first = connection(store, "a")
-    write(store, first, note("n1", "alpha"), note("n2", "beta"))
+    write(store, first, play("n1", "alpha"), play("n2", "beta"))
 
     def merged(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        return "n1", {**data, "id": "n1"}
+        return "n1", {**data, "play_id": "n1"}
 
-    report = store.rekey_records("notes", merged, upgrade="merge")
+    report = store.rekey_records("plays", merged, upgrade="merge")
     assert report is not None and (report.unchanged, report.conflicts) == (1, 1)
     assert [r[2] for r in rows(store)] == ["n1", "n2"]
 
@@ -169,14 +154,14 @@ def test_a_taken_key_is_a_conflict_not_an_overwrite(store: SQLiteStore) -> None:
     moves = {"n1": "n3", "n2": "n1"}
 
     def moved(data: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-        key = moves.get(data["id"])
-        return None if key is None else (key, {**data, "id": key})
+        key = moves.get(data["play_id"])
+        return None if key is None else (key, {**data, "play_id": key})
 
-    report = store.rekey_records("notes", moved, upgrade="move")
+    report = store.rekey_records("plays", moved, upgrade="move")
     assert report is not None and (report.rekeyed, report.conflicts) == (2, 0)
     assert [r[2] for r in rows(store)] == ["n3", "n1"]
     moves.update({"n3": "n1", "n1": "n4"})  # n3 (first) wants n1, still held by the second
-    report = store.rekey_records("notes", moved, upgrade="move-back")
+    report = store.rekey_records("plays", moved, upgrade="move-back")
     assert report is not None and (report.rekeyed, report.conflicts) == (1, 1)
     assert [r[2] for r in rows(store)] == ["n3", "n4"]
 
@@ -184,7 +169,7 @@ def test_a_taken_key_is_a_conflict_not_an_overwrite(store: SQLiteStore) -> None:
 def test_an_interrupted_rekey_resumes(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rekey_module, "REKEY_CHUNK", 2)
     first = connection(store, "a")
-    write(store, first, *(note(f"n{i}", f"t{i}", i) for i in range(5)))
+    write(store, first, *(play(f"n{i}", f"t{i}", i) for i in range(5)))
     calls = 0
 
     def failing(data: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -195,8 +180,8 @@ def test_an_interrupted_rekey_resumes(store: SQLiteStore, monkeypatch: pytest.Mo
         return renamed(data)
 
     with pytest.raises(RuntimeError):
-        store.rekey_records("notes", failing, upgrade="notes@2")
+        store.rekey_records("plays", failing, upgrade="plays@2")
     assert [r[2] for r in rows(store)] == ["v2:n0", "v2:n1", "n2", "n3", "n4"]  # one chunk
-    report = store.rekey_records("notes", renamed, upgrade="notes@2")
+    report = store.rekey_records("plays", renamed, upgrade="plays@2")
     assert report is not None and (report.rekeyed, report.unchanged) == (3, 2)
     assert [r[2] for r in rows(store)] == [f"v2:n{i}" for i in range(5)]

@@ -39,6 +39,7 @@ from ownstream.connectors.spotify.fields import (
     field,
     moment,
     optional_moment,
+    rejected,
     required_text,
     text,
 )
@@ -49,7 +50,6 @@ from ownstream.runtime.sdk import (
     identity,
     omit,
     progress,
-    reject,
     skip,
     state,
 )
@@ -351,10 +351,10 @@ def _listening_history(start: Start, api: _Api) -> Iterator[Message]:
                 at = moment(item, "played_at", parse_iso)
                 found = _track(item)
             except Malformed as problem:
-                yield reject(
+                yield rejected(
                     LISTENING_HISTORY,
-                    problem.reason,
-                    f"recently played, page {pages} item {index}: {problem}",
+                    problem,
+                    f"recently played, page {pages} item {index}",
                     f"recently-played/{pages}#{index}",
                 )
                 continue
@@ -423,11 +423,8 @@ def _library(
             try:
                 found = read(entry_object(item, "the item"))
             except Malformed as problem:
-                yield reject(
-                    stream,
-                    problem.reason,
-                    f"{path} item {offset + index}: {problem}",
-                    f"{path}#{offset + index}",
+                yield rejected(
+                    stream, problem, f"{path} item {offset + index}", f"{path}#{offset + index}"
                 )
                 continue
             if found is None:
@@ -541,10 +538,10 @@ def _playlist_items(api: _Api, playlist_id: str) -> tuple[list[dict[str, Any]], 
                 )
             except Malformed as problem:
                 said.append(
-                    reject(
+                    rejected(
                         PLAYLISTS,
-                        problem.reason,
-                        f"playlist {playlist_id} item {position - 1}: {problem}",
+                        problem,
+                        f"playlist {playlist_id} item {position - 1}",
                         f"{playlist_id}#{position - 1}",
                     )
                 )
@@ -561,10 +558,10 @@ def _playlists(start: Start, api: _Api) -> Iterator[Message]:
                 playlist = entry_object(playlist, "the playlist")
                 playlist_id = required_text(playlist, "id")
             except Malformed as problem:
-                yield reject(
+                yield rejected(
                     PLAYLISTS,
-                    problem.reason,
-                    f"playlists page {page_number + 1} item {index}: {problem}",
+                    problem,
+                    f"playlists page {page_number + 1} item {index}",
                     f"playlists/{page_number + 1}#{index}",
                 )
                 continue

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from ownstream.runtime.sdk import Message, reject
+
 
 class Malformed(Exception):
     """An entry that cannot become a record; `reason` names why in the receipt."""
@@ -18,6 +20,11 @@ class Malformed(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+def rejected(stream: str | None, problem: Malformed, what: str, place: str) -> Message:
+    """The REJECT of one malformed entry: why, which entry (`what`), and where (`place`)."""
+    return reject(stream, problem.reason, f"{what}: {problem}", place)
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object"}

@@ -40,7 +40,6 @@ from ownstream.connectors.spotify import (
     Precision,
     compact,
     listen_key,
-    play_id,
     scoped_record,
 )
 from ownstream.connectors.spotify.fields import (
@@ -48,6 +47,7 @@ from ownstream.connectors.spotify.fields import (
     entry_object,
     field,
     moment,
+    rejected,
     required_text,
     text,
 )
@@ -311,13 +311,20 @@ class _Importer:
         self.playlist_names: dict[str, int] = {}
 
     def records(self, file: _File, document: Any) -> Iterator[Message]:
+        music = self._minute_listens(
+            LISTENING_HISTORY, ("artistName", "artist_name"), ("trackName", "track_name")
+        )
         handlers: dict[str, Callable[[_File, Any], Iterator[Message]]] = {
             "userdata": self._profile,
             "extended": self._entries(self._extended),
             "video": self._videos,
-            "basic": self._entries(self._basic),
-            "podcast": self._entries(self._basic_podcast),
-            "legacy": self._entries(self._basic),
+            "basic": self._entries(music),
+            "podcast": self._entries(
+                self._minute_listens(
+                    PODCAST_LISTENING, ("podcastName", "show_name"), ("episodeName", "episode_name")
+                )
+            ),
+            "legacy": self._entries(music),
             "library": self._library,
             "playlists": self._playlists,
         }
@@ -337,11 +344,8 @@ class _Importer:
                 try:
                     yield from parse(entry_object(entry))
                 except Malformed as problem:
-                    yield reject(
-                        stream,
-                        problem.reason,
-                        f"{file.path} entry {index}: {problem}",
-                        _where(file, index),
+                    yield rejected(
+                        stream, problem, f"{file.path} entry {index}", _where(file, index)
                     )
 
         return each
@@ -367,7 +371,7 @@ class _Importer:
                 "account_created": _day((created or "")[:10]),
             }
         except Malformed as problem:
-            yield reject(PROFILE, problem.reason, f"{file.path}: {problem}", _where(file, 0))
+            yield rejected(PROFILE, problem, file.path, _where(file, 0))
             return
         yield from self._emit(PROFILE, str(user_id), data)
 
@@ -392,122 +396,88 @@ class _Importer:
             text(entry, "audiobook_chapter_title"),
             text(entry, "audiobook_chapter_uri"),
         )
+        own: dict[str, Any]
         if track is not None:
             artist = required_text(entry, "master_metadata_album_artist_name")
-            key = play_id(ended, "second", artist, track)
-            yield from self._emit(
-                LISTENING_HISTORY,
-                key,
-                {
-                    "play_id": key,
-                    **common,
-                    "track_name": track,
-                    "artist_name": artist,
-                    "album_name": text(entry, "master_metadata_album_album_name"),
-                    "track_uri": text(entry, "spotify_track_uri"),
-                    "shuffle": shuffle,
-                },
-            )
+            stream, names = LISTENING_HISTORY, (artist, track)
+            own = {
+                "track_name": track,
+                "artist_name": artist,
+                "album_name": text(entry, "master_metadata_album_album_name"),
+                "track_uri": text(entry, "spotify_track_uri"),
+                "shuffle": shuffle,
+            }
         elif episode is not None or episode_uri is not None:
             episode = required_text(entry, "episode_name")
             show = required_text(entry, "episode_show_name")
-            key = listen_key(ended, "second", show, episode)
-            yield from self._emit(
-                PODCAST_LISTENING,
-                key,
-                {
-                    "play_id": key,
-                    **common,
-                    "episode_name": episode,
-                    "show_name": show,
-                    "episode_uri": episode_uri,
-                    "shuffle": shuffle,
-                },
-            )
+            stream, names = PODCAST_LISTENING, (show, episode)
+            own = {
+                "episode_name": episode,
+                "show_name": show,
+                "episode_uri": episode_uri,
+                "shuffle": shuffle,
+            }
         elif book is not None or book_uri is not None or chapter_uri is not None:
             book = required_text(entry, "audiobook_title")
-            key = listen_key(ended, "second", book, chapter or chapter_uri or "")
-            yield from self._emit(
-                AUDIOBOOK_LISTENING,
-                key,
-                {
-                    "play_id": key,
-                    **common,
-                    "audiobook_title": book,
-                    "chapter_title": chapter,
-                    "audiobook_uri": book_uri,
-                    "chapter_uri": chapter_uri,
-                },
-            )
+            stream, names = AUDIOBOOK_LISTENING, (book, chapter or chapter_uri or "")
+            own = {
+                "audiobook_title": book,
+                "chapter_title": chapter,
+                "audiobook_uri": book_uri,
+                "chapter_uri": chapter_uri,
+            }
         else:
             yield omit("content_without_metadata")
+            return
+        key = listen_key(ended, "second", *names)
+        yield from self._emit(stream, key, {"play_id": key, **common, **own})
 
-    def _coarse(
-        self, stream: str, ended: datetime, names: tuple[str, str], data: dict[str, Any]
-    ) -> Iterator[Message]:
-        precision: Precision = "minute"
-        ordinal = self._ordinal(f"{stream}|{listen_key(ended, precision, *names)}")
-        key = listen_key(ended, precision, *names, ordinal=ordinal)
-        yield from self._emit(
-            stream,
-            key,
-            {"play_id": key, "played_at": iso(ended), "played_at_precision": precision, **data},
-        )
+    def _minute_listens(
+        self, stream: str, first: tuple[str, str], second: tuple[str, str]
+    ) -> Callable[[Mapping[str, Any]], Iterator[Message]]:
+        """Entries of a basic history (`endTime`, UTC to the minute, two names, `msPlayed`):
+        music (artist, track) or podcasts (show, episode). Each (source field, record field)
+        pair names one of the two names a listen is keyed by."""
 
-    def _basic(self, entry: Mapping[str, Any]) -> Iterator[Message]:
-        """Basic and legacy history: `endTime` is UTC at minute precision."""
-        ended = moment(entry, "endTime", _basic_time)
-        artist = required_text(entry, "artistName")
-        track = required_text(entry, "trackName")
-        ms_played = field(entry, "msPlayed", int)
-        yield from self._coarse(
-            LISTENING_HISTORY,
-            ended,
-            (artist, track),
-            {"track_name": track, "artist_name": artist, "ms_played": ms_played},
-        )
+        def parse(entry: Mapping[str, Any]) -> Iterator[Message]:
+            ended = moment(entry, "endTime", _basic_time)
+            names = (required_text(entry, first[0]), required_text(entry, second[0]))
+            precision: Precision = "minute"
+            ordinal = self._ordinal(f"{stream}|{listen_key(ended, precision, *names)}")
+            key = listen_key(ended, precision, *names, ordinal=ordinal)
+            data = {
+                "play_id": key,
+                "played_at": iso(ended),
+                "played_at_precision": precision,
+                first[1]: names[0],
+                second[1]: names[1],
+                "ms_played": field(entry, "msPlayed", int),
+            }
+            yield from self._emit(stream, key, data)
 
-    def _basic_podcast(self, entry: Mapping[str, Any]) -> Iterator[Message]:
-        """StreamingHistory_podcast files: the basic history's episodes, to the minute."""
-        ended = moment(entry, "endTime", _basic_time)
-        show = required_text(entry, "podcastName")
-        episode = required_text(entry, "episodeName")
-        ms_played = field(entry, "msPlayed", int)
-        yield from self._coarse(
-            PODCAST_LISTENING,
-            ended,
-            (show, episode),
-            {"episode_name": episode, "show_name": show, "ms_played": ms_played},
-        )
+        return parse
 
     def _videos(self, file: _File, document: Any) -> Iterator[Message]:
         if document:
             yield omit("video_not_modelled", len(document))
 
     def _library(self, file: _File, document: Any) -> Iterator[Message]:
-        for index, entry in enumerate(document.get("tracks", [])):
-            try:
-                entry = entry_object(entry)
-                uri = required_text(entry, "uri")
-                data = {
-                    "track_uri": uri,
-                    "track_name": required_text(entry, "track"),
-                    "artist_name": required_text(entry, "artist"),
-                    "album_name": text(entry, "album"),
-                }
-            except Malformed as problem:
-                yield reject(
-                    SAVED_TRACKS,
-                    problem.reason,
-                    f"{file.path} track {index}: {problem}",
-                    _where(file, index),
-                )
-                continue
-            yield from self._emit(SAVED_TRACKS, uri, data)
+        """YourLibrary.json: its tracks are Liked Songs; its other sections are counted."""
+        yield from self._entries(self._liked_track)(file, document.get("tracks", []))
         for section in sorted(document):
             value = document[section]
             if section != "tracks" and isinstance(value, list) and value:
                 yield omit(f"library_{_snake(section)}_not_modelled", len(value))
+
+    def _liked_track(self, entry: Mapping[str, Any]) -> Iterator[Message]:
+        uri = required_text(entry, "uri")
+        data = {
+            "track_uri": uri,
+            "track_name": required_text(entry, "track"),
+            "artist_name": required_text(entry, "artist"),
+            "album_name": text(entry, "album"),
+        }
+        yield from self._emit(SAVED_TRACKS, uri, data)
 
     def _playlists(self, file: _File, document: Any) -> Iterator[Message]:
         for index, playlist in enumerate(document.get("playlists", [])):
@@ -518,11 +488,8 @@ class _Importer:
                 raw_items = playlist.get("items")
                 raw_items = raw_items if isinstance(raw_items, list) else []
             except Malformed as problem:
-                yield reject(
-                    PLAYLISTS,
-                    problem.reason,
-                    f"{file.path} playlist {index}: {problem}",
-                    _where(file, index),
+                yield rejected(
+                    PLAYLISTS, problem, f"{file.path} playlist {index}", _where(file, index)
                 )
                 continue
             # The archive has no playlist ids; a repeated name is told apart by archive order.
@@ -548,10 +515,10 @@ class _Importer:
                         }
                     )
                 except Malformed as problem:
-                    yield reject(
+                    yield rejected(
                         PLAYLISTS,
-                        problem.reason,
-                        f"{file.path} playlist {name!r} item {position}: {problem}",
+                        problem,
+                        f"{file.path} playlist {name!r} item {position}",
                         f"{_where(file, index)}/{position}",
                     )
             if not_tracks:
