@@ -79,7 +79,7 @@ def test_api_and_archive_of_one_account_join_by_rule_and_keep_their_methods(
         ("spotify-export", "owner_artifact", "spotify-account"),
     }
     methods = {r.run_id: r.acquisition_method for r in ops.home.store.runs(alice)}
-    assert methods[api_run.run_id] == "provider_api"
+    assert api_run.run_id is not None and methods[api_run.run_id] == "provider_api"
     assert methods[receipt.run_id] == "owner_artifact"
     coverage = {
         c.connector_key: c
