@@ -31,7 +31,6 @@ PLAYLISTS = "playlists"
 PROFILE = "profile"
 
 Precision = Literal["millisecond", "second", "minute"]
-PRECISIONS: tuple[Precision, ...] = ("millisecond", "second", "minute")
 
 # The field each stream's time range applies to (its consent-time field).
 _CONSENT_TIME = {
