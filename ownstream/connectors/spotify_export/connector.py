@@ -373,7 +373,7 @@ class _Importer:
         except Malformed as problem:
             yield rejected(PROFILE, problem, file.path, _where(file, 0))
             return
-        yield from self._emit(PROFILE, str(user_id), data)
+        yield from self._emit(PROFILE, user_id, data)
 
     def _extended(self, entry: Mapping[str, Any]) -> Iterator[Message]:
         """Extended history: `ts` (UTC, to the second) is when the listen ended, as in the Web
