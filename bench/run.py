@@ -48,7 +48,7 @@ from typing import Any
 
 import orjson
 
-from bench import workload
+from bench import mail, workload
 from bench.workload import STREAM, percentile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -991,7 +991,7 @@ def bench_changes(layout: Layout, home: Any, api: Api) -> dict[str, Any]:
 def bench_delete(
     home: Any, api: Api, db: sqlite3.Connection, connections: dict[str, str], repeats: int
 ) -> dict[str, Any]:
-    from ownstream.operations import OwnerOperations
+    from ownstream.owner import ConnectionOperations
 
     victim = connections[API_ACCOUNTS[0]]
     siblings = [connections[API_ACCOUNTS[1]], connections[EXPORT_ACCOUNT]]
@@ -999,7 +999,7 @@ def bench_delete(
     cases = [c for s in siblings for c in page_cases(home, db, s, None, f"connection {names[s]}")]
     before = bench_pages(api, db, cases, repeats)
     started = time.perf_counter()
-    summary = OwnerOperations(home).delete(victim)
+    summary = ConnectionOperations(home).delete(victim)
     seconds = time.perf_counter() - started
     after = bench_pages(api, db, cases, repeats)
     return {
@@ -1239,6 +1239,8 @@ def build_table(r: dict[str, Any]) -> Table:
             "unchanged (≤ 1.25x)",
             after / before <= 1.25,
         )
+    for row in mail.rows(r["mail"]):
+        t.add(*row)
     return t
 
 
@@ -1371,6 +1373,13 @@ def run_suite(layout: Layout, *, with_dlt: bool, repeats: int) -> dict[str, Any]
         log("6. delete one connection")
         results["delete"] = bench_delete(home, api, db, connections, repeats)
     db.close()
+    log("7. mail: mbox import and IMAP first sync")
+    quick = layout.size <= QUICK_SIZE
+    results["mail"] = mail.run(
+        layout.work / "mail",
+        mbox_messages=mail.QUICK_MBOX_MESSAGES if quick else mail.FULL_MBOX_MESSAGES,
+        imap_messages=mail.QUICK_IMAP_MESSAGES if quick else mail.FULL_IMAP_MESSAGES,
+    )
     results["elapsed"] = time.perf_counter() - started
     return results
 

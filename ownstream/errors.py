@@ -93,10 +93,25 @@ class InvalidArtifact(OwnstreamError):
     status = 400
 
 
+class UploadTooLarge(OwnstreamError):
+    """An uploaded archive is larger than the server accepts (`OWNSTREAM_MAX_UPLOAD_BYTES`)."""
+
+    code = "upload_too_large"
+    status = 413
+
+
 class ProtocolViolation(OwnstreamError):
     """A connector broke the run protocol."""
 
     code = "protocol_violation"
+    status = 400
+
+
+class ProviderAuthorizationRefused(OwnstreamError):
+    """An OAuth authorization at a provider did not complete: an unknown, used or expired
+    state, a refused code (PKCE mismatch), or the owner declined at the provider."""
+
+    code = "provider_authorization_refused"
     status = 400
 
 
@@ -235,10 +250,24 @@ class ConnectorNotRunnable(OwnstreamError):
     status = 409
 
 
+class ProviderAuthorizationPending(OwnstreamError):
+    """The provider has not redirected back yet (the owner did not finish in time)."""
+
+    code = "provider_authorization_pending"
+    status = 409
+
+
 class ScheduleNotAllowed(OwnstreamError):
     """The connection's paths may not run on a schedule (or the interval is out of range)."""
 
     code = "schedule_not_allowed"
+    status = 409
+
+
+class AuthorizationNotPending(OwnstreamError):
+    """The authorization request was already decided, or it expired."""
+
+    code = "authorization_not_pending"
     status = 409
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from ownstream.background import Background
+from ownstream.background import Background, ProgressHub
 from ownstream.credentials import Vault
 from ownstream.grants.usage import UsageRecorder
 from ownstream.registry import Catalog
@@ -15,8 +15,10 @@ from ownstream.registry.upgrades import apply_upgrades
 from ownstream.runtime.runner import ProgressCallback, Runtime
 from ownstream.store.base import Store
 from ownstream.store.sqlite import SQLiteStore
+from ownstream.store.sqlite.collection import LEASE_SECONDS
 
 HOME_ENV = "OWNSTREAM_HOME"
+LEASE_ENV = "OWNSTREAM_LEASE_SECONDS"  # how long a run's lease lives between heartbeats
 
 
 def default_home() -> Path:
@@ -45,7 +47,10 @@ class Home:
 
     @cached_property
     def store(self) -> Store:
-        return SQLiteStore(self.path / "ownstream.db")
+        lease = os.environ.get(LEASE_ENV)
+        return SQLiteStore(
+            self.path / "ownstream.db", lease_seconds=int(lease) if lease else LEASE_SECONDS
+        )
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -61,6 +66,10 @@ class Home:
     @cached_property
     def background(self) -> Background:
         return Background()
+
+    @cached_property
+    def progress(self) -> ProgressHub:
+        return ProgressHub()
 
     @cached_property
     def usage(self) -> UsageRecorder:

@@ -51,6 +51,24 @@ class SetupField:
 
 
 @dataclass(frozen=True)
+class OAuthProvider:
+    """The OAuth 2 provider a connector's account is authorized at (authorization code + PKCE).
+
+    The runtime runs the authorization itself; the connector refreshes tokens during its runs
+    and hands new ones back with CREDENTIALS. `client_id` is the app registered at the provider
+    when the manifest ships one; otherwise the owner names it at connect time.
+    """
+
+    authorization_url: str
+    token_url: str
+    scopes: tuple[str, ...]
+    rotates_refresh_tokens: bool  # a refresh may answer a new refresh token (keep the newest)
+    client_id: str | None = None
+    client_secret_required: bool = False
+    pkce: Literal["S256"] = "S256"
+
+
+@dataclass(frozen=True)
 class RefreshPolicy:
     recommended_mode: Literal["automatic", "manual", "paused"] = "manual"
     recommended_interval_seconds: int | None = None
@@ -72,6 +90,7 @@ class ConnectorManifest:
     settings: tuple[SetupField, ...] = ()
     refresh_policy: RefreshPolicy = RefreshPolicy()
     identity_claim: str | None = None
+    oauth: OAuthProvider | None = None
     command: tuple[str, ...] | None = None
     python_entry: str | None = None
     base_dir: str | None = None

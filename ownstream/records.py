@@ -7,12 +7,15 @@ live here so a second backend applies exactly the same semantics.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import orjson
 
 from ownstream.clock import iso, parse_iso
 from ownstream.model import RecordRule, StreamDefinition
+
+_CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
 
 def key_part(value: Any) -> str | None:
@@ -75,6 +78,8 @@ def consent_time(definition: StreamDefinition, data: dict[str, Any]) -> str | No
 def normalize_time(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
+    if _CANONICAL.fullmatch(value):
+        return value  # already UTC with milliseconds and Z: parsing would give it back unchanged
     try:
         return iso(parse_iso(value))
     except ValueError:

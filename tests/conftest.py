@@ -22,6 +22,7 @@ from ownstream.cli.main import app
 from ownstream.home import Home
 from ownstream.model import ReadScope
 from ownstream.runtime.runner import BATCH_SIZE, Runtime
+from tests.services.chromium import chromium  # noqa: F401 - one browser per test process
 
 CONNECTORS = Path(__file__).parent / "runtime" / "connectors"
 # Server variables a test must not inherit from the machine running it.
@@ -63,7 +64,7 @@ class Owner:
                 home.store.close()
 
     # the command line ----------------------------------------------------------------------
-    def cli(self, *args: str, code: int | None = 0) -> Result:
+    def cli(self, *args: str | Path, code: int | None = 0) -> Result:
         result = self._runner.invoke(app, ["--home", str(self.home_dir), *map(str, args)])
         if code is not None:
             assert result.exit_code == code, (
@@ -72,10 +73,10 @@ class Owner:
             )
         return result
 
-    def json(self, *args: str, code: int | None = 0) -> Any:
+    def json(self, *args: str | Path, code: int | None = 0) -> Any:
         return json.loads(self.cli(*args, "--json", code=code).stdout)
 
-    def error(self, *args: str) -> dict[str, Any]:
+    def error(self, *args: str | Path) -> dict[str, Any]:
         """Run a command expected to fail; return its JSON error body."""
         body = self.json(*args, code=1)
         assert "error" in body, body

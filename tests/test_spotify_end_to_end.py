@@ -258,6 +258,9 @@ def test_the_demo_builds_what_it_prints(tmp_path: Path) -> None:
     assert {e["connection_id"] for e in response.json()["data"]} == {
         c.connection_id for c in connections
     }
+    link = demo.console_link(home, "http://testserver")
+    signed_in = client.get(link.removeprefix("http://testserver"))
+    assert signed_in.status_code == 200 and "Your connections" in signed_in.text
 
 
 def _records(ops: ConnectionOperations, connection_id: str) -> list[dict[str, Any]]:

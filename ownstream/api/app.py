@@ -9,11 +9,24 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ownstream import __version__
-from ownstream.api import client, errors, owner
+from ownstream.api import (
+    client,
+    console,
+    console_auth,
+    console_imports,
+    console_reads,
+    errors,
+    oauth,
+    owner,
+    owner_clients,
+    provider_oauth,
+)
 from ownstream.api.responses import JSONBody
+from ownstream.auth.discovery import normalize_public_url
 from ownstream.clock import random_id
 from ownstream.home import Home
 
@@ -71,7 +84,10 @@ class RequestMiddleware:
             )
 
 
-def create_app(home: Home) -> FastAPI:
+def create_app(home: Home, public_url: str | None = None) -> FastAPI:
+    """The app; `public_url` is the base URL clients see (`serve --public-url`), else the URL
+    each request reached."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         home.usage.start()
@@ -90,9 +106,22 @@ def create_app(home: Home) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.home = home
+    app.state.public_url = normalize_public_url(public_url) if public_url else None
     errors.install(app)
 
     app.add_middleware(RequestMiddleware)
     app.include_router(client.router)
     app.include_router(owner.router)
+    app.include_router(owner_clients.router)
+    app.include_router(oauth.router)
+    app.include_router(console_auth.router)
+    app.include_router(provider_oauth.router)
+    app.include_router(console.router)
+    app.include_router(console_imports.router)
+    app.include_router(console_reads.router)
+    app.mount(
+        "/console/static",
+        StaticFiles(packages=[("ownstream.console", "static")]),
+        name="console-static",
+    )
     return app

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
+from ownstream.auth.discovery import normalize_public_url
 from ownstream.errors import InsufficientScope, InvalidArgument, InvalidRequest
 from ownstream.grants.tokens import authenticate
 from ownstream.home import Home
@@ -21,9 +23,17 @@ def home(request: Request) -> Home:
     return found
 
 
+def public_url(request: Request) -> str:
+    """The server's public base URL: `serve --public-url`, else the URL it was reached at."""
+    configured: str | None = request.app.state.public_url
+    return configured or normalize_public_url(str(request.base_url))
+
+
 def bearer(request: Request) -> Bearer:
     h = home(request)
-    found = authenticate(h.store, request.headers.get("authorization"))
+    found = authenticate(
+        h.store, request.headers.get("authorization"), resource=public_url(request)
+    )
     h.usage.note_token(found)
     return found
 
@@ -94,3 +104,11 @@ def int_param(
             f"{name} must be an integer between {minimum} and {maximum}", param=name
         )
     return value
+
+
+async def stream_body(request: Request, write: Callable[[bytes], None]) -> None:
+    """Hand the request body to `write` chunk by chunk, in the thread pool: an upload is never
+    held in memory, and its disk writes and hashing never run on the event loop."""
+    async for chunk in request.stream():
+        if chunk:
+            await run_in_threadpool(write, chunk)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from authlib.oauth2 import OAuth2Error
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
+from ownstream.api.deps import public_url
 from ownstream.api.responses import JSONBody
+from ownstream.auth.discovery import RESOURCE_METADATA_PATH
 from ownstream.errors import OwnstreamError
 
 TYPES = {
@@ -16,21 +20,44 @@ TYPES = {
     404: "not_found_error",
     409: "conflict_error",
     410: "gone_error",
+    413: "invalid_request_error",
     429: "rate_limit_error",
 }
+
+
+def bearer_challenge(request: Request) -> str:
+    """RFC 6750 §3 with RFC 9728 §5: where a client finds out how to get a token."""
+    metadata = public_url(request) + RESOURCE_METADATA_PATH
+    challenge = f'Bearer resource_metadata="{metadata}"'
+    if request.headers.get("authorization"):
+        challenge += ', error="invalid_token"'
+    return challenge
 
 
 def envelope(request: Request, status: int, body: dict[str, object]) -> JSONBody:
     request_id = getattr(request.state, "request_id", "")
     error = {"type": TYPES.get(status, "api_error"), **body, "request_id": request_id}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    headers = {"WWW-Authenticate": bearer_challenge(request)} if status == 401 else {}
     return JSONBody({"error": error}, status_code=status, headers=headers)
+
+
+def oauth_error(error: OAuth2Error) -> Response:
+    """RFC 6749 §5.2 JSON (or, for an authorization request with a validated redirect URI, the
+    redirect carrying the error), never the PDPP envelope."""
+    status, body, headers = error()
+    if status == 302:
+        return Response(status_code=302, headers=dict(headers))
+    return JSONBody(body, status_code=status, headers=dict(headers))
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(OwnstreamError)
     async def domain_error(request: Request, exc: OwnstreamError) -> JSONBody:
         return envelope(request, exc.status, exc.to_dict())
+
+    @app.exception_handler(OAuth2Error)
+    async def oauth_protocol_error(request: Request, exc: OAuth2Error) -> Response:
+        return oauth_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONBody:

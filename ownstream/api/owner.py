@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Body, Request
+from starlette.concurrency import run_in_threadpool
 
-from ownstream.api.deps import bearer, check_params, home, int_param, owner
+from ownstream.api.deps import bearer, check_params, home, int_param, owner, stream_body
+from ownstream.api.responses import JSONBody
 from ownstream.errors import InsufficientScope, InvalidArgument, InvalidRequest
 from ownstream.owner import AccessOperations, ConnectionOperations, schedule_view
 from ownstream.owner.access import grant_view, token_view
+from ownstream.owner.uploads import Upload, check_declared_size, import_upload, max_upload_bytes
 from ownstream.views import evidence_view, run_view
 
 router = APIRouter()
@@ -18,6 +22,7 @@ router = APIRouter()
 # Handlers are plain `def`: FastAPI runs them in its thread pool, so a store call waiting on the
 # database never blocks the event loop (and with it every other request).
 JsonObject = Body(default_factory=dict)
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -74,6 +79,19 @@ def revoke_grant(grant_id: str, request: Request) -> dict[str, Any]:
 def list_tokens(request: Request) -> dict[str, Any]:
     tokens = _access(request).tokens()
     return {"object": "list", "data": [token_view(t) for t in tokens], "has_more": False}
+
+
+@router.get("/v1/owner/access-log")
+def access_log(request: Request) -> dict[str, Any]:
+    """How much each client read, per stream, connection and day — never what it read."""
+    check_params(request, owner(request), ("client_id", "since"))
+    since = request.query_params.get("since")
+    if since is not None and not DAY.fullmatch(since):
+        raise InvalidArgument("since is a day, YYYY-MM-DD", param="since")
+    h = home(request)
+    h.usage.flush()
+    entries = h.store.access_log(client_id=request.query_params.get("client_id"), since=since)
+    return {"object": "list", "data": [asdict(e) for e in entries], "has_more": False}
 
 
 @router.post("/v1/owner/tokens/{token_id}/revoke")
@@ -208,6 +226,40 @@ def diagnostics(connection_id: str, request: Request) -> dict[str, Any]:
 def delete_connection(connection_id: str, request: Request) -> dict[str, Any]:
     ops = _ops(request)
     return ops.delete(connection_id)
+
+
+@router.post("/v1/owner/imports")
+async def create_import(request: Request) -> JSONBody:
+    """Import an archive sent as the request body (`?connector=KEY[&connection_id=ID]
+    [&filename=NAME]`), streamed to a private file, never held in memory: 201 with the receipt
+    (which connection it joined, and why), or 200 with the earlier receipt for bytes already
+    imported. Over `OWNSTREAM_MAX_UPLOAD_BYTES` it is 413."""
+    h = home(request)
+
+    def check() -> tuple[str, str | None]:
+        check_params(request, owner(request), ("connector", "connection_id", "filename"))
+        connector = request.query_params.get("connector")
+        if not connector:
+            raise InvalidArgument("connector is required", param="connector")
+        h.catalog.manifest(connector)  # an unknown connector is refused before the upload
+        return connector, request.query_params.get("connection_id")
+
+    connector, connection_id = await run_in_threadpool(check)
+    limit = max_upload_bytes()
+    check_declared_size(request.headers.get("content-length"), limit)
+    name = request.query_params.get("filename") or "archive"
+    upload = await run_in_threadpool(Upload, h.path, name, limit)
+    try:
+        await stream_body(request, upload.write)
+    except BaseException:
+        upload.discard()
+        raise
+    result = await run_in_threadpool(
+        lambda: import_upload(
+            ConnectionOperations(h), connector, upload, connection_id=connection_id
+        )
+    )
+    return JSONBody(result.to_dict(), status_code=201 if result.status == "committed" else 200)
 
 
 @router.get("/v1/owner/audit")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -178,21 +179,30 @@ def serve(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8765, "--port"),
+    public_url: str | None = typer.Option(
+        None,
+        "--public-url",
+        help="The base URL clients use (default: from --host/--port); OAuth needs https "
+        "unless it is a loopback address.",
+    ),
     scheduler: bool = typer.Option(True, "--worker/--no-worker", help="Run scheduled connections."),
     log_format: str = typer.Option("text", "--log-format", help="text or json."),
     log_level: str = typer.Option("info", "--log-level"),
     as_json: bool = JsonOption,
 ) -> None:
-    """Serve the PDPP read surface and owner API over HTTP (SQLite, no other set-up)."""
+    """Serve the PDPP read surface, the owner API and client access over HTTP."""
     import uvicorn
 
-    from ownstream.api.app import create_app
+    from ownstream.api.app import SHUTDOWN_GRACE_SECONDS, create_app
+    from ownstream.auth.console import PUBLIC_URL_SETTING, mint_link
+    from ownstream.auth.discovery import normalize_public_url, url_for_bind
     from ownstream.scheduler import Worker
 
     if log_format not in ("text", "json"):
         raise InvalidRequest("--log-format is text or json", param="log_format")
     configure(log_level, "json" if log_format == "json" else "text")
     home = home_of(ctx)
+    url = normalize_public_url(public_url) if public_url else url_for_bind(host, port)
     if host not in LOOPBACK:
         log.warning(
             "listening on %s: beyond this machine, anyone who can reach the port can try "
@@ -207,15 +217,38 @@ def serve(
             home.path,
             ", ".join(loose[:5]),
         )
+    home.store.put_auth_setting(PUBLIC_URL_SETTING, url)
+    login = mint_link(home.store, url)
+    backend = home.store.capabilities.backend
+    storage = f"SQLite (WAL) {home.path / 'ownstream.db'}" if backend == "sqlite" else backend
     if as_json:
-        print_json({"url": f"http://{host}:{port}", "home": str(home.path), "worker": scheduler})
-    stop = threading.Event()
-    if scheduler:
-        loop = threading.Thread(
-            target=Worker(home.runtime()).run_forever, args=(stop,), daemon=True, name="worker"
+        print_json(
+            {"url": url, "home": str(home.path), "storage": storage, "worker": scheduler,
+             "console_login_url": login}
         )
+    else:
+        typer.echo(
+            f"ownstream is serving {url}\n"
+            f"  data directory  {home.path}\n"
+            f"  storage         {storage}\n"
+            f"  worker          {'on' if scheduler else 'off'}\n"
+            f"  owner sign-in   {login}\n"
+            "                  (one-time link; `ownstream console-link` mints a fresh one)"
+        )
+    sys.stdout.flush()
+    stop = threading.Event()
+    loop = threading.Thread(
+        target=Worker(home.runtime()).run_forever, args=(stop,), daemon=True, name="worker"
+    )
+    if scheduler:
         loop.start()
     try:
-        uvicorn.run(create_app(home), host=host, port=port, log_level="warning", log_config=None)
+        uvicorn.run(
+            create_app(home, url), host=host, port=port, log_level="warning", log_config=None
+        )
     finally:
+        # uvicorn has stopped taking requests: let a scheduled run in progress end cleanly
+        # (a run cut off later is reclaimed when its lease lapses, as after a crash)
         stop.set()
+        if loop.is_alive():
+            loop.join(SHUTDOWN_GRACE_SECONDS)

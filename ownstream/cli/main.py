@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ownstream.cli import access, collect, connections, dev
+from ownstream.cli import access, clients, collect, connections, dev
 from ownstream.cli.catalog import connectors_app, rules_app, streams_app
 
 app = typer.Typer(
@@ -40,6 +40,13 @@ app.add_typer(access.token_app, name="token")
 app.command("serve")(access.serve)
 app.command("access-log")(access.access_log)
 app.command("migrate")(collect.migrate)
+app.add_typer(clients.clients_app, name="clients")
+app.add_typer(clients.authorizations_app, name="authorizations")
+app.command("console-link")(clients.console_link)
 app.command("audit")(collect.audit)
 app.command("worker")(collect.worker)
 app.add_typer(dev.dev_app, name="dev")
+
+
+if __name__ == "__main__":
+    app()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from ownstream.clock import iso, random_id, utc_now
+from ownstream.clock import iso, parse_iso, random_id, utc_now
 from ownstream.errors import InvalidRequest, UnknownField
 from ownstream.grants.tokens import new_token
 from ownstream.model import Grant, StreamGrant
@@ -14,10 +14,11 @@ from ownstream.registry import Catalog
 from ownstream.store.base import Store
 
 ACCESS_MODES = ("single_use", "continuous")
+MAX_CLIENT_ID_CHARS = 200
 DEFAULT_PURPOSE = "https://ownstream.dev/purposes/personal_use"
 
 
-def _connections_with_stream(store: Store, catalog: Catalog, stream: str) -> list[str]:
+def connections_with_stream(store: Store, catalog: Catalog, stream: str) -> list[str]:
     """The owner's current, non-revoked connections that have this stream (a path emits it)."""
     emitters = set(catalog.emitters(stream))
     return [
@@ -44,7 +45,7 @@ def _stream_grant(store: Store, catalog: Catalog, entry: Any, index: int) -> Str
             param=f"{param}.fields",
         )
     requested = entry.get("connection_ids")
-    available = _connections_with_stream(store, catalog, definition.name)
+    available = connections_with_stream(store, catalog, definition.name)
     if requested is None:
         connection_ids = available
     else:
@@ -100,14 +101,16 @@ def _stream_grant(store: Store, catalog: Catalog, entry: Any, index: int) -> Str
     )
 
 
-def issue_grant(
-    store: Store, catalog: Catalog, client_id: str, request: Any
-) -> tuple[Grant, str]:
-    """Validate a selection, resolve it into an explicit grant, and mint its client token."""
+def build_grant(store: Store, catalog: Catalog, client_id: str, request: Any) -> Grant:
+    """Validate a selection and resolve it into an explicit grant, without saving it."""
     if not isinstance(request, dict):
         raise InvalidRequest("a grant request must be a JSON object")
     if not client_id:
         raise InvalidRequest("client_id is required", param="client_id")
+    if len(client_id) > MAX_CLIENT_ID_CHARS:
+        raise InvalidRequest(
+            f"client_id is longer than {MAX_CLIENT_ID_CHARS} characters", param="client_id"
+        )
     access_mode = request.get("access_mode", "continuous")
     if access_mode not in ACCESS_MODES:
         raise InvalidRequest(f"access_mode must be one of {ACCESS_MODES}", param="access_mode")
@@ -121,7 +124,7 @@ def issue_grant(
     if expires_in is not None and (not isinstance(expires_in, int) or expires_in <= 0):
         raise InvalidRequest("expires_in must be a positive number of seconds", param="expires_in")
     now = utc_now()
-    grant = Grant(
+    return Grant(
         grant_id=random_id("grt"),
         client_id=client_id,
         client_display=request.get("client_display"),
@@ -134,6 +137,16 @@ def issue_grant(
             _stream_grant(store, catalog, entry, i) for i, entry in enumerate(streams_raw)
         ),
     )
-    secret, token = new_token("client", grant_id=grant.grant_id, ttl_seconds=expires_in, now=now)
+
+
+def issue_grant(
+    store: Store, catalog: Catalog, client_id: str, request: Any
+) -> tuple[Grant, str]:
+    """Validate a selection, resolve it into an explicit grant, and mint its client token."""
+    grant = build_grant(store, catalog, client_id, request)
+    secret, token = new_token(
+        "client", grant_id=grant.grant_id, ttl_seconds=request.get("expires_in"),
+        now=parse_iso(grant.issued_at),
+    )
     store.save_grant(grant, token)
     return grant, secret

@@ -7,7 +7,7 @@ import hmac
 import secrets
 from datetime import datetime, timedelta
 
-from ownstream.clock import iso, now_iso, random_id, utc_now
+from ownstream.clock import iso, random_id, utc_now
 from ownstream.errors import AuthenticationError, GrantExpired, GrantRevoked
 from ownstream.model import Bearer
 from ownstream.store.base import Store, Token, TokenKind
@@ -15,8 +15,9 @@ from ownstream.store.base import Store, Token, TokenKind
 PREFIX = {"owner": "oso_", "client": "osc_"}
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def token_hash(secret: str) -> str:
+    """The SHA-256 hex digest under which a token (or any other bearer secret) is stored."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def new_token(
@@ -32,7 +33,7 @@ def new_token(
     secret = PREFIX[kind] + secrets.token_urlsafe(32)
     return secret, Token(
         token_id=random_id("tok"),
-        token_hash=_hash(secret),
+        token_hash=token_hash(secret),
         kind=kind,
         grant_id=grant_id,
         label=label,
@@ -43,16 +44,21 @@ def new_token(
     )
 
 
-def authenticate(store: Store, authorization: str | None) -> Bearer:
-    """Resolve `Authorization: Bearer …`; expiry and revocation apply on every request."""
+def authenticate(
+    store: Store, authorization: str | None, *, resource: str | None = None
+) -> Bearer:
+    """Resolve `Authorization: Bearer …`; expiry and revocation apply on every request.
+
+    `resource` is the protected resource being served: a client token issued through OAuth for
+    another resource (RFC 8707, e.g. the MCP endpoint) is not accepted here."""
     if not authorization or not authorization.lower().startswith("bearer "):
         raise AuthenticationError("send Authorization: Bearer <token>")
     token = authorization[7:].strip()
-    digest = _hash(token)
+    digest = token_hash(token)
     row = store.token(digest)
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise AuthenticationError("the bearer token is not valid")
-    now = now_iso()
+    now = iso(store.clock())
     if row.kind == "client":
         # The grant's lifecycle is reported first (403 grant_revoked / grant_expired): a client
         # token's expiry mirrors its grant's, so checking the token first would turn every
@@ -69,4 +75,8 @@ def authenticate(store: Store, authorization: str | None) -> Bearer:
         raise AuthenticationError("the bearer token has expired")
     if row.kind == "owner":
         return Bearer("owner", row.token_id)
+    if resource is not None:
+        family = store.token_family(row.token_id)
+        if family is not None and family.resource != resource:
+            raise AuthenticationError("the access token was issued for another resource")
     return Bearer("client", row.token_id, grant)

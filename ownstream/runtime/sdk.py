@@ -3,6 +3,7 @@
     def collect(start: Start, env: Mapping[str, str]) -> Iterator[Message]:
         yield identity("spotify_user_id", me["id"])
         yield record("profile", me["id"], {...})
+        yield credentials(access_token=new_token)  # after a refresh, for the next runs
         yield state("listening_history", {"after": 123})
 
 `drive` runs such a generator in-process; `python -m ownstream.runtime.sdk module:function`
@@ -102,6 +103,14 @@ class ConnectorError(Exception):
         }
 
 
+class ReconnectRequired(ConnectorError):
+    """The provider refused the stored authorization (its refresh token expired or the owner
+    revoked the app there): only the owner can fix it, by connecting again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="authorization_rejected", recovery_action="reconnect")
+
+
 def identity(claim: str, value: str) -> Message:
     return {"type": "IDENTITY", "claim": claim, "value": value}
 
@@ -148,16 +157,23 @@ def skip(
     }
 
 
-def reject(stream: str | None, reason: str, detail: str, key: str | None = None) -> Message:
-    """An input entry the connector could not turn into a record (a null time, a missing
-    field, a file that is not JSON). It is counted in the receipt under `reason`, `key` says
-    where it was (say `file.json#12`), and the run goes on: bad input never aborts good input."""
-    return {"type": "REJECT", "stream": stream, "reason": reason, "detail": detail, "key": key}
+def credentials(**secrets: str) -> Message:
+    """Hand refreshed or rotated secrets to the runtime, which stores them for this connection
+    at once: send it right after a refresh, before anything else."""
+    return {"type": "CREDENTIALS", "secrets": secrets}
+
+
+def reject(stream: str | None, reason: str, detail: str, *, key: str | None = None) -> Message:
+    """An input entry that could not become a record (a malformed line, say): counted in the
+    receipt under `reason`, with `key` (where it was) among a few examples. The run goes on."""
+    message: Message = {"type": "REJECT", "stream": stream, "reason": reason, "detail": detail}
+    if key is not None:
+        message["key"] = key
+    return message
 
 
 def omit(reason: str, count: int = 1) -> Message:
-    """Entries left out on purpose (content the connector does not model), counted under
-    `reason` in the receipt so nothing the source held disappears silently."""
+    """Entries left out on purpose (a kind of content not modelled): counted under `reason`."""
     return {"type": "OMIT", "reason": reason, "count": count}
 
 

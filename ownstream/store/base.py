@@ -19,6 +19,7 @@ from ownstream.model import (
     Acquisition,
     Connection,
     ConnectionIdentity,
+    ConnectionStatus,
     Grant,
     ReadScope,
     RecordRule,
@@ -26,9 +27,11 @@ from ownstream.model import (
     StreamDefinition,
 )
 from ownstream.search import Term
+from ownstream.store.auth import AuthStore
 from ownstream.store.planner import BatchStats
 
 RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
+AuthorizationStatus = Literal["pending", "completing", "connected", "refused", "expired"]
 TokenKind = Literal["owner", "client"]
 Rekey = Callable[[dict[str, Any]], tuple[str, dict[str, Any]] | None]
 """A record's new key and data, computed from its data alone; None leaves it as it is."""
@@ -105,6 +108,15 @@ class StreamCount:
 
 
 @dataclass(frozen=True)
+class DailyCount:
+    """How many live records one connection holds for one day (UTC, of their consent time)."""
+
+    connection_id: str
+    day: str  # YYYY-MM-DD
+    records: int
+
+
+@dataclass(frozen=True)
 class Coverage:
     """Which consent-time window one acquisition path has covered for one stream."""
 
@@ -152,7 +164,7 @@ class RunRecord:
     acquisition_method: str
     trigger: str
     collection_mode: str
-    status: str
+    status: RunStatus
     started_at: str
     ended_at: str | None
     counts: dict[str, Any] = field(default_factory=dict)
@@ -275,6 +287,33 @@ class Publication:
 
 
 @dataclass(frozen=True)
+class ProviderAuthorization:
+    """An OAuth authorization the owner started at a provider, until its callback ends it.
+
+    It lives in the database because the process that starts it (the CLI, the console's
+    server) is not necessarily the `serve` process the provider redirects to. The state is
+    kept only as a hash (by the store, beside this); the PKCE verifier and a client secret are
+    sealed, and dropped when the authorization ends.
+    """
+
+    authorization_id: str
+    connector_key: str
+    status: AuthorizationStatus
+    redirect_uri: str
+    client_id: str
+    settings: dict[str, str]
+    display_name: str | None
+    connection_id: str | None  # the connection to re-authorize, then the one connected
+    allow_recreate: bool
+    created_at: str
+    expires_at: str
+    sealed_verifier: bytes | None = field(default=None, repr=False)
+    sealed_client_secret: bytes | None = field(default=None, repr=False)
+    finished_at: str | None = None
+    outcome: dict[str, Any] | None = None  # connected: created, identity; else code, message
+
+
+@dataclass(frozen=True)
 class Token:
     token_id: str
     token_hash: str
@@ -320,9 +359,10 @@ class AccessCount:
     records: int
 
 
-class Store(Protocol):
+class Store(AuthStore, Protocol):
     capabilities: StoreCapabilities
     clock: Callable[[], datetime]
+    lease_seconds: int  # a run's lease lives this long unless its heartbeat renews it
 
     def close(self) -> None: ...
 
@@ -380,7 +420,7 @@ class Store(Protocol):
 
     def rename_connection(self, connection_id: str, display_name: str) -> Connection: ...
 
-    def set_connection_status(self, connection_id: str, status: str) -> Connection: ...
+    def set_connection_status(self, connection_id: str, status: ConnectionStatus) -> Connection: ...
 
     def identity_tombstoned(
         self, owner_id: str, source: str, claim: str, value: str, connector_keys: Sequence[str]
@@ -407,6 +447,35 @@ class Store(Protocol):
         """Finish purging deleted connections (after a crash mid-purge); rows removed."""
         ...
 
+    # provider authorizations (OAuth at a provider) ------------------------------------------
+    def create_provider_authorization(
+        self, authorization: ProviderAuthorization, state_hash: str
+    ) -> None:
+        """Store a pending authorization under the hash of its state; authorizations that
+        expired lose their sealed values, and those a day past expiry are dropped."""
+        ...
+
+    def claim_provider_authorization(self, state_hash: str) -> ProviderAuthorization | None:
+        """The authorization a callback's state names, moved from pending to completing: of
+        several callbacks with one state exactly one claims it, the others see it completing
+        or ended. A pending one past its expiry is marked expired. None for an unknown state."""
+        ...
+
+    def finish_provider_authorization(
+        self,
+        authorization_id: str,
+        *,
+        expected: AuthorizationStatus,
+        status: AuthorizationStatus,
+        connection_id: str | None,
+        outcome: dict[str, Any],
+    ) -> bool:
+        """End an authorization that is still `expected` (its sealed values are dropped);
+        False when it was not."""
+        ...
+
+    def provider_authorization(self, authorization_id: str) -> ProviderAuthorization: ...
+
     # collection ----------------------------------------------------------------------------
     def start_stage(
         self,
@@ -430,6 +499,14 @@ class Store(Protocol):
 
     def commit_batch(self, acquisition: Acquisition, writes: Writes) -> BatchStats:
         """Stage one batch in one short transaction, fenced by the lease."""
+        ...
+
+    def save_run_credentials(
+        self, acquisition: Acquisition, sealed_secrets: dict[str, tuple[bytes, str]]
+    ) -> None:
+        """Store secrets a run handed back (CREDENTIALS) for its own connection and connector
+        only: fenced by its lease, in a transaction of their own (not staged with its records),
+        so they stay whatever the run's outcome. Raises `RunLeaseLost` after a takeover."""
         ...
 
     def publish(self, acquisition: Acquisition, publication: Publication) -> None:
@@ -481,6 +558,11 @@ class Store(Protocol):
     def stream_counts(self, connection_ids: Sequence[str] | None = None) -> list[StreamCount]: ...
 
     def scoped_count(self, scope: ReadScope) -> dict[str, tuple[int, str | None]]: ...
+
+    def daily_counts(self, scope: ReadScope, *, since: str, until: str) -> list[DailyCount]:
+        """Live, published records per (connection, UTC day of consent time) within the scope
+        and [since, until): the owner's activity pictures. Days without records are absent."""
+        ...
 
     def visible_last_change(self, scope: ReadScope) -> dict[str, str]: ...
 

@@ -396,7 +396,7 @@ def test_search_stays_inside_the_grant(ds: Dataset, data: st.DataObject) -> None
             if finds(ds, grant, stream, row, terms)[0]
         }
         hits = []
-        for page in w.page_all("/v1/search", token, params, max_pages=6):
+        for page in w.page_all("/v1/search", token, params, max_pages=60):
             hits.extend(page["data"])
         got = [(h["stream"], h["connection_id"], h["record_key"]) for h in hits]
         assert len(got) == len(set(got))

@@ -22,7 +22,7 @@ from . import FakeClock, Lab
 
 def db_bytes(lab: Lab) -> bytes:
     """The database file and its WAL, as they sit on disk."""
-    path = Path(lab.store.path)
+    path = Path(lab.home.path / "ownstream.db")
     return b"".join(
         p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists()
     )

@@ -276,7 +276,7 @@ def test_a_run_that_lost_its_lease_cannot_write_a_deleted_connection_back(
 ) -> None:
     ann = lab.connect("ann")
     slow = lab.fresh_home()
-    slow.__dict__["store"] = SQLiteStore(lab.store.path, lease_seconds=1)
+    slow.__dict__["store"] = SQLiteStore(lab.home.path / "ownstream.db", lease_seconds=1)
     started, release = threading.Event(), threading.Event()
     original = spotify_connector.collect
 

@@ -129,7 +129,8 @@ def test_the_worker_runs_due_connections_once_per_slot(lab: Lab) -> None:
     clock.advance(AFTER_FIRST_SLOT)
     again = worker.tick()
     assert set(again) == {ann, ben}
-    assert all(r.collection_mode == "incremental" for r in again[ann])  # its own state
+    # each connection's own state
+    assert all(r.collection_mode == "incremental" for r in lab.outcomes(again[ann]))
 
 
 def test_siblings_run_concurrently(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,7 +180,7 @@ def test_a_crashed_workers_lease_expires_and_another_takes_over(lab: Lab) -> Non
     ann = lab.connect("ann")
     owner_schedule(lab, ann, 60)
     # a worker with a short lease starts a run, then dies without ending it
-    crashed = SQLiteStore(lab.store.path, lease_seconds=1)
+    crashed = SQLiteStore(lab.home.path / "ownstream.db", lease_seconds=1)
     stale = crashed.start_stage(
         Binding(ann),
         connector_key="spotify",
@@ -295,7 +296,7 @@ def test_pausing_one_connection_never_affects_another(lab: Lab) -> None:
 
 def test_the_standalone_worker_command_runs_due_connections(lab: Lab) -> None:
     ann, ben = lab.connect("ann"), lab.connect("ben")
-    with sqlite3.connect(lab.store.path) as db:
+    with sqlite3.connect(lab.home.path / "ownstream.db") as db:
         db.execute(
             "UPDATE schedules SET next_due_at = '2000-01-01T00:00:00.000Z' WHERE connection_id = ?",
             (ann,),

@@ -29,7 +29,9 @@ def state_msg(stream: str, cursor: Any) -> dict[str, Any]:
     return {"type": "STATE", "stream": stream, "cursor": cursor}
 
 
-def done(count: int, status: str = "succeeded", error: dict[str, Any] | None = None) -> dict:
+def done(
+    count: int, status: str = "succeeded", error: dict[str, Any] | None = None
+) -> dict[str, Any]:
     message: dict[str, Any] = {"type": "DONE", "status": status, "records_emitted": count}
     if error is not None:
         message["error"] = error

@@ -32,8 +32,8 @@ def changes(owner: Any, connection_id: str, stream: str, key: str) -> list[tuple
     ]
 
 
-def stored(owner: Any, connection_id: str, stream: str, key: str) -> tuple[Any, ...] | None:
-    """(data, version, deleted) of a record, tombstones included."""
+def stored(owner: Any, connection_id: str, stream: str, key: str) -> Any:
+    """(data, version, deleted) of a record, tombstones included; None when absent."""
     with owner.db() as db:
         row = db.execute(
             "SELECT data, version, deleted FROM records WHERE connection_id = ? AND stream = ?"

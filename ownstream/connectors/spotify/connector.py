@@ -6,7 +6,15 @@ a known gap (SKIP_RESULT) and the run moves on to the next stream; a rejected cr
 the whole run, because every later request would be rejected too. One malformed item (a null
 time, a track without a name) is REJECTed alone and the stream goes on. STATE is emitted for a
 stream only after the stream finished, so a failure never checkpoints past data that was not
-collected. The access and refresh tokens never appear in a message, an error or a log line.
+collected.
+
+An expired access token is refreshed once per run with the refresh token (a public PKCE client
+sends its client id; with a client secret it authenticates as a confidential client). The new
+access token, and the new refresh token when Spotify rotates it, are handed back with
+CREDENTIALS before any other message, and even when the run then fails: the next run starts
+from them, and a rotated refresh token is never lost. A refresh token Spotify refuses
+(`invalid_grant`: expired, or access revoked in the account) fails the run with
+`ReconnectRequired`. The tokens never appear in an error or a log line.
 """
 
 from __future__ import annotations
@@ -43,10 +51,13 @@ from ownstream.connectors.spotify.fields import (
     required_text,
     text,
 )
+from ownstream.runtime import oauth_client
 from ownstream.runtime.sdk import (
     ConnectorError,
     Message,
+    ReconnectRequired,
     Start,
+    credentials,
     identity,
     omit,
     progress,
@@ -126,6 +137,7 @@ class _Api:
         self._client_id = env.get("SPOTIFY_CLIENT_ID", "").strip()
         self._client_secret = env.get("SPOTIFY_CLIENT_SECRET", "").strip()
         self._refreshed = False
+        self._to_hand_back: dict[str, str] = {}
         self.base_url = (env.get("SPOTIFY_API_BASE_URL") or DEFAULT_API_BASE_URL).rstrip("/")
         self._token_url = env.get("SPOTIFY_TOKEN_URL") or DEFAULT_TOKEN_URL
         try:
@@ -217,48 +229,44 @@ class _Api:
         )
 
     def _refresh(self) -> None:
-        """Trade the refresh token for a new access token, once per run.
-
-        The new token lives only for this run: a connector cannot write credentials back.
-        """
+        """Trade the refresh token for a new access token, once per run; what Spotify answers
+        waits in `handed_back` for the next message."""
         if self._refreshed:
             raise _credentials_rejected("HTTP 401 again after a token refresh")
-        if not (self._refresh_token and self._client_id and self._client_secret):
+        if not (self._refresh_token and self._client_id):
             raise _credentials_rejected("HTTP 401, and no refresh token is configured")
         self._refreshed = True
         try:
-            response = self._client.post(
+            tokens = oauth_client.refresh(
+                self._client,
                 self._token_url,
-                data={"grant_type": "refresh_token", "refresh_token": self._refresh_token},
-                auth=(self._client_id, self._client_secret),
+                client_id=self._client_id,
+                client_secret=self._client_secret or None,
+                refresh_token=self._refresh_token,
             )
-        except httpx.TransportError as exc:
+        except oauth_client.TokenEndpointUnavailable as exc:
             raise ConnectorError(
-                f"the Spotify token endpoint was unreachable ({type(exc).__name__})",
+                f"refreshing the Spotify access token failed: {exc}",
                 code="upstream_unavailable",
                 retryable=True,
                 recovery_action="retry_by_runtime",
             ) from None
-        if response.status_code >= 500:
-            raise ConnectorError(
-                f"the Spotify token endpoint failed with HTTP {response.status_code}",
-                code="upstream_unavailable",
-                retryable=True,
-                recovery_action="retry_by_runtime",
-            )
-        body: Any = None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        token = body.get("access_token") if isinstance(body, dict) else None
-        if response.status_code != 200 or not isinstance(token, str) or not token:
-            error = body.get("error") if isinstance(body, dict) else None
-            raise _credentials_rejected(
-                f"the token refresh failed with HTTP {response.status_code}"
-                + (f" {error}" if isinstance(error, str) else "")
-            )
-        self._token = token
+        except oauth_client.TokenRequestRefused as exc:
+            if exc.error == "invalid_grant":
+                raise ReconnectRequired(
+                    "Spotify refused the refresh token (it expired, or access was removed in "
+                    "the Spotify account); connect the account again"
+                ) from None
+            raise _credentials_rejected(f"the token refresh failed: {exc}") from None
+        self._token = tokens.access_token
+        self._refresh_token = tokens.refresh_token or self._refresh_token
+        self._to_hand_back.update(tokens.secrets())
+
+    def handed_back(self) -> Iterator[Message]:
+        """CREDENTIALS for what was refreshed since the last call, if anything was."""
+        if self._to_hand_back:
+            refreshed, self._to_hand_back = self._to_hand_back, {}
+            yield credentials(**refreshed)
 
     def pages(self, url: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """Offset-paged collections: follow `next` until Spotify stops offering one."""
@@ -607,57 +615,69 @@ def _playlists(start: Start, api: _Api) -> Iterator[Message]:
 
 
 def collect(start: Start, env: Mapping[str, str]) -> Iterator[Message]:
-    """Identify the account from /v1/me, then collect each stream in scope in turn."""
+    """Every message of the run, each preceded by CREDENTIALS when producing it refreshed the
+    token; a failure after a refresh still hands the new tokens back first."""
     api = _Api(env)
     try:
-        try:
-            me = api.get(api.url("/v1/me"))
-        except (_StreamGap, _NotFound) as exc:
-            gap = exc if isinstance(exc, _StreamGap) else None
-            raise ConnectorError(
-                f"could not read the Spotify account: {exc}",
-                code=gap.reason if gap else "upstream_rejected_request",
-                retryable=gap.retryable if gap else False,
-                recovery_action=gap.recovery_action if gap else "unknown",
-            ) from None
-        if not isinstance(me, dict) or not isinstance(me.get("id"), str) or not me["id"]:
-            raise ConnectorError(
-                "Spotify's /v1/me answer carries no account id",
-                code="unexpected_upstream_response",
-                recovery_action="retry_on_connector_upgrade",
-            )
-        yield identity(CLAIM, me["id"])
-        if start.identify_only:
-            return
-        if start.wants(PROFILE):
-            yield from _profile(start, me)
-        collectors = (
-            (LISTENING_HISTORY, _listening_history),
-            (SAVED_TRACKS, _saved_tracks),
-            (SAVED_SHOWS, _saved_shows),
-            (SAVED_EPISODES, _saved_episodes),
-            (PLAYLISTS, _playlists),
-        )
-        for stream, collector in collectors:
-            if not start.wants(stream):
-                continue
-            try:
-                yield from collector(start, api)
-            except _StreamGap as gap:
-                yield skip(
-                    stream,
-                    gap.reason,
-                    str(gap),
-                    recovery_action=gap.recovery_action,
-                    retryable=gap.retryable,
-                )
-            except _NotFound:
-                yield skip(
-                    stream,
-                    "upstream_unavailable",
-                    "Spotify answered 404 for a collection it documents",
-                    recovery_action="retry_by_runtime",
-                    retryable=True,
-                )
+        for message in _collect(start, api):
+            yield from api.handed_back()
+            yield message
+        yield from api.handed_back()
+    except Exception:
+        yield from api.handed_back()
+        raise
     finally:
         api.close()
+
+
+def _collect(start: Start, api: _Api) -> Iterator[Message]:
+    """Identify the account from /v1/me, then collect each stream in scope in turn."""
+    try:
+        me = api.get(api.url("/v1/me"))
+    except (_StreamGap, _NotFound) as exc:
+        gap = exc if isinstance(exc, _StreamGap) else None
+        raise ConnectorError(
+            f"could not read the Spotify account: {exc}",
+            code=gap.reason if gap else "upstream_rejected_request",
+            retryable=gap.retryable if gap else False,
+            recovery_action=gap.recovery_action if gap else "unknown",
+        ) from None
+    if not isinstance(me, dict) or not isinstance(me.get("id"), str) or not me["id"]:
+        raise ConnectorError(
+            "Spotify's /v1/me answer carries no account id",
+            code="unexpected_upstream_response",
+            recovery_action="retry_on_connector_upgrade",
+        )
+    yield identity(CLAIM, me["id"])
+    if start.identify_only:
+        return
+    if start.wants(PROFILE):
+        yield from _profile(start, me)
+    collectors = (
+        (LISTENING_HISTORY, _listening_history),
+        (SAVED_TRACKS, _saved_tracks),
+        (SAVED_SHOWS, _saved_shows),
+        (SAVED_EPISODES, _saved_episodes),
+        (PLAYLISTS, _playlists),
+    )
+    for stream, collector in collectors:
+        if not start.wants(stream):
+            continue
+        try:
+            yield from collector(start, api)
+        except _StreamGap as gap:
+            yield skip(
+                stream,
+                gap.reason,
+                str(gap),
+                recovery_action=gap.recovery_action,
+                retryable=gap.retryable,
+            )
+        except _NotFound:
+            yield skip(
+                stream,
+                "upstream_unavailable",
+                "Spotify answered 404 for a collection it documents",
+                recovery_action="retry_by_runtime",
+                retryable=True,
+            )

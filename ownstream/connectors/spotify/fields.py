@@ -24,7 +24,7 @@ class Malformed(Exception):
 
 def rejected(stream: str | None, problem: Malformed, what: str, place: str) -> Message:
     """The REJECT of one malformed entry: why, which entry (`what`), and where (`place`)."""
-    return reject(stream, problem.reason, f"{what}: {problem}", place)
+    return reject(stream, problem.reason, f"{what}: {problem}", key=place)
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object"}

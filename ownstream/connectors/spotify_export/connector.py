@@ -589,7 +589,7 @@ def _import(start: Start, tree: _Tree) -> Iterator[Message]:
         yield progress(f"reading {file.path}", stream=streams[0], count=index, total=total)
         unreadable = bad.get(file.path)
         if unreadable is not None:
-            yield reject(None, unreadable.reason, str(unreadable), _base_name(file.path))
+            yield reject(None, unreadable.reason, str(unreadable), key=_base_name(file.path))
             continue
         yield from importer.records(file, _load(tree, file))
     for file in unmodelled:

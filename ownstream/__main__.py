@@ -1,0 +1,5 @@
+"""`python -m ownstream …` is the `ownstream` command."""
+
+from ownstream.cli.main import app
+
+app()

@@ -1,0 +1,1 @@
+"""The IMAP connector: a live mailbox, incrementally per folder."""

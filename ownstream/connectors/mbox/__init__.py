@@ -1,0 +1,1 @@
+"""The mbox importer: plain mbox files, Google Takeout archives, Thunderbird profiles."""
