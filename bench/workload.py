@@ -31,6 +31,13 @@ DEFINITION: dict[str, Any] = {
     "cursor_field": "sent_at",
     "consent_time_field": "sent_at",
     "searchable_fields": ["subject", "body"],
+    "aggregations": {
+        "count": True,
+        "sum": ["size_bytes"],
+        "group_by": ["from", "labels", "read"],
+        "group_by_time": ["sent_at"],
+        "count_distinct": ["from", "thread_id"],
+    },
     "description": "A mail message (benchmark workload).",
     "schema": {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -21,6 +21,36 @@ ConnectionStatus = Literal["active", "paused", "revoked"]
 
 
 @dataclass(frozen=True)
+class Aggregations:
+    """Which aggregations a definition allows, over which fields (the PDPP
+    `query.aggregations` declaration). Only these are ever computed."""
+
+    count: bool = False
+    sum: tuple[str, ...] = ()
+    min: tuple[str, ...] = ()
+    max: tuple[str, ...] = ()
+    group_by: tuple[str, ...] = ()
+    group_by_time: tuple[str, ...] = ()
+    count_distinct: tuple[str, ...] = ()
+
+    def fields_for(self, kind: str) -> tuple[str, ...]:
+        """The fields declared for one of `sum`, `min`, `max`, `group_by`, `group_by_time`,
+        `count_distinct`."""
+        found: tuple[str, ...] = getattr(self, kind)
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"count": True} if self.count else {}
+        for kind in AGGREGATION_KINDS:
+            if self.fields_for(kind):
+                body[kind] = list(self.fields_for(kind))
+        return body
+
+
+AGGREGATION_KINDS = ("sum", "min", "max", "group_by", "group_by_time", "count_distinct")
+
+
+@dataclass(frozen=True)
 class StreamDefinition:
     """A normalized stream: its semantics, key and record shape. Shared across connectors."""
 
@@ -34,6 +64,7 @@ class StreamDefinition:
     consent_time_field: str | None = None
     searchable_fields: tuple[str, ...] = ()
     union_fields: tuple[str, ...] = ()  # array fields merged as a set union across paths
+    aggregations: Aggregations | None = None  # None: the stream offers no aggregation
     shared: bool = True
 
     @property

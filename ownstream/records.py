@@ -52,7 +52,7 @@ def message_key(key: Any) -> str | None:
 def sortable(value: Any) -> str:
     """A text that sorts like `value`: ISO times and strings as they are, numbers padded.
 
-    Records without a cursor value get '' and so sort first ascending, last descending.
+    Records without a cursor value get '', which pages place after every other value.
     """
     if value is None or isinstance(value, bool):
         return ""

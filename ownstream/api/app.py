@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,6 +29,7 @@ from ownstream.api import (
 from ownstream.api.responses import JSONBody
 from ownstream.auth.discovery import normalize_public_url
 from ownstream.clock import random_id
+from ownstream.errors import UnsupportedVersion
 from ownstream.home import Home
 
 log = logging.getLogger("ownstream.http")
@@ -84,6 +86,37 @@ class RequestMiddleware:
             )
 
 
+class VersionMiddleware:
+    """PDPP-Version negotiation for every route, OAuth ones included: each response names the
+    version it speaks, and a request for another version is refused (400
+    `unsupported_version`) before any handler runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        asked = Headers(scope=scope).get(errors.VERSION_HEADER)
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[errors.VERSION_HEADER] = errors.PDPP_VERSION
+            await send(message)
+
+        if asked is not None and asked.strip() != errors.PDPP_VERSION:
+            refusal = UnsupportedVersion(
+                f"PDPP-Version {asked!r} is not supported; this server speaks "
+                f"{errors.PDPP_VERSION}",
+                param=errors.VERSION_HEADER,
+            )
+            response = errors.envelope(Request(scope), refusal.status, refusal.to_dict())
+            await response(scope, receive, send_with_version)
+            return
+        await self.app(scope, receive, send_with_version)
+
+
 def create_app(home: Home, public_url: str | None = None) -> FastAPI:
     """The app; `public_url` is the base URL clients see (`serve --public-url`), else the URL
     each request reached."""
@@ -109,7 +142,8 @@ def create_app(home: Home, public_url: str | None = None) -> FastAPI:
     app.state.public_url = normalize_public_url(public_url) if public_url else None
     errors.install(app)
 
-    app.add_middleware(RequestMiddleware)
+    app.add_middleware(VersionMiddleware)
+    app.add_middleware(RequestMiddleware)  # outermost: the request id exists for every layer
     app.include_router(client.router)
     app.include_router(owner.router)
     app.include_router(owner_clients.router)

@@ -40,7 +40,7 @@ from ownstream.owner.records import owner_scope
 from ownstream.store.base import RunRecord, Store
 from ownstream.views import batch_view, run_view
 
-router = APIRouter()
+router = APIRouter(include_in_schema=False)  # browser pages, not API operations
 ACTIVITY_DAYS = (30, 90, 365)
 RUN_POLL_SECONDS = 0.2  # how often a live view looks at this process's progress hub
 STORED_POLL_SECONDS = 1.0  # …and at the database, for a run in another process

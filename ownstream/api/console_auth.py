@@ -27,7 +27,7 @@ from ownstream.home import Home
 from ownstream.store.auth import PendingAuthorization
 from ownstream.store.base import Store
 
-router = APIRouter()
+router = APIRouter(include_in_schema=False)  # browser pages, not API operations
 RESUME = "resume"
 FLOW_LABELS = {"code": "web app", "device": "device", "agent": "agent / command line"}
 EXPIRY_CHOICES = ((3600, "in 1 hour"), (86400, "in 1 day"), (7 * 86400, "in 7 days"),

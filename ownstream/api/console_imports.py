@@ -31,7 +31,7 @@ from ownstream.owner.uploads import (
     max_upload_bytes,
 )
 
-router = APIRouter()
+router = APIRouter(include_in_schema=False)  # browser pages, not API operations
 PROGRESS_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 

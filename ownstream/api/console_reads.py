@@ -20,7 +20,7 @@ from ownstream.owner import AccessOperations
 from ownstream.owner.records import owner_scope, records_page, search_page
 from ownstream.store.base import StoredRecord
 
-router = APIRouter()
+router = APIRouter(include_in_schema=False)  # browser pages, not API operations
 PAGE_SIZE = 25
 SUMMARY_FIELDS = 4
 AUDIT_LIMIT = 200

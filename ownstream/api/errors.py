@@ -13,6 +13,9 @@ from ownstream.api.responses import JSONBody
 from ownstream.auth.discovery import RESOURCE_METADATA_PATH
 from ownstream.errors import OwnstreamError
 
+PDPP_VERSION = "2026-04-06"  # the PDPP HTTP API contract this server speaks
+VERSION_HEADER = "PDPP-Version"
+
 TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -21,6 +24,7 @@ TYPES = {
     409: "conflict_error",
     410: "gone_error",
     413: "invalid_request_error",
+    422: "invalid_request_error",
     429: "rate_limit_error",
 }
 
@@ -63,15 +67,13 @@ def install(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONBody:
         first = exc.errors()[0] if exc.errors() else {}
         location = first.get("loc", ())
-        return envelope(
-            request,
-            400,
-            {
-                "code": "invalid_request",
-                "message": str(first.get("msg", "invalid request")),
-                "param": str(location[-1]) if location else None,
-            },
-        )
+        body: dict[str, object] = {
+            "code": "invalid_request",
+            "message": str(first.get("msg", "invalid request")),
+        }
+        if location:
+            body["param"] = str(location[-1])
+        return envelope(request, 400, body)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONBody:
@@ -84,4 +86,5 @@ def install(app: FastAPI) -> None:
         response = envelope(request, 500, {"code": "api_error", "message": "internal error"})
         response.headers["Request-Id"] = getattr(request.state, "request_id", "")
         response.headers["Cache-Control"] = "no-store"
+        response.headers[VERSION_HEADER] = PDPP_VERSION
         return response

@@ -132,7 +132,7 @@ async def pushed_authorization_request(request: Request) -> Response:
     return JSONBody(await run_in_threadpool(push), status_code=201, headers=NO_STORE)
 
 
-@router.get(paths.AUTHORIZE)
+@router.get(paths.AUTHORIZE, include_in_schema=False)  # a browser page
 def authorize(request: Request) -> Response:
     """With a PAR `request_uri`, or a plain request (MCP clients): either way the browser goes
     on to the consent page of one pending request."""

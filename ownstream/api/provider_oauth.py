@@ -34,7 +34,7 @@ def _page(status: int, title: str, text: str) -> HTMLResponse:
     )
 
 
-@router.get(CALLBACK_PATH, response_class=HTMLResponse)
+@router.get(CALLBACK_PATH, response_class=HTMLResponse, include_in_schema=False)
 def oauth_callback(request: Request) -> HTMLResponse:
     params = request.query_params
     try:

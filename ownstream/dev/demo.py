@@ -69,8 +69,12 @@ def connect_by_oauth(
     return authorization.connection_id
 
 
-def build(demo_dir: Path = DEMO_DIR, port: int = SERVE_PORT) -> dict[str, object]:
-    """Set up the whole scenario in `demo_dir`; returns what the banner prints."""
+def build(
+    demo_dir: Path = DEMO_DIR, port: int = SERVE_PORT, *, keep_double: bool = False
+) -> dict[str, object]:
+    """Set up the whole scenario in `demo_dir`; returns what the banner prints. With
+    `keep_double` the Spotify double keeps running (as `result["double"]`), so "run now" works
+    while the demo serves; the caller stops it."""
     if demo_dir.exists():
         shutil.rmtree(demo_dir)
     archives = demo_dir / "archives"
@@ -97,7 +101,10 @@ def build(demo_dir: Path = DEMO_DIR, port: int = SERVE_PORT) -> dict[str, object
         merged = runtime.import_artifact("spotify-export", alice_archive)
         separate = runtime.import_artifact("spotify-export", anonymous_archive)
         home.store.rename_connection(separate.receipt.connection_id, "Old archive (owner unknown)")
-    finally:
+    except BaseException:
+        double.stop()
+        raise
+    if not keep_double:
         double.stop()
 
     grant, token = AccessOperations(home).issue_grant(
@@ -115,6 +122,7 @@ def build(demo_dir: Path = DEMO_DIR, port: int = SERVE_PORT) -> dict[str, object
     )
     return {
         "home": home,
+        "double": double,
         "connections": connections,
         "merged": merged,
         "separate": separate,
@@ -188,9 +196,10 @@ def console_link(home: Home, url: str) -> str:
 def main() -> None:
     port = _free_port(SERVE_PORT)
     url = f"http://127.0.0.1:{port}"
-    result = build(port=port)
-    home = result["home"]
-    assert isinstance(home, Home)
+    serving = not os.environ.get("DEMO_NO_SERVE")
+    result = build(port=port, keep_double=serving)
+    home, double = result["home"], result["double"]
+    assert isinstance(home, Home) and isinstance(double, SpotifyDouble)
     print(
         f"\nOwner console: {console_link(home, url)}\n"
         "  (one-time sign-in link; `ownstream console-link` mints a fresh one)",
@@ -198,14 +207,17 @@ def main() -> None:
     )
     print(banner(result, port), flush=True)
     print(mail_demo.add_mailbox(home, DEMO_DIR / "mail", port=port), flush=True)
-    if os.environ.get("DEMO_NO_SERVE"):
+    if not serving:
         return
     import uvicorn
 
     from ownstream.api.app import create_app
 
-    print(f"Serving on {url} (Ctrl-C to stop)", flush=True)
-    uvicorn.run(create_app(home, url), host="127.0.0.1", port=port, log_level="warning")
+    print(f"Serving on {url} (Ctrl-C to stop); the Spotify double stays up for runs", flush=True)
+    try:
+        uvicorn.run(create_app(home, url), host="127.0.0.1", port=port, log_level="warning")
+    finally:
+        double.stop()
 
 
 if __name__ == "__main__":

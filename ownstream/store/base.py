@@ -99,6 +99,48 @@ class SearchHit:
     emitted_at: str
 
 
+AggregateMetric = Literal["count", "sum", "min", "max", "count_distinct"]
+Granularity = Literal["minute", "hour", "day", "week", "month", "quarter", "year"]
+GroupKey = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class TimeGrouping:
+    """Calendar buckets of a date or date-time field: `granularity` in the IANA `time_zone`
+    (weeks start on Monday). A `date` field holds calendar days already and is never shifted."""
+
+    field: str
+    granularity: Granularity
+    time_zone: str = "UTC"
+    date_only: bool = False
+
+
+@dataclass(frozen=True)
+class AggregateSpec:
+    """One validated aggregation: a metric, or a count grouped by at most one dimension.
+    Callers validate it against the definition and the grant; the store only computes."""
+
+    metric: AggregateMetric
+    field: str | None = None  # the metric's input (None for count)
+    group_by: str | None = None
+    group_by_time: TimeGrouping | None = None
+    limit: int = 10  # groups returned; the rest are summed into `other_count`
+
+
+@dataclass(frozen=True)
+class AggregateGroup:
+    key: GroupKey  # a field value, or a bucket start (`YYYY-MM-DD`, `…THH:00`, `…THH:MM`)
+    count: int
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    record_count: int  # the records aggregated: every one the scope can see
+    value: GroupKey = None  # an ungrouped metric
+    groups: tuple[AggregateGroup, ...] = ()
+    other_count: int = 0  # records in groups past `limit`
+
+
 @dataclass(frozen=True)
 class StreamCount:
     connection_id: str
@@ -588,6 +630,12 @@ class Store(AuthStore, Protocol):
         limit: int,
         before: int | None,
     ) -> tuple[list[SearchHit], bool]: ...
+
+    def aggregate(self, scope: ReadScope, spec: AggregateSpec) -> AggregateResult:
+        """One aggregation over exactly the records the scope can see (connections, window,
+        resources, published versions). Groups are ordered by count descending then key
+        ascending, time buckets by time; a missing value is the `None` group, ordered last."""
+        ...
 
     # grants and tokens ---------------------------------------------------------------------
     def save_grant(self, grant: Grant, token: Token | None) -> None:

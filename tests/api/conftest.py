@@ -46,6 +46,14 @@ NOTES_DEFINITION: dict[str, Any] = {
     "cursor_field": "updated_at",
     "consent_time_field": "updated_at",
     "searchable_fields": ["title", "body", "secret"],
+    "aggregations": {
+        "count": True,
+        "min": ["updated_at"],
+        "max": ["updated_at"],
+        "group_by": ["tag", "secret"],
+        "group_by_time": ["updated_at"],
+        "count_distinct": ["title", "tag", "secret"],
+    },
     "description": "A note; `secret` is searchable text that grants in these tests withhold.",
     "schema": {
         "type": "object",
@@ -55,7 +63,7 @@ NOTES_DEFINITION: dict[str, Any] = {
             "body": {"type": "string"},
             "secret": {"type": "string"},
             "tag": {"type": "string"},
-            "updated_at": {"type": "string"},
+            "updated_at": {"type": "string", "format": "date-time"},
         },
         "required": ["note_id"],
         "additionalProperties": False,
@@ -335,6 +343,11 @@ class World:
         return found
 
 
+def schema_streams(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every stream entry of a `/v1/schema` document, across its connector entries."""
+    return [s for connector in body["connectors"] for s in connector["streams"]]
+
+
 def assert_no_provenance(body: Any, forbidden: set[str]) -> None:
     text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
     leaked = sorted(s for s in forbidden if s and s in text)
@@ -358,6 +371,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
         404: "not_found_error",
         409: "conflict_error",
         410: "gone_error",
+        422: "invalid_request_error",
     }[status]
     assert error["type"] == expected_type
     return error

@@ -240,6 +240,65 @@ def test_too_many_searchable_fields(catalog: Catalog, store: MemoryRegistrations
         catalog.add_definition(document, store)
 
 
+AGGREGABLE = {
+    **copy.deepcopy(BASE_DEFINITION),
+    "schema": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "amount": {"type": ["number", "null"]},
+            "at": {"type": "string", "format": "date-time"},
+            "day": {"type": "string", "format": "date"},
+            "label": {"type": "string"},
+            "tags": {"type": "array"},
+            "odd name": {"type": "string"},
+        },
+        "required": ["id"],
+    },
+}
+
+
+def test_aggregations_are_parsed_and_listed(catalog: Catalog, store: MemoryRegistrations) -> None:
+    declared = {
+        "count": True,
+        "sum": ["amount"],
+        "min": ["amount", "at", "day"],
+        "max": ["at"],
+        "group_by": ["label"],
+        "group_by_time": ["at", "day"],
+        "count_distinct": ["label", "amount"],
+    }
+    definition = catalog.add_definition({**AGGREGABLE, "aggregations": declared}, store)
+    assert definition.aggregations is not None
+    assert definition.aggregations.to_dict() == declared
+    assert definition.aggregations.fields_for("group_by_time") == ("at", "day")
+    plain = {**copy.deepcopy(AGGREGABLE), "name": "plain_things"}
+    assert catalog.add_definition(plain, store).aggregations is None
+
+
+@pytest.mark.parametrize(
+    ("aggregations", "param"),
+    [
+        (["count"], "aggregations"),
+        ({"median": ["amount"]}, "aggregations"),
+        ({"count": "yes"}, "aggregations.count"),
+        ({"sum": "amount"}, "aggregations.sum"),
+        ({"sum": ["missing"]}, "aggregations.sum"),
+        ({"sum": ["label"]}, "aggregations.sum"),  # not a number
+        ({"min": ["label"]}, "aggregations.min"),  # neither a number nor a calendar value
+        ({"group_by": ["tags"]}, "aggregations.group_by"),  # not a scalar
+        ({"group_by_time": ["label"]}, "aggregations.group_by_time"),  # no date format
+        ({"count_distinct": ["odd name"]}, "aggregations.count_distinct"),
+    ],
+)
+def test_invalid_aggregations_name_the_operation(
+    catalog: Catalog, store: MemoryRegistrations, aggregations: Any, param: str
+) -> None:
+    with pytest.raises(InvalidDefinition) as caught:
+        catalog.add_definition({**copy.deepcopy(AGGREGABLE), "aggregations": aggregations}, store)
+    assert caught.value.param == param
+
+
 # ------------------------------------------------------------------------------------------
 # manifests
 # ------------------------------------------------------------------------------------------

@@ -87,8 +87,9 @@ class ReadQueries(SearchIndex):
     ) -> tuple[list[StoredRecord], bool]:
         """One page of live records across the scope's connections, merged in one order.
 
-        Order is (cursor value, connection_id, record key); each connection contributes an
-        index range scan, so a merged page costs a few single-connection pages, not a sort.
+        Order is (cursor value, connection_id, record key), records without a cursor value
+        last in both directions (PDPP's stable sort); each connection contributes index range
+        scans, so a merged page costs a few single-connection pages, not a sort.
         """
         horizons = self._horizons(scope.connection_ids) if scope.connection_ids else {}
         if not horizons:
@@ -97,44 +98,51 @@ class ReadQueries(SearchIndex):
         cmp = "<" if desc else ">"
         direction = "DESC" if desc else "ASC"
         filters, filter_params = scope_filters(scope)
+        # records without a cursor value ('') come after all others in either order: a
+        # present phase and a missing phase, each an index range scan per connection
+        phases = [("cursor_value = ''", after is not None and after.cursor_value == "")]
+        if after is None or after.cursor_value != "":
+            phases.insert(0, ("cursor_value != ''", after is not None))
         parts, params = [], []
         for connection_id in sorted(horizons):
             horizon = horizons[connection_id]
-            where = [
-                "connection_id = ?",
-                "stream = ?",
-                "deleted = 0",
-                "stage <= ?",
-                "(parked = 0 OR parked > ?)",
-                *filters,
-            ]
-            part_params: list[Any] = [
-                connection_id,
-                scope.stream.name,
-                horizon,
-                horizon,
-                *filter_params,
-            ]
-            if after is not None:
-                if connection_id == after.connection_id:
-                    where.append(f"(cursor_value, record_key) {cmp} (?, ?)")
-                    part_params += [after.cursor_value, after.record_key]
-                elif (connection_id < after.connection_id) == desc:
-                    where.append(f"cursor_value {cmp}= ?")
-                    part_params.append(after.cursor_value)
-                else:
-                    where.append(f"cursor_value {cmp} ?")
-                    part_params.append(after.cursor_value)
-            parts.append(
-                "SELECT * FROM (SELECT connection_id, record_key, data, emitted_at, cursor_value "
-                f"FROM records WHERE {' AND '.join(where)} "
-                f"ORDER BY cursor_value {direction}, record_key {direction} LIMIT ?)"
-            )
-            params += [*part_params, limit + 1]
+            for phase, keyset in phases:
+                where = [
+                    "connection_id = ?",
+                    "stream = ?",
+                    "deleted = 0",
+                    "stage <= ?",
+                    "(parked = 0 OR parked > ?)",
+                    phase,
+                    *filters,
+                ]
+                part_params: list[Any] = [
+                    connection_id,
+                    scope.stream.name,
+                    horizon,
+                    horizon,
+                    *filter_params,
+                ]
+                if keyset and after is not None:
+                    if connection_id == after.connection_id:
+                        where.append(f"(cursor_value, record_key) {cmp} (?, ?)")
+                        part_params += [after.cursor_value, after.record_key]
+                    elif (connection_id < after.connection_id) == desc:
+                        where.append(f"cursor_value {cmp}= ?")
+                        part_params.append(after.cursor_value)
+                    else:
+                        where.append(f"cursor_value {cmp} ?")
+                        part_params.append(after.cursor_value)
+                parts.append(
+                    "SELECT * FROM (SELECT connection_id, record_key, data, emitted_at, "
+                    f"cursor_value FROM records WHERE {' AND '.join(where)} "
+                    f"ORDER BY cursor_value {direction}, record_key {direction} LIMIT ?)"
+                )
+                params += [*part_params, limit + 1]
         sql = " UNION ALL ".join(parts)
         if len(parts) > 1:
             sql = (
-                f"SELECT * FROM ({sql}) ORDER BY cursor_value {direction}, "
+                f"SELECT * FROM ({sql}) ORDER BY cursor_value = '', cursor_value {direction}, "
                 f"connection_id {direction}, record_key {direction} LIMIT ?"
             )
             params.append(limit + 1)

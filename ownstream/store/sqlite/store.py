@@ -14,6 +14,7 @@ from ownstream.clock import utc_now
 from ownstream.store.base import StoreCapabilities
 from ownstream.store.sqlite.access import AccessRecords
 from ownstream.store.sqlite.activity import ActivityQueries
+from ownstream.store.sqlite.aggregate import AggregateQueries
 from ownstream.store.sqlite.auth import AuthRecords
 from ownstream.store.sqlite.collection import LEASE_SECONDS
 from ownstream.store.sqlite.provider_auth import ProviderAuthRecords
@@ -27,6 +28,7 @@ class SQLiteStore(
     ProviderAuthRecords,
     ReadQueries,
     RecordRekeys,
+    AggregateQueries,
     ActivityQueries,
     AccessRecords,
     AuthRecords,

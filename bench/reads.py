@@ -1,0 +1,199 @@
+"""Aggregation and field-window latency, each against the plain SQL that computes the same
+answer over the same records (without grant scoping or the published-version condition).
+
+Aggregations run over every connection of the workload (the full size: 1M records in a full
+run): a count by day of `sent_at` in UTC and in an IANA zone, a count grouped by a field, a
+sum. Field windows read a slice of one record's `body`, by offset and around a match. Where the
+API and the SQL answer the same question their answers are compared first, so a fast wrong
+answer fails the run instead of being timed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from bench.workload import STREAM, UNSELECTIVE
+
+AGGREGATE_REPEATS = 5  # a full-size aggregation scans every record: a few samples suffice
+WINDOW_CHARS = 200
+ZONE = "Europe/Paris"
+ZONE_BASELINE_OFFSET = "+1 hours"  # the SQL floor shifts by one fixed offset, not by the zone
+DATA = "CAST(data AS TEXT)"
+
+
+class Client(Protocol):
+    """`bench.run.Api`: a decoded GET, and a timed GET whose body is not decoded."""
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]: ...
+
+    def fetch(self, path: str, params: dict[str, Any] | None = None, status: int = 200) -> None:
+        ...
+
+
+class Summary(Protocol):
+    def summary(self) -> dict[str, float]: ...
+
+
+class Measure(Protocol):
+    """`bench.run.measure`."""
+
+    def __call__(
+        self, action: Callable[[int], Any], repeats: int = ..., warmup: int = ...
+    ) -> Summary: ...
+
+
+def _scoped(connection_ids: list[str]) -> tuple[str, list[Any]]:
+    marks = ",".join("?" * len(connection_ids))
+    return (
+        f"FROM records WHERE connection_id IN ({marks}) AND stream = ? AND deleted = 0",
+        [*connection_ids, STREAM],
+    )
+
+
+def aggregate_cases(connection_ids: list[str]) -> list[tuple[str, dict[str, Any], str, bool]]:
+    """(name, API parameters, baseline SQL, whether both give the same answer)."""
+    source, _ = _scoped(connection_ids)
+    by_day = "count(*) AS n {source} GROUP BY g ORDER BY g IS NULL, g LIMIT 100"
+    return [
+        (
+            "count by day (UTC)",
+            {"metric": "count", "group_by_time": "sent_at", "granularity": "day", "limit": 100},
+            f"SELECT strftime('%Y-%m-%d', consent_time) AS g, {by_day.format(source=source)}",
+            True,
+        ),
+        (
+            f"count by day ({ZONE})",
+            {"metric": "count", "group_by_time": "sent_at", "granularity": "day", "limit": 100,
+             "time_zone": ZONE},
+            f"SELECT strftime('%Y-%m-%d', consent_time, '{ZONE_BASELINE_OFFSET}') AS g, "
+            f"{by_day.format(source=source)}",
+            False,
+        ),
+        (
+            "count group_by from",
+            {"metric": "count", "group_by": "from"},
+            f"SELECT json_extract({DATA}, '$.from') AS g, count(*) AS n {source} "
+            "GROUP BY g ORDER BY n DESC, g IS NULL, g LIMIT 10",
+            True,
+        ),
+        (
+            "sum size_bytes",
+            {"metric": "sum", "field": "size_bytes"},
+            f"SELECT sum(json_extract({DATA}, '$.size_bytes')) {source}",
+            True,
+        ),
+    ]
+
+
+def _groups(body: dict[str, Any]) -> list[tuple[Any, ...]]:
+    if "groups" in body:
+        return [(g["key"], g["count"]) for g in body["groups"]]
+    return [(body["value"],)]
+
+
+def _requesting(api: Client, path: str, params: dict[str, Any]) -> Callable[[int], None]:
+    return lambda _i: api.fetch(path, params)
+
+
+def _querying(db: sqlite3.Connection, sql: str, args: list[Any]) -> Callable[[int], Any]:
+    return lambda _i: db.execute(sql, args).fetchall()
+
+
+def _windowing(
+    api: Client, base: str, keys: list[str], params: dict[str, Any]
+) -> Callable[[int], None]:
+    return lambda i: api.fetch(f"{base}{keys[i % len(keys)]}/field-window", params)
+
+
+def _slicing(
+    db: sqlite3.Connection, sql: str, args: Callable[[int], tuple[Any, ...]]
+) -> Callable[[int], Any]:
+    return lambda i: db.execute(sql, args(i)).fetchone()
+
+
+def bench_aggregates(
+    api: Client,
+    db: sqlite3.Connection,
+    connection_ids: list[str],
+    measure: Measure,
+    repeats: int,
+) -> dict[str, Any]:
+    path = f"/v1/streams/{STREAM}/aggregate"
+    _, args = _scoped(connection_ids)
+    runs = min(repeats, AGGREGATE_REPEATS)
+    found: dict[str, Any] = {}
+    for name, params, sql, comparable in aggregate_cases(connection_ids):
+        body = api.get(path, params)
+        rows = [tuple(row) for row in db.execute(sql, args).fetchall()]
+        if comparable and _groups(body) != rows:
+            raise RuntimeError(f"{name}: the API answer differs from the SQL answer")
+        found[name] = {
+            "api": measure(_requesting(api, path, params), runs, 1).summary(),
+            "sql": measure(_querying(db, sql, args), runs, 1).summary(),
+            "records": body["filtered_record_count"],
+        }
+    return found
+
+
+def bench_field_windows(
+    api: Client, db: sqlite3.Connection, connection_id: str, measure: Measure, repeats: int
+) -> dict[str, Any]:
+    keys = [
+        row[0]
+        for row in db.execute(
+            f"SELECT record_key FROM records WHERE connection_id = ? AND stream = ? "
+            f"AND deleted = 0 AND instr({DATA}, ?) > 0 AND record_id % 997 = 0 LIMIT ?",
+            (connection_id, STREAM, UNSELECTIVE, repeats + 10),
+        )
+    ]
+    if not keys:
+        raise RuntimeError("no record to read a field window of")
+    base = f"/v1/streams/{STREAM}/records/"
+    where = "WHERE connection_id = ? AND stream = ? AND record_key = ? AND deleted = 0"
+    cases = {
+        "offset window": (
+            {"field": "body", "offset_chars": 100, "limit_chars": WINDOW_CHARS},
+            f"SELECT substr(json_extract({DATA}, '$.body'), 101, {WINDOW_CHARS}) FROM records "
+            + where,
+        ),
+        "match window": (
+            {"field": "body", "q": UNSELECTIVE, "before_chars": 40, "after_chars": 40},
+            "SELECT substr(b, max(1, instr(lower(b), ?) - 40), ?) FROM "
+            f"(SELECT json_extract({DATA}, '$.body') AS b FROM records {where})",
+        ),
+    }
+    found: dict[str, Any] = {}
+    for name, (params, sql) in cases.items():
+        narrowed = {**params, "connection_id": connection_id}
+        extra: tuple[Any, ...] = (
+            (UNSELECTIVE, 80 + len(UNSELECTIVE)) if "q" in params else ()
+        )
+
+        def args(i: int, extra: tuple[Any, ...] = extra) -> tuple[Any, ...]:
+            return (*extra, connection_id, STREAM, keys[i % len(keys)])
+
+        window = api.get(f"{base}{keys[0]}/field-window", narrowed)["window"]["text"]
+        if window != db.execute(sql, args(0)).fetchone()[0]:
+            raise RuntimeError(f"{name}: the API window differs from the SQL substring")
+        found[name] = {
+            "api": measure(_windowing(api, base, keys, narrowed), repeats).summary(),
+            "sql": measure(_slicing(db, sql, args), repeats).summary(),
+        }
+    return found
+
+
+def bench_reads(
+    api: Client,
+    db: sqlite3.Connection,
+    connection_ids: list[str],
+    measure: Measure,
+    repeats: int,
+) -> dict[str, Any]:
+    """Section 7 of `make bench`: aggregations over every connection, field windows of the
+    first."""
+    return {
+        "aggregate": bench_aggregates(api, db, connection_ids, measure, repeats),
+        "field_window": bench_field_windows(api, db, connection_ids[0], measure, repeats),
+    }
