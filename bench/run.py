@@ -1043,9 +1043,12 @@ def bench_detail(
 
 
 # 4. search ------------------------------------------------------------------------------------
-def _search_query(db: sqlite3.Connection, connection_ids: list[str], term: str) -> Query:
+def _search_query(
+    db: sqlite3.Connection, connection_ids: list[str], term: str, *, scoped: bool = True
+) -> Query:
     """`search` for one stream, the owner's fields: the grant is part of the MATCH (stream and
-    connection scope tokens, the visible field columns), then the same filters again in SQL."""
+    connection scope tokens, the visible field columns), then the same filters again in SQL.
+    Without `scoped`, the MATCH holds the term alone and SQL alone filters (schema 1's way)."""
     from ownstream.store.sqlite.search_index import scope_token
 
     fields_sql = "SELECT fields FROM search_fields WHERE stream = ?"
@@ -1055,6 +1058,8 @@ def _search_query(db: sqlite3.Connection, connection_ids: list[str], term: str) 
     tokens = " OR ".join(f'"{scope_token("c", c)}"' for c in ids)
     stream_token = scope_token("s", STREAM)
     match = f'(scope : "{stream_token}" AND scope : ({tokens}) AND {{{slots}}} : ("{term}"))'
+    if not scoped:
+        match = f'{{{slots}}} : ("{term}")'
     sql = (
         "SELECT f.rowid, r.connection_id, r.stream, r.record_key, r.data, r.emitted_at "
         "FROM search_index f JOIN records r ON r.record_id = f.rowid "
@@ -1091,9 +1096,15 @@ def bench_search(
                 raise RuntimeError(f"search {term!r} {scope}: the API differs from the SQL")
             timing = measure(_fetching(api, "/v1/search", params), repeats)
             baseline = measure(_querying(db, query), repeats)
+            # a term-only MATCH can walk most of the index for a narrowed common term: fewer runs
+            unscoped = _search_query(db, ids, term, scoped=False)
+            if [r[3] for r in unscoped.run(db)[:SEARCH_LIMIT]] != [r[3] for r in rows]:
+                raise RuntimeError(f"search {term!r} {scope}: the term-only MATCH differs")
+            plain = measure(_querying(db, unscoped), max(5, repeats // 10), warmup=1)
             found[f"{label} ({hits:,} hits), {scope}"] = {
                 "api": timing.summary(),
                 "sql": baseline.summary(),
+                "plain": plain.summary(),
                 "hits": hits,
                 "returned": len(body["data"]),
                 "kind": label,
@@ -1543,6 +1554,15 @@ def build_table(r: dict[str, Any]) -> Table:
             target,
             ok,
         )
+    for name, case in r["search"].items():
+        scoped, plain = case["sql"]["p50"], case["plain"]["p50"]
+        t.add(
+            f"4 SQL: grant scope inside the MATCH, {name}",
+            f"scoped MATCH p50 {_ms(scoped)}",
+            f"term-only MATCH p50 {_ms(plain)}",
+            _x(scoped / plain),
+            "",
+        )
     ch = r["changes"]
     share = ch["incremental"]["seconds"] / ch["full_seconds"]
     full = ch["full"]
@@ -1688,7 +1708,9 @@ def render(results: dict[str, Any], table: Table, command: str) -> str:
         "1 x `bench-export` import).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM; Python {m['python']}, "
-        f"SQLite {m['sqlite']}; {m['os']}.",
+        f"SQLite {m['sqlite']}; {m['os']}. Its 1-minute load average, sampled at each phase, "
+        f"went from {min(results['load']):.1f} to {max(results['load']):.1f} (above "
+        f"{m['cores']}, other work shared the cores and latencies carry its noise).",
         "",
         "Each ratio is measured in the same run against the baseline beside it: ingest and "
         "re-import as records/s (ownstream ÷ baseline, higher is better); latencies as "
@@ -1756,23 +1778,30 @@ def run_suite(layout: Layout, *, with_dlt: bool, repeats: int) -> dict[str, Any]
     from ownstream.home import Home
 
     started = time.perf_counter()
+    loads: list[float] = []
+
+    def step(message: str) -> None:
+        """Log a phase and sample the load average: other work on the machine shows there."""
+        loads.append(os.getloadavg()[0])
+        log(message)
+
     results: dict[str, Any] = {
         "size": layout.size,
         "machine": machine(),
         "repeats": repeats,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    log(f"generating {layout.size:,} records in {layout.data}")
+    step(f"generating {layout.size:,} records in {layout.data}")
     results["generate"] = generate_data(layout)
-    log("1. ingest through the runtime")
+    step("1. ingest through the runtime")
     results["ingest"] = run_child(layout, "ingest")
     connections: dict[str, str] = results["ingest"]["connections"]
-    log("1. executemany floor (and the re-import and delete floors)")
+    step("1. executemany floor (and the re-import and delete floors)")
     results["floor"] = run_child(layout, "floor", connections=connections)
     if with_dlt:
-        log("1. dlt")
+        step("1. dlt")
         results["dlt"] = run_child(layout, "dlt")
-    log("2. re-import of an overlapping export")
+    step("2. re-import of an overlapping export")
     results["reimport"] = run_child(layout, "reimport")
 
     home = Home(layout.home)
@@ -1785,15 +1814,15 @@ def run_suite(layout: Layout, *, with_dlt: bool, repeats: int) -> dict[str, Any]
     results["reads"] = {}
     with TestClient(create_app(home)) as client:
         api = Api(client, token)
-        log("3. reads in-process")
+        step("3. reads in-process")
         results["reads"]["in-process"] = {
             "floor": bench_request_floor(api, repeats),
             "pages": bench_pages(api, db, cases, repeats, plain=True),
             "detail": bench_detail(api, db, single, repeats),
         }
-        log("4. search")
+        step("4. search")
         results["search"] = bench_search(api, db, owned, single, repeats)
-        log("3. reads over HTTP")
+        step("3. reads over HTTP")
         import httpx
 
         with http_server(layout) as base, httpx.Client(base_url=base, timeout=60) as http:
@@ -1803,14 +1832,15 @@ def run_suite(layout: Layout, *, with_dlt: bool, repeats: int) -> dict[str, Any]
                 "pages": bench_pages(remote, db, cases, repeats),
                 "detail": bench_detail(remote, db, single, repeats),
             }
-        log("5. changes_since after an update pass")
+        step("5. changes_since after an update pass")
         results["changes"] = bench_changes(layout, home, api, db)
-        log("6. delete one connection")
+        step("6. delete one connection")
         results["delete"] = bench_delete(home, api, db, connections, repeats)
     db.close()
-    log("7. freeze check: requests to `ownstream serve` while imports run")
+    step("7. freeze check: requests to `ownstream serve` while imports run")
     results["freeze"] = bench_freeze(layout, token, connections[API_ACCOUNTS[1]], repeats)
     results["elapsed"] = time.perf_counter() - started
+    results["load"] = [*loads, os.getloadavg()[0]]
     return results
 
 

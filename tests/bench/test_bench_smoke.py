@@ -32,6 +32,7 @@ FIGURES = (
     "4 search selective",
     "4 search mid",
     "4 search unselective",
+    "4 SQL: grant scope inside the MATCH, selective",
     "5 changes_since after",
     "5 changes_since after the update pass vs the same change-feed SQL",
     "6 delete one connection of 3",
