@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from ownstream.errors import InvalidRule
 from ownstream.model import StreamDefinition
 from ownstream.registry.catalog import Catalog
 from ownstream.registry.definitions import check_compatible, parse_definition, record_validator
@@ -142,7 +143,19 @@ def test_record_rules_pair_minute_listens_with_precise_ones(
     assert (rule.stream, rule.time_field, rule.window_seconds) == (stream, "played_at", 60)
     assert rule.match_fields == fields
     assert (rule.coarse_field, rule.coarse_values) == ("played_at_precision", ("minute",))
+    assert rule.precision_order == ("minute", "second", "millisecond")
     assert Catalog.load().record_rule(stream) == rule
+
+
+@pytest.mark.parametrize(
+    "order",
+    [["second", "millisecond"], ["minute", "minute"], "minute", [1, 2]],
+)
+def test_a_precision_order_lists_distinct_values_including_the_coarse_ones(order: Any) -> None:
+    raw = json.loads((BUILTIN / "rules" / "spotify-play.json").read_text("utf-8"))
+    with pytest.raises(InvalidRule) as caught:
+        parse_record_rule({**raw, "precision_order": order})
+    assert caught.value.param == "precision_order"
 
 
 def test_catalog_loads_the_builtins() -> None:

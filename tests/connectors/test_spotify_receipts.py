@@ -159,7 +159,7 @@ def test_basic_and_extended_history_of_one_account_are_one_record_a_play(
     outcome = result.outcome
     assert outcome is not None
     (gap,) = [g for g in outcome.known_gaps if g.reason == "ambiguous_match"]
-    assert gap.message.startswith(f"{ambiguous} entries") and gap.severity == "informational"
+    assert gap.message.startswith(f"{ambiguous} coarse records") and gap.severity == "informational"
     precise = [p for p in plays if p["played_at_precision"] == "second"]
     assert all("ms_played" in p and "track_uri" in p for p in precise)
     episodes = held(home, result.receipt.connection_id, "podcast_listening")
