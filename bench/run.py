@@ -687,8 +687,11 @@ def _timed_store(path: Path) -> Any:
     from ownstream.store.sqlite import SQLiteStore
 
     class TimedStore(SQLiteStore):
-        publishes: list[dict[str, float]]
-        transactions: list[tuple[float, float]]  # (waited, held) of each outermost transaction
+        def __init__(self, path: Path) -> None:
+            self.publishes: list[dict[str, float]] = []
+            # (waited, held) of each outermost transaction; opening the store already runs some
+            self.transactions: list[tuple[float, float]] = []
+            super().__init__(path)
 
         @contextlib.contextmanager
         def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -709,10 +712,7 @@ def _timed_store(path: Path) -> Any:
                 {"waited": waited, "held": held, "cleanup": sum(w + h for w, h in cleanup)}
             )
 
-    store = TimedStore(path)
-    store.publishes = []
-    store.transactions = []
-    return store
+    return TimedStore(path)
 
 
 def child_imports(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
