@@ -12,12 +12,16 @@ baseline taken in the same run on the same machine:
    and what the published-version condition costs that SQL;
 4. search (selective, mid, unselective terms; with and without `connection_id`) vs the same
    FTS5 query;
-5. `changes_since` after 1 % of records changed vs a full sync from `beginning`, and vs the
+5. aggregations over every record (a count by day in UTC and in a zone, a count grouped by a
+   field, a sum) and field windows of one record's body (by offset, around a match) vs the
+   plain SQL computing the same answer, with and without the published-version condition;
+6. `changes_since` after 1 % of records changed vs a full sync from `beginning`, and vs the
    same change-feed SQL walked straight;
-6. deleting one connection of 3 vs the same deletes in plain SQL, and siblings' page latency;
-7. the freeze check: owner writes and client reads against `ownstream serve` while large
+7. deleting one connection of 3 vs the same deletes in plain SQL, and siblings' page latency;
+8. the freeze check: owner writes and client reads against `ownstream serve` while large
    imports run, vs the same requests with no import; what publishing costs a 10k vs a
-   100k-or-more record import, and the importing process's peak RSS.
+   100k-or-more record import, and the importing process's peak RSS;
+9. mail: an mbox import vs the stdlib parsing it, and an IMAP first sync vs imapclient alone.
 
 Heavy writes run in child processes so each reports its own peak RSS (VmHWM). The table is
 printed and written to docs/benchmarks.md (a `--quick` run to bench/out/benchmarks-quick.md, so
@@ -54,7 +58,7 @@ from typing import Any
 
 import orjson
 
-from bench import mail, workload
+from bench import mail, reads, workload
 from bench.workload import STREAM, percentile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -386,7 +390,7 @@ def child_ingest(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# 1a/2/6. the executemany floor (child) --------------------------------------------------------
+# 1a/2/7. the executemany floor (child) --------------------------------------------------------
 def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     """The least SQL a store could issue for the same rows: no lookups, no plan, no lease."""
     from ownstream.store.sqlite.connections import PURGE_CHUNK
@@ -525,7 +529,7 @@ def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
         reimported += len(rows)
     reimport_seconds = time.perf_counter() - started
 
-    # 6. delete floor: the store's purge statements, chunk by chunk. A contentless index
+    # 7. delete floor: the store's purge statements, chunk by chunk. A contentless index
     # forgets a row only when handed the values it indexed, so each chunk's data is read back.
     victim = connections[API_ACCOUNTS[0]]
     scope = scopes[victim]
@@ -678,7 +682,7 @@ def child_profile(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# 7. the freeze check's imports (child) --------------------------------------------------------
+# 8. the freeze check's imports (child) --------------------------------------------------------
 def _timed_store(path: Path) -> Any:
     """The SQLite store, timing each `publish`: how long its transaction waited for the write
     lock and then held it, apart from the clean-up it runs after committing."""
@@ -1121,7 +1125,7 @@ def bench_search(
     return found
 
 
-# 5. changes_since -----------------------------------------------------------------------------
+# 6. changes_since -----------------------------------------------------------------------------
 def page_through(api: Api, params: dict[str, Any], budget: float | None) -> dict[str, Any]:
     """Follow next_cursor to the end (or until `budget` seconds); time the whole walk."""
     path = f"/v1/streams/{STREAM}/records"
@@ -1262,7 +1266,7 @@ def bench_changes(layout: Layout, home: Any, api: Api, db: sqlite3.Connection) -
     }
 
 
-# 6. delete ------------------------------------------------------------------------------------
+# 7. delete ------------------------------------------------------------------------------------
 def bench_delete(
     home: Any, api: Api, db: sqlite3.Connection, connections: dict[str, str], repeats: int
 ) -> dict[str, Any]:
@@ -1286,7 +1290,7 @@ def bench_delete(
     }
 
 
-# 7. the freeze check ----------------------------------------------------------------------------
+# 8. the freeze check ----------------------------------------------------------------------------
 def _latency(samples: list[float]) -> dict[str, float]:
     """Seconds → the freeze check's summary in milliseconds."""
     ms = [s * 1000 for s in samples]
@@ -1573,6 +1577,7 @@ def build_table(r: dict[str, Any]) -> Table:
             _x(scoped / plain),
             "",
         )
+    _read_surface_rows(t, r["read_surface"])
     ch = r["changes"]
     share = ch["incremental"]["seconds"] / ch["full_seconds"]
     full = ch["full"]
@@ -1582,7 +1587,7 @@ def build_table(r: dict[str, Any]) -> Table:
         else (f" (extrapolated from {full['pages']} of {ch['full_pages']:,} pages)")
     )
     t.add(
-        f"5 changes_since after {ch['changed']:,} records changed "
+        f"6 changes_since after {ch['changed']:,} records changed "
         f"({ch['changed'] / ch['live']:.1%})",
         f"{ch['incremental']['seconds']:.2f} s, {ch['incremental']['pages']} pages",
         f"full sync {ch['full_seconds']:,.1f} s{measured}",
@@ -1591,7 +1596,7 @@ def build_table(r: dict[str, Any]) -> Table:
         share <= 0.05,
     )
     t.add(
-        "5 full sync (changes_since=beginning), time per page of "
+        "6 full sync (changes_since=beginning), time per page of "
         f"{PAGE_LIMIT} at {ch['live']:,} records",
         f"{full['seconds'] / full['pages'] * 1000:,.0f} ms/page over {full['pages']:,} pages",
         "changes_since page "
@@ -1603,14 +1608,14 @@ def build_table(r: dict[str, Any]) -> Table:
     api_page = ch["incremental"]["seconds"] / ch["incremental"]["pages"]
     sql_page = sql_walk["seconds"] / sql_walk["pages"]
     t.add(
-        "5 changes_since after the update pass vs the same change-feed SQL walked straight",
+        "6 changes_since after the update pass vs the same change-feed SQL walked straight",
         f"{api_page * 1000:.3g} ms/page",
         f"SQL {sql_page * 1000:.3g} ms/page",
         _x(api_page / sql_page),
         "",
     )
     t.add(
-        "5 update pass through the runtime (incremental runs)",
+        "6 update pass through the runtime (incremental runs)",
         _rate(ch["changed"], ch["update_seconds"]),
         "",
         "",
@@ -1618,7 +1623,7 @@ def build_table(r: dict[str, Any]) -> Table:
     )
     de = r["delete"]
     t.add(
-        f"6 delete one connection of 3 ({de['records']:,} records)",
+        f"7 delete one connection of 3 ({de['records']:,} records)",
         f"{de['seconds']:.1f} s",
         f"plain SQL deletes {floor['delete_seconds']:.1f} s",
         _x(de["seconds"] / floor["delete_seconds"]),
@@ -1627,7 +1632,7 @@ def build_table(r: dict[str, Any]) -> Table:
     for name in de["before"]:
         before, after = de["before"][name]["api"]["p50"], de["after"][name]["api"]["p50"]
         t.add(
-            f"6 sibling {name}, before → after delete",
+            f"7 sibling {name}, before → after delete",
             f"{_ms(before)} → {_ms(after)}",
             "",
             _x(after / before),
@@ -1640,6 +1645,32 @@ def build_table(r: dict[str, Any]) -> Table:
     return t
 
 
+def _read_surface_rows(t: Table, found: dict[str, Any]) -> None:
+    """Aggregations and field windows (bench/reads.py) against their SQL floors."""
+    for name, case in found["aggregate"].items():
+        api, sql, visible = case["api"], case["sql"], case["visible"]
+        compared = (
+            "" if case["compared"] else f"; shifted {reads.ZONE_BASELINE_OFFSET}, not compared"
+        )
+        t.add(
+            f"5 aggregate {name} over {case['records']:,} records",
+            f"p50 {_ms(api['p50'])} · p95 {_ms(api['p95'])}",
+            f"SQL p50 {_ms(sql['p50'])}; with the published-version condition "
+            f"{_ms(visible['p50'])}{compared}",
+            _x(api["p50"] / sql["p50"]),
+            "",
+        )
+    for name, case in found["field_window"].items():
+        api, sql = case["api"], case["sql"]
+        t.add(
+            f"5 field window: {name} of `body`, one record",
+            f"p50 {_ms(api['p50'])} · p95 {_ms(api['p95'])} · p99 {_ms(api['p99'])}",
+            f"SQL substr p50 {_ms(sql['p50'])}",
+            _x(api["p50"] / sql["p50"]),
+            "",
+        )
+
+
 def _freeze_rows(t: Table, r: dict[str, Any]) -> None:
     fr = r["freeze"]
     imports = fr["imports"]
@@ -1649,7 +1680,7 @@ def _freeze_rows(t: Table, r: dict[str, Any]) -> None:
     for kind, busy in fr["busy"].items():
         idle = fr["idle"][kind]
         t.add(
-            f"7 freeze check: {kind} during {label} ({busy['n']:,} requests)",
+            f"8 freeze check: {kind} during {label} ({busy['n']:,} requests)",
             f"p95 {_ms(busy['p95'])} · max {_ms(busy['max'])} · "
             f"{busy['slow_share']:.1%} over {SLOW_SECONDS:.0f} s",
             f"no import: p95 {_ms(idle['p95'])} · max {_ms(idle['max'])}",
@@ -1660,7 +1691,7 @@ def _freeze_rows(t: Table, r: dict[str, Any]) -> None:
     first_import = r["ingest"]["per_account_seconds"][EXPORT_ACCOUNT]
     exported = r["ingest"]["per_account_records"][EXPORT_ACCOUNT]
     t.add(
-        f"7 import while serving ({large['records']:,} records) vs the import of 1 (no server)",
+        f"8 import while serving ({large['records']:,} records) vs the import of 1 (no server)",
         _rate(large["records"], large["seconds"]),
         _rate(exported, first_import),
         _x(large["records"] / large["seconds"] / (exported / first_import)),
@@ -1677,7 +1708,7 @@ def _freeze_rows(t: Table, r: dict[str, Any]) -> None:
         )
 
     t.add(
-        f"7 publish: its transaction at the end of a {large['records']:,}- vs a "
+        f"8 publish: its transaction at the end of a {large['records']:,}- vs a "
         f"{SMALL_IMPORT:,}-record import (median of {len(small)}), while serving",
         held(large_publish),
         held(small_publish),
@@ -1687,7 +1718,7 @@ def _freeze_rows(t: Table, r: dict[str, Any]) -> None:
     )
     small_rss = max(v["rss_peak"] for v in small)
     t.add(
-        f"7 peak RSS of the importing process after the {SMALL_IMPORT:,}- and the "
+        f"8 peak RSS of the importing process after the {SMALL_IMPORT:,}- and the "
         f"{large['records']:,}-record imports",
         f"{small_rss:.0f} → {large['rss_peak']:.0f} MiB",
         f"at start {fr['start_rss']:.0f} MiB",
@@ -1752,7 +1783,16 @@ def render(results: dict[str, Any], table: Table, command: str) -> str:
         "search (the stream's indexed fields, then the MATCH scoped by stream and connection "
         "tokens) straight on the same database file, without the API around them; the "
         "*published-version condition* rows time the page statement alone with and without "
-        "that condition (without it, it is the query schema 1 ran); the change-feed baseline "
+        "that condition (without it, it is the query schema 1 ran); the aggregation floors (5) "
+        "run the same count, `GROUP BY` or sum on the records table alone, over every live row "
+        "of the 3 connections, without grant scoping or the published-version condition (the "
+        "run first checks that every live row is a published head, so both count the same "
+        "records; the row also gives the floor's time with that condition, through the "
+        "connections join the store uses), and the zoned count's floor shifts every moment by "
+        f"one fixed offset ({reads.ZONE_BASELINE_OFFSET}) where the API follows the zone's "
+        "rules, so its time is measured but its answer is not compared; the field-window floors "
+        "take the same `substr` of the record's `body` (by offset, and around the first "
+        "`instr` of the term) in SQL; the change-feed baseline "
         "walks the same pages with the store's change-feed query; the re-import floor is one "
         "`INSERT … ON CONFLICT DO UPDATE … WHERE data changed` per line, records table only; "
         "the delete floor runs the store's purge statements on the floor database (a "
@@ -1768,7 +1808,7 @@ def render(results: dict[str, Any], table: Table, command: str) -> str:
         f"sync that does not finish within {FULL_SYNC_BUDGET_SECONDS:.0f} s is extrapolated from "
         "its pages so far.",
         "",
-        "The freeze check (7) runs rounds of one owner write (a new grant via `POST "
+        "The freeze check (8) runs rounds of one owner write (a new grant via `POST "
         "/v1/owner/grants` and a rename via `PATCH /v1/owner/connections/…`, in turn) and two "
         "client reads (a first page and a selective search, with a client grant's token), "
         f"one round every {FREEZE_PACE_SECONDS * 1000:.0f} ms, against `ownstream serve`: "
@@ -1850,14 +1890,16 @@ def run_suite(layout: Layout, *, with_dlt: bool, repeats: int) -> dict[str, Any]
                 "pages": bench_pages(remote, db, cases, repeats),
                 "detail": bench_detail(remote, db, single, repeats),
             }
-        step("5. changes_since after an update pass")
+        step("5. aggregations and field windows")
+        results["read_surface"] = reads.bench_reads(api, db, owned, measure, repeats)
+        step("6. changes_since after an update pass")
         results["changes"] = bench_changes(layout, home, api, db)
-        step("6. delete one connection")
+        step("7. delete one connection")
         results["delete"] = bench_delete(home, api, db, connections, repeats)
     db.close()
-    step("7. freeze check: requests to `ownstream serve` while imports run")
+    step("8. freeze check: requests to `ownstream serve` while imports run")
     results["freeze"] = bench_freeze(layout, token, connections[API_ACCOUNTS[1]], repeats)
-    step("8. mail: mbox import and IMAP first sync")
+    step("9. mail: mbox import and IMAP first sync")
     quick = layout.size <= QUICK_SIZE
     results["mail"] = mail.run(
         layout.work / "mail",
