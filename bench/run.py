@@ -175,7 +175,7 @@ def _write_updates(source: Path, target: Path, fraction: float) -> int:
 def generate_data(layout: Layout) -> dict[str, Any]:
     """Write every file the run needs (reused when a previous run left the same ones)."""
     stamp = layout.data / "stamp.json"
-    wanted = {"size": layout.size, "seed": SEED, "version": 2}
+    wanted = {"size": layout.size, "seed": SEED, "version": 3}
     if stamp.exists() and orjson.loads(stamp.read_bytes()) == wanted:
         log("reusing generated data")
         return {"seconds": 0.0, "reused": True}
