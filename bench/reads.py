@@ -180,12 +180,17 @@ def bench_aggregates(
 def bench_field_windows(
     api: Client, db: sqlite3.Connection, connection_id: str, measure: Measure, repeats: int
 ) -> dict[str, Any]:
+    live = "WHERE connection_id = ? AND stream = ? AND deleted = 0"
+    (count,) = db.execute(
+        f"SELECT count(*) FROM records {live}", (connection_id, STREAM)
+    ).fetchone()
+    spread = max(1, count // (repeats + 10))  # keys from the whole connection, whatever its size
     keys = [
         row[0]
         for row in db.execute(
-            f"SELECT record_key FROM records WHERE connection_id = ? AND stream = ? "
-            f"AND deleted = 0 AND instr({DATA}, ?) > 0 AND record_id % 997 = 0 LIMIT ?",
-            (connection_id, STREAM, UNSELECTIVE, repeats + 10),
+            f"SELECT record_key FROM records {live} AND instr({DATA}, ?) > 0 "
+            "AND record_id % ? = 0 LIMIT ?",
+            (connection_id, STREAM, UNSELECTIVE, spread, repeats + 10),
         )
     ]
     if not keys:

@@ -75,9 +75,9 @@ FLOOR_TXN_ROWS = 50_000
 FULL_SYNC_BUDGET_SECONDS = 120.0
 DLT_MODULES = ("dlt", "sqlalchemy", "alembic")  # dlt's SQLite destination needs all three
 DLT_RECORDS = 250_000  # dlt loads at most this many (its rate, ~3k rec/s, is size-independent)
-SMALL_IMPORT = 10_000  # the small side of the publish-cost pair
+SMALL_IMPORT = 10_000  # the small side of the publish-cost pair (half the run's size below 20k)
 SMALL_ACCOUNTS = ("sa", "sb", "sc")  # three small imports: their median publish is the figure
-LARGE_ACCOUNT = "lg"  # the large import: the run's size, at least 10 x SMALL_IMPORT
+LARGE_ACCOUNT = "lg"  # the large import: the run's size, at least 10 x the small side
 FREEZE_PACE_SECONDS = 0.1  # one round (an owner write, two client reads) this often
 FREEZE_IDLE_ROUNDS = 50  # rounds with no import running: the baseline (fewer if --repeats is)
 FREEZE_BUDGET_SECONDS = 1800.0  # the imports get this long; the request loop stops with them
@@ -145,12 +145,32 @@ class Layout:
         return UPDATE_SHARE * self.size / sum(counts[a] for a in API_ACCOUNTS)
 
     @property
+    def small_import(self) -> int:
+        """SMALL_IMPORT, less only for runs smaller than `--quick` (the smoke test's)."""
+        return max(1, min(SMALL_IMPORT, self.size // 2))
+
+    @property
     def large_import(self) -> int:
-        return max(self.size, 10 * SMALL_IMPORT)
+        return max(self.size, 10 * self.small_import)
 
     def import_sizes(self) -> dict[str, int]:
         """The freeze check's imports, in the order they run: three small, then the large."""
-        return {**dict.fromkeys(SMALL_ACCOUNTS, SMALL_IMPORT), LARGE_ACCOUNT: self.large_import}
+        small = self.small_import
+        return {**dict.fromkeys(SMALL_ACCOUNTS, small), LARGE_ACCOUNT: self.large_import}
+
+    def mail_sizes(self) -> dict[str, int]:
+        """Messages of the mail section: full, quick, or scaled down below the quick size."""
+        if self.size > QUICK_SIZE:
+            return {
+                "mbox_messages": mail.FULL_MBOX_MESSAGES,
+                "imap_messages": mail.FULL_IMAP_MESSAGES,
+            }
+        share = self.size / QUICK_SIZE
+        return {
+            # the importer reports its progress (and so its RSS) every 1,000 messages
+            "mbox_messages": max(1_000, round(mail.QUICK_MBOX_MESSAGES * share)),
+            "imap_messages": max(50, round(mail.QUICK_IMAP_MESSAGES * share)),
+        }
 
     def import_dir(self, account: str) -> Path:
         return self.data / f"{account}-import"
@@ -1676,7 +1696,8 @@ def _freeze_rows(t: Table, r: dict[str, Any]) -> None:
     imports = fr["imports"]
     small = [v for k, v in imports.items() if k != LARGE_ACCOUNT]
     large = imports[LARGE_ACCOUNT]
-    label = f"{len(small)} x {SMALL_IMPORT:,} + {large['records']:,}-record imports"
+    small_size = small[0]["records"]
+    label = f"{len(small)} x {small_size:,} + {large['records']:,}-record imports"
     for kind, busy in fr["busy"].items():
         idle = fr["idle"][kind]
         t.add(
@@ -1709,7 +1730,7 @@ def _freeze_rows(t: Table, r: dict[str, Any]) -> None:
 
     t.add(
         f"8 publish: its transaction at the end of a {large['records']:,}- vs a "
-        f"{SMALL_IMPORT:,}-record import (median of {len(small)}), while serving",
+        f"{small_size:,}-record import (median of {len(small)}), while serving",
         held(large_publish),
         held(small_publish),
         _x(ratio),
@@ -1718,7 +1739,7 @@ def _freeze_rows(t: Table, r: dict[str, Any]) -> None:
     )
     small_rss = max(v["rss_peak"] for v in small)
     t.add(
-        f"8 peak RSS of the importing process after the {SMALL_IMPORT:,}- and the "
+        f"8 peak RSS of the importing process after the {small_size:,}- and the "
         f"{large['records']:,}-record imports",
         f"{small_rss:.0f} → {large['rss_peak']:.0f} MiB",
         f"at start {fr['start_rss']:.0f} MiB",
@@ -1748,6 +1769,7 @@ def render(results: dict[str, Any], table: Table, command: str) -> str:
     from ownstream.store.sqlite.database import CACHE_KIB
 
     m = results["machine"]
+    small_import = results["freeze"]["imports"][SMALL_ACCOUNTS[0]]["records"]
     lines = [
         "# Benchmarks",
         "",
@@ -1813,8 +1835,8 @@ def render(results: dict[str, Any], table: Table, command: str) -> str:
         "client reads (a first page and a selective search, with a client grant's token), "
         f"one round every {FREEZE_PACE_SECONDS * 1000:.0f} ms, against `ownstream serve`: "
         "first with nothing else running (the baseline), then while one process imports "
-        f"{len(SMALL_ACCOUNTS)} archives of {SMALL_IMPORT:,} records and one of the run's size "
-        f"(at least {10 * SMALL_IMPORT:,}), each into a new connection, one after another; the "
+        f"{len(SMALL_ACCOUNTS)} archives of {small_import:,} records and one of the run's size "
+        f"(at least {10 * small_import:,}), each into a new connection, one after another; the "
         "loop stops when that process exits. That process times each `publish`: how long its "
         "transaction waited for the write lock and then held it (the ratio compares the time "
         "held), and apart from it the clean-up it runs after committing; it reports its VmHWM "
@@ -1900,12 +1922,7 @@ def run_suite(layout: Layout, *, with_dlt: bool, repeats: int) -> dict[str, Any]
     step("8. freeze check: requests to `ownstream serve` while imports run")
     results["freeze"] = bench_freeze(layout, token, connections[API_ACCOUNTS[1]], repeats)
     step("9. mail: mbox import and IMAP first sync")
-    quick = layout.size <= QUICK_SIZE
-    results["mail"] = mail.run(
-        layout.work / "mail",
-        mbox_messages=mail.QUICK_MBOX_MESSAGES if quick else mail.FULL_MBOX_MESSAGES,
-        imap_messages=mail.QUICK_IMAP_MESSAGES if quick else mail.FULL_IMAP_MESSAGES,
-    )
+    results["mail"] = mail.run(layout.work / "mail", **layout.mail_sizes())
     results["elapsed"] = time.perf_counter() - started
     results["load"] = [*loads, os.getloadavg()[0]]
     return results
