@@ -1805,7 +1805,8 @@ def render(results: dict[str, Any], table: Table, command: str) -> str:
         "search (the stream's indexed fields, then the MATCH scoped by stream and connection "
         "tokens) straight on the same database file, without the API around them; the "
         "*published-version condition* rows time the page statement alone with and without "
-        "that condition (without it, it is the query schema 1 ran); the aggregation floors (5) "
+        "that condition (without it, it is the query schema 1 ran); the aggregation rows (5) "
+        f"take {reads.AGGREGATE_REPEATS} samples after one warm-up, and their floors "
         "run the same count, `GROUP BY` or sum on the records table alone, over every live row "
         "of the 3 connections, without grant scoping or the published-version condition (the "
         "run first checks that every live row is a published head, so both count the same "
@@ -1931,7 +1932,13 @@ def run_suite(layout: Layout, *, with_dlt: bool, repeats: int) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_SIZE:,} records")
-    parser.add_argument("--size", type=int, default=None, help=f"records (default {FULL_SIZE:,})")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help=f"records (default {FULL_SIZE:,}; below {QUICK_SIZE:,}, the freeze check's imports "
+        "and the mail section shrink too)",
+    )
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: temp)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--no-dlt", action="store_true", help="skip the dlt baseline")
