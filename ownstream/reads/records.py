@@ -8,7 +8,6 @@ from urllib.parse import quote
 from ownstream.errors import (
     AmbiguousConnection,
     InvalidArgument,
-    InvalidCursor,
     InvalidRequest,
     NotFound,
 )
@@ -28,7 +27,7 @@ from ownstream.reads.common import (
 )
 from ownstream.reads.metadata import SHARED_CONNECTOR_ID
 from ownstream.search import matches, parse_query
-from ownstream.store.base import RecordPosition, StoredRecord
+from ownstream.store.base import StoredRecord
 
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
@@ -59,12 +58,7 @@ def list_records(
     if order not in ("asc", "desc"):
         raise InvalidArgument("order must be asc or desc", param="order")
     stream = scope.stream.name
-    after = None
-    if cursor is not None:
-        position = cursors.decode(home.vault, "page", cursor)
-        if position.get("s") != stream or position.get("o") != order:
-            raise InvalidCursor("cursor belongs to another stream or order", param="cursor")
-        after = RecordPosition(*cursors.values(position, "cursor", v=str, c=str, r=str))
+    after = cursors.page_position(home.vault, cursor, stream, order)
     page, has_more = home.store.records_page(scope, limit=size, order=order, after=after)
     note_read(home, who, stream, [r.connection_id for r in page])
     labels = display_names(home.store, sorted({r.connection_id for r in page}))
@@ -79,13 +73,7 @@ def list_records(
         "meta": {"count": {"kind": "none"}, "warnings": warnings},
     }
     if has_more:
-        last = page[-1]
-        body["next_cursor"] = cursors.encode(
-            home.vault,
-            "page",
-            {"s": stream, "o": order, "v": last.cursor_value, "c": last.connection_id,
-             "r": last.record_key},
-        )
+        body["next_cursor"] = cursors.page_cursor(home.vault, stream, order, page[-1])
     return body
 
 
@@ -163,12 +151,7 @@ def search(
     size = page_size(limit, SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT, warnings)
     names = streams or [d.name for d in readable_streams(who, home.catalog)]
     found = scopes(who, home, names, connection_id, soft=True)
-    before = None
-    if cursor is not None:
-        position = cursors.decode(home.vault, "search", cursor)
-        if position.get("q") != q:
-            raise InvalidCursor("cursor belongs to another query", param="cursor")
-        (before,) = cursors.values(position, "cursor", before=int)
+    before = cursors.search_position(home.vault, cursor, q)
     hits, has_more = home.store.search(found, terms, limit=size, before=before)
     for name in {hit.stream for hit in hits}:
         note_read(home, who, name, [hit.connection_id for hit in hits if hit.stream == name])
@@ -207,7 +190,5 @@ def search(
         },
     }
     if has_more:
-        body["next_cursor"] = cursors.encode(
-            home.vault, "search", {"q": q, "before": hits[-1].record_id}
-        )
+        body["next_cursor"] = cursors.search_cursor(home.vault, q, hits[-1])
     return body
