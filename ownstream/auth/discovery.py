@@ -111,15 +111,24 @@ def mcp_discovery(endpoints: Endpoints) -> dict[str, Any]:
     }
 
 
-def protected_resource_metadata(endpoints: Endpoints) -> dict[str, Any]:
+def _resource(
+    endpoints: Endpoints, resource: str, name: str, token_kinds: list[str]
+) -> dict[str, Any]:
+    """The RFC 9728 fields of one of this server's protected resources."""
     return {
-        "resource": endpoints.base,
-        "resource_name": "ownstream",
+        "resource": resource,
+        "resource_name": name,
         "authorization_servers": [endpoints.base],
         "bearer_methods_supported": ["header"],
         "scopes_supported": [SCOPE],
         "pdpp_core_query_base": endpoints.url("/v1"),
-        "pdpp_token_kinds_supported": ["owner", "client"],
+        "pdpp_token_kinds_supported": token_kinds,
+    }
+
+
+def protected_resource_metadata(endpoints: Endpoints) -> dict[str, Any]:
+    return {
+        **_resource(endpoints, endpoints.base, "ownstream", ["owner", "client"]),
         "pdpp_self_export_supported": True,
         "pdpp_agent_discovery": {
             "agent_connect_endpoint": endpoints.url(AGENT_CONNECT),
@@ -134,13 +143,7 @@ def mcp_resource_metadata(endpoints: Endpoints) -> dict[str, Any]:
     """RFC 9728 metadata of the MCP endpoint: the resource an MCP client names (RFC 8707) in
     the authorization code flow; only client tokens are accepted there."""
     return {
-        "resource": endpoints.mcp,
-        "resource_name": "ownstream MCP",
-        "authorization_servers": [endpoints.base],
-        "bearer_methods_supported": ["header"],
-        "scopes_supported": [SCOPE],
-        "pdpp_core_query_base": endpoints.url("/v1"),
-        "pdpp_token_kinds_supported": ["client"],
+        **_resource(endpoints, endpoints.mcp, "ownstream MCP", ["client"]),
         "pdpp_agent_discovery": {"mcp": mcp_discovery(endpoints)},
     }
 

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from fastapi import FastAPI
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
@@ -96,13 +97,13 @@ def mcp_world(tmp_path_factory: pytest.TempPathFactory) -> McpWorld:
 
 
 @asynccontextmanager
-async def http_client(world: World, token: str | None) -> AsyncIterator[Client]:
-    app = create_app(world.home, BASE)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+async def mcp_over_http(app: FastAPI, **options: Any) -> AsyncIterator[Client]:
+    """An SDK client session on the app's `/mcp`, with the app's lifespan running; `options`
+    (headers, auth) go to the HTTP client."""
     async with (
         app.router.lifespan_context(app),
         httpx2.AsyncClient(
-            transport=httpx2.ASGITransport(app=app), base_url=BASE, headers=headers
+            transport=httpx2.ASGITransport(app=app), base_url=BASE, **options
         ) as http,
         Client(streamable_http_client(f"{BASE}/mcp", http_client=http)) as client,
     ):
@@ -127,7 +128,9 @@ async def stdio_client(home: Path, token: str) -> AsyncIterator[Client]:
 def connect(request: pytest.FixtureRequest, mcp_world: McpWorld) -> Connect:
     """Opens an SDK client session as a token, over the transport of the parameter."""
     if request.param == "http":
-        return lambda token: http_client(mcp_world.world, token)
+        return lambda token: mcp_over_http(
+            create_app(mcp_world.world.home, BASE), headers={"Authorization": f"Bearer {token}"}
+        )
     return lambda token: stdio_client(mcp_world.home_path, token)
 
 

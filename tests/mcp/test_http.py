@@ -21,7 +21,7 @@ from ownstream.auth.console import mint_link
 from ownstream.grants.tokens import token_hash
 from tests.auth.test_serve import Served
 
-from .conftest import BASE, GRANTED, McpWorld, build_mcp_world, run
+from .conftest import BASE, GRANTED, McpWorld, build_mcp_world, mcp_over_http, run
 
 MCP_METADATA = f"{BASE}/.well-known/oauth-protected-resource/mcp"
 INITIALIZE = {
@@ -155,13 +155,7 @@ def test_an_assistant_gets_its_token_by_the_sdk_oauth_flow(tmp_path: Path) -> No
     )
 
     async def scenario() -> None:
-        async with (
-            app.router.lifespan_context(app),
-            httpx2.AsyncClient(
-                transport=httpx2.ASGITransport(app=app), base_url=BASE, auth=auth
-            ) as http,
-            Client(streamable_http_client(f"{BASE}/mcp", http_client=http)) as client,
-        ):
+        async with mcp_over_http(app, auth=auth) as client:
             result = await client.call_tool("list_streams", {})
             assert not result.is_error, result.content
             entries = result.structured_content["data"]["data"]
