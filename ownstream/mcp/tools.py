@@ -28,6 +28,9 @@ from ownstream.reads import aggregation, field_window, metadata, records
 Args = dict[str, Any]
 TITLE_CHARS = 200
 PREVIEW_HITS = 5
+OBJECT: dict[str, Any] = {"type": "object"}
+LIST: dict[str, Any] = {"type": "array"}
+STRING: dict[str, Any] = {"type": "string"}
 
 
 @dataclass(frozen=True)
@@ -81,13 +84,7 @@ class Tool:
     description: str
     input_schema: dict[str, Any]
     run: Callable[[Reader, Args], Answer]
-    output_schema: dict[str, Any] = field(
-        default_factory=lambda: {
-            "type": "object",
-            "properties": {"data": {"type": "object"}},
-            "required": ["data"],
-        }
-    )
+    output_schema: dict[str, Any] = field(default_factory=lambda: output_schema({"data": OBJECT}))
 
     @cached_property
     def _validator(self) -> jsonschema_rs.Draft202012Validator:
@@ -102,6 +99,16 @@ class Tool:
             path = list(error.instance_path)
             raise InvalidRequest(error.message, param=str(path[0]) if path else None)
         return args
+
+
+def output_schema(properties: dict[str, Any]) -> dict[str, Any]:
+    """The structured content of a call: these properties, or `error` (the PDPP error object)
+    when the call failed; clients validate a failed call's content against it too."""
+    return {
+        "type": "object",
+        "properties": {**properties, "error": {"type": "object"}},
+        "anyOf": [{"required": list(properties)}, {"required": ["error"]}],
+    }
 
 
 # -- argument schemas -----------------------------------------------------------------------
@@ -366,20 +373,6 @@ def aggregate(reader: Reader, args: Args) -> Answer:
     return summarized(summary, {"data": body})
 
 
-FETCH_OUTPUT = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string"},
-        "title": {"type": "string"},
-        "text": {"type": "string"},
-        "url": {"type": "string"},
-        "metadata": {"type": "object"},
-        "data": {"type": "object"},
-        "windows": {"type": "array"},
-    },
-    "required": ["id", "title", "text", "url", "metadata", "data"],
-}
-
 TOOLS: tuple[Tool, ...] = (
     Tool(
         "schema",
@@ -440,6 +433,7 @@ TOOLS: tuple[Tool, ...] = (
             "stream",
         ),
         query_records,
+        output_schema=output_schema({"data": OBJECT, "windows": LIST}),
     ),
     Tool(
         "search",
@@ -462,11 +456,7 @@ TOOLS: tuple[Tool, ...] = (
             "q",
         ),
         search,
-        output_schema={
-            "type": "object",
-            "properties": {"data": {"type": "object"}, "results": {"type": "array"}},
-            "required": ["data", "results"],
-        },
+        output_schema=output_schema({"data": OBJECT, "results": LIST}),
     ),
     Tool(
         "fetch",
@@ -490,7 +480,10 @@ TOOLS: tuple[Tool, ...] = (
             "id",
         ),
         fetch,
-        output_schema=FETCH_OUTPUT,
+        output_schema=output_schema(
+            {"id": STRING, "title": STRING, "text": STRING, "url": STRING, "metadata": OBJECT,
+             "data": OBJECT, "windows": LIST}
+        ),
     ),
     Tool(
         "read_record_field",

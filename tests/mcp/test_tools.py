@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import jsonschema_rs
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
@@ -39,12 +40,18 @@ async def call(client: Client, name: str, args: dict[str, Any]) -> dict[str, Any
     return structured
 
 
-async def failure(client: Client, name: str, args: dict[str, Any]) -> dict[str, Any]:
-    """A tool error's PDPP error object."""
+async def failure(
+    client: Client, name: str, args: dict[str, Any], output_schema: Any = None
+) -> dict[str, Any]:
+    """A tool error's PDPP error object. The SDK's Python client does not check a failed
+    call's structured content against the tool's output schema, but other clients (the
+    TypeScript SDK's) do: with `output_schema`, so does this."""
     result = await client.call_tool(name, args)
     assert result.is_error, result.structured_content
     error: dict[str, Any] = result.structured_content["error"]
     assert text(result.content[0]).startswith(f"{error['code']}: ")
+    if output_schema is not None:
+        assert jsonschema_rs.validator_for(output_schema).is_valid(result.structured_content)
     return error
 
 
@@ -324,8 +331,9 @@ def test_errors_keep_the_read_surface_codes(connect: Connect, mcp_world: McpWorl
 
     async def scenario() -> None:
         async with connect(mcp_world.token) as client:
+            schemas = {t.name: t.output_schema for t in (await client.list_tools()).tools}
             for name, args, code in cases:
-                error = await failure(client, name, args)
+                error = await failure(client, name, args, schemas[name])
                 assert error["code"] == code, (name, args, error)
             ambiguous = await failure(client, "fetch", {"id": "notes:n01"})
             assert alice in {c["connection_id"] for c in ambiguous["available_connections"]}
