@@ -16,7 +16,7 @@ import anyio
 from mcp.server.lowlevel.server import Server
 from mcp.server.stdio import stdio_server
 
-from ownstream.errors import AuthenticationError
+from ownstream.errors import AuthenticationError, InvalidArgument
 from ownstream.home import Home
 from ownstream.mcp.server import build_server, client_bearer
 from ownstream.model import Bearer
@@ -26,7 +26,10 @@ TOKEN_ENV = "OWNSTREAM_TOKEN"
 
 def read_token(token_file: Path | None) -> str:
     """The client token, from `token_file` if given, else from `OWNSTREAM_TOKEN`."""
-    token = token_file.read_text().strip() if token_file else os.environ.get(TOKEN_ENV, "")
+    try:
+        token = token_file.read_text() if token_file else os.environ.get(TOKEN_ENV, "")
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {token_file}: {exc}", param="token_file") from exc
     if not token.strip():
         raise AuthenticationError(
             f"set {TOKEN_ENV} or pass --token-file: a client token, as `ownstream grants "

@@ -32,6 +32,9 @@ def test_a_token_that_cannot_read_stops_it_with_the_reason(mcp_world: McpWorld) 
     home = mcp_world.home_path
     revoked_grant, revoked = mcp_world.grant()
     AccessOperations(mcp_world.world.home).revoke_grant(revoked_grant)
+    missing_file = ("", "--token-file", str(home / "no-such-token"))
+    done = start(stdio_parameters(home, *missing_file))
+    assert done.returncode == 1 and "invalid_argument" in done.stderr and done.stdout == ""
     for token, code in [
         ("", "OWNSTREAM_TOKEN"),
         ("osc_not-a-token", "authentication_error"),
