@@ -159,7 +159,7 @@ def create_app(home: Home, public_url: str | None = None) -> FastAPI:
     app.include_router(console_imports.router)
     app.include_router(console_reads.router)
     app.router.routes.append(
-        Route(MCP_PATH, mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        Route(MCP_PATH, mcp_endpoint, methods=["POST"], include_in_schema=False)
     )
     app.mount(
         "/console/static",

@@ -1,7 +1,8 @@
 """`/mcp` on `ownstream serve`: the same MCP server over streamable HTTP, for hosted and remote
 assistants.
 
-Stateless (a fresh transport per request, JSON responses, no MCP session to hijack). A gate in
+Stateless (a fresh transport per POST, JSON responses, no MCP session to hijack, no SSE
+stream: `create_app` routes only POST here). A gate in
 front authenticates each request's bearer for the resource `<public URL>/mcp` (RFC 8707):
 no token or a token for another resource is 401 with a challenge naming this endpoint's
 protected-resource metadata, an owner token is 403. A client token whose grant was revoked or

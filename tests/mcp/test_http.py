@@ -68,6 +68,9 @@ def test_a_client_token_initializes(http: TestClient, mcp_world: McpWorld) -> No
     response = http.post("/mcp", json=INITIALIZE, headers={**MCP_HEADERS, **client})
     assert response.status_code == 200, response.text
     assert response.json()["result"]["serverInfo"]["name"] == "ownstream"
+    # stateless: no session to end and no stream for server-sent messages
+    for method in ("GET", "DELETE"):
+        assert http.request(method, "/mcp", headers=client).status_code == 405
 
 
 def test_discovery_names_the_mcp_endpoint(http: TestClient) -> None:
