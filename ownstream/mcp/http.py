@@ -2,12 +2,11 @@
 assistants.
 
 Stateless (a fresh transport per POST, JSON responses, no MCP session to hijack, no SSE
-stream: `create_app` routes only POST here). A gate in
-front authenticates each request's bearer for the resource `<public URL>/mcp` (RFC 8707):
-no token or a token for another resource is 401 with a challenge naming this endpoint's
-protected-resource metadata, an owner token is 403. A client token whose grant was revoked or
-expired passes the gate so that each tool call reports `grant_revoked`/`grant_expired` as a
-tool error naming the grant.
+stream: `create_app` routes only POST here). A gate in front authenticates each request's
+bearer for the resource `<public URL>/mcp` (RFC 8707): no token or a token for another
+resource is 401 with a challenge naming this endpoint's protected-resource metadata, an owner
+token is 403. A client token whose grant was revoked or expired passes the gate so that each
+tool call reports `grant_revoked`/`grant_expired` as a tool error naming the grant.
 """
 
 from __future__ import annotations
