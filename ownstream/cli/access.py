@@ -268,5 +268,4 @@ def mcp(
     """Serve MCP on stdin/stdout for a desktop assistant, reading as one client token."""
     from ownstream.mcp.stdio import read_token, serve_stdio
 
-    configure(log_level, "text")  # stderr: stdout carries only MCP messages
-    serve_stdio(home_of(ctx), read_token(token_file))
+    serve_stdio(home_of(ctx), read_token(token_file), log_level)

@@ -18,6 +18,7 @@ from mcp.server.stdio import stdio_server
 
 from ownstream.errors import AuthenticationError, InvalidArgument
 from ownstream.home import Home
+from ownstream.logs import configure
 from ownstream.mcp.server import build_server, client_bearer
 from ownstream.model import Bearer
 
@@ -38,9 +39,9 @@ def read_token(token_file: Path | None) -> str:
     return token.strip()
 
 
-def serve_stdio(home: Home, token: str) -> None:
+def serve_stdio(home: Home, token: str, log_level: str) -> None:
     """Serve until the assistant closes stdin. A token that cannot read fails here, before
-    any MCP message, so the assistant's log shows why."""
+    any MCP message, so the assistant's log shows why; logs go to stderr."""
     authorization = f"Bearer {token}"
 
     def credential(_request: Any) -> Bearer:
@@ -48,6 +49,7 @@ def serve_stdio(home: Home, token: str) -> None:
         return client_bearer(home, authorization, None)
 
     credential(None)
+    configure(log_level, "text")
     server = build_server(home, credential)
     home.usage.start()
     try:

@@ -4,10 +4,9 @@ but MCP."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from mcp import Client, StdioServerParameters
+from mcp import Client
 from typer.testing import CliRunner
 
 from ownstream.cli.main import app
@@ -16,33 +15,24 @@ from ownstream.owner import AccessOperations
 from .conftest import McpWorld, run, stdio_parameters
 
 
-def start(parameters: StdioServerParameters) -> subprocess.CompletedProcess[str]:
-    """Start the server with nothing on stdin; it must stop by itself."""
-    return subprocess.run(
-        [parameters.command, *parameters.args],
-        env=parameters.env,
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def test_a_token_that_cannot_read_stops_it_with_the_reason(mcp_world: McpWorld) -> None:
-    home = mcp_world.home_path
+def test_a_token_that_cannot_read_stops_it_with_the_reason(
+    mcp_world: McpWorld, tmp_path: Path
+) -> None:
+    """Refused before any MCP message, with the reason on stderr and nothing on stdout."""
+    home = str(mcp_world.home_path)
     revoked_grant, revoked = mcp_world.grant()
     AccessOperations(mcp_world.world.home).revoke_grant(revoked_grant)
-    missing_file = ("", "--token-file", str(home / "no-such-token"))
-    done = start(stdio_parameters(home, *missing_file))
-    assert done.returncode == 1 and "invalid_argument" in done.stderr and done.stdout == ""
-    for token, code in [
-        ("", "OWNSTREAM_TOKEN"),
-        ("osc_not-a-token", "authentication_error"),
-        (mcp_world.world.owner_token, "insufficient_scope"),
-        (revoked, "grant_revoked"),
+    for token, options, code in [
+        ("", [], "OWNSTREAM_TOKEN"),
+        ("", ["--token-file", str(tmp_path / "missing")], "invalid_argument"),
+        ("osc_not-a-token", [], "authentication_error"),
+        (mcp_world.world.owner_token, [], "insufficient_scope"),
+        (revoked, [], "grant_revoked"),
     ]:
-        done = start(stdio_parameters(home, token))
-        assert done.returncode == 1, done.stderr
+        done = CliRunner().invoke(
+            app, ["--home", home, "mcp", *options], env={"OWNSTREAM_TOKEN": token}
+        )
+        assert done.exit_code == 1, done.output
         assert code in done.stderr
         assert done.stdout == ""  # stdout is for MCP messages only
 
