@@ -66,6 +66,7 @@ def client_bearer(home: Home, authorization: str | None, resource: str | None) -
 
 
 def error_result(error: OwnstreamError) -> types.CallToolResult:
+    """A failed call as MCP reports it to the model (`isError`), with the PDPP error object."""
     found = error_body(error.status, error.to_dict(), None)
     return types.CallToolResult(
         content=[types.TextContent(text=f"{error.code}: {error.message}\n{as_json(found)}")],
