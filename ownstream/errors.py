@@ -58,6 +58,20 @@ class UnknownField(OwnstreamError):
     status = 400
 
 
+class UnsupportedVersion(OwnstreamError):
+    """The request asked for a PDPP-Version this server does not speak."""
+
+    code = "unsupported_version"
+    status = 400
+
+
+class InvalidWindow(OwnstreamError):
+    """A field-window selector that is malformed or combines exclusive parameters."""
+
+    code = "invalid_window"
+    status = 400
+
+
 class InvalidManifest(OwnstreamError):
     """A connector manifest failed validation."""
 
@@ -93,10 +107,25 @@ class InvalidArtifact(OwnstreamError):
     status = 400
 
 
+class UploadTooLarge(OwnstreamError):
+    """An uploaded archive is larger than the server accepts (`OWNSTREAM_MAX_UPLOAD_BYTES`)."""
+
+    code = "upload_too_large"
+    status = 413
+
+
 class ProtocolViolation(OwnstreamError):
     """A connector broke the run protocol."""
 
     code = "protocol_violation"
+    status = 400
+
+
+class ProviderAuthorizationRefused(OwnstreamError):
+    """An OAuth authorization at a provider did not complete: an unknown, used or expired
+    state, a refused code (PKCE mismatch), or the owner declined at the provider."""
+
+    code = "provider_authorization_refused"
     status = 400
 
 
@@ -129,6 +158,13 @@ class GrantStreamNotAllowed(OwnstreamError):
     status = 403
 
 
+class FieldNotGranted(OwnstreamError):
+    """The request names a field outside the grant's projection."""
+
+    code = "field_not_granted"
+    status = 403
+
+
 class InsufficientScope(OwnstreamError):
     """The token may not perform this operation."""
 
@@ -148,6 +184,20 @@ class ConnectionNotFound(OwnstreamError):
     """No such connection (or not visible to you)."""
 
     code = "connection_not_found"
+    status = 404
+
+
+class FieldNotFound(OwnstreamError):
+    """The record has no value for that field."""
+
+    code = "field_not_found"
+    status = 404
+
+
+class QueryNotFound(OwnstreamError):
+    """The text asked for does not occur in the field."""
+
+    code = "query_not_found"
     status = 404
 
 
@@ -235,6 +285,13 @@ class ConnectorNotRunnable(OwnstreamError):
     status = 409
 
 
+class ProviderAuthorizationPending(OwnstreamError):
+    """The provider has not redirected back yet (the owner did not finish in time)."""
+
+    code = "provider_authorization_pending"
+    status = 409
+
+
 class ScheduleNotAllowed(OwnstreamError):
     """The connection's paths may not run on a schedule (or the interval is out of range)."""
 
@@ -254,6 +311,14 @@ class CursorExpired(OwnstreamError):
 
     code = "cursor_expired"
     status = 410
+
+
+# 422 — the request is well formed but cannot apply to what it names
+class FieldNotText(OwnstreamError):
+    """A field window was asked of a field that does not hold text."""
+
+    code = "field_not_text"
+    status = 422
 
 
 # 5xx-ish — a run that could not go on

@@ -1,6 +1,7 @@
 """Connection health: one pure function from evidence to a verdict every surface renders.
 
-Verdicts, worst first: `blocked` (collection cannot proceed until the owner acts),
+Verdicts, worst first: `blocked` (collection cannot proceed until the owner acts: a missing or
+rejected credential, or an authorization the provider refused, which needs a reconnect),
 `needs_attention` (it runs, but something asks for the owner), `degraded` (failures, gaps,
 backoff, a stalled run, or staleness on a scheduled connection), `idle` (revoked, paused, or a
 manual-only connection that is merely stale), `unknown` (no evidence yet), `healthy`.
@@ -15,7 +16,7 @@ from typing import Any
 from ownstream.clock import iso, parse_iso
 from ownstream.store.base import RunRecord, Schedule
 
-OWNER_ACTIONS = frozenset({"manual_action_required", "refresh_credentials"})
+OWNER_ACTIONS = frozenset({"manual_action_required", "refresh_credentials", "reconnect"})
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class HealthEvidence:
     missing_credentials: tuple[str, ...]
     now: str
     stalled_run: str | None = None  # a run still marked running whose lease went stale
+    oauth_paths: tuple[str, ...] = ()  # paths that connect by OAuth at their provider
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,11 @@ class Verdict:
             "advisories": list(self.advisories),
             "known_gaps": list(self.gaps),
         }
+
+
+def _asks(run: RunRecord, action: str) -> bool:
+    """Whether one of the run's known gaps asks for this recovery action."""
+    return any(g.get("recovery_hint", {}).get("action") == action for g in run.known_gaps)
 
 
 def _scheduled(schedule: Schedule | None) -> bool:
@@ -76,10 +83,18 @@ def verdict(evidence: HealthEvidence) -> Verdict:
         )
     gaps = tuple(g for run in evidence.last_runs for g in run.known_gaps)
     for run in evidence.last_runs:
-        if run.status == "failed" and any(
-            g.get("recovery_hint", {}).get("action") == "refresh_credentials"
-            for g in run.known_gaps
-        ):
+        if run.status == "failed" and _asks(run, "reconnect"):
+            how = "--oauth " if run.connector_key in evidence.oauth_paths else ""
+            return Verdict(
+                "blocked",
+                "reconnect_required",
+                f"{run.connector_key} refused the stored authorization in run {run.run_id} "
+                "(it expired, or access was revoked at the provider)",
+                f"ownstream connect {run.connector_key} {how}--connection {run.connection_id}",
+                gaps=gaps,
+            )
+    for run in evidence.last_runs:
+        if run.status == "failed" and _asks(run, "refresh_credentials"):
             return Verdict(
                 "blocked",
                 "credentials_rejected",

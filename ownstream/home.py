@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from ownstream.background import Background
+from ownstream.background import Background, ProgressHub
 from ownstream.credentials import Vault
 from ownstream.errors import InvalidRequest
 from ownstream.grants.usage import UsageRecorder
 from ownstream.registry import Catalog
+from ownstream.registry.upgrades import apply_upgrades
 from ownstream.runtime.runner import ProgressCallback, Runtime
 from ownstream.store.base import Store
 from ownstream.store.sqlite import SQLiteStore
@@ -94,6 +95,7 @@ class Home:
     def catalog(self) -> Catalog:
         catalog = Catalog.load(self.store)
         self.store.sync_search(list(catalog.all_definitions()))
+        apply_upgrades(self.store, catalog)
         return catalog
 
     @cached_property
@@ -103,6 +105,10 @@ class Home:
     @cached_property
     def background(self) -> Background:
         return Background()
+
+    @cached_property
+    def progress(self) -> ProgressHub:
+        return ProgressHub()
 
     @cached_property
     def usage(self) -> UsageRecorder:

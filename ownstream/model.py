@@ -21,6 +21,36 @@ ConnectionStatus = Literal["active", "paused", "revoked"]
 
 
 @dataclass(frozen=True)
+class Aggregations:
+    """Which aggregations a definition allows, over which fields (the PDPP
+    `query.aggregations` declaration). Only these are ever computed."""
+
+    count: bool = False
+    sum: tuple[str, ...] = ()
+    min: tuple[str, ...] = ()
+    max: tuple[str, ...] = ()
+    group_by: tuple[str, ...] = ()
+    group_by_time: tuple[str, ...] = ()
+    count_distinct: tuple[str, ...] = ()
+
+    def fields_for(self, kind: str) -> tuple[str, ...]:
+        """The fields declared for one of `sum`, `min`, `max`, `group_by`, `group_by_time`,
+        `count_distinct`."""
+        found: tuple[str, ...] = getattr(self, kind)
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"count": True} if self.count else {}
+        for kind in AGGREGATION_KINDS:
+            if self.fields_for(kind):
+                body[kind] = list(self.fields_for(kind))
+        return body
+
+
+AGGREGATION_KINDS = ("sum", "min", "max", "group_by", "group_by_time", "count_distinct")
+
+
+@dataclass(frozen=True)
 class StreamDefinition:
     """A normalized stream: its semantics, key and record shape. Shared across connectors."""
 
@@ -34,6 +64,7 @@ class StreamDefinition:
     consent_time_field: str | None = None
     searchable_fields: tuple[str, ...] = ()
     union_fields: tuple[str, ...] = ()  # array fields merged as a set union across paths
+    aggregations: Aggregations | None = None  # None: the stream offers no aggregation
     shared: bool = True
 
     @property
@@ -48,6 +79,24 @@ class SetupField:
     env: str
     default: str | None = None
     required: bool = True
+
+
+@dataclass(frozen=True)
+class OAuthProvider:
+    """The OAuth 2 provider a connector's account is authorized at (authorization code + PKCE).
+
+    The runtime runs the authorization itself; the connector refreshes tokens during its runs
+    and hands new ones back with CREDENTIALS. `client_id` is the app registered at the provider
+    when the manifest ships one; otherwise the owner names it at connect time.
+    """
+
+    authorization_url: str
+    token_url: str
+    scopes: tuple[str, ...]
+    rotates_refresh_tokens: bool  # a refresh may answer a new refresh token (keep the newest)
+    client_id: str | None = None
+    client_secret_required: bool = False
+    pkce: Literal["S256"] = "S256"
 
 
 @dataclass(frozen=True)
@@ -72,6 +121,7 @@ class ConnectorManifest:
     settings: tuple[SetupField, ...] = ()
     refresh_policy: RefreshPolicy = RefreshPolicy()
     identity_claim: str | None = None
+    oauth: OAuthProvider | None = None
     command: tuple[str, ...] | None = None
     python_entry: str | None = None
     base_dir: str | None = None
@@ -123,6 +173,8 @@ class RecordRule:
     coarse_field: str  # the field that says a record's precision…
     coarse_values: tuple[str, ...]  # …and the values that make it coarse
     description: str = ""
+    # values of `coarse_field`, coarsest first: a write never coarsens a record's time
+    precision_order: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,15 @@ live here so a second backend applies exactly the same semantics.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import orjson
 
 from ownstream.clock import iso, parse_iso
 from ownstream.model import RecordRule, StreamDefinition
+
+_CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
 
 def key_part(value: Any) -> str | None:
@@ -49,7 +52,7 @@ def message_key(key: Any) -> str | None:
 def sortable(value: Any) -> str:
     """A text that sorts like `value`: ISO times and strings as they are, numbers padded.
 
-    Records without a cursor value get '' and so sort first ascending, last descending.
+    Records without a cursor value get '', which pages place after every other value.
     """
     if value is None or isinstance(value, bool):
         return ""
@@ -75,6 +78,8 @@ def consent_time(definition: StreamDefinition, data: dict[str, Any]) -> str | No
 def normalize_time(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
+    if _CANONICAL.fullmatch(value):
+        return value  # already UTC with milliseconds and Z: parsing would give it back unchanged
     try:
         return iso(parse_iso(value))
     except ValueError:
@@ -149,6 +154,21 @@ def search_text(value: Any) -> str:
 
 def is_coarse(rule: RecordRule, data: dict[str, Any]) -> bool:
     return data.get(rule.coarse_field) in rule.coarse_values
+
+
+def keep_finer_time(
+    rule: RecordRule, held: dict[str, Any], merged: dict[str, Any]
+) -> dict[str, Any]:
+    """`merged`, except that a write coarser than the record it lands on (by the rule's
+    `precision_order`) keeps the record's finer time and precision: an export that dates a
+    play to the second never replaces the API's millisecond."""
+    order = rule.precision_order
+    field, time = rule.coarse_field, rule.time_field
+    if held.get(field) not in order or merged.get(field) not in order or time not in held:
+        return merged
+    if order.index(merged[field]) >= order.index(held[field]):
+        return merged
+    return {**merged, time: held[time], field: held[field]}
 
 
 def match_key(rule: RecordRule, data: dict[str, Any]) -> str | None:

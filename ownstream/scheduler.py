@@ -27,7 +27,7 @@ from ownstream.errors import (
 from ownstream.model import Connection, ConnectorManifest
 from ownstream.registry import Catalog
 from ownstream.runtime.runner import Runtime
-from ownstream.runtime.session import RunOutcome
+from ownstream.runtime.session import RunOutcome, stored_credential_names
 from ownstream.store.base import Schedule, Store
 
 MIN_INTERVAL_SECONDS = 60
@@ -185,6 +185,9 @@ class Worker:
             summary={
                 "worker_id": self.worker_id,
                 "runs": [o.run_id for o in result] if isinstance(result, list) else [],
+                "credentials_stored": stored_credential_names(result)
+                if isinstance(result, list)
+                else [],
                 "error": None if isinstance(result, list) else result.code,
             },
         )

@@ -23,6 +23,7 @@ from ownstream.credentials import KEY_FILE_ENV
 from ownstream.home import DATABASE_PASSWORD_FILE_ENV, DATABASE_URL_ENV, Home
 from ownstream.model import ReadScope
 from ownstream.runtime.runner import BATCH_SIZE, Runtime
+from tests.services.chromium import chromium  # noqa: F401 - one browser per test process
 from tests.services.postgres import (  # noqa: F401 - the fixtures
     postgres_cluster,
     postgres_databases,

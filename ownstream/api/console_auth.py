@@ -1,5 +1,5 @@
-"""The owner's browser side of client access: sign-in and sign-out, the consent page, the
-device-code entry page, and a small home listing requests that wait for a decision.
+"""The owner's browser side of client access: sign-in and sign-out, the consent page and the
+device-code entry page; the session and CSRF checks every console page uses.
 
 Pages need a console session (`auth/console.py`). The session cookie is `SameSite=Strict`, so
 a browser arriving from a client's site (a cross-site navigation) does not send it: such a
@@ -8,6 +8,7 @@ request gets a page that reloads itself once from here, a same-site navigation t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,22 +25,23 @@ from ownstream.errors import OwnstreamError
 from ownstream.grants.issue import connections_with_stream
 from ownstream.home import Home
 from ownstream.store.auth import PendingAuthorization
+from ownstream.store.base import Store
 
-router = APIRouter()
+router = APIRouter(include_in_schema=False)  # browser pages, not API operations
 RESUME = "resume"
 FLOW_LABELS = {"code": "web app", "device": "device", "agent": "agent / command line"}
 EXPIRY_CHOICES = ((3600, "in 1 hour"), (86400, "in 1 day"), (7 * 86400, "in 7 days"),
                   (30 * 86400, "in 30 days"), (90 * 86400, "in 90 days"))
 
 
-def _session(request: Request) -> str | None:
+def current_session(request: Request) -> str | None:
     session_id = request.cookies.get(console.SESSION_COOKIE)
     if session_id and console.session_is_valid(home(request).store, session_id):
         return session_id
     return None
 
 
-def _signed_out(request: Request) -> Response:
+def signed_out(request: Request) -> Response:
     """Reload once from this page (the cookie is then sent); after that, explain sign-in."""
     if request.query_params.get(RESUME) != "1":
         query = urlencode([*request.query_params.multi_items(), (RESUME, "1")])
@@ -48,6 +50,14 @@ def _signed_out(request: Request) -> Response:
             "One moment",
             "Checking that you are signed in…",
             refresh_to=f"{request.url.path}?{query}",
+        )
+    if request.cookies.get(console.SESSION_COOKIE):
+        return message_page(
+            request,
+            "Your session has ended",
+            "Sessions last 12 hours, and end when you sign out. Run `ownstream console-link` "
+            "on the server for a fresh sign-in link, then come back to this page.",
+            status_code=401,
         )
     return message_page(
         request,
@@ -91,21 +101,66 @@ def login(request: Request) -> Response:
     return response
 
 
-async def _posted_form(request: Request) -> tuple[FormData, str] | Response:
+async def posted_form(request: Request) -> tuple[FormData, str] | Response:
     """A form post from a signed-in owner carrying this session's CSRF token, or the page to
     answer instead."""
     form = await request.form()
-    session_id = await run_in_threadpool(_session, request)
+    session_id = await run_in_threadpool(current_session, request)
     if session_id is None:
-        return _signed_out(request)
-    if not console.csrf_matches(session_id, _text(form, "csrf_token")):
+        return signed_out(request)
+    if not console.csrf_matches(session_id, form_text(form, "csrf_token")):
         return error_page(request, "The form expired; reload the page and try again.")
     return form, session_id
 
 
+def console_page(request: Request, build: Callable[[str], Response]) -> Response:
+    """A page for the signed-in owner (`build` gets the session id); a typed error becomes an
+    HTML page, never the API's JSON envelope."""
+    session_id = current_session(request)
+    if session_id is None:
+        return signed_out(request)
+    try:
+        return build(session_id)
+    except OwnstreamError as exc:
+        return _explained(request, session_id, "This cannot be shown", exc, "/console/")
+
+
+def _explained(
+    request: Request, session_id: str, title: str, error: OwnstreamError, back: str
+) -> Response:
+    return message_page(
+        request,
+        title,
+        error.message,
+        status_code=error.status,
+        csrf_token=console.csrf_token(session_id),
+        back=back,
+    )
+
+
+async def console_action(
+    request: Request, act: Callable[[FormData, str], Response], back: str
+) -> Response:
+    """A form post of the signed-in owner with this session's CSRF token, acted on in the
+    thread pool; a typed error becomes a page linking `back`."""
+    posted = await posted_form(request)
+    if isinstance(posted, Response):
+        return posted
+    form, session_id = posted
+
+    def act_or_explain() -> Response:
+        try:
+            return act(form, session_id)
+        except OwnstreamError as exc:
+            return _explained(request, session_id, "This did not work", exc, back)
+
+    response: Response = await run_in_threadpool(act_or_explain)
+    return response
+
+
 @router.post("/console/logout")
 async def logout(request: Request) -> Response:
-    posted = await _posted_form(request)
+    posted = await posted_form(request)
     if isinstance(posted, Response):
         return posted
     _, session_id = posted
@@ -115,13 +170,9 @@ async def logout(request: Request) -> Response:
     return response
 
 
-@router.get("/console/")
-def console_home(request: Request) -> Response:
-    session_id = _session(request)
-    if session_id is None:
-        return _signed_out(request)
-    store = home(request).store
-    pending = [
+def pending_requests(store: Store) -> list[dict[str, Any]]:
+    """Authorization requests waiting for the owner's decision, for the console's pages."""
+    return [
         {
             "id": a.authorization_id,
             "client_name": client_name(store, a),
@@ -132,17 +183,14 @@ def console_home(request: Request) -> Response:
         for a in store.authorizations("pending")
         if status_of(a) == "pending"
     ]
-    return render(
-        "home.html", title="Requests", pending=pending, csrf_token=console.csrf_token(session_id)
-    )
 
 
 @router.get("/oauth/device")
 def device_entry(request: Request) -> Response:
     """RFC 8628 `verification_uri`: the owner types the user code, then sees the consent."""
-    session_id = _session(request)
+    session_id = current_session(request)
     if session_id is None:
-        return _signed_out(request)
+        return signed_out(request)
     raw = (request.query_params.get("user_code") or "").strip().upper().replace(" ", "")
     error = None
     if raw:
@@ -163,9 +211,9 @@ def device_entry(request: Request) -> Response:
 
 @router.get("/console/authorizations/{authorization_id}")
 def consent_page(authorization_id: str, request: Request) -> Response:
-    session_id = _session(request)
+    session_id = current_session(request)
     if session_id is None:
-        return _signed_out(request)
+        return signed_out(request)
     h = home(request)
     authorization = h.store.authorization(authorization_id)
     if authorization is None:
@@ -182,7 +230,7 @@ def consent_page(authorization_id: str, request: Request) -> Response:
 
 @router.post("/console/authorizations/{authorization_id}")
 async def decide(authorization_id: str, request: Request) -> Response:
-    posted = await _posted_form(request)
+    posted = await posted_form(request)
     if isinstance(posted, Response):
         return posted
     form, session_id = posted
@@ -196,7 +244,7 @@ def _decide(request: Request, authorization_id: str, form: FormData, session_id:
         return error_page(request, "There is no such request.", status_code=404)
     name = client_name(h.store, authorization)
     try:
-        if _text(form, "decision") == "approve":
+        if form_text(form, "decision") == "approve":
             outcome = approve(h.store, h.catalog, authorization_id, _decision(form))
             title, message = "Access approved", f"{name} may now read what you approved."
         else:
@@ -216,7 +264,7 @@ def _decide(request: Request, authorization_id: str, form: FormData, session_id:
     )
 
 
-def _text(form: FormData, name: str) -> str | None:
+def form_text(form: FormData, name: str) -> str | None:
     value = form.get(name)
     return value if isinstance(value, str) else None
 
@@ -238,7 +286,7 @@ def _decision(form: FormData) -> dict[str, Any]:
             }
         )
     decision: dict[str, Any] = {"streams": streams}
-    expires_in = _text(form, "expires_in")
+    expires_in = form_text(form, "expires_in")
     if expires_in:
         decision["expires_in"] = int(expires_in)
     return decision

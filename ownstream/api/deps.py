@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from ownstream.auth.discovery import normalize_public_url
 from ownstream.errors import InsufficientScope, InvalidArgument, InvalidRequest
@@ -49,6 +50,8 @@ def check_params(request: Request, who: Bearer, allowed: Iterable[str]) -> None:
     allowed_set = set(allowed)
     for name in request.query_params:
         base = name.split("[", 1)[0]
+        if name in allowed_set:
+            continue
         if base in OWNER_ONLY_PARAMS:
             if who.kind == "client":
                 raise InvalidRequest(f"{base} is available to the owner only", param=name)
@@ -57,10 +60,10 @@ def check_params(request: Request, who: Bearer, allowed: Iterable[str]) -> None:
             raise InvalidRequest(f"unknown query parameter {name!r}", param=name)
 
 
-def connection_param(request: Request, warnings: list[dict[str, Any]]) -> str | None:
+def narrowing(
+    canonical: str | None, alias: str | None, warnings: list[dict[str, Any]]
+) -> str | None:
     """`connection_id`, or its deprecated alias with a warning; conflicting values are an error."""
-    canonical = request.query_params.get("connection_id")
-    alias = request.query_params.get(ALIAS)
     if alias is not None:
         warnings.append(
             {
@@ -75,9 +78,10 @@ def connection_param(request: Request, warnings: list[dict[str, Any]]) -> str | 
     return canonical
 
 
-def list_param(request: Request, name: str) -> list[str] | None:
-    """A list given as repeated `name=`, `name[]=`, or comma-separated values."""
-    values = request.query_params.getlist(name) + request.query_params.getlist(f"{name}[]")
+def list_param(request: Request, name: str, values: list[str] | None) -> list[str] | None:
+    """A list given as repeated `name=` (`values`, as declared), `name[]=`, or
+    comma-separated values."""
+    values = [*(values or []), *request.query_params.getlist(f"{name}[]")]
     if not values:
         return None
     return [part for value in values for part in value.split(",") if part]
@@ -86,14 +90,15 @@ def list_param(request: Request, name: str) -> list[str] | None:
 MAX_INT_PARAM = 2**31 - 1
 
 
-def int_param(
-    request: Request, name: str, default: int, *, minimum: int = 1, maximum: int = MAX_INT_PARAM
-) -> int:
-    """An integer query parameter within [minimum, maximum]; anything else is a 400."""
-    raw = request.query_params.get(name)
+def int_value(
+    raw: str | None, name: str, *, minimum: int = 1, maximum: int = MAX_INT_PARAM
+) -> int | None:
+    """An integer query parameter within [minimum, maximum] (None when absent); anything
+    else is a 400."""
     if raw is None:
-        return default
-    if not raw.strip().lstrip("+-").isdigit() or len(raw) > 12:
+        return None
+    digits = raw.strip().lstrip("+-")
+    if not digits.isascii() or not digits.isdigit() or len(raw) > 12:
         raise InvalidArgument(
             f"{name} must be an integer between {minimum} and {maximum}", param=name
         )
@@ -103,3 +108,11 @@ def int_param(
             f"{name} must be an integer between {minimum} and {maximum}", param=name
         )
     return value
+
+
+async def stream_body(request: Request, write: Callable[[bytes], None]) -> None:
+    """Hand the request body to `write` chunk by chunk, in the thread pool: an upload is never
+    held in memory, and its disk writes and hashing never run on the event loop."""
+    async for chunk in request.stream():
+        if chunk:
+            await run_in_threadpool(write, chunk)

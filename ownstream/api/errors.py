@@ -13,6 +13,9 @@ from ownstream.api.responses import JSONBody
 from ownstream.auth.discovery import RESOURCE_METADATA_PATH
 from ownstream.errors import OwnstreamError
 
+PDPP_VERSION = "2026-04-06"  # the PDPP HTTP API contract this server speaks
+VERSION_HEADER = "PDPP-Version"
+
 TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -20,23 +23,43 @@ TYPES = {
     404: "not_found_error",
     409: "conflict_error",
     410: "gone_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
     429: "rate_limit_error",
 }
 
 
-def bearer_challenge(request: Request) -> str:
-    """RFC 6750 §3 with RFC 9728 §5: where a client finds out how to get a token."""
-    metadata = public_url(request) + RESOURCE_METADATA_PATH
+def bearer_challenge(request: Request, resource_metadata: str | None = None) -> str:
+    """RFC 6750 §3 with RFC 9728 §5: where a client finds out how to get a token (the REST
+    surface's metadata unless another resource, such as MCP, names its own)."""
+    metadata = resource_metadata or public_url(request) + RESOURCE_METADATA_PATH
     challenge = f'Bearer resource_metadata="{metadata}"'
     if request.headers.get("authorization"):
         challenge += ', error="invalid_token"'
     return challenge
 
 
-def envelope(request: Request, status: int, body: dict[str, object]) -> JSONBody:
-    request_id = getattr(request.state, "request_id", "")
-    error = {"type": TYPES.get(status, "api_error"), **body, "request_id": request_id}
-    headers = {"WWW-Authenticate": bearer_challenge(request)} if status == 401 else {}
+def error_body(status: int, body: dict[str, object], request_id: str | None) -> dict[str, object]:
+    """The PDPP error object: its type (from the status), code, message and details."""
+    error = {"type": TYPES.get(status, "api_error"), **body}
+    if request_id is not None:
+        error["request_id"] = request_id
+    return error
+
+
+def envelope(
+    request: Request,
+    status: int,
+    body: dict[str, object],
+    *,
+    resource_metadata: str | None = None,
+) -> JSONBody:
+    error = error_body(status, body, getattr(request.state, "request_id", ""))
+    headers = (
+        {"WWW-Authenticate": bearer_challenge(request, resource_metadata)}
+        if status == 401
+        else {}
+    )
     return JSONBody({"error": error}, status_code=status, headers=headers)
 
 
@@ -62,15 +85,13 @@ def install(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONBody:
         first = exc.errors()[0] if exc.errors() else {}
         location = first.get("loc", ())
-        return envelope(
-            request,
-            400,
-            {
-                "code": "invalid_request",
-                "message": str(first.get("msg", "invalid request")),
-                "param": str(location[-1]) if location else None,
-            },
-        )
+        body: dict[str, object] = {
+            "code": "invalid_request",
+            "message": str(first.get("msg", "invalid request")),
+        }
+        if location:
+            body["param"] = str(location[-1])
+        return envelope(request, 400, body)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONBody:
@@ -83,4 +104,5 @@ def install(app: FastAPI) -> None:
         response = envelope(request, 500, {"code": "api_error", "message": "internal error"})
         response.headers["Request-Id"] = getattr(request.state, "request_id", "")
         response.headers["Cache-Control"] = "no-store"
+        response.headers[VERSION_HEADER] = PDPP_VERSION
         return response

@@ -28,6 +28,7 @@ from ownstream.auth.authorizations import (
 from ownstream.auth.discovery import (
     Endpoints,
     authorization_server_metadata,
+    mcp_resource_metadata,
     protected_resource_metadata,
 )
 from ownstream.auth.server import (
@@ -87,6 +88,11 @@ def resource_metadata(request: Request) -> dict[str, Any]:
     return protected_resource_metadata(endpoints(request))
 
 
+@router.get(paths.RESOURCE_METADATA_PATH + paths.MCP_PATH)
+def mcp_metadata(request: Request) -> dict[str, Any]:
+    return mcp_resource_metadata(endpoints(request))
+
+
 @router.get(paths.AUTHORIZATION_SERVER_METADATA_PATH)
 def authorization_metadata(request: Request) -> dict[str, Any]:
     return authorization_server_metadata(endpoints(request))
@@ -132,7 +138,7 @@ async def pushed_authorization_request(request: Request) -> Response:
     return JSONBody(await run_in_threadpool(push), status_code=201, headers=NO_STORE)
 
 
-@router.get(paths.AUTHORIZE)
+@router.get(paths.AUTHORIZE, include_in_schema=False)  # a browser page
 def authorize(request: Request) -> Response:
     """With a PAR `request_uri`, or a plain request (MCP clients): either way the browser goes
     on to the consent page of one pending request."""

@@ -2,28 +2,74 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Query, Request
+from starlette.concurrency import run_in_threadpool
 
-from ownstream.api.deps import bearer, check_params, home, int_param, owner
-from ownstream.errors import InsufficientScope, InvalidArgument, InvalidRequest
+from ownstream.api.deps import (
+    MAX_INT_PARAM,
+    bearer,
+    check_params,
+    home,
+    int_value,
+    owner,
+    stream_body,
+)
+from ownstream.api.responses import JSONBody
+from ownstream.errors import InsufficientScope, InvalidArgument
 from ownstream.owner import AccessOperations, ConnectionOperations, schedule_view
 from ownstream.owner.access import grant_view, token_view
+from ownstream.owner.uploads import Upload, check_declared_size, import_upload, max_upload_bytes
 from ownstream.views import evidence_view, run_view
 
-router = APIRouter()
+router = APIRouter(tags=["owner"])
 
 # Handlers are plain `def`: FastAPI runs them in its thread pool, so a store call waiting on the
 # database never blocks the event loop (and with it every other request).
-JsonObject = Body(default_factory=dict)
+Text = Annotated[str | None, Query()]
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a JSON object")
-    return body
+def _body(description: str, properties: dict[str, Any]) -> Any:
+    """A JSON object body, documented with its members; the domain validates their values."""
+    return Body(
+        default_factory=dict,
+        description=description,
+        json_schema_extra={"type": "object", "properties": properties},
+    )
+
+
+GrantRequest = Annotated[
+    dict[str, Any],
+    _body(
+        "A PDPP-style selection: the grant to issue",
+        {
+            "client_id": {"type": "string"},
+            "purpose_code": {"type": "string"},
+            "purpose_description": {"type": "string"},
+            "access_mode": {"enum": ["single_use", "continuous"]},
+            "expires_in": {"type": "integer"},
+            "streams": {"type": "array", "items": {"type": "object"}},
+        },
+    ),
+]
+Rename = Annotated[
+    dict[str, Any], _body("The connection's new label", {"display_name": {"type": "string"}})
+]
+ScheduleBody = Annotated[
+    dict[str, Any],
+    _body(
+        "How often the connection runs",
+        {
+            "enabled": {"type": "boolean"},
+            "interval_seconds": {"type": "integer"},
+            "jitter_seconds": {"type": "integer"},
+        },
+    ),
+]
 
 
 def _access(request: Request) -> AccessOperations:
@@ -32,11 +78,8 @@ def _access(request: Request) -> AccessOperations:
 
 
 @router.post("/v1/owner/grants", status_code=201)
-def create_grant(request: Request, body: Any = JsonObject) -> dict[str, Any]:
-    request_body = _object(body)
-    grant, token = _access(request).issue_grant(
-        str(request_body.get("client_id") or ""), request_body
-    )
+def create_grant(request: Request, body: GrantRequest) -> dict[str, Any]:
+    grant, token = _access(request).issue_grant(str(body.get("client_id") or ""), body)
     return {"grant_id": grant.grant_id, "access_token": token, "grant": grant.to_dict()}
 
 
@@ -76,6 +119,18 @@ def list_tokens(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": [token_view(t) for t in tokens], "has_more": False}
 
 
+@router.get("/v1/owner/access-log")
+def access_log(request: Request, client_id: Text = None, since: Text = None) -> dict[str, Any]:
+    """How much each client read, per stream, connection and day — never what it read."""
+    check_params(request, owner(request), ("client_id", "since"))
+    if since is not None and not DAY.fullmatch(since):
+        raise InvalidArgument("since is a day, YYYY-MM-DD", param="since")
+    h = home(request)
+    h.usage.flush()
+    entries = h.store.access_log(client_id=client_id, since=since)
+    return {"object": "list", "data": [asdict(e) for e in entries], "has_more": False}
+
+
 @router.post("/v1/owner/tokens/{token_id}/revoke")
 def revoke_token(token_id: str, request: Request) -> dict[str, Any]:
     return {"revoked": True, **token_view(_access(request).revoke_token(token_id))}
@@ -104,20 +159,20 @@ def get_connection(connection_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.patch("/v1/owner/connections/{connection_id}")
-def rename_connection(
-    connection_id: str, request: Request, body: Any = JsonObject
-) -> dict[str, Any]:
+def rename_connection(connection_id: str, request: Request, body: Rename) -> dict[str, Any]:
     ops = _ops(request)
-    name = _object(body).get("display_name")
+    name = body.get("display_name")
     if not isinstance(name, str):
         raise InvalidArgument("display_name must be a string", param="display_name")
     return ops.connection_entry(ops.rename(connection_id, name))
 
 
 @router.post("/v1/owner/connections/{connection_id}/run", status_code=202)
-def run_connection(connection_id: str, request: Request) -> dict[str, Any]:
+def run_connection(
+    connection_id: str, request: Request, connector_key: Text = None
+) -> dict[str, Any]:
     ops = _ops(request, ("connector_key",))
-    run_ids = ops.start_run(connection_id, request.query_params.get("connector_key"))
+    run_ids = ops.start_run(connection_id, connector_key)
     return {
         "object": "run",
         "connection_id": connection_id,
@@ -153,18 +208,21 @@ def reactivate_connection(connection_id: str, request: Request) -> dict[str, Any
     return ops.connection_entry(ops.reactivate(connection_id))
 
 
+def _integer(value: Any, name: str) -> int:
+    """A JSON integer of a body, within what the store can hold."""
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) > MAX_INT_PARAM:
+        raise InvalidArgument(f"{name} must be an integer", param=name)
+    return value
+
+
 @router.put("/v1/owner/connections/{connection_id}/schedule")
-def put_schedule(connection_id: str, request: Request, body: Any = JsonObject) -> dict[str, Any]:
+def put_schedule(connection_id: str, request: Request, body: ScheduleBody) -> dict[str, Any]:
     ops = _ops(request)
-    body = _object(body)
     enabled, interval = body.get("enabled", True), body.get("interval_seconds")
     jitter = body.get("jitter_seconds", 0)
     if not isinstance(enabled, bool):
         raise InvalidArgument("enabled must be true or false", param="enabled")
-    if not isinstance(interval, int) or isinstance(interval, bool):
-        raise InvalidArgument("interval_seconds must be an integer", param="interval_seconds")
-    if not isinstance(jitter, int) or isinstance(jitter, bool):
-        raise InvalidArgument("jitter_seconds must be an integer", param="jitter_seconds")
+    interval, jitter = _integer(interval, "interval_seconds"), _integer(jitter, "jitter_seconds")
     schedule = ops.put_schedule(
         connection_id, enabled=enabled, interval_seconds=interval, jitter_seconds=jitter
     )
@@ -186,14 +244,14 @@ def resume_schedule(connection_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/owner/connections/{connection_id}/runs")
-def connection_runs(connection_id: str, request: Request) -> dict[str, Any]:
+def connection_runs(connection_id: str, request: Request, limit: Text = None) -> dict[str, Any]:
     ops = _ops(request, ("limit",))
     store = ops.home.store
     store.connection(connection_id)
-    limit = int_param(request, "limit", 50)
+    count = int_value(limit, "limit") or 50
     return {
         "object": "list",
-        "data": [run_view(r) for r in store.runs(connection_id, limit=limit)],
+        "data": [run_view(r) for r in store.runs(connection_id, limit=count)],
         "has_more": False,
     }
 
@@ -210,14 +268,55 @@ def delete_connection(connection_id: str, request: Request) -> dict[str, Any]:
     return ops.delete(connection_id)
 
 
+@router.post("/v1/owner/imports", status_code=201)
+async def create_import(
+    request: Request,
+    connector: Annotated[str, Query(description="The importing connector's key")],
+    connection_id: Text = None,
+    filename: Text = None,
+) -> JSONBody:
+    """Import an archive sent as the request body (`?connector=KEY[&connection_id=ID]
+    [&filename=NAME]`), streamed to a private file, never held in memory: 201 with the receipt
+    (which connection it joined, and why), or 200 with the earlier receipt for bytes already
+    imported. Over `OWNSTREAM_MAX_UPLOAD_BYTES` it is 413."""
+    h = home(request)
+
+    def check() -> None:
+        check_params(request, owner(request), ("connector", "connection_id", "filename"))
+        h.catalog.manifest(connector)  # an unknown connector is refused before the upload
+
+    await run_in_threadpool(check)
+    limit = max_upload_bytes()
+    check_declared_size(request.headers.get("content-length"), limit)
+    name = filename or "archive"
+    upload = await run_in_threadpool(Upload, h.path, name, limit)
+    try:
+        await stream_body(request, upload.write)
+    except BaseException:
+        upload.discard()
+        raise
+    result = await run_in_threadpool(
+        lambda: import_upload(
+            ConnectionOperations(h), connector, upload, connection_id=connection_id
+        )
+    )
+    return JSONBody(result.to_dict(), status_code=201 if result.status == "committed" else 200)
+
+
 @router.get("/v1/owner/audit")
-def audit(request: Request) -> dict[str, Any]:
+def audit(
+    request: Request,
+    connection_id: Text = None,
+    actor_kind: Text = None,
+    operation: Text = None,
+    limit: Text = None,
+) -> dict[str, Any]:
     ops = _ops(request, ("connection_id", "actor_kind", "operation", "limit"))
     events = ops.home.store.audit_events(
-        connection_id=request.query_params.get("connection_id"),
-        actor_kind=request.query_params.get("actor_kind"),
-        operation=request.query_params.get("operation"),
-        limit=int_param(request, "limit", 200, maximum=1000),
+        connection_id=connection_id,
+        actor_kind=actor_kind,
+        operation=operation,
+        limit=int_value(limit, "limit", maximum=1000) or 200,
     )
     return {"object": "list", "data": [asdict(e) for e in events], "has_more": False}
 

@@ -1,4 +1,4 @@
-"""`ownstream grants|token|access-log|serve`: who may read, and the server they read from."""
+"""`ownstream grants|token|access-log|serve|mcp`: who may read, and the servers they read from."""
 
 from __future__ import annotations
 
@@ -193,7 +193,7 @@ def serve(
     """Serve the PDPP read surface, the owner API and client access over HTTP."""
     import uvicorn
 
-    from ownstream.api.app import create_app
+    from ownstream.api.app import SHUTDOWN_GRACE_SECONDS, create_app
     from ownstream.auth.console import PUBLIC_URL_SETTING, mint_link
     from ownstream.auth.discovery import normalize_public_url, url_for_bind
     from ownstream.scheduler import Worker
@@ -236,14 +236,35 @@ def serve(
         )
     sys.stdout.flush()
     stop = threading.Event()
+    loop = threading.Thread(
+        target=Worker(home.runtime()).run_forever, args=(stop,), daemon=True, name="worker"
+    )
     if scheduler:
-        loop = threading.Thread(
-            target=Worker(home.runtime()).run_forever, args=(stop,), daemon=True, name="worker"
-        )
         loop.start()
     try:
         uvicorn.run(
             create_app(home, url), host=host, port=port, log_level="warning", log_config=None
         )
     finally:
+        # uvicorn has stopped taking requests: let a scheduled run in progress end cleanly
+        # (a run cut off later is reclaimed when its lease lapses, as after a crash)
         stop.set()
+        if loop.is_alive():
+            loop.join(SHUTDOWN_GRACE_SECONDS)
+
+
+@handles_errors
+def mcp(
+    ctx: typer.Context,
+    token_file: Path | None = typer.Option(
+        None,
+        "--token-file",
+        help="A file holding the client token (else OWNSTREAM_TOKEN); never pass a token "
+        "as an argument.",
+    ),
+    log_level: str = typer.Option("warning", "--log-level"),
+) -> None:
+    """Serve MCP on stdin/stdout for a desktop assistant, reading as one client token."""
+    from ownstream.mcp.stdio import read_token, serve_stdio
+
+    serve_stdio(home_of(ctx), read_token(token_file), log_level)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+import orjson
 import typer
 
 from ownstream.cli.output import (
@@ -15,9 +20,11 @@ from ownstream.cli.output import (
     progress_bar,
     table,
 )
-from ownstream.errors import InvalidRequest
+from ownstream.errors import InvalidArgument, InvalidRequest
+from ownstream.home import Home
 from ownstream.model import ReadScope
 from ownstream.owner import ConnectionOperations
+from ownstream.owner.records import RecordPage, owner_scope, record_row, records_page
 from ownstream.views import batch_view, run_view
 
 runs_app = typer.Typer(help="Run history and import batches.", no_args_is_help=True)
@@ -144,41 +151,100 @@ def runs_list(
     )
 
 
+RECORD_FORMATS = ("table", "json", "ndjson", "csv")
+EXPORT_PAGE = 1000
+
+
 @handles_errors
 def records(
     ctx: typer.Context,
     connection_id: str,
     stream: str,
-    limit: int = typer.Option(25, "--limit", min=1, max=1000),
+    limit: int = typer.Option(25, "--limit", min=1, max=1000, help="Records per page."),
+    cursor: str | None = typer.Option(None, "--cursor", help="Continue from a printed cursor."),
+    every: bool = typer.Option(False, "--all", help="Every record, page after page."),
+    output_format: str = typer.Option(
+        "table", "--format", help="table, json, ndjson (one record a line) or csv."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Owner read of one connection's stream, newest first."""
+    """Owner read of one connection's stream, newest first, paged with a cursor; `--all`
+    exports the whole stream (streamed, one page in memory at a time)."""
+    fmt = "json" if as_json else output_format
+    if fmt not in RECORD_FORMATS:
+        raise InvalidArgument(f"--format is one of {', '.join(RECORD_FORMATS)}", param="format")
     home = home_of(ctx)
     home.store.connection(connection_id)
-    definition = home.catalog.definition(stream)
-    scope = ReadScope(definition, (connection_id,), definition.fields)
-    page, has_more = home.store.records_page(scope, limit=limit)
-    rows = [
-        {
-            "id": r.record_key,
-            "stream": stream,
-            "connection_id": r.connection_id,
-            "emitted_at": r.emitted_at,
-            "data": r.data,
-        }
-        for r in page
-    ]
-    if as_json:
-        print_json({"data": rows, "has_more": has_more})
-        return
-    fields = list(definition.fields)[:6]
-    table(
-        f"{stream} · {connection_id}",
-        fields,
-        [[str(r.data.get(f, ""))[:40] for f in fields] for r in page],
-    )
-    if has_more:
-        typer.echo(f"… more; use --limit (showing {len(rows)})")
+    scope = owner_scope(home, stream, connection_id)
+    size = EXPORT_PAGE if every else limit
+    page = records_page(home, scope, limit=size, cursor=cursor)
+    pages = _all_pages(home, scope, page, size) if every else iter([page])
+    if fmt == "table":
+        _records_table(stream, connection_id, scope.stream.fields, pages, every)
+    elif fmt == "json" and not every:
+        print_json({"data": [record_row(r) for r in page.records],
+                    "has_more": page.next_cursor is not None, "next_cursor": page.next_cursor})
+    else:
+        _records_export(fmt, scope.stream.fields, pages)
+        if page.next_cursor is not None and not every:
+            typer.echo(f"more: --cursor {page.next_cursor}", err=True)
+
+
+def _all_pages(home: Home, scope: ReadScope, first: RecordPage, size: int) -> Iterator[RecordPage]:
+    page = first
+    yield page
+    while page.next_cursor is not None:
+        page = records_page(home, scope, limit=size, cursor=page.next_cursor)
+        yield page
+
+
+def _records_table(
+    stream: str, connection_id: str, fields: tuple[str, ...], pages: Iterator[RecordPage],
+    every: bool,
+) -> None:
+    shown = list(fields)[:6]
+    rows, next_cursor = [], None
+    for page in pages:
+        rows += [[str(r.data.get(f, ""))[:40] for f in shown] for r in page.records]
+        next_cursor = page.next_cursor
+    table(f"{stream} · {connection_id}", shown, rows)
+    if next_cursor is not None and not every:
+        typer.echo(f"more: --cursor {next_cursor}  (or --all)")
+
+
+def _records_export(fmt: str, fields: tuple[str, ...], pages: Iterator[RecordPage]) -> None:
+    """JSON (one array), NDJSON or CSV on stdout, written page by page."""
+    out = sys.stdout
+    if fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(["id", "connection_id", "emitted_at", *fields])
+    first = True
+    if fmt == "json":
+        out.write("[")
+    for page in pages:
+        for record in page.records:
+            if fmt == "csv":
+                writer.writerow([record.record_key, record.connection_id, record.emitted_at,
+                                 *(_csv_cell(record.data.get(f)) for f in fields)])
+                continue
+            line = orjson.dumps(record_row(record)).decode()
+            if fmt == "ndjson":
+                out.write(line + "\n")
+            else:
+                out.write(("\n" if first else ",\n") + line)
+                first = False
+    if fmt == "json":
+        out.write("\n]\n")
+    out.flush()
+
+
+def _csv_cell(value: Any) -> str:
+    """Text as is; numbers, lists and objects as JSON, the way sqlite-utils writes them."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
 
 
 @handles_errors
@@ -217,9 +283,12 @@ def worker(
     as_json: bool = JsonOption,
 ) -> None:
     """Run scheduled connections as they come due (a standalone worker; run several, on one
-    PostgreSQL database, to share the due connections)."""
+    PostgreSQL database, to share the due connections). SIGTERM or Ctrl-C stop it after the
+    runs in progress end."""
+    import signal
     import threading
 
+    from ownstream.logs import configure
     from ownstream.scheduler import Worker
 
     runner = Worker(home_of(ctx).runtime(), max_parallel=parallel)
@@ -236,11 +305,11 @@ def worker(
         else:
             typer.echo(f"ran {len(payload)} due connection(s)")
         return
+    configure()  # a long-running worker logs its passes and failures to stderr
     stop = threading.Event()
-    try:
-        runner.run_forever(stop, poll)
-    except KeyboardInterrupt:
-        stop.set()
+    for stopping in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stopping, lambda number, frame: stop.set())
+    runner.run_forever(stop, poll)
 
 
 @handles_errors

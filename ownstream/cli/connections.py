@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import sys
+import webbrowser
+from contextlib import suppress
 from pathlib import Path
 
 import typer
 
-from ownstream.cli.output import JsonOption, handles_errors, home_of, print_json, table
+from ownstream.auth.console import PUBLIC_URL_SETTING
+from ownstream.cli.output import (
+    JsonOption,
+    err_console,
+    handles_errors,
+    home_of,
+    print_json,
+    table,
+)
 from ownstream.errors import InvalidRequest
-from ownstream.owner import ConnectionOperations, schedule_view
+from ownstream.owner import ConnectionOperations, ProviderOAuth, schedule_view
+from ownstream.owner.provider_oauth import DEFAULT_SERVER_URL, SERVER_URL_ENV
 from ownstream.views import connection_view
 
 connections_app = typer.Typer(
@@ -72,6 +83,8 @@ def connections_show(ctx: typer.Context, connection_id: str, as_json: bool = Jso
     typer.echo(f"source: {detail['source']}")
     health = detail["health"]
     typer.echo(f"health: {health['state']} ({health['reason_code']}): {health['message']}")
+    if health["remediation"]:
+        typer.echo(f"  do: {health['remediation']}")
     for advisory in health["advisories"]:
         typer.echo(f"  advisory: {advisory}")
     schedule = detail["schedule"]
@@ -144,13 +157,9 @@ def connections_rename(
 
 
 def _secrets(
-    ctx: typer.Context,
-    connector_key: str,
-    pairs: list[str],
-    files: list[str],
-    stdin_name: str | None,
+    pairs: list[str], files: list[str], stdin_name: str | None, wanted: list[str]
 ) -> dict[str, str]:
-    """Secrets from --secret, --secret-file and --secret-stdin; a required one still missing
+    """Secrets from --secret, --secret-file and --secret-stdin; a `wanted` one still missing
     is asked for at an interactive prompt (never echoed)."""
     secrets = _pairs(pairs, "--secret")
     for name, path in _pairs(files, "--secret-file").items():
@@ -160,11 +169,10 @@ def _secrets(
             raise InvalidRequest(f"cannot read {path}: {exc}", param="--secret-file") from exc
     if stdin_name is not None:
         secrets[stdin_name] = sys.stdin.readline().rstrip("\r\n")
-    manifest = home_of(ctx).catalog.manifest(connector_key)
     if sys.stdin.isatty():
-        for field in manifest.secrets:
-            if field.required and field.name not in secrets:
-                secrets[field.name] = typer.prompt(field.name, hide_input=True)
+        for name in wanted:
+            if name not in secrets:
+                secrets[name] = typer.prompt(name, hide_input=True)
     return secrets
 
 
@@ -192,34 +200,105 @@ def connect(
     allow_recreate: bool = typer.Option(
         False, "--allow-recreate", help="Re-create an identity the owner deleted."
     ),
+    oauth: bool = typer.Option(
+        False,
+        "--oauth",
+        help="Authorize at the provider in a browser (authorization code with PKCE) instead "
+        "of giving tokens; `ownstream serve` must be running at --server-url.",
+    ),
+    client_id: str | None = typer.Option(
+        None, "--client-id", help="With --oauth: the app registered at the provider."
+    ),
+    server_url: str | None = typer.Option(
+        None,
+        "--server-url",
+        envvar=SERVER_URL_ENV,
+        help="With --oauth: the server's public URL, where the provider redirects back "
+        f"(default: what `ownstream serve` announced, else {DEFAULT_SERVER_URL}).",
+    ),
+    browser: bool = typer.Option(
+        True, "--browser/--no-browser", help="With --oauth: try to open the URL in a browser."
+    ),
+    wait: float = typer.Option(
+        300.0, "--wait", min=1.0, help="With --oauth: seconds to wait for the approval."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Connect an account: probe its identity, resolve the connection, store its secrets."""
-    # Through the owner operations, as the API does: audited, and enrolled in its schedule.
-    result = ConnectionOperations(home_of(ctx)).connect(
-        connector_key,
-        secrets=_secrets(ctx, connector_key, secret, secret_file, secret_stdin),
-        settings=_pairs(setting, "--setting"),
-        display_name=name,
-        connection_id=connection,
-        allow_recreate=allow_recreate,
-    )
-    view = connection_view(result.connection)
+    home = home_of(ctx)
+    manifest = home.catalog.manifest(connector_key)
+    settings = _pairs(setting, "--setting")
+    if oauth:
+        flow = ProviderOAuth(home)
+        needs_secret = manifest.oauth is not None and manifest.oauth.client_secret_required
+        given = _secrets(
+            secret, secret_file, secret_stdin, ["client_secret"] if needs_secret else []
+        )
+        extra = sorted(set(given) - {"client_secret"})
+        if extra:
+            raise InvalidRequest(
+                f"--oauth obtains the tokens; give only client_secret (not {', '.join(extra)})",
+                param="--secret",
+            )
+        started = flow.start(
+            connector_key,
+            redirect_base=server_url
+            or home.store.auth_setting(PUBLIC_URL_SETTING)
+            or DEFAULT_SERVER_URL,
+            client_id=client_id,
+            client_secret=given.get("client_secret"),
+            settings=settings,
+            display_name=name,
+            connection_id=connection,
+            allow_recreate=allow_recreate,
+        )
+        err_console.print(
+            f"Open this URL to authorize {manifest.display_name} (waiting {wait:g}s):",
+            highlight=False,
+        )
+        err_console.print(started.authorization_url, highlight=False, markup=False, soft_wrap=True)
+        if browser:
+            with suppress(webbrowser.Error):
+                webbrowser.open(started.authorization_url)
+        authorization = flow.wait(started.authorization_id, wait)
+        assert authorization.connection_id is not None
+        outcome = authorization.outcome or {}
+        connected = home.store.connection(authorization.connection_id)
+        created, identity = bool(outcome.get("created")), outcome.get("identity")
+    else:
+        # Through the owner operations, as the API does: audited, and enrolled in its schedule.
+        result = ConnectionOperations(home).connect(
+            connector_key,
+            secrets=_secrets(
+                secret,
+                secret_file,
+                secret_stdin,
+                [field.name for field in manifest.secrets if field.required],
+            ),
+            settings=settings,
+            display_name=name,
+            connection_id=connection,
+            allow_recreate=allow_recreate,
+        )
+        connected, created = result.connection, result.created
+        identity = (
+            None
+            if result.identity is None
+            else {"claim": result.identity.claim, "value": result.identity.value}
+        )
     payload = {
-        "connection_id": result.connection.connection_id,
-        "status": result.connection.status,
-        "created": result.created,
-        "identity": None
-        if result.identity is None
-        else {"claim": result.identity.claim, "value": result.identity.value},
-        "connection": view,
+        "connection_id": connected.connection_id,
+        "status": connected.status,
+        "created": created,
+        "identity": identity,
+        "connection": connection_view(connected),
     }
     if as_json:
         print_json(payload)
         return
-    verb = "created" if result.created else "reused"
-    who = f"{result.identity.claim}={result.identity.value}" if result.identity else "no identity"
-    typer.echo(f"{verb} {result.connection.connection_id} ({who}) [{result.connection.status}]")
+    verb = "created" if created else "reused"
+    who = f"{identity['claim']}={identity['value']}" if identity else "no identity"
+    typer.echo(f"{verb} {connected.connection_id} ({who}) [{connected.status}]")
 
 
 def _lifecycle(name: str, help_text: str) -> None:

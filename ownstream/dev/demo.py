@@ -1,9 +1,12 @@
 """`make demo`: the flagship scenario on a fresh machine, end to end.
 
-Two Spotify accounts connect through the Web API (a local test double), an archive of the
-first account is imported and joins its connection by the `spotify-account` identity rule, an
-archive with no identity becomes its own connection, a client is granted `listening_history`,
-and `ownstream serve` starts with the curl lines to try printed first.
+Two Spotify accounts connect through the Web API (a local test double) by OAuth, as an owner
+would: the authorization code flow with PKCE, the consent step driven the way a browser would
+drive it, and the provider's redirect completed exactly as `serve`'s callback completes it. An
+archive of the first account is imported and joins its connection by the `spotify-account`
+identity rule, an archive with no identity becomes its own connection, a client is granted
+`listening_history`, and `ownstream serve` starts. The owner console's sign-in link is printed
+first, then the curl lines to try.
 
 Set DEMO_NO_SERVE=1 to stop after setting up (the smoke test does).
 """
@@ -14,15 +17,19 @@ import os
 import shutil
 import socket
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+from ownstream.auth.console import PUBLIC_URL_SETTING, mint_link
 from ownstream.dev import mail_demo
 from ownstream.dev.spotify_data import generate_catalog, generate_user, write_archive
 from ownstream.dev.spotify_double import SpotifyDouble
 from ownstream.home import Home
-from ownstream.owner import AccessOperations
+from ownstream.owner import AccessOperations, ProviderOAuth
+from ownstream.owner.provider_oauth import CALLBACK_PATH
 
 DEMO_DIR = Path(os.environ.get("OWNSTREAM_DEMO_DIR", ".demo"))
 SERVE_PORT = int(os.environ.get("OWNSTREAM_DEMO_PORT", "8765"))
+DEMO_CLIENT_ID = "ownstream-demo"  # the app "registered" at the Spotify double
 
 
 def _free_port(preferred: int) -> int:
@@ -36,8 +43,38 @@ def _free_port(preferred: int) -> int:
             return port
 
 
-def build(demo_dir: Path = DEMO_DIR) -> dict[str, object]:
-    """Set up the whole scenario in `demo_dir`; returns what the banner prints."""
+def connect_by_oauth(
+    flow: ProviderOAuth, double: SpotifyDouble, user_id: str, label: str, server: str
+) -> str:
+    """Connect one account of the double by OAuth; its connection id."""
+    started = flow.start(
+        "spotify",
+        redirect_base=server,
+        client_id=DEMO_CLIENT_ID,
+        settings={
+            "api_base_url": double.base_url,
+            "token_url": f"{double.base_url}/api/token",
+            "authorization_url": f"{double.base_url}/authorize",
+        },
+        display_name=label,
+    )
+    # the owner approves at Spotify, which redirects the browser to the server's callback
+    callback = parse_qs(urlsplit(double.consent(started.authorization_url, user_id)).query)
+    authorization = flow.complete(
+        state=callback.get("state", [None])[0],
+        code=callback.get("code", [None])[0],
+        error=callback.get("error", [None])[0],
+    )
+    assert authorization.connection_id is not None
+    return authorization.connection_id
+
+
+def build(
+    demo_dir: Path = DEMO_DIR, port: int = SERVE_PORT, *, keep_double: bool = False
+) -> dict[str, object]:
+    """Set up the whole scenario in `demo_dir`; returns what the banner prints. With
+    `keep_double` the Spotify double keeps running (as `result["double"]`), so "run now" works
+    while the demo serves; the caller stops it."""
     if demo_dir.exists():
         shutil.rmtree(demo_dir)
     archives = demo_dir / "archives"
@@ -50,24 +87,24 @@ def build(demo_dir: Path = DEMO_DIR) -> dict[str, object]:
 
     home = Home(demo_dir / "home")
     runtime = home.runtime()
-    double = SpotifyDouble([alice, bob])
-    base_url = double.start()
+    double = SpotifyDouble([alice, bob], rotate_refresh_tokens=True)
+    double.start()
+    server = f"http://127.0.0.1:{port}"
+    double.register_client(DEMO_CLIENT_ID, [server + CALLBACK_PATH])
+    flow = ProviderOAuth(home)
     try:
         connections = {}
         for user, label in ((alice, "Alice's Spotify"), (bob, "Bob's Spotify")):
-            result = runtime.connect(
-                "spotify",
-                secrets={"access_token": double.issue_token(user.id)},
-                settings={"api_base_url": base_url, "token_url": f"{base_url}/api/token"},
-                display_name=label,
-            )
-            connection_id = result.connection.connection_id
+            connection_id = connect_by_oauth(flow, double, user.id, label, server)
             connections[user.id] = connection_id
             runtime.run_connection(connection_id)
         merged = runtime.import_artifact("spotify-export", alice_archive)
         separate = runtime.import_artifact("spotify-export", anonymous_archive)
         home.store.rename_connection(separate.receipt.connection_id, "Old archive (owner unknown)")
-    finally:
+    except BaseException:
+        double.stop()
+        raise
+    if not keep_double:
         double.stop()
 
     grant, token = AccessOperations(home).issue_grant(
@@ -85,6 +122,7 @@ def build(demo_dir: Path = DEMO_DIR) -> dict[str, object]:
     )
     return {
         "home": home,
+        "double": double,
         "connections": connections,
         "merged": merged,
         "separate": separate,
@@ -149,23 +187,37 @@ def banner(result: dict[str, object], port: int) -> str:
     return "\n".join(lines)
 
 
+def console_link(home: Home, url: str) -> str:
+    """The owner console's one-time sign-in link, minted as `ownstream serve` does."""
+    home.store.put_auth_setting(PUBLIC_URL_SETTING, url)
+    return mint_link(home.store, url)
+
+
 def main() -> None:
     port = _free_port(SERVE_PORT)
-    result = build()
+    url = f"http://127.0.0.1:{port}"
+    serving = not os.environ.get("DEMO_NO_SERVE")
+    result = build(port=port, keep_double=serving)
+    home, double = result["home"], result["double"]
+    assert isinstance(home, Home) and isinstance(double, SpotifyDouble)
+    print(
+        f"\nOwner console: {console_link(home, url)}\n"
+        "  (one-time sign-in link; `ownstream console-link` mints a fresh one)",
+        flush=True,
+    )
     print(banner(result, port), flush=True)
-    mail_home = result["home"]
-    assert isinstance(mail_home, Home)
-    print(mail_demo.add_mailbox(mail_home, DEMO_DIR / "mail", port=port), flush=True)
-    if os.environ.get("DEMO_NO_SERVE"):
+    print(mail_demo.add_mailbox(home, DEMO_DIR / "mail", port=port), flush=True)
+    if not serving:
         return
     import uvicorn
 
     from ownstream.api.app import create_app
 
-    home = result["home"]
-    assert isinstance(home, Home)
-    print(f"Serving on http://127.0.0.1:{port} (Ctrl-C to stop)", flush=True)
-    uvicorn.run(create_app(home), host="127.0.0.1", port=port, log_level="warning")
+    print(f"Serving on {url} (Ctrl-C to stop); the Spotify double stays up for runs", flush=True)
+    try:
+        uvicorn.run(create_app(home, url), host="127.0.0.1", port=port, log_level="warning")
+    finally:
+        double.stop()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ from ownstream.registry import Catalog
 from ownstream.store.base import Store
 
 ACCESS_MODES = ("single_use", "continuous")
+MAX_CLIENT_ID_CHARS = 200
 DEFAULT_PURPOSE = "https://ownstream.dev/purposes/personal_use"
+
+MAX_EXPIRES_IN = 100 * 366 * 86_400  # a century: any later expiry is no expiry at all
 
 
 def connections_with_stream(store: Store, catalog: Catalog, stream: str) -> list[str]:
@@ -106,6 +109,10 @@ def build_grant(store: Store, catalog: Catalog, client_id: str, request: Any) ->
         raise InvalidRequest("a grant request must be a JSON object")
     if not client_id:
         raise InvalidRequest("client_id is required", param="client_id")
+    if len(client_id) > MAX_CLIENT_ID_CHARS:
+        raise InvalidRequest(
+            f"client_id is longer than {MAX_CLIENT_ID_CHARS} characters", param="client_id"
+        )
     access_mode = request.get("access_mode", "continuous")
     if access_mode not in ACCESS_MODES:
         raise InvalidRequest(f"access_mode must be one of {ACCESS_MODES}", param="access_mode")
@@ -116,8 +123,13 @@ def build_grant(store: Store, catalog: Catalog, client_id: str, request: Any) ->
     if len(set(names)) != len(names):
         raise InvalidRequest("a stream is requested twice", param="streams")
     expires_in = request.get("expires_in")
-    if expires_in is not None and (not isinstance(expires_in, int) or expires_in <= 0):
-        raise InvalidRequest("expires_in must be a positive number of seconds", param="expires_in")
+    if expires_in is not None and (
+        not isinstance(expires_in, int) or not 0 < expires_in <= MAX_EXPIRES_IN
+    ):
+        raise InvalidRequest(
+            f"expires_in must be a number of seconds from 1 to {MAX_EXPIRES_IN}",
+            param="expires_in",
+        )
     now = utc_now()
     return Grant(
         grant_id=random_id("grt"),

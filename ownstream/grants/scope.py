@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ownstream.errors import ConnectionNotFound, GrantStreamNotAllowed, UnknownField
+from ownstream.errors import (
+    ConnectionNotFound,
+    FieldNotGranted,
+    GrantStreamNotAllowed,
+    UnknownField,
+)
 from ownstream.model import Bearer, Connection, ReadScope, StreamDefinition
 from ownstream.registry import Catalog
 from ownstream.store.base import Store
@@ -62,10 +67,7 @@ def scope_for(
             )
         allowed = [connection_id]
     if fields is not None:
-        unknown = [f for f in fields if f not in definition.fields]
-        if unknown:
-            raise UnknownField(f"{stream} has no field(s) {', '.join(unknown)}", param="fields")
-        granted_fields = tuple(f for f in granted_fields if f in fields)
+        granted_fields = requested_fields(definition, granted_fields, fields)
     return ReadScope(
         stream=definition,
         connection_ids=tuple(allowed),
@@ -74,6 +76,27 @@ def scope_for(
         until=until,
         resources=resources,
     )
+
+
+def requested_fields(
+    definition: StreamDefinition, granted: Sequence[str], requested: Sequence[str]
+) -> tuple[str, ...]:
+    """A sparse fieldset within the grant: the requested fields plus the schema's required
+    ones (those the grant has). Naming a field the grant withholds is refused, not silently
+    dropped, so a client never mistakes a withheld field for an absent value."""
+    unknown = [f for f in requested if f not in definition.fields]
+    if unknown:
+        raise UnknownField(
+            f"{definition.name} has no field(s) {', '.join(unknown)}", param="fields"
+        )
+    withheld = [f for f in requested if f not in granted]
+    if withheld:
+        raise FieldNotGranted(
+            f"the grant does not include field(s) {', '.join(withheld)} of {definition.name}",
+            param="fields",
+        )
+    wanted = {*requested, *definition.schema.get("required", ())}
+    return tuple(f for f in granted if f in wanted)
 
 
 def display_names(store: Store, connection_ids: Sequence[str]) -> dict[str, str | None]:

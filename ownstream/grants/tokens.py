@@ -7,7 +7,7 @@ import hmac
 import secrets
 from datetime import datetime, timedelta
 
-from ownstream.clock import iso, now_iso, random_id, utc_now
+from ownstream.clock import iso, random_id, utc_now
 from ownstream.errors import AuthenticationError, GrantExpired, GrantRevoked
 from ownstream.model import Bearer
 from ownstream.store.base import Store, Token, TokenKind
@@ -58,7 +58,7 @@ def authenticate(
     row = store.token(digest)
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise AuthenticationError("the bearer token is not valid")
-    now = now_iso()
+    now = iso(store.clock())
     if row.kind == "client":
         # The grant's lifecycle is reported first (403 grant_revoked / grant_expired): a client
         # token's expiry mirrors its grant's, so checking the token first would turn every

@@ -26,11 +26,12 @@ from ownstream.errors import (
 from ownstream.health import HealthEvidence, Verdict, verdict
 from ownstream.home import Home
 from ownstream.model import Connection
+from ownstream.owner.access import grant_view
 from ownstream.owner.audit import audited
 from ownstream.runtime.runner import ConnectResult, ImportResult, Runtime
-from ownstream.runtime.session import RunOutcome
+from ownstream.runtime.session import RunOutcome, stored_credential_names
 from ownstream.scheduler import auto_enroll, check_schedule, schedulable_paths
-from ownstream.store.base import Schedule
+from ownstream.store.base import ProviderAuthorization, Schedule
 from ownstream.views import batch_view, connection_detail, connection_view, lease_view, run_view
 
 log = logging.getLogger(__name__)
@@ -58,15 +59,47 @@ class ConnectionOperations:
             "connect", kwargs.get("connection_id"), {"connector_key": connector_key}
         ) as summary:
             result = self.runtime().connect(connector_key, **kwargs)
-            connection = result.connection
-            summary.update(
-                connection_id=connection.connection_id,
-                created=result.created,
-                identity_claim=result.identity.claim if result.identity else None,
-                credentials=sorted(kwargs.get("secrets", {})),
-            )
-            auto_enroll(self.home.store, connection, self.home.catalog)
+            self._connected(summary, result, kwargs.get("secrets", {}))
         return result
+
+    def connect_authorized(
+        self, authorization: ProviderAuthorization, exchange: Callable[[], dict[str, str]]
+    ) -> ConnectResult:
+        """Finish an OAuth authorization at the provider: `exchange` trades its code for the
+        connection's secrets, then the account connects as every connect does. One audited
+        connect, whichever step fails."""
+        with self._audited(
+            "connect",
+            authorization.connection_id,
+            {
+                "connector_key": authorization.connector_key,
+                "via": "oauth",
+                "authorization_id": authorization.authorization_id,
+            },
+        ) as summary:
+            secrets = exchange()
+            result = self.runtime().connect(
+                authorization.connector_key,
+                secrets=secrets,
+                settings=authorization.settings,
+                display_name=authorization.display_name,
+                connection_id=authorization.connection_id,
+                allow_recreate=authorization.allow_recreate,
+            )
+            self._connected(summary, result, secrets)
+        return result
+
+    def _connected(
+        self, summary: dict[str, Any], result: ConnectResult, secrets: dict[str, str]
+    ) -> None:
+        """The audit summary of a connect (secret names, never values), and its schedule."""
+        summary.update(
+            connection_id=result.connection.connection_id,
+            created=result.created,
+            identity_claim=result.identity.claim if result.identity else None,
+            credentials=sorted(secrets),
+        )
+        auto_enroll(self.home.store, result.connection, self.home.catalog)
 
     def import_artifact(
         self,
@@ -100,6 +133,7 @@ class ConnectionOperations:
             )
             summary.update(
                 runs=[{"run_id": o.run_id, "status": o.status} for o in outcomes],
+                credentials_stored=stored_credential_names(outcomes),
                 _outcome="succeeded"
                 if all(o.status == "succeeded" for o in outcomes)
                 else "failed",
@@ -107,9 +141,18 @@ class ConnectionOperations:
         return outcomes
 
     def start_run(self, connection_id: str, connector_key: str | None = None) -> list[str]:
-        """Check and start a run in the background; returns its run ids at once (HTTP 202)."""
+        """Check and start a run in the background; returns its run ids at once (HTTP 202).
+
+        Its progress and outcome are published to this process's progress hub, keyed by run id,
+        for the console's live view."""
+        hub = self.home.progress
+
+        def publish(event: dict[str, Any]) -> None:
+            if event.get("run_id"):
+                hub.update(event["run_id"], event)
+
         with self._audited("run", connection_id, {"connector_key": connector_key}) as summary:
-            runtime = self.runtime()
+            runtime = self.runtime(publish)
             _, manifests = runtime.runnable_paths(connection_id, connector_key)
             lease = self.home.store.active_lease(connection_id)
             if lease is not None and not lease.stale(iso(self.home.store.clock())):
@@ -120,29 +163,41 @@ class ConnectionOperations:
                 )
             run_ids = [runtime.new_run_id() for _ in manifests]
             summary.update(runs=run_ids, _outcome="started")
+        for run_id in run_ids:
+            hub.begin(run_id)
 
         def work() -> None:
             summary: dict[str, Any] = {"runs": run_ids}
+            finished: dict[str, dict[str, Any]] = {r: {"status": "failed"} for r in run_ids}
             try:
                 outcomes = runtime.run_connection(
                     connection_id, connector_key=connector_key, run_ids=run_ids
                 )
                 succeeded = all(o.status == "succeeded" for o in outcomes)
                 summary["statuses"] = [o.status for o in outcomes]
+                summary["credentials_stored"] = stored_credential_names(outcomes)
+                for done in outcomes:
+                    if done.run_id is not None:
+                        finished[done.run_id] = done.to_dict()
             except OwnstreamError as exc:
                 succeeded = False
                 summary["error"] = exc.code
+                finished = {r: {"status": "failed", "error": exc.to_dict()} for r in run_ids}
             except Exception:
                 log.exception("background run of %s failed", connection_id)
                 succeeded = False
                 summary["error"] = "internal_error"
-            self.home.store.append_audit(
-                actor_kind=self.actor_kind,
-                connection_id=connection_id,
-                operation="run_finished",
-                outcome="succeeded" if succeeded else "failed",
-                summary=summary,
-            )
+            try:
+                self.home.store.append_audit(
+                    actor_kind=self.actor_kind,
+                    connection_id=connection_id,
+                    operation="run_finished",
+                    outcome="succeeded" if succeeded else "failed",
+                    summary=summary,
+                )
+            finally:
+                for run_id, result in finished.items():
+                    hub.finish(run_id, result)
 
         self.home.background.start(f"run-{connection_id}", work)
         return run_ids
@@ -200,6 +255,26 @@ class ConnectionOperations:
             "connection_id": connection_id,
             "records_per_stream": counts.records_per_stream,
             "records": counts.records,
+        }
+
+    def deletion_preview(self, connection_id: str) -> dict[str, Any]:
+        """What deleting a connection erases (its records per stream, runs, import batches)
+        and what survives it: the grants that name it (they then read nothing from it) and
+        the audit trail."""
+        store = self.home.store
+        connection = store.connection(connection_id)
+        records = {c.stream: c.record_count for c in store.stream_counts([connection_id])}
+        return {
+            "connection": connection_view(connection),
+            "records_per_stream": records,
+            "records": sum(records.values()),
+            "import_batches": len(store.batches(connection_id=connection_id)),
+            "grants_naming_it": [
+                grant_view(g)
+                for g in store.grants()
+                if any(connection_id in s.instance_ids for s in g.streams)
+            ],
+            "audit_events_kept": len(store.audit_events(connection_id=connection_id, limit=10_000)),
         }
 
     # schedules -----------------------------------------------------------------------------
@@ -269,10 +344,13 @@ class ConnectionOperations:
         )
         missing = []
         budgets = []
+        oauth_paths = []
         for path in runnable:
             manifest = catalog.manifests.get(path.connector_key)
             if manifest is None:
                 continue
+            if manifest.oauth is not None:
+                oauth_paths.append(path.connector_key)
             if manifest.refresh_policy.maximum_staleness_seconds:
                 budgets.append(manifest.refresh_policy.maximum_staleness_seconds)
             missing += [
@@ -292,6 +370,7 @@ class ConnectionOperations:
                 missing_credentials=tuple(missing),
                 now=now,
                 stalled_run=stalled,
+                oauth_paths=tuple(oauth_paths),
             )
         )
 

@@ -9,11 +9,14 @@ from typing import Any
 import jsonschema_rs
 
 from ownstream.errors import IncompatibleDefinition, InvalidDefinition
-from ownstream.model import StreamDefinition
+from ownstream.model import AGGREGATION_KINDS, Aggregations, StreamDefinition
 
 STREAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 MAX_SEARCHABLE_FIELDS = 8  # the search index has this many field slots
+AGGREGABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # safe in a JSON path as is
+SCALAR_TYPES = frozenset({"string", "integer", "number", "boolean"})
+NUMERIC_TYPES = frozenset({"integer", "number"})
 
 
 def parse_definition(raw: Any, *, shared: bool = True) -> StreamDefinition:
@@ -74,6 +77,9 @@ def parse_definition(raw: Any, *, shared: bool = True) -> StreamDefinition:
         f not in properties or properties[f].get("type") != "array" for f in union
     ):
         raise fail("union_fields must name array fields of the schema", "union_fields")
+    aggregations = raw.get("aggregations")
+    if aggregations is not None:
+        aggregations = _parse_aggregations(aggregations, properties, fail)
     return StreamDefinition(
         name=name,
         version=version,
@@ -85,8 +91,64 @@ def parse_definition(raw: Any, *, shared: bool = True) -> StreamDefinition:
         consent_time_field=raw.get("consent_time_field"),
         searchable_fields=tuple(searchable),
         union_fields=tuple(union),
+        aggregations=aggregations,
         shared=shared,
     )
+
+
+def value_types(prop: Any) -> frozenset[str]:
+    """The JSON types a field's schema allows, `null` aside (the nullable variant counts)."""
+    return _types(prop) - {"null"}
+
+
+def time_format(prop: Any) -> str | None:
+    """`date` or `date-time` for a string field that holds calendar values, else None."""
+    if value_types(prop) != {"string"}:
+        return None
+    found = prop.get("format")
+    return found if found in ("date", "date-time") else None
+
+
+def aggregable(kind: str, prop: Any) -> bool:
+    """Whether a field's schema admits an aggregation kind: sums need numbers, extrema numbers
+    or calendar values, time buckets calendar values, grouping and distinct counts one scalar
+    type."""
+    types = value_types(prop)
+    if len(types) != 1:
+        return False
+    if kind == "sum":
+        return types <= NUMERIC_TYPES
+    if kind in ("min", "max"):
+        return types <= NUMERIC_TYPES or time_format(prop) is not None
+    if kind == "group_by_time":
+        return time_format(prop) is not None
+    return types <= SCALAR_TYPES
+
+
+def _parse_aggregations(
+    raw: Any, properties: dict[str, Any], fail: Callable[[str, str], InvalidDefinition]
+) -> Aggregations:
+    if not isinstance(raw, dict):
+        raise fail("aggregations must be an object", "aggregations")
+    unknown = sorted(set(raw) - {"count", *AGGREGATION_KINDS})
+    if unknown:
+        raise fail(f"aggregations has unknown operation(s) {', '.join(unknown)}", "aggregations")
+    count = raw.get("count", False)
+    if not isinstance(count, bool):
+        raise fail("aggregations.count must be true or false", "aggregations.count")
+    declared: dict[str, tuple[str, ...]] = {}
+    for kind in AGGREGATION_KINDS:
+        names = raw.get(kind, [])
+        param = f"aggregations.{kind}"
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise fail(f"{param} must be a list of field names", param)
+        for name in names:
+            if name not in properties or not AGGREGABLE_NAME.match(name):
+                raise fail(f"{param} names {name!r}, which is not a field of the schema", param)
+            if not aggregable(kind, properties[name]):
+                raise fail(f"{param}: field {name!r} has a type {kind} cannot use", param)
+        declared[kind] = tuple(dict.fromkeys(names))
+    return Aggregations(count=count, **declared)
 
 
 def _no_remote_refs(uri: str) -> Any:
@@ -129,6 +191,11 @@ def definition_document(definition: StreamDefinition) -> dict[str, Any]:
         "consent_time_field": definition.consent_time_field,
         "searchable_fields": list(definition.searchable_fields),
         "union_fields": list(definition.union_fields),
+        **(
+            {"aggregations": definition.aggregations.to_dict()}
+            if definition.aggregations is not None
+            else {}
+        ),
         "description": definition.description,
         "schema": definition.schema,
     }

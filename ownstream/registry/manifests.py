@@ -6,11 +6,13 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ownstream.errors import InvalidDefinition, InvalidManifest, UnknownStream
 from ownstream.model import (
     ACQUISITION_METHODS,
     ConnectorManifest,
+    OAuthProvider,
     RefreshPolicy,
     SetupField,
     StreamDefinition,
@@ -20,6 +22,9 @@ from ownstream.registry.definitions import check_compatible, parse_definition
 CONNECTOR_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 CLAIM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# The secrets an OAuth authorization fills in: a manifest with `oauth` declares them
+OAUTH_SECRETS = ("access_token", "refresh_token", "client_id")
 
 SharedLookup = Callable[[str], StreamDefinition | None]
 
@@ -70,6 +75,8 @@ def parse_manifest(
         if not isinstance(claim, str) or not CLAIM_NAME.match(claim):
             raise fail("identity.claim must be a snake_case name", "identity.claim")
 
+    oauth = _oauth(raw["oauth"], secrets, fail) if raw.get("oauth") is not None else None
+
     run = raw.get("run", {})
     command: tuple[str, ...] | None = None
     python_entry = None
@@ -108,6 +115,7 @@ def parse_manifest(
         settings=settings,
         refresh_policy=refresh_policy,
         identity_claim=claim,
+        oauth=oauth,
         command=command,
         python_entry=python_entry,
         base_dir=base_dir,
@@ -172,6 +180,57 @@ def _setup_fields(
             )
         )
     return tuple(fields)
+
+
+def secure_endpoint(url: Any) -> bool:
+    """An https URL, or http on this machine (a local provider or test double)."""
+    if not isinstance(url, str):
+        return False
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return bool(parts.hostname)
+    return parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+
+
+def _oauth(
+    raw: Any, secrets: tuple[SetupField, ...], fail: Callable[[str, str], Exception]
+) -> OAuthProvider:
+    if not isinstance(raw, dict):
+        raise fail("oauth must be an object", "oauth")
+    for name in ("authorization_url", "token_url"):
+        if not secure_endpoint(raw.get(name)):
+            message = f"oauth.{name} must be an https URL (http only on loopback)"
+            raise fail(message, f"oauth.{name}")
+    scopes = raw.get("scopes", [])
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and s for s in scopes):
+        raise fail("oauth.scopes must be a list of scope names", "oauth.scopes")
+    if raw.get("pkce", "S256") != "S256":
+        raise fail("oauth.pkce must be S256 (the plain method is not supported)", "oauth.pkce")
+    flags = {}
+    for name in ("rotates_refresh_tokens", "client_secret_required"):
+        flags[name] = raw.get(name, False)
+        if not isinstance(flags[name], bool):
+            raise fail(f"oauth.{name} must be true or false", f"oauth.{name}")
+    client_id = raw.get("client_id")
+    if client_id is not None and (not isinstance(client_id, str) or not client_id):
+        raise fail("oauth.client_id must be a non-empty string", "oauth.client_id")
+    declared = {s.name for s in secrets}
+    needed = OAUTH_SECRETS + (("client_secret",) if flags["client_secret_required"] else ())
+    missing = [name for name in needed if name not in declared]
+    if missing:
+        raise fail(
+            f"oauth stores the secrets {', '.join(needed)}; declare {', '.join(missing)} in "
+            "setup.secrets",
+            "oauth",
+        )
+    return OAuthProvider(
+        authorization_url=raw["authorization_url"],
+        token_url=raw["token_url"],
+        scopes=tuple(scopes),
+        rotates_refresh_tokens=flags["rotates_refresh_tokens"],
+        client_id=client_id,
+        client_secret_required=flags["client_secret_required"],
+    )
 
 
 def _refresh_policy(raw: Any, fail: Callable[[str, str], Exception]) -> RefreshPolicy:

@@ -1,8 +1,8 @@
 """The connector → runtime wire protocol: parse and validate every message, in order.
 
 Each message becomes one small dataclass (`Identity`, `Record`, `Rejected`, `Omitted`, `State`,
-`Gap`, `Progress`, `Done`); the runtime `match`es on them. Two kinds of failure, kept apart
-on purpose:
+`Gap`, `Progress`, `Credentials`, `Done`); the runtime `match`es on them. Two kinds of failure,
+kept apart on purpose:
 - a *record* that breaks its stream's contract (key ≠ primary key of data, schema mismatch,
   delete on an append-only stream), and an input entry the connector itself could not read
   (REJECT), are rejected with a reason and counted; the run goes on;
@@ -92,13 +92,24 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Credentials:
+    """Refreshed or rotated secrets for this run's connection; their values are never shown."""
+
+    secrets: dict[str, str] = field(repr=False)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.secrets)
+
+
+@dataclass(frozen=True)
 class Done:
     status: str
     records_emitted: int
     error: dict[str, Any] | None
 
 
-Message = Identity | Record | Rejected | Omitted | State | Gap | Progress | Done
+Message = Identity | Record | Rejected | Omitted | State | Gap | Progress | Credentials | Done
 
 
 def _short(value: Any, limit: int) -> str:
@@ -142,7 +153,9 @@ class MessageValidator:
         try:
             message = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            raise ProtocolViolation(f"not a JSON message: {line[:80]!r} ({exc})") from exc
+            # a broken CREDENTIALS line holds secrets: say what it was, never quote it
+            shown = "a CREDENTIALS line" if b"CREDENTIALS" in line else repr(line[:80])
+            raise ProtocolViolation(f"not a JSON message: {shown} ({exc})") from exc
         return self.parse(message)
 
     def parse(self, message: Any) -> Message:
@@ -175,6 +188,8 @@ class MessageValidator:
                 )
             case "LOG":
                 return Progress(message=str(message.get("message", "")))
+            case "CREDENTIALS":
+                return self._credentials(message)
             case "DONE":
                 return self._done(message)
         raise ProtocolViolation(f"unknown message type {kind!r}")
@@ -301,6 +316,25 @@ class MessageValidator:
             recovery_action=str(action or "unknown"),
             retryable=bool(hint.get("retryable", False)) if isinstance(hint, dict) else False,
         )
+
+    def _credentials(self, message: Mapping[str, Any]) -> Credentials:
+        """Names are checked against the manifest; errors name the secret, never its value."""
+        secrets = message.get("secrets")
+        if not isinstance(secrets, Mapping) or not secrets:
+            raise ProtocolViolation("CREDENTIALS needs a non-empty secrets object")
+        declared = {s.name for s in self.manifest.secrets}
+        for name, value in secrets.items():
+            if name not in declared:
+                raise ProtocolViolation(
+                    f"CREDENTIALS names {_short(name, MAX_REASON_CHARS)!r}, which "
+                    f"{self.manifest.connector_key} does not declare as a secret",
+                    param="secrets",
+                )
+            if not isinstance(value, str) or not value:
+                raise ProtocolViolation(
+                    f"CREDENTIALS secret {name!r} must be a non-empty string", param="secrets"
+                )
+        return Credentials(dict(secrets))
 
     def _done(self, message: Mapping[str, Any]) -> Done:
         self.finished = True

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ownstream.clock import now_iso, random_id, stable_id
 from ownstream.credentials import Vault, fingerprint
@@ -36,7 +36,7 @@ from ownstream.model import (
 )
 from ownstream.registry import Catalog
 from ownstream.runtime.process import open_transport
-from ownstream.runtime.protocol import Done, Identity, MessageValidator
+from ownstream.runtime.protocol import Credentials, Done, Identity, MessageValidator
 from ownstream.runtime.resolver import Resolver
 from ownstream.runtime.session import (
     ImportSession,
@@ -194,10 +194,11 @@ class Runtime:
                 f"{connector_key} imports archives; use `ownstream import {connector_key} PATH`",
                 param="connector_key",
             )
-        self._check_setup_names(manifest, secrets, settings)
+        self._check_setup(manifest, secrets, settings)
         env = self._env(manifest, {**self._defaults(manifest), **settings}, secrets)
         start = self._start_message("probe", "identify", manifest, None)
-        evidence = self._probe(manifest, start, env)
+        evidence, refreshed = self._probe(manifest, start, env)
+        secrets = {**secrets, **refreshed}  # what the probe refreshed is what stays valid
         resolution = self.resolver.resolve(manifest, evidence, connection_id, allow_recreate)
         binding = self.resolver.binding(
             manifest, resolution, display_name=display_name, seed=random_id("seed")
@@ -227,16 +228,20 @@ class Runtime:
 
     def _probe(
         self, manifest: ConnectorManifest, start: dict[str, Any], env: dict[str, str]
-    ) -> IdentityEvidence | None:
+    ) -> tuple[IdentityEvidence | None, dict[str, str]]:
+        """The identity the account proves, and any secrets the probe refreshed on the way."""
         validator = MessageValidator(manifest, (), identify_only=True)
         transport = open_transport(manifest, start, env)
         evidence = None
+        refreshed: dict[str, str] = {}
         try:
             items = iter(transport.messages())
             for item in items:
                 message = validator.read(item)
                 if isinstance(message, Identity):
                     evidence = message.evidence
+                if isinstance(message, Credentials):
+                    refreshed.update(message.secrets)
                 if isinstance(message, Done):
                     expect_end(transport, items, validator)
                     if message.status != "succeeded":
@@ -246,7 +251,7 @@ class Runtime:
                             f"{error.get('message', 'the probe failed')}",
                             connector_error=public_error(error),
                         )
-                    return evidence
+                    return evidence, refreshed
         finally:
             transport.close()
         raise ProtocolViolation(
@@ -255,25 +260,27 @@ class Runtime:
         )
 
     @staticmethod
-    def _check_setup_names(
-        manifest: ConnectorManifest, secrets: dict[str, str], settings: dict[str, str]
+    def check_setup_names(
+        manifest: ConnectorManifest, kind: Literal["secret", "setting"], names: Iterable[str]
     ) -> None:
-        known_secrets = {s.name for s in manifest.secrets}
-        known_settings = {s.name for s in manifest.settings}
-        for name in secrets:
-            if name not in known_secrets:
+        """Every name given is a secret (or setting) the manifest declares."""
+        fields = manifest.secrets if kind == "secret" else manifest.settings
+        known = {f.name for f in fields}
+        for name in names:
+            if name not in known:
                 raise InvalidRequest(
-                    f"{manifest.connector_key} has no secret {name!r} "
-                    f"(it takes: {', '.join(sorted(known_secrets)) or 'none'})",
-                    param="secret",
+                    f"{manifest.connector_key} has no {kind} {name!r} "
+                    f"(it takes: {', '.join(sorted(known)) or 'none'})",
+                    param=kind,
                 )
-        for name in settings:
-            if name not in known_settings:
-                raise InvalidRequest(
-                    f"{manifest.connector_key} has no setting {name!r} "
-                    f"(it takes: {', '.join(sorted(known_settings)) or 'none'})",
-                    param="setting",
-                )
+
+    @classmethod
+    def _check_setup(
+        cls, manifest: ConnectorManifest, secrets: dict[str, str], settings: dict[str, str]
+    ) -> None:
+        """A connect's names are declared and every required secret is given."""
+        cls.check_setup_names(manifest, "secret", secrets)
+        cls.check_setup_names(manifest, "setting", settings)
         missing = [s.name for s in manifest.secrets if s.required and s.name not in secrets]
         if missing:
             raise CredentialUnavailable(
@@ -350,10 +357,11 @@ class Runtime:
             s.name for s in manifest.secrets if s.required and s.name not in config.sealed_secrets
         ]
         if missing:
+            how = "--oauth" if manifest.oauth is not None else "--secret-stdin NAME"
             raise CredentialUnavailable(
                 f"connection {connection_id} has no stored {', '.join(missing)} for "
                 f"{manifest.connector_key}; reconnect it with `ownstream connect "
-                f"{manifest.connector_key} --connection {connection_id} --secret …`",
+                f"{manifest.connector_key} --connection {connection_id} {how}`",
                 connection_id=connection_id,
             )
         secrets = {
@@ -403,14 +411,17 @@ class Runtime:
         *,
         connection_id: str | None = None,
         allow_recreate: bool = False,
+        artifact: ArtifactInfo | None = None,
     ) -> ImportResult:
+        """Import the file or folder at `path`; `artifact` is its hash and name when the caller
+        already has them (an upload hashed while it streamed in, named as the owner's file)."""
         manifest = self.catalog.manifest(connector_key)
         if manifest.acquisition_method != "owner_artifact":
             raise InvalidRequest(
                 f"{connector_key} does not import archives (it is {manifest.acquisition_method})",
                 param="connector_key",
             )
-        artifact = artifact_info(path)
+        artifact = artifact or artifact_info(path)
         for earlier in self.store.batches(
             connector_key=connector_key, artifact_sha256=artifact.sha256
         ):

@@ -3,6 +3,7 @@
     def collect(start: Start, env: Mapping[str, str]) -> Iterator[Message]:
         yield identity("spotify_user_id", me["id"])
         yield record("profile", me["id"], {...})
+        yield credentials(access_token=new_token)  # after a refresh, for the next runs
         yield state("listening_history", {"after": 123})
 
 `drive` runs such a generator in-process; `python -m ownstream.runtime.sdk module:function`
@@ -102,6 +103,14 @@ class ConnectorError(Exception):
         }
 
 
+class ReconnectRequired(ConnectorError):
+    """The provider refused the stored authorization (its refresh token expired or the owner
+    revoked the app there): only the owner can fix it, by connecting again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="authorization_rejected", recovery_action="reconnect")
+
+
 def identity(claim: str, value: str) -> Message:
     return {"type": "IDENTITY", "claim": claim, "value": value}
 
@@ -146,6 +155,12 @@ def skip(
         "message": message,
         "recovery_hint": {"action": recovery_action, "retryable": retryable},
     }
+
+
+def credentials(**secrets: str) -> Message:
+    """Hand refreshed or rotated secrets to the runtime, which stores them for this connection
+    at once: send it right after a refresh, before anything else."""
+    return {"type": "CREDENTIALS", "secrets": secrets}
 
 
 def reject(stream: str | None, reason: str, detail: str, *, key: str | None = None) -> Message:

@@ -8,7 +8,10 @@ Commit rules (docs/protocol.md):
 - an import publishes only when it succeeded: anything else abandons its stage, and the
   connection it would have created is never created;
 - a crash, an interruption or an internal error abandons the stage; a run whose lease was
-  taken over writes nothing more.
+  taken over writes nothing more;
+- CREDENTIALS a run hands back are sealed and stored for its connection at once, in their own
+  transaction fenced by the lease: they stay whatever the run's outcome (a refreshed token is
+  valid regardless, and a rotated refresh token would otherwise be lost).
 While the connector works, a heartbeat renews the lease; a killed process stops renewing it,
 so its stage is reclaimed within about a minute.
 """
@@ -23,6 +26,7 @@ from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ownstream.credentials import fingerprint
 from ownstream.errors import (
     IdentityMismatch,
     OwnstreamError,
@@ -41,6 +45,7 @@ from ownstream.model import (
 )
 from ownstream.runtime.process import Transport, open_transport
 from ownstream.runtime.protocol import (
+    Credentials,
     Done,
     Gap,
     Identity,
@@ -82,6 +87,7 @@ class RunOutcome:
     created_connection: bool = False
     binding: Binding | None = None
     window: tuple[str, str] | tuple[None, None] = (None, None)
+    credentials_stored: list[str] = field(default_factory=list)  # names only, never values
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +103,11 @@ class RunOutcome:
             "checkpoint": self.checkpoint,
             "error": self.error,
         }
+
+
+def stored_credential_names(outcomes: list[RunOutcome]) -> list[str]:
+    """Which secrets these runs refreshed and stored: names for an audit summary, no values."""
+    return sorted({name for outcome in outcomes for name in outcome.credentials_stored})
 
 
 def public_error(error: dict[str, Any]) -> dict[str, Any]:
@@ -286,9 +297,12 @@ class Session(ABC):
                         recovery_action=gap.recovery_action,
                     )
                 )
+            case Credentials() as handed_back:
+                self._store_credentials(handed_back)
             case Progress() as progress:
                 self.runtime.progress(
                     {
+                        "run_id": self.outcome.run_id,
                         "message": progress.message,
                         "stream": progress.stream,
                         "count": progress.count,
@@ -297,6 +311,10 @@ class Session(ABC):
                         "records": tally.parsed,
                     }
                 )
+
+    @abstractmethod
+    def _store_credentials(self, handed_back: Credentials) -> None:
+        """Seal and store refreshed secrets for this run's connection, before anything else."""
 
     def _check_identity(self) -> None:
         """A run of a known connection must prove the same identity before any record."""
@@ -384,7 +402,31 @@ class Session(ABC):
             self.store, acquisition, self.runtime.heartbeat_seconds, self._lease_lost
         )
         self.heartbeat.start()
+        log.info(
+            "%s %s of %s (%s) started",
+            self.outcome.trigger,
+            acquisition.run_id,
+            acquisition.connection_id,
+            acquisition.connector_key,
+        )
         return acquisition
+
+    def _ended(self, published: bool) -> None:
+        tally = self.outcome.tally
+        log.log(
+            logging.INFO if self.outcome.status == "succeeded" else logging.WARNING,
+            "%s %s of %s %s (%s): new %d, updated %d, duplicate %d, deleted %d, rejected %d",
+            self.outcome.trigger,
+            self.outcome.run_id,
+            self.outcome.connection_id,
+            self.outcome.status,
+            "published" if published else "nothing kept",
+            tally.new,
+            tally.updated,
+            tally.duplicate,
+            tally.deleted,
+            tally.rejected,
+        )
 
     def _lease_lost(self) -> None:
         if self.transport is not None:
@@ -429,8 +471,8 @@ class Session(ABC):
                 KnownGap(
                     kind="ambiguous_match",
                     reason="ambiguous_match",
-                    message=f"{self.ambiguous} entries could be the same event as several "
-                    "records; each was kept as a record of its own",
+                    message=f"{self.ambiguous} coarse records could be the same event as "
+                    "several precise ones; each was kept as a record of its own",
                     connector_key=self.manifest.connector_key,
                     acquisition_method=self.manifest.acquisition_method,
                     severity="informational",
@@ -472,6 +514,7 @@ class Session(ABC):
                 self.store.publish(self.acquisition, self._publication(status, succeeded=False))
             else:
                 self.store.abandon(self.acquisition, outcome.error)
+            self._ended(publish)
         return outcome
 
 
@@ -486,6 +529,22 @@ class RunSession(Session):
     def _stage(self) -> Acquisition:
         assert self.acquisition is not None
         return self.acquisition
+
+    def _store_credentials(self, handed_back: Credentials) -> None:
+        acquisition, vault = self._stage(), self.runtime.vault
+        self.store.save_run_credentials(
+            acquisition,
+            {
+                name: (
+                    vault.seal(acquisition.connection_id, acquisition.connector_key, name, value),
+                    fingerprint(value),
+                )
+                for name, value in handed_back.secrets.items()
+            },
+        )
+        self.outcome.credentials_stored = sorted(
+            {*self.outcome.credentials_stored, *handed_back.names}
+        )
 
     def _end(self, done: Done) -> RunOutcome:
         outcome = self.outcome
@@ -509,6 +568,7 @@ class RunSession(Session):
             self._flush()  # the last batch; nothing is visible until the publication below
         self.store.publish(acquisition, self._publication(status, succeeded=succeeded))
         outcome.window = self.window or (None, None)
+        self._ended(True)
         return outcome
 
 
@@ -545,6 +605,12 @@ class ImportSession(Session):
         self.outcome.created_connection = binding.create is not None
         return self._begin(binding, self.batch_id)
 
+    def _store_credentials(self, handed_back: Credentials) -> None:
+        raise ProtocolViolation(
+            f"CREDENTIALS in an import: {self.manifest.connector_key} has no connection "
+            "credentials to update"
+        )
+
     def _refused(self, exc: IdentityMismatch | ProtocolViolation) -> RunOutcome:
         if isinstance(exc, IdentityMismatch):
             raise exc  # refused before anything is stored: the typed error
@@ -575,6 +641,7 @@ class ImportSession(Session):
             "succeeded", succeeded=True, receipt=receipt, binding=outcome.binding
         )
         self.store.publish(acquisition, publication)
+        self._ended(True)
         return outcome
 
 

@@ -19,6 +19,7 @@ from ownstream.model import (
     Acquisition,
     Connection,
     ConnectionIdentity,
+    ConnectionStatus,
     Grant,
     ReadScope,
     RecordRule,
@@ -30,7 +31,10 @@ from ownstream.store.auth import AuthStore
 from ownstream.store.planner import BatchStats
 
 RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
+AuthorizationStatus = Literal["pending", "completing", "connected", "refused", "expired"]
 TokenKind = Literal["owner", "client"]
+Rekey = Callable[[dict[str, Any]], tuple[str, dict[str, Any]] | None]
+"""A record's new key and data, computed from its data alone; None leaves it as it is."""
 
 
 @dataclass(frozen=True)
@@ -95,12 +99,63 @@ class SearchHit:
     emitted_at: str
 
 
+AggregateMetric = Literal["count", "sum", "min", "max", "count_distinct"]
+Granularity = Literal["minute", "hour", "day", "week", "month", "quarter", "year"]
+GroupKey = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class TimeGrouping:
+    """Calendar buckets of a date or date-time field: `granularity` in the IANA `time_zone`
+    (weeks start on Monday). A `date` field holds calendar days already and is never shifted."""
+
+    field: str
+    granularity: Granularity
+    time_zone: str = "UTC"
+    date_only: bool = False
+
+
+@dataclass(frozen=True)
+class AggregateSpec:
+    """One validated aggregation: a metric, or a count grouped by at most one dimension.
+    Callers validate it against the definition and the grant; the store only computes."""
+
+    metric: AggregateMetric
+    field: str | None = None  # the metric's input (None for count)
+    group_by: str | None = None
+    group_by_time: TimeGrouping | None = None
+    limit: int = 10  # groups returned; the rest are summed into `other_count`
+
+
+@dataclass(frozen=True)
+class AggregateGroup:
+    key: GroupKey  # a field value, or a bucket start (`YYYY-MM-DD`, `…THH:00`, `…THH:MM`)
+    count: int
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    record_count: int  # the records aggregated: every one the scope can see
+    value: GroupKey = None  # an ungrouped metric
+    groups: tuple[AggregateGroup, ...] = ()
+    other_count: int = 0  # records in groups past `limit`
+
+
 @dataclass(frozen=True)
 class StreamCount:
     connection_id: str
     stream: str
     record_count: int
     last_updated: str
+
+
+@dataclass(frozen=True)
+class DailyCount:
+    """How many live records one connection holds for one day (UTC, of their consent time)."""
+
+    connection_id: str
+    day: str  # YYYY-MM-DD
+    records: int
 
 
 @dataclass(frozen=True)
@@ -151,7 +206,7 @@ class RunRecord:
     acquisition_method: str
     trigger: str
     collection_mode: str
-    status: str
+    status: RunStatus
     started_at: str
     ended_at: str | None
     counts: dict[str, Any] = field(default_factory=dict)
@@ -180,6 +235,21 @@ class BatchReceipt:
     window_end: str | None
     warnings: list[str]
     created_at: str
+
+
+@dataclass
+class RekeyReport:
+    """What one re-key upgrade did to a stream's records: `rekeyed` got a new key or data;
+    `unchanged` were left as they were (the function returned None, or nothing differed);
+    `conflicts` kept their key because another record of their connection holds the new one;
+    `deferred` belong to a connection a run was writing, and wait for the next start."""
+
+    upgrade: str
+    stream: str
+    rekeyed: int = 0
+    unchanged: int = 0
+    conflicts: int = 0
+    deferred: int = 0
 
 
 @dataclass(frozen=True)
@@ -259,6 +329,33 @@ class Publication:
 
 
 @dataclass(frozen=True)
+class ProviderAuthorization:
+    """An OAuth authorization the owner started at a provider, until its callback ends it.
+
+    It lives in the database because the process that starts it (the CLI, the console's
+    server) is not necessarily the `serve` process the provider redirects to. The state is
+    kept only as a hash (by the store, beside this); the PKCE verifier and a client secret are
+    sealed, and dropped when the authorization ends.
+    """
+
+    authorization_id: str
+    connector_key: str
+    status: AuthorizationStatus
+    redirect_uri: str
+    client_id: str
+    settings: dict[str, str]
+    display_name: str | None
+    connection_id: str | None  # the connection to re-authorize, then the one connected
+    allow_recreate: bool
+    created_at: str
+    expires_at: str
+    sealed_verifier: bytes | None = field(default=None, repr=False)
+    sealed_client_secret: bytes | None = field(default=None, repr=False)
+    finished_at: str | None = None
+    outcome: dict[str, Any] | None = None  # connected: created, identity; else code, message
+
+
+@dataclass(frozen=True)
 class Token:
     token_id: str
     token_hash: str
@@ -319,6 +416,18 @@ class Store(AuthStore, Protocol):
         """Index every stream by its definition's searchable fields (a no-op when current)."""
         ...
 
+    def rekey_records(
+        self, stream: str, rekey: Rekey, *, upgrade: str, rule: RecordRule | None = None
+    ) -> RekeyReport | None:
+        """Re-key a stream's records in place, once per `upgrade` name (None when it already
+        ran): each head (and tombstone) gets the key and data `rekey` computes from its data,
+        and its match key under `rule`. Record ids, versions, history, evidence and paths are
+        kept, and no change-log entry is written: a pure re-key renames, it does not change
+        what was collected. Chunked in short transactions, so it can resume; records of a
+        connection with a live stage are deferred, and the upgrade is marked done only when
+        none were."""
+        ...
+
     # registrations -------------------------------------------------------------------------
     def registrations(self, kind: str) -> list[tuple[dict[str, Any], str | None]]: ...
 
@@ -353,7 +462,7 @@ class Store(AuthStore, Protocol):
 
     def rename_connection(self, connection_id: str, display_name: str) -> Connection: ...
 
-    def set_connection_status(self, connection_id: str, status: str) -> Connection: ...
+    def set_connection_status(self, connection_id: str, status: ConnectionStatus) -> Connection: ...
 
     def identity_tombstoned(
         self, owner_id: str, source: str, claim: str, value: str, connector_keys: Sequence[str]
@@ -380,6 +489,35 @@ class Store(AuthStore, Protocol):
         """Finish purging deleted connections (after a crash mid-purge); rows removed."""
         ...
 
+    # provider authorizations (OAuth at a provider) ------------------------------------------
+    def create_provider_authorization(
+        self, authorization: ProviderAuthorization, state_hash: str
+    ) -> None:
+        """Store a pending authorization under the hash of its state; authorizations that
+        expired lose their sealed values, and those a day past expiry are dropped."""
+        ...
+
+    def claim_provider_authorization(self, state_hash: str) -> ProviderAuthorization | None:
+        """The authorization a callback's state names, moved from pending to completing: of
+        several callbacks with one state exactly one claims it, the others see it completing
+        or ended. A pending one past its expiry is marked expired. None for an unknown state."""
+        ...
+
+    def finish_provider_authorization(
+        self,
+        authorization_id: str,
+        *,
+        expected: AuthorizationStatus,
+        status: AuthorizationStatus,
+        connection_id: str | None,
+        outcome: dict[str, Any],
+    ) -> bool:
+        """End an authorization that is still `expected` (its sealed values are dropped);
+        False when it was not."""
+        ...
+
+    def provider_authorization(self, authorization_id: str) -> ProviderAuthorization: ...
+
     # collection ----------------------------------------------------------------------------
     def start_stage(
         self,
@@ -403,6 +541,14 @@ class Store(AuthStore, Protocol):
 
     def commit_batch(self, acquisition: Acquisition, writes: Writes) -> BatchStats:
         """Stage one batch in one short transaction, fenced by the lease."""
+        ...
+
+    def save_run_credentials(
+        self, acquisition: Acquisition, sealed_secrets: dict[str, tuple[bytes, str]]
+    ) -> None:
+        """Store secrets a run handed back (CREDENTIALS) for its own connection and connector
+        only: fenced by its lease, in a transaction of their own (not staged with its records),
+        so they stay whatever the run's outcome. Raises `RunLeaseLost` after a takeover."""
         ...
 
     def publish(self, acquisition: Acquisition, publication: Publication) -> None:
@@ -455,6 +601,11 @@ class Store(AuthStore, Protocol):
 
     def scoped_count(self, scope: ReadScope) -> dict[str, tuple[int, str | None]]: ...
 
+    def daily_counts(self, scope: ReadScope, *, since: str, until: str) -> list[DailyCount]:
+        """Live, published records per (connection, UTC day of consent time) within the scope
+        and [since, until): the owner's activity pictures. Days without records are absent."""
+        ...
+
     def visible_last_change(self, scope: ReadScope) -> dict[str, str]: ...
 
     def change_horizon(self) -> int: ...
@@ -479,6 +630,12 @@ class Store(AuthStore, Protocol):
         limit: int,
         before: int | None,
     ) -> tuple[list[SearchHit], bool]: ...
+
+    def aggregate(self, scope: ReadScope, spec: AggregateSpec) -> AggregateResult:
+        """One aggregation over exactly the records the scope can see (connections, window,
+        resources, published versions). Groups are ordered by count descending then key
+        ascending, time buckets by time; a missing value is the `None` group, ordered last."""
+        ...
 
     # grants and tokens ---------------------------------------------------------------------
     def save_grant(self, grant: Grant, token: Token | None) -> None:

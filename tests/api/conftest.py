@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -47,6 +47,14 @@ NOTES_DEFINITION: dict[str, Any] = {
     "cursor_field": "updated_at",
     "consent_time_field": "updated_at",
     "searchable_fields": ["title", "body", "secret"],
+    "aggregations": {
+        "count": True,
+        "min": ["updated_at"],
+        "max": ["updated_at"],
+        "group_by": ["tag", "secret"],
+        "group_by_time": ["updated_at"],
+        "count_distinct": ["title", "tag", "secret"],
+    },
     "description": "A note; `secret` is searchable text that grants in these tests withhold.",
     "schema": {
         "type": "object",
@@ -56,7 +64,7 @@ NOTES_DEFINITION: dict[str, Any] = {
             "body": {"type": "string"},
             "secret": {"type": "string"},
             "tag": {"type": "string"},
-            "updated_at": {"type": "string"},
+            "updated_at": {"type": "string", "format": "date-time"},
         },
         "required": ["note_id"],
         "additionalProperties": False,
@@ -258,18 +266,18 @@ class World:
 
     def get(
         self, path: str, token: str | None = None, params: Any = None, **kw: Any
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return self.http.get(path, params=params, headers=headers, **kw)
 
-    def cget(self, path: str, token: str, params: Any = None) -> httpx.Response:
+    def cget(self, path: str, token: str, params: Any = None) -> httpx2.Response:
         """A client read: whatever it answers, it carries a Request-Id and no provenance."""
         response = self.get(path, token, params)
         assert response.headers.get("Request-Id", "").startswith("req_")
         assert_no_provenance(response.text, self.provenance_strings())
         return response
 
-    def post(self, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
+    def post(self, path: str, token: str | None = None, **kw: Any) -> httpx2.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return self.http.post(path, headers=headers, **kw)
 
@@ -336,13 +344,18 @@ class World:
         return found
 
 
+def schema_streams(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every stream entry of a `/v1/schema` document, across its connector entries."""
+    return [s for connector in body["connectors"] for s in connector["streams"]]
+
+
 def assert_no_provenance(body: Any, forbidden: set[str]) -> None:
     text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
     leaked = sorted(s for s in forbidden if s and s in text)
     assert not leaked, f"client response leaks provenance {leaked}: {text[:300]}"
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+def assert_error(response: httpx2.Response, status: int, code: str) -> dict[str, Any]:
     """The PDPP envelope, with the Request-Id header matching the body's request_id."""
     assert response.status_code == status, response.text
     body = response.json()
@@ -359,6 +372,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
         404: "not_found_error",
         409: "conflict_error",
         410: "gone_error",
+        422: "invalid_request_error",
     }[status]
     assert error["type"] == expected_type
     return error

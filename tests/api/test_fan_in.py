@@ -27,12 +27,18 @@ def collect(w: World, token: str, stream: str, params: dict[str, Any]) -> list[d
 
 
 def expected_order(w: World, stream: str, connections: set[str], order: str) -> list[Key]:
+    """(cursor value, connection, key) in the page order; records without a cursor value come
+    last in either order (PDPP core §8: null cursor values sort after present ones)."""
     rows = [r for r in w.rows(stream) if r["connection_id"] in connections]
-    rows.sort(
-        key=lambda r: (r["cursor_value"], r["connection_id"], r["record_key"]),
-        reverse=order == "desc",
-    )
-    return [(r["connection_id"], r["record_key"]) for r in rows]
+    ordered = []
+    for missing in (False, True):
+        part = [r for r in rows if (r["cursor_value"] == "") == missing]
+        part.sort(
+            key=lambda r: (r["cursor_value"], r["connection_id"], r["record_key"]),
+            reverse=order == "desc",
+        )
+        ordered += part
+    return [(r["connection_id"], r["record_key"]) for r in ordered]
 
 
 @pytest.mark.parametrize("order", ["asc", "desc"])
@@ -165,3 +171,22 @@ def test_paging_survives_interleaved_inserts(world: World, order: str) -> None:
     assert len(after - before) == 48
     # some inserts land ahead of the cursor and are read, the rest behind it and are not
     assert 0 < len(set(seen) - before) < 48
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+@pytest.mark.parametrize("limit", [1, 3, 100])
+def test_records_without_a_cursor_value_come_last_in_both_orders(
+    world: World, order: str, limit: int
+) -> None:
+    w = world
+    for account in ("alice", "bob"):
+        notes = make_notes(account, month_offset=3 if account == "bob" else 0)
+        for note in notes[::3]:
+            note.pop("updated_at")
+        w.run_notes(account, notes)
+    _, token = w.grant([{"name": "notes", "connection_ids": [w.conns["alice"], w.conns["bob"]]}])
+    got = collect(w, token, "notes", {"order": order, "limit": limit})
+    keys = [(r["connection_id"], r["id"]) for r in got]
+    assert keys == expected_order(w, "notes", {w.conns["alice"], w.conns["bob"]}, order)
+    missing = ["updated_at" not in r["data"] for r in got]
+    assert any(missing) and missing == sorted(missing)  # every one without a value is last

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from ownstream.clock import iso, utc_now
-from ownstream.grants import tokens
+from ownstream.clock import utc_now
 
 from .conftest import World, assert_error, make_notes
 
@@ -244,7 +243,7 @@ def test_owner_connection_endpoints_show_provenance(shared_world: World) -> None
     assert len(batch["artifact"]["sha256"]) == 64
     assert detail["recent_runs"][0]["run_id"] == batch["run_id"]
     assert {s["stream"] for s in detail["streams"]} == {
-        "listening_history", "saved_tracks", "playlists", "profile"
+        "listening_history", "podcast_listening", "saved_tracks", "playlists", "profile"
     }
     assert_error(w.get("/v1/owner/connections/cin_nope", w.owner_token), 404,
                  "connection_not_found")
@@ -303,11 +302,10 @@ def test_grant_expiry_is_403_grant_expired(world: World, monkeypatch: pytest.Mon
     grant, token = w.grant([{"name": LH}], expires_in=60)
     assert grant.expires_at is not None
     assert w.cget("/v1/streams", token).status_code == 200
-    later = iso(utc_now() + timedelta(seconds=61))
-    monkeypatch.setattr(tokens, "now_iso", lambda: later)
+    monkeypatch.setattr(w.store, "clock", lambda: utc_now() + timedelta(seconds=61))
     for path in ("/v1/streams", f"/v1/streams/{LH}/records", "/v1/search?q=a", "/v1/schema"):
         assert_error(w.get(path, token), 403, "grant_expired")
-    # the owner token never expires
+    # the owner token lives 30 days
     assert w.get("/v1/streams", w.owner_token).status_code == 200
     shown = w.get(f"/v1/owner/grants/{grant.grant_id}", w.owner_token).json()
     assert shown["expires_at"] == grant.expires_at

@@ -7,7 +7,7 @@ import base64
 
 from ownstream.owner import ConnectionOperations
 
-from .conftest import World, assert_error
+from .conftest import NOTES_DEFINITION, World, assert_error, schema_streams
 
 
 def _unpadded(token: str) -> bytes:
@@ -38,16 +38,29 @@ def test_a_client_cannot_write_its_own_page_position(shared_world: World) -> Non
     )
 
 
-def test_stream_metadata_shows_only_the_granted_fields(shared_world: World) -> None:
+def test_stream_metadata_names_withheld_fields_but_never_their_values(
+    shared_world: World,
+) -> None:
     w = shared_world
     _, token = w.grant([{"name": "notes", "fields": ["note_id", "title"]}])
-    for body in (
-        w.cget("/v1/streams/notes", token).json(),
-        w.cget("/v1/schema", token).json()["streams"][0],
-    ):
-        assert set(body["schema"]["properties"]) == {"note_id", "title"}
-        assert set(body["schema"]["required"]) <= {"note_id", "title"}
+    secrets = {n["secret"] for doc in w.notes_data.values() for n in doc["notes"]}
+    metadata = w.cget("/v1/streams/notes", token)
+    full = w.cget("/v1/schema", token)
+    compact = w.cget("/v1/schema", token, {"view": "compact"})
+    for response in (metadata, full, compact):
+        assert not [s for s in secrets if s in response.text]
+    every_field = set(NOTES_DEFINITION["schema"]["properties"])
+    for body in (metadata.json(), schema_streams(full.json())[0]):
+        assert set(body["field_capabilities"]) == every_field
+        withheld = body["field_capabilities"]["secret"]
+        assert withheld["granted"] is False
+        assert not any(flag["usable"] for flag in withheld["aggregation"].values())
+        assert not withheld["lexical_search"]["usable"]
         assert body["granted_fields"] == ["note_id", "title"]
+    flags = schema_streams(compact.json())[0]["field_capabilities"]
+    assert set(flags) == every_field
+    assert flags["secret"] == "t=string,g=false"
+    assert flags["title"] == "t=string,lex,a=count_distinct"
 
 
 def test_deleted_connections_leave_schema_and_ids_for_good(world: World) -> None:
@@ -56,7 +69,7 @@ def test_deleted_connections_leave_schema_and_ids_for_good(world: World) -> None
     _, token = w.grant([{"name": "notes"}])
     before = _record_ids(w)
     ConnectionOperations(w.home).delete(bob)
-    listed = w.cget("/v1/schema", token).json()["streams"][0]["granted_connections"]
+    listed = schema_streams(w.cget("/v1/schema", token).json())[0]["granted_connections"]
     assert bob not in {c["connection_id"] for c in listed}
     assert bob not in {
         c["connection_id"] for c in w.cget("/v1/streams/notes", token).json()["granted_connections"]

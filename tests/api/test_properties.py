@@ -10,6 +10,8 @@ oracle computed straight from the database rows:
 - stream lists and metadata: only granted streams and connections; counts of visible records;
 - search: hits only on visible records whose *visible* searchable text holds every term;
   matched_fields and snippets only from granted fields; and every such record is found;
+- aggregations: every metric and grouping equals a fold over the client's own pages of the
+  same grant (and connection narrowing), and one over a withheld field is refused;
 - no response body contains provenance (connector keys, methods, runs, batches, artifacts,
   placeholder labels).
 """
@@ -19,9 +21,12 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -208,11 +213,23 @@ def project(row: Row, fields: set[str]) -> dict[str, Any]:
     return {k: v for k, v in row["data"].items() if k in fields}
 
 
-def effective_fields(grant: Grant, stream: str, requested: list[str] | None) -> set[str]:
+def effective_fields(
+    ds: Dataset, grant: Grant, stream: str, requested: list[str] | None
+) -> set[str]:
+    """The sparse fieldset: requested plus schema-required fields, within the grant."""
     entry = grant.stream(stream)
     assert entry is not None
     granted = set(entry.fields)
-    return granted if requested is None else granted & set(requested)
+    if requested is None:
+        return granted
+    return granted & {*requested, *ds.definition(stream).schema.get("required", [])}
+
+
+def withheld(grant: Grant, stream: str, requested: list[str] | None) -> bool:
+    """Whether a request names a field the grant withholds (refused, never dropped)."""
+    entry = grant.stream(stream)
+    assert entry is not None
+    return requested is not None and not set(requested) <= set(entry.fields)
 
 
 def check_record(ds: Dataset, grant: Grant, record: dict[str, Any], fields: set[str]) -> None:
@@ -285,11 +302,15 @@ def test_records_details_and_metadata_stay_inside_the_grant(
                 assert_error(response, 404, "connection_not_found")
                 continue
             body = response.json()
-            assert "connectors" not in body
-            assert [m["name"] for m in body["streams"]] == names
-            for meta in body["streams"]:
+            [shared] = body["connectors"]
+            assert shared["connector_id"] == "shared-definitions"
+            assert [m["name"] for m in shared["streams"]] == names
+            for meta in shared["streams"]:
                 entry = granted[meta["name"]]
                 assert meta["granted_fields"] == list(entry.fields)
+                assert [f for f, c in meta["field_capabilities"].items() if c["granted"]] == [
+                    f for f in ds.definition(meta["name"]).fields if f in entry.fields
+                ]
                 assert {c["connection_id"] for c in meta["granted_connections"]} <= set(
                     entry.instance_ids
                 )
@@ -327,10 +348,19 @@ def test_records_details_and_metadata_stay_inside_the_grant(
             assert sorted(c["connection_id"] for c in meta["granted_connections"]) == sorted(
                 allowed
             )
-            lexical = meta["query"]["search"]["lexical_fields"]
-            assert set(lexical) <= set(entry.fields) & set(ds.definition(stream).searchable_fields)
+            definition = ds.definition(stream)
+            assert meta["query"]["search"]["lexical_fields"] == list(definition.searchable_fields)
+            assert set(meta["field_capabilities"]) == set(definition.fields)
+            for name, capabilities in meta["field_capabilities"].items():
+                assert capabilities["granted"] == (name in entry.fields)
+                assert capabilities["lexical_search"]["usable"] == (
+                    name in entry.fields and name in definition.searchable_fields
+                )
             continue
-        visible_fields = effective_fields(grant, stream, fields)
+        if withheld(grant, stream, fields):
+            assert_error(response, 403, "field_not_granted")
+            continue
+        visible_fields = effective_fields(ds, grant, stream, fields)
         expected = ds.visible_rows(grant, stream, narrow)
         if kind == "records":
             seen: list[tuple[str, str]] = []
@@ -374,7 +404,7 @@ def test_search_stays_inside_the_grant(ds: Dataset, data: st.DataObject) -> None
         if prefix:
             terms = [terms[0][: max(1, len(terms[0]) - 2)] + "*", *terms[1:]]
         narrow = draw_narrow(data, ds)
-        params: dict[str, Any] = {"q": " ".join(terms), "limit": 50,
+        params: dict[str, Any] = {"q": " ".join(terms), "limit": 100,
                                   **narrow_params(narrow, data)}
         names = data.draw(st.none() | st.lists(st.sampled_from(STREAMS), min_size=1,
                                                unique=True), "search streams")
@@ -398,7 +428,7 @@ def test_search_stays_inside_the_grant(ds: Dataset, data: st.DataObject) -> None
             if finds(ds, grant, stream, row, terms)[0]
         }
         hits = []
-        for page in w.page_all("/v1/search", token, params, max_pages=6):
+        for page in w.page_all("/v1/search", token, params, max_pages=60):
             hits.extend(page["data"])
         got = [(h["stream"], h["connection_id"], h["record_key"]) for h in hits]
         assert len(got) == len(set(got))
@@ -433,13 +463,17 @@ def test_change_feed_stays_inside_the_grant(ds: Dataset, data: st.DataObject) ->
                                   **narrow_params(narrow, data)}
         if fields is not None:
             params["fields"] = fields
+        if withheld(grant, stream, fields):
+            response = w.cget(f"/v1/streams/{stream}/records", token, params)
+            assert_error(response, 403, "field_not_granted")
+            continue
         records: list[dict[str, Any]] = []
         last: dict[str, Any] = {}
         for page in w.page_all(f"/v1/streams/{stream}/records", token, params, max_pages=10):
             records.extend(page["data"])
             last = page
         assert last["next_changes_since"]
-        visible_fields = effective_fields(grant, stream, fields)
+        visible_fields = effective_fields(ds, grant, stream, fields)
         for record in records:
             check_record(ds, grant, record, visible_fields)
         got = [(r["connection_id"], r["id"]) for r in records]
@@ -450,3 +484,130 @@ def test_change_feed_stays_inside_the_grant(ds: Dataset, data: st.DataObject) ->
         again = w.cget(f"/v1/streams/{stream}/records", token,
                        {**params, "changes_since": last["next_changes_since"]}).json()
         assert again["data"] == [] and again["next_changes_since"]
+
+
+# --- aggregation: the store's SQL against a fold over the client's own pages ----------------------
+ZONES = ("UTC", "America/New_York", "Europe/Paris", "Asia/Kolkata", "Asia/Kathmandu",
+         "Australia/Lord_Howe", "Pacific/Chatham", "America/St_Johns")
+GRANULARITIES = ("minute", "hour", "day", "week", "month", "quarter", "year")
+
+
+def bucket(value: Any, granularity: str, zone: str, date_only: bool) -> str | None:
+    """A calendar bucket computed with datetime and zoneinfo, independently of the SQL."""
+    if not isinstance(value, str):
+        return None
+    try:
+        if date_only:
+            moment = datetime.combine(date.fromisoformat(value), time())
+        else:
+            moment = datetime.fromisoformat(value).astimezone(ZoneInfo(zone))
+    except ValueError:
+        return None
+    day = moment.date()
+    if granularity == "minute":
+        return moment.strftime("%Y-%m-%dT%H:%M")
+    if granularity == "hour":
+        return moment.strftime("%Y-%m-%dT%H:00")
+    if granularity == "week":
+        day -= timedelta(days=day.weekday())
+    elif granularity == "month":
+        day = day.replace(day=1)
+    elif granularity == "quarter":
+        day = day.replace(month=(day.month - 1) // 3 * 3 + 1, day=1)
+    elif granularity == "year":
+        day = day.replace(month=1, day=1)
+    return day.isoformat()
+
+
+def fold_aggregate(
+    records: list[dict[str, Any]], params: dict[str, Any], definition: Any
+) -> dict[str, Any]:
+    """What an aggregation must answer, folded over the records a client paged through."""
+    values = [r["data"].get(params.get("field") or "") for r in records]
+    present = [v for v in values if v is not None]
+    metric = params["metric"]
+    expected: dict[str, Any] = {"filtered_record_count": len(records)}
+    if "group_by" in params or "group_by_time" in params:
+        order: Callable[[tuple[Any, int]], tuple[Any, ...]]
+        if "group_by" in params:
+            keys = [r["data"].get(params["group_by"]) for r in records]
+            order = lambda kv: (-kv[1], kv[0] is None, kv[0])  # noqa: E731
+        else:
+            prop = definition.schema["properties"][params["group_by_time"]]
+            keys = [
+                bucket(r["data"].get(params["group_by_time"]), params["granularity"],
+                       params.get("time_zone", "UTC"), prop.get("format") == "date")
+                for r in records
+            ]
+            order = lambda kv: (kv[0] is None, kv[0])  # noqa: E731
+        counts: dict[Any, int] = {}
+        for key in keys:
+            counts[key] = counts.get(key, 0) + 1
+        ranked = sorted(counts.items(), key=order)
+        limit = params.get("limit", 10)
+        groups = [{"key": k, "count": n} for k, n in ranked[:limit]]
+        expected.update(groups=groups, other_count=len(records) - sum(g["count"] for g in groups))
+    elif metric == "count":
+        expected["value"] = len(records)
+    elif metric == "count_distinct":
+        expected["value"] = len(set(present))
+    elif metric == "sum":
+        expected["value"] = sum(present) if present else None
+    else:
+        expected["value"] = (min if metric == "min" else max)(present) if present else None
+    return expected
+
+
+def draw_aggregation(data: st.DataObject, definition: Any) -> dict[str, Any]:
+    """Any request the definition declares; the caller may not be granted its fields."""
+    declared = definition.aggregations
+    metrics: list[dict[str, Any]] = [{"metric": "count"}]
+    for metric in ("sum", "min", "max", "count_distinct"):
+        metrics += [{"metric": metric, "field": f} for f in declared.fields_for(metric)]
+    kinds = {
+        "metric": metrics,
+        "group_by": [{"metric": "count", "group_by": f} for f in declared.group_by],
+        "group_by_time": [{"metric": "count", "group_by_time": f} for f in declared.group_by_time],
+    }
+    kind = data.draw(st.sampled_from([k for k, choices in kinds.items() if choices]), "kind")
+    params: dict[str, Any] = dict(data.draw(st.sampled_from(kinds[kind]), "aggregation"))
+    if "group_by_time" in params:
+        params["granularity"] = data.draw(st.sampled_from(GRANULARITIES), "granularity")
+        zone = data.draw(st.none() | st.sampled_from(ZONES), "time_zone")
+        if zone is not None:
+            params["time_zone"] = zone
+    if ("group_by" in params or "group_by_time" in params) and data.draw(st.booleans()):
+        params["limit"] = data.draw(st.sampled_from([1, 2, 3, 7, 100]), "limit")
+    return params
+
+
+@SETTINGS
+@given(data=st.data())
+def test_aggregations_equal_a_fold_over_the_grants_pages(ds: Dataset, data: st.DataObject) -> None:
+    w = ds.world
+    grant, token = draw_grant(data, ds)
+    for _ in range(data.draw(st.integers(2, 5), "requests")):
+        stream = data.draw(st.sampled_from([s.name for s in grant.streams]), "stream")
+        entry = grant.stream(stream)
+        assert entry is not None
+        definition = ds.definition(stream)
+        params = draw_aggregation(data, definition)
+        narrow = data.draw(st.none() | st.sampled_from(list(entry.instance_ids)), "narrow")
+        narrowing = {} if narrow is None else {"connection_id": narrow}
+        response = w.cget(f"/v1/streams/{stream}/aggregate", token, {**params, **narrowing})
+        used = [params[k] for k in ("field", "group_by", "group_by_time") if k in params]
+        if any(name not in entry.fields for name in used):
+            assert_error(response, 403, "field_not_granted")
+            continue
+        assert response.status_code == 200, response.text
+        records = [
+            record
+            for page in w.page_all(f"/v1/streams/{stream}/records", token,
+                                   {"limit": 100, **narrowing})
+            for record in page["data"]
+        ]
+        got = response.json()
+        expected = fold_aggregate(records, params, definition)
+        assert {k: got[k] for k in expected} == expected, (params, narrowing)
+        assert got["approximate"] is False
+        assert ("other_count" in got) == ("groups" in expected)

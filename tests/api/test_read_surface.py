@@ -11,10 +11,10 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from ownstream.api import cursors
 from ownstream.api.app import create_app
+from ownstream.reads import cursors
 
-from .conftest import World, assert_error, assert_no_provenance, make_notes
+from .conftest import World, assert_error, assert_no_provenance, make_notes, schema_streams
 
 LH = "listening_history"
 RECORD_KEYS = {"object", "id", "stream", "data", "emitted_at", "connection_id",
@@ -76,10 +76,12 @@ def test_streams_list_owner_reads_every_connection(shared_world: World) -> None:
     body = w.get("/v1/streams", w.owner_token).json()
     got = {(e["name"], e["connection_id"]): e["record_count"] for e in body["data"]}
     counts: dict[tuple[str, str], int] = defaultdict(int)
-    for stream in ("listening_history", "saved_tracks", "playlists", "profile", "notes"):
+    for stream in {name for name, _ in got}:
         for row in w.rows(stream):
             counts[(stream, row["connection_id"])] += 1
-    assert got == dict(counts)
+    # every stream a connection's paths emit is listed, the ones it holds nothing of with 0
+    assert got == {**dict.fromkeys(got, 0), **counts}
+    assert got[("audiobook_listening", w.conns["bo.ek"])] == 0
 
 
 def test_streams_list_narrowed_by_connection(
@@ -103,8 +105,16 @@ def test_stream_metadata(shared_world: World, grant_lh_notes: tuple[Any, str]) -
     assert body["semantics"] == "mutable_state"
     assert "properties" in body["schema"]
     assert body["granted_fields"] == ["note_id", "title", "updated_at"]
-    # searchable ∩ granted: body and secret are searchable but not granted
-    assert body["query"]["search"]["lexical_fields"] == ["title"]
+    # metadata is not grant-projected: every declared field, with what this grant may use
+    assert body["query"]["search"]["lexical_fields"] == ["title", "body", "secret"]
+    assert set(body["field_capabilities"]) == set(body["schema"]["properties"])
+    title, secret = body["field_capabilities"]["title"], body["field_capabilities"]["secret"]
+    assert title["granted"] and title["lexical_search"] == {"declared": True, "usable": True}
+    assert secret["granted"] is False
+    assert secret["lexical_search"] == {
+        "declared": True, "usable": False, "reason": "field_not_granted"
+    }
+    assert body["expand_capabilities"] == []
     assert body["granted_connections"] == [
         {"connection_id": w.conns["alice"], "display_name": "Alice notebook"},
         {"connection_id": w.conns["carol"]},
@@ -146,14 +156,21 @@ def test_records_fields_parameter_narrows_the_grant(
     shared_world: World, grant_lh_notes: tuple[Any, str]
 ) -> None:
     w, (_, token) = shared_world, grant_lh_notes
-    for params in ({"fields": "title"}, {"fields": ["title", "body"]}, {"fields[]": "title"}):
+    for params in ({"fields": "title"}, {"fields": ["title", "note_id"]}, {"fields[]": "title"}):
         body = w.cget("/v1/streams/notes/records", token, {**params, "limit": 50}).json()
         assert body["data"]
-        # `body` is not granted: asking for it never widens the grant
-        assert all(set(r["data"]) == {"title"} for r in body["data"]), params
+        # the schema's required note_id is always included
+        assert all(set(r["data"]) == {"note_id", "title"} for r in body["data"]), params
     assert_error(
         w.cget("/v1/streams/notes/records", token, {"fields": "title,nope"}), 400, "unknown_field"
     )
+    # `body` is not granted: asking for it is refused, never silently dropped
+    error = assert_error(
+        w.cget("/v1/streams/notes/records", token, {"fields": ["title", "body"]}),
+        403,
+        "field_not_granted",
+    )
+    assert error["param"] == "fields"
 
 
 def test_limit_is_clamped_with_a_warning(shared_world: World) -> None:
@@ -255,7 +272,7 @@ def test_record_detail(shared_world: World, grant_lh_notes: tuple[Any, str]) -> 
         "/v1/streams/notes/records/n03", token,
         {"connection_id": w.conns["alice"], "fields": "title"},
     ).json()
-    assert projected["data"] == {"title": narrowed["data"]["title"]}
+    assert projected["data"] == {k: narrowed["data"][k] for k in ("note_id", "title")}
 
 
 def test_record_detail_not_found(shared_world: World, grant_lh_notes: tuple[Any, str]) -> None:
@@ -275,7 +292,7 @@ def test_record_detail_ambiguous_lists_only_readable_connections(
     error = assert_error(
         w.cget("/v1/streams/notes/records/n01", token), 409, "ambiguous_connection"
     )
-    assert error["retry_with"] == "connection_id"
+    assert error["retry_with"]["field"] == "connection_id"
     assert sorted(error["available_connections"], key=lambda c: c["connection_id"]) == sorted(
         [
             {"connection_id": w.conns["alice"], "display_name": "Alice notebook"},
@@ -325,22 +342,33 @@ def test_schema_for_a_client_and_for_the_owner(
         "token_kind": "client", "scope": "grant", "client_id": "app.test",
         "grant_id": grant.grant_id,
     }
-    assert [s["name"] for s in body["streams"]] == ["listening_history", "notes"]
-    assert "connectors" not in body
-    notes = body["streams"][1]
+    # a client sees one connector entry: the shared definitions, never connector types
+    [shared] = body["connectors"]
+    assert shared["connector_id"] == "shared-definitions"
+    assert shared["stream_count"] == 2
+    assert [s["name"] for s in shared["streams"]] == ["listening_history", "notes"]
+    notes = shared["streams"][1]
     assert {c["connection_id"] for c in notes["granted_connections"]} == {
         w.conns["alice"], w.conns["carol"]
     }
     one = w.cget("/v1/schema", token, {"stream": "notes"}).json()
-    assert [s["name"] for s in one["streams"]] == ["notes"]
+    assert [s["name"] for s in schema_streams(one)] == ["notes"]
     owner = w.get("/v1/schema", w.owner_token).json()
     assert owner["bearer"] == {"token_kind": "owner", "scope": "owner"}
-    assert {s["name"] for s in owner["streams"]} == {
-        "listening_history", "saved_tracks", "playlists", "profile", "notes"
+    assert {s["name"] for s in schema_streams(owner)} == {
+        "listening_history", "podcast_listening", "audiobook_listening", "saved_tracks",
+        "playlists", "profile", "notes",
     }
-    assert {"spotify-export", "notes-api", "notes-export"} <= {
-        c["connector_key"] for c in owner["connectors"]
+    by_connector = {c["connector_id"]: c for c in owner["connectors"]}
+    assert {"spotify-export", "notes-api", "notes-export"} <= set(by_connector)
+    # the owner's entries list each stream with the connections that connector feeds
+    [api_notes] = by_connector["notes-api"]["streams"]
+    assert {c["connection_id"] for c in api_notes["granted_connections"]} == {
+        w.conns["alice"], w.conns["bob"]
     }
+    only = w.get("/v1/schema", w.owner_token, {"connector_id": "notes-export"}).json()
+    assert [c["connector_id"] for c in only["connectors"]] == ["notes-export"]
+    assert_error(w.cget("/v1/schema", token, {"connector_id": "notes-api"}), 404, "not_found")
 
 
 # --- parameters every endpoint shares --------------------------------------------------------
@@ -392,7 +420,8 @@ def test_connection_alias_warns_and_narrows(shared_world: World) -> None:
     assert records["data"] and {r["connection_id"] for r in records["data"]} == {bo}
     assert records["meta"]["warnings"] == [warning]
     bo_key = next(r["record_key"] for r in w.rows(LH) if r["connection_id"] == bo)
-    for path in ("/v1/streams", f"/v1/streams/{LH}", "/v1/schema", "/v1/search",
+    # (the PDPP schema and aggregation objects have no `meta` to carry a warning)
+    for path in ("/v1/streams", f"/v1/streams/{LH}", "/v1/search",
                  f"/v1/streams/{LH}/records/{bo_key}"):
         extra = {"q": "a"} if path == "/v1/search" else {}
         body = w.cget(path, token, {"connector_instance_id": bo, **extra}).json()

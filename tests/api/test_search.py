@@ -13,8 +13,8 @@ from ownstream.search import fold
 from .conftest import SECRET_WORDS, World, assert_error, make_notes
 
 LH = "listening_history"
-HIT_KEYS = {"object", "stream", "record_key", "connection_id", "connector_instance_id",
-            "emitted_at", "matched_fields", "record_url"}
+HIT_KEYS = {"object", "stream", "record_key", "connector_id", "connection_id",
+            "connector_instance_id", "emitted_at", "matched_fields", "record_url"}
 
 
 def search_all(w: World, token: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -38,6 +38,7 @@ def test_hit_shape_and_projection(shared_world: World) -> None:
     for hit in body["data"]:
         assert HIT_KEYS <= set(hit) <= HIT_KEYS | {"display_name", "snippet", "score"}
         assert hit["object"] == "search_result" and hit["stream"] == "notes"
+        assert hit["connector_id"] == "shared-definitions"  # never a connector type
         assert "data" not in hit  # never the payload
         assert hit["matched_fields"] == ["title"]
         assert hit["snippet"]["field"] == "title" and "garden" in hit["snippet"]["text"]
@@ -82,8 +83,9 @@ def test_matched_fields_and_snippets_follow_the_grant(shared_world: World) -> No
     for fields, matched in cases:
         _, token = w.grant([{"name": "notes", "fields": fields, "connection_ids": [alice]}])
         hits = search_all(w, token, {"q": "alice", "limit": 50})
-        lexical = w.cget("/v1/streams/notes", token).json()["query"]["search"]["lexical_fields"]
-        assert lexical == matched
+        capabilities = w.cget("/v1/streams/notes", token).json()["field_capabilities"]
+        usable = [f for f, c in capabilities.items() if c["lexical_search"]["usable"]]
+        assert usable == matched
         if not matched:
             assert hits == []
             continue
@@ -153,16 +155,23 @@ def test_search_paging_limit_and_errors(shared_world: World) -> None:
     assert [(h["connection_id"], h["record_key"]) for h in paged] == [
         (h["connection_id"], h["record_key"]) for h in full
     ]
-    clamped = w.cget("/v1/search", token, {"q": "and", "limit": 80}).json()
+    default = w.cget("/v1/search", token, {"q": "and"}).json()
+    assert len(default["data"]) == 25 and default["meta"]["warnings"] == []
+    clamped = w.cget("/v1/search", token, {"q": "and", "limit": 180}).json()
     assert clamped["meta"]["warnings"][0]["code"] == "limit_clamped"
-    assert clamped["meta"]["warnings"][0]["detail"] == {"max_limit": 50, "requested_limit": 80}
+    assert clamped["meta"]["warnings"][0]["detail"] == {"max_limit": 100, "requested_limit": 180}
+    assert clamped["meta"]["recall"]["ranking_scope"] == "all_matches"
     first = w.cget("/v1/search", token, {"q": "and", "limit": 4}).json()
     assert_error(
         w.cget("/v1/search", token, {"q": "garden", "cursor": first["next_cursor"]}), 400,
         "invalid_cursor",
     )
-    for params in ({}, {"q": ""}, {"q": "!!!"}):
-        assert_error(w.cget("/v1/search", token, params), 400, "invalid_argument")
+    for params in ({}, {"q": ""}):
+        assert_error(w.cget("/v1/search", token, params), 400, "invalid_request")
+    assert_error(w.cget("/v1/search", token, {"q": "!!!"}), 400, "invalid_argument")
+    # the lexical profile has no public connector_id parameter
+    assert_error(w.cget("/v1/search", token, {"q": "a", "connector_id": "x"}), 400,
+                 "invalid_request")
     assert_error(w.cget("/v1/search", token, {"q": "a", "rank": "bm25"}), 400, "invalid_request")
 
 
@@ -224,3 +233,17 @@ def test_a_word_copied_from_the_data_finds_its_records(shared_world: World) -> N
             hits = search_all(w, token, {"q": typed, "streams": LH, "limit": 50})
             assert {(h["connection_id"], h["record_key"]) for h in hits} == expected, typed
             assert all(h["matched_fields"] for h in hits), typed
+
+
+def test_owner_search_names_connector_types_and_soft_filters_streams(shared_world: World) -> None:
+    w = shared_world
+    hits = w.get("/v1/search", w.owner_token, {"q": "garden", "limit": 100}).json()["data"]
+    by_connection = {h["connection_id"]: h["connector_id"] for h in hits}
+    assert by_connection[w.conns["alice"]] == "notes-api"
+    assert by_connection[w.conns["carol"]] == "notes-export"
+    # for the owner, naming a stream no connector has yields no hits rather than an error
+    nothing = w.get("/v1/search", w.owner_token, {"q": "garden", "streams": "no_such_stream"})
+    assert nothing.status_code == 200 and nothing.json()["data"] == []
+    _, token = w.grant([{"name": "notes"}])
+    assert_error(w.cget("/v1/search", token, {"q": "garden", "streams": "no_such_stream"}), 403,
+                 "grant_stream_not_allowed")

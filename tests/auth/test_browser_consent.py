@@ -6,8 +6,6 @@ PKCE verifier, and its reads lack that field and that connection."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +14,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 
-from ownstream.api.app import create_app
 from ownstream.auth.console import mint_link
 from tests.api.conftest import World
-from tests.services import free_port
-from tests.services.chromium import chromium  # noqa: F401 - the fixture
+from tests.services.server import serving
 
 from .conftest import notes_details, notes_world, pkce
 
@@ -42,24 +37,11 @@ class Live:
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[Live]:
     world = notes_world(tmp_path)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(world.home, url), host="127.0.0.1", port=port,
-                       log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield Live(url, world)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(world.home) as url:
+        yield Live(url, world)
 
 
-def test_owner_narrows_a_par_request_in_the_browser(live: Live, chromium: Browser) -> None:  # noqa: F811
+def test_owner_narrows_a_par_request_in_the_browser(live: Live, chromium: Browser) -> None:
     alice, bob, carol = (live.world.conns[n] for n in ("alice", "bob", "carol"))
     with httpx.Client(base_url=live.url) as http:
         client_id = http.post(

@@ -46,7 +46,7 @@ def test_pages_need_a_session_and_come_back_once_for_a_strict_cookie(flows: Flow
     assert 'http-equiv="refresh"' not in signed_out.text
     flows.sign_in()
     home = flows.http.get("/console/")
-    assert home.status_code == 200 and "Requests waiting for you" in home.text
+    assert home.status_code == 200 and "Your connections" in home.text
     for name, value in (
         ("cache-control", "no-store"),
         ("x-frame-options", "DENY"),
@@ -77,7 +77,8 @@ def test_an_expired_session_is_refused(flows: Flows) -> None:
     flows.sign_in()
     with flows.world.db() as db:
         db.execute("UPDATE console_sessions SET expires_at = '2000-01-01T00:00:00.000Z'")
-    assert flows.http.get("/console/", params={"resume": "1"}).status_code == 401
+    expired = flows.http.get("/console/", params={"resume": "1"})
+    assert expired.status_code == 401 and "Your session has ended" in expired.text
 
 
 def test_console_link_command_mints_a_working_link(flows: Flows) -> None:

@@ -32,7 +32,7 @@ def test_every_command_has_a_json_option() -> None:
             "runs list", "records"} <= names
     missing = [name for name, command in commands
                if not any("--json" in p.opts for p in command.params)]
-    assert missing == []
+    assert missing == ["mcp"]  # its stdout carries MCP messages only; errors go to stderr
 
 
 @pytest.fixture
@@ -198,3 +198,23 @@ def test_home_option_and_environment_variable_select_the_data_directory(
     monkeypatch.delenv("OWNSTREAM_HOME", raising=False)
     assert listed([]) == []
     assert (fake_home / ".ownstream" / "ownstream.db").exists()
+
+
+def test_records_page_with_a_cursor_and_export_a_whole_stream(world: dict[str, Any]) -> None:
+    owner, notes = world["owner"], world["notes"]
+    first = owner.json("records", notes, "notes", "--limit", "2")
+    rest = owner.json("records", notes, "notes", "--limit", "2", "--cursor", first["next_cursor"])
+    paged = [r["id"] for r in first["data"] + rest["data"]]
+    assert rest["has_more"] is False and rest["next_cursor"] is None
+    exported = owner.cli("records", notes, "notes", "--all", "--format", "json").stdout
+    everything = json.loads(exported)
+    assert [r["id"] for r in everything] == paged == ["note-3", "note-2", "note-1"]
+    lines = owner.cli("records", notes, "notes", "--all", "--format", "ndjson").stdout.splitlines()
+    assert [json.loads(line)["id"] for line in lines] == paged
+    csv_text = owner.cli("records", notes, "notes", "--all", "--format", "csv").stdout
+    header, *rows = csv_text.splitlines()
+    assert header.startswith("id,connection_id,emitted_at,") and len(rows) == 3
+    one_page = owner.cli("records", notes, "notes", "--limit", "1", "--format", "ndjson")
+    assert len(one_page.stdout.splitlines()) == 1 and "more: --cursor pg1." in one_page.stderr
+    wrong = owner.error("records", notes, "notes", "--cursor", "pg1.forged")
+    assert wrong["code"] == "invalid_cursor"

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -25,6 +25,7 @@ from ownstream.home import Home
 from ownstream.owner import ConnectionOperations
 from ownstream.runtime.runner import ImportResult
 from ownstream.scheduler import Worker
+from ownstream.store.base import Store
 from ownstream.store.postgres.search_index import scope_lexeme
 from ownstream.store.sqlite.search_index import scope_token
 from tests.rawdb import RawDb
@@ -104,7 +105,7 @@ class Lab:
 
     # -- the data directory -------------------------------------------------------------------
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         return self.home.store
 
     @property
@@ -196,13 +197,19 @@ class Lab:
     ) -> Worker:
         return Worker((home or self.home).runtime(), clock=clock, **kw)
 
+    @staticmethod
+    def outcomes(result: object) -> list[Any]:
+        """A worker's result for one connection, which must be its run outcomes."""
+        assert isinstance(result, list), result
+        return result
+
     def runs(self, connection_id: str) -> list[Any]:
         return self.store.runs(connection_id, limit=1000)
 
     # -- the owner API ------------------------------------------------------------------------
-    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
         headers = {"Authorization": f"Bearer {self.owner_token}"}
-        response = self.http.request(method, path, headers=headers, **kwargs)
+        response: httpx2.Response = self.http.request(method, path, headers=headers, **kwargs)
         self.assert_no_secret(response.text)
         return response
 

@@ -18,6 +18,7 @@ from ownstream.errors import (
     UnknownConnector,
     UnknownStream,
 )
+from ownstream.model import IdentityRule
 from ownstream.registry import Catalog
 from ownstream.registry.manifests import parse_manifest, resolve_command
 
@@ -144,7 +145,8 @@ def test_a_compatible_inline_claim_uses_the_shared_definition(
     del document["streams"][0]["schema"]["properties"]["mood"]
     manifest = catalog.add_manifest(write(tmp_path / "api", document), store)
     assert manifest.stream("journal_entries") is catalog.definition("journal_entries")
-    assert "mood" in manifest.stream("journal_entries").fields
+    stream = manifest.stream("journal_entries")
+    assert stream is not None and "mood" in stream.fields
 
 
 def test_a_reference_to_an_unknown_or_other_version_definition_fails(
@@ -195,7 +197,7 @@ def test_a_standalone_definition_must_agree_with_an_inline_one(
         catalog.add_definition(clash, store)
 
 
-BASE_DEFINITION = {
+BASE_DEFINITION: dict[str, Any] = {
     "name": "things", "semantics": "mutable_state", "primary_key": ["id"],
     "schema": {"type": "object", "properties": {"id": {"type": "string"}, "n": {}},
                "required": ["id"]},
@@ -238,6 +240,65 @@ def test_too_many_searchable_fields(catalog: Catalog, store: MemoryRegistrations
     document["searchable_fields"] = [f"f{i}" for i in range(9)]
     with pytest.raises(InvalidDefinition, match="at most 8"):
         catalog.add_definition(document, store)
+
+
+AGGREGABLE = {
+    **copy.deepcopy(BASE_DEFINITION),
+    "schema": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "amount": {"type": ["number", "null"]},
+            "at": {"type": "string", "format": "date-time"},
+            "day": {"type": "string", "format": "date"},
+            "label": {"type": "string"},
+            "tags": {"type": "array"},
+            "odd name": {"type": "string"},
+        },
+        "required": ["id"],
+    },
+}
+
+
+def test_aggregations_are_parsed_and_listed(catalog: Catalog, store: MemoryRegistrations) -> None:
+    declared = {
+        "count": True,
+        "sum": ["amount"],
+        "min": ["amount", "at", "day"],
+        "max": ["at"],
+        "group_by": ["label"],
+        "group_by_time": ["at", "day"],
+        "count_distinct": ["label", "amount"],
+    }
+    definition = catalog.add_definition({**AGGREGABLE, "aggregations": declared}, store)
+    assert definition.aggregations is not None
+    assert definition.aggregations.to_dict() == declared
+    assert definition.aggregations.fields_for("group_by_time") == ("at", "day")
+    plain = {**copy.deepcopy(AGGREGABLE), "name": "plain_things"}
+    assert catalog.add_definition(plain, store).aggregations is None
+
+
+@pytest.mark.parametrize(
+    ("aggregations", "param"),
+    [
+        (["count"], "aggregations"),
+        ({"median": ["amount"]}, "aggregations"),
+        ({"count": "yes"}, "aggregations.count"),
+        ({"sum": "amount"}, "aggregations.sum"),
+        ({"sum": ["missing"]}, "aggregations.sum"),
+        ({"sum": ["label"]}, "aggregations.sum"),  # not a number
+        ({"min": ["label"]}, "aggregations.min"),  # neither a number nor a calendar value
+        ({"group_by": ["tags"]}, "aggregations.group_by"),  # not a scalar
+        ({"group_by_time": ["label"]}, "aggregations.group_by_time"),  # no date format
+        ({"count_distinct": ["odd name"]}, "aggregations.count_distinct"),
+    ],
+)
+def test_invalid_aggregations_name_the_operation(
+    catalog: Catalog, store: MemoryRegistrations, aggregations: Any, param: str
+) -> None:
+    with pytest.raises(InvalidDefinition) as caught:
+        catalog.add_definition({**copy.deepcopy(AGGREGABLE), "aggregations": aggregations}, store)
+    assert caught.value.param == param
 
 
 # ------------------------------------------------------------------------------------------
@@ -412,6 +473,7 @@ def test_a_rule_must_match_its_connectors_source_and_claim(
         catalog.add_rule(wrong_claim, store)
     assert caught.value.param == "paths"
     rule = catalog.add_rule(load("journal_rule.json"), store)
+    assert isinstance(rule, IdentityRule)
     assert rule.connector_keys == ("journal-api", "journal-export")
 
     # and the other way round: a connector registered after a rule that names it

@@ -199,9 +199,9 @@ def test_progress_reaches_the_callback(scripted: Any) -> None:
     events: list[dict[str, Any]] = []
     runtime = scripted.runtime()
     runtime.on_progress = events.append
-    runtime.run_connection(cid)
-    assert events == [{"message": "page 1", "stream": None, "count": 1, "total": 2,
-                       "connector_key": "scripted", "records": 1}]
+    [outcome] = runtime.run_connection(cid)
+    assert events == [{"run_id": outcome.run_id, "message": "page 1", "stream": None,
+                       "count": 1, "total": 2, "connector_key": "scripted", "records": 1}]
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,17 +1,27 @@
-"""Spotify Web API connector: profile, recently played, Liked Songs and playlists.
+"""Spotify Web API connector: profile, recently played, Liked Songs, saved podcasts and
+episodes, and playlists.
 
 Failure policy, per stream: a rate limit that outlasts its retries or an upstream outage becomes
 a known gap (SKIP_RESULT) and the run moves on to the next stream; a rejected credential fails
-the whole run, because every later request would be rejected too. STATE is emitted for a stream
-only after the stream finished, so a failure never checkpoints past data that was not collected.
-The access and refresh tokens never appear in a message, an error or a log line.
+the whole run, because every later request would be rejected too. One malformed item (a null
+time, a track without a name) is REJECTed alone and the stream goes on. STATE is emitted for a
+stream only after the stream finished, so a failure never checkpoints past data that was not
+collected.
+
+An expired access token is refreshed once per run with the refresh token (a public PKCE client
+sends its client id; with a client secret it authenticates as a confidential client). The new
+access token, and the new refresh token when Spotify rotates it, are handed back with
+CREDENTIALS before any other message, and even when the run then fails: the next run starts
+from them, and a rotated refresh token is never lost. A refresh token Spotify refuses
+(`invalid_grant`: expired, or access revoked in the account) fails the run with
+`ReconnectRequired`. The tokens never appear in an error or a log line.
 """
 
 from __future__ import annotations
 
 import html
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,12 +34,36 @@ from ownstream.connectors.spotify import (
     LISTENING_HISTORY,
     PLAYLISTS,
     PROFILE,
+    SAVED_EPISODES,
+    SAVED_SHOWS,
     SAVED_TRACKS,
     compact,
     play_id,
     scoped_record,
 )
-from ownstream.runtime.sdk import ConnectorError, Message, Start, identity, progress, skip, state
+from ownstream.connectors.spotify.fields import (
+    Malformed,
+    entry_object,
+    field,
+    moment,
+    optional_moment,
+    rejected,
+    required_text,
+    text,
+)
+from ownstream.runtime import oauth_client
+from ownstream.runtime.sdk import (
+    ConnectorError,
+    Message,
+    ReconnectRequired,
+    Start,
+    credentials,
+    identity,
+    omit,
+    progress,
+    skip,
+    state,
+)
 
 DEFAULT_API_BASE_URL = "https://api.spotify.com"
 DEFAULT_TOKEN_URL = "https://accounts.spotify.com/api/token"
@@ -103,6 +137,7 @@ class _Api:
         self._client_id = env.get("SPOTIFY_CLIENT_ID", "").strip()
         self._client_secret = env.get("SPOTIFY_CLIENT_SECRET", "").strip()
         self._refreshed = False
+        self._to_hand_back: dict[str, str] = {}
         self.base_url = (env.get("SPOTIFY_API_BASE_URL") or DEFAULT_API_BASE_URL).rstrip("/")
         self._token_url = env.get("SPOTIFY_TOKEN_URL") or DEFAULT_TOKEN_URL
         try:
@@ -194,48 +229,44 @@ class _Api:
         )
 
     def _refresh(self) -> None:
-        """Trade the refresh token for a new access token, once per run.
-
-        The new token lives only for this run: a connector cannot write credentials back.
-        """
+        """Trade the refresh token for a new access token, once per run; what Spotify answers
+        waits in `handed_back` for the next message."""
         if self._refreshed:
             raise _credentials_rejected("HTTP 401 again after a token refresh")
-        if not (self._refresh_token and self._client_id and self._client_secret):
+        if not (self._refresh_token and self._client_id):
             raise _credentials_rejected("HTTP 401, and no refresh token is configured")
         self._refreshed = True
         try:
-            response = self._client.post(
+            tokens = oauth_client.refresh(
+                self._client,
                 self._token_url,
-                data={"grant_type": "refresh_token", "refresh_token": self._refresh_token},
-                auth=(self._client_id, self._client_secret),
+                client_id=self._client_id,
+                client_secret=self._client_secret or None,
+                refresh_token=self._refresh_token,
             )
-        except httpx.TransportError as exc:
+        except oauth_client.TokenEndpointUnavailable as exc:
             raise ConnectorError(
-                f"the Spotify token endpoint was unreachable ({type(exc).__name__})",
+                f"refreshing the Spotify access token failed: {exc}",
                 code="upstream_unavailable",
                 retryable=True,
                 recovery_action="retry_by_runtime",
             ) from None
-        if response.status_code >= 500:
-            raise ConnectorError(
-                f"the Spotify token endpoint failed with HTTP {response.status_code}",
-                code="upstream_unavailable",
-                retryable=True,
-                recovery_action="retry_by_runtime",
-            )
-        body: Any = None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        token = body.get("access_token") if isinstance(body, dict) else None
-        if response.status_code != 200 or not isinstance(token, str) or not token:
-            error = body.get("error") if isinstance(body, dict) else None
-            raise _credentials_rejected(
-                f"the token refresh failed with HTTP {response.status_code}"
-                + (f" {error}" if isinstance(error, str) else "")
-            )
-        self._token = token
+        except oauth_client.TokenRequestRefused as exc:
+            if exc.error == "invalid_grant":
+                raise ReconnectRequired(
+                    "Spotify refused the refresh token (it expired, or access was removed in "
+                    "the Spotify account); connect the account again"
+                ) from None
+            raise _credentials_rejected(f"the token refresh failed: {exc}") from None
+        self._token = tokens.access_token
+        self._refresh_token = tokens.refresh_token or self._refresh_token
+        self._to_hand_back.update(tokens.secrets())
+
+    def handed_back(self) -> Iterator[Message]:
+        """CREDENTIALS for what was refreshed since the last call, if anything was."""
+        if self._to_hand_back:
+            refreshed, self._to_hand_back = self._to_hand_back, {}
+            yield credentials(**refreshed)
 
     def pages(self, url: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """Offset-paged collections: follow `next` until Spotify stops offering one."""
@@ -255,32 +286,31 @@ class _Api:
         )
 
 
-def _artist(track: Mapping[str, Any]) -> str | None:
-    artists = track.get("artists") or []
-    first = artists[0] if artists and isinstance(artists[0], dict) else {}
-    name = first.get("name")
-    return name if isinstance(name, str) and name else None
-
-
 def _album(track: Mapping[str, Any]) -> str | None:
     album = track.get("album")
-    name = album.get("name") if isinstance(album, dict) else None
-    return name if isinstance(name, str) and name else None
+    return text(album, "name") if isinstance(album, dict) else None
 
 
-def _as_track(item: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The track of a library or playlist item; None for episodes and unavailable entries."""
-    track = item.get("track")
-    if not isinstance(track, dict) or track.get("type", "track") != "track":
+def _track(item: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, str] | None:
+    """An item's track with its name and first artist; None for an episode (a kind the
+    stream does not model); `Malformed` for a track without the names a record needs."""
+    track = entry_object(item.get("track"), "track")
+    if track.get("type", "track") != "track":
         return None
-    if not isinstance(track.get("name"), str) or not track["name"] or _artist(track) is None:
-        return None
-    return track
+    artists = track.get("artists")
+    first = artists[0] if isinstance(artists, list) and artists else None
+    artist = required_text(entry_object(first, "the first artist"), "name")
+    return track, required_text(track, "name"), artist
 
 
-def _ms(moment: str) -> int:
+def _ms(at: datetime) -> int:
     """Unix milliseconds, exactly: the unit of the recently-played cursors."""
-    return (parse_iso(moment) - _EPOCH) // timedelta(milliseconds=1)
+    return (at - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _added_at(item: Mapping[str, Any]) -> str | None:
+    added = optional_moment(item, "added_at", parse_iso)
+    return iso(added) if added is not None else None
 
 
 def _profile(start: Start, me: Mapping[str, Any]) -> Iterator[Message]:
@@ -302,7 +332,10 @@ def _profile(start: Start, me: Mapping[str, Any]) -> Iterator[Message]:
 
 
 def _listening_history(start: Start, api: _Api) -> Iterator[Message]:
-    """Recently played, newest first; incremental from the `after` cursor when there is one."""
+    """Recently played, newest first; incremental from the `after` cursor when there is one.
+
+    A play is keyed by its end truncated to the second (so the extended history's entry of the
+    same play meets it) and says it is known to the millisecond."""
     cursor = start.state.get(LISTENING_HISTORY)
     after = cursor.get("after") if isinstance(cursor, dict) else None
     if not isinstance(after, int) or isinstance(after, bool):
@@ -312,7 +345,6 @@ def _listening_history(start: Start, api: _Api) -> Iterator[Message]:
         params["after"] = after
     newest = after
     seen: set[str] = set()
-    keys: set[str] = set()
     reached_cursor = False
     pages = 0
     next_url: str | None = api.url("/v1/me/player/recently-played")
@@ -321,34 +353,42 @@ def _listening_history(start: Start, api: _Api) -> Iterator[Message]:
         page = api.get(next_url, next_params)
         pages += 1
         fresh = 0
-        for item in page.get("items") or []:
-            track = _as_track(item)
-            played = item.get("played_at")
-            if track is None or not isinstance(played, str):
+        for index, item in enumerate(page.get("items") or []):
+            try:
+                item = entry_object(item, "the item")
+                at = moment(item, "played_at", parse_iso)
+                found = _track(item)
+            except Malformed as problem:
+                yield rejected(
+                    LISTENING_HISTORY,
+                    problem,
+                    f"recently played, page {pages} item {index}",
+                    f"recently-played/{pages}#{index}",
+                )
                 continue
-            played_ms = _ms(played)
+            if found is None:
+                yield omit("not_a_track")
+                continue
+            track, name, artist = found
+            played_ms = _ms(at)
             if after is not None and played_ms <= after:
                 reached_cursor = True
                 continue
-            at = parse_iso(played)
-            artist = _artist(track) or ""
-            key = play_id(at, artist, track["name"])
             identity_of_play = f"{played_ms}|{track.get('uri')}"
             if identity_of_play in seen:
                 continue
             seen.add(identity_of_play)
             fresh += 1
-            if key in keys:
-                continue  # the same track ending in the same minute: one play by definition
-            keys.add(key)
+            key = play_id(at, "millisecond", artist, name)
             data = compact(
                 {
                     "play_id": key,
                     "played_at": iso(at),
-                    "track_name": track["name"],
+                    "played_at_precision": "millisecond",
+                    "track_name": name,
                     "artist_name": artist,
                     "album_name": _album(track),
-                    "track_uri": track.get("uri") or None,
+                    "track_uri": text(track, "uri"),
                 }
             )
             message = scoped_record(start, LISTENING_HISTORY, key, data)
@@ -374,70 +414,167 @@ def _listening_history(start: Start, api: _Api) -> Iterator[Message]:
         yield state(LISTENING_HISTORY, {"after": newest})
 
 
-def _saved_tracks(start: Start, api: _Api) -> Iterator[Message]:
+def _library(
+    start: Start,
+    api: _Api,
+    stream: str,
+    path: str,
+    read: Callable[[Mapping[str, Any]], tuple[str, dict[str, Any]] | None],
+) -> Iterator[Message]:
+    """A saved-items collection (Liked Songs, shows, episodes): one record per item `read`
+    understands; None from `read` is an item of a kind the stream does not model."""
     count = 0
-    for page in api.pages(api.url("/v1/me/tracks"), {"limit": PAGE_SIZE}):
-        for item in page.get("items") or []:
-            track = _as_track(item)
-            if track is None or not isinstance(track.get("uri"), str):
+    for page_number, page in enumerate(api.pages(api.url(path), {"limit": PAGE_SIZE})):
+        offset = page.get("offset")
+        offset = offset if isinstance(offset, int) else page_number * PAGE_SIZE
+        for index, item in enumerate(page.get("items") or []):
+            try:
+                found = read(entry_object(item, "the item"))
+            except Malformed as problem:
+                yield rejected(
+                    stream, problem, f"{path} item {offset + index}", f"{path}#{offset + index}"
+                )
                 continue
-            added = item.get("added_at")
-            duration = track.get("duration_ms")
-            data = compact(
-                {
-                    "track_uri": track["uri"],
-                    "track_name": track["name"],
-                    "artist_name": _artist(track),
-                    "album_name": _album(track),
-                    "added_at": iso(parse_iso(added)) if isinstance(added, str) else None,
-                    "duration_ms": duration if isinstance(duration, int) else None,
-                }
-            )
-            message = scoped_record(start, SAVED_TRACKS, track["uri"], data)
+            if found is None:
+                yield omit(f"{stream}_item_not_modelled")
+                continue
+            key, data = found
+            message = scoped_record(start, stream, key, compact(data))
             if message is not None:
                 count += 1
                 yield message
         total = page.get("total")
         yield progress(
-            "saved tracks",
-            stream=SAVED_TRACKS,
+            stream.replace("_", " "),
+            stream=stream,
             count=count,
             total=total if isinstance(total, int) else None,
         )
 
 
-def _playlist_items(api: _Api, playlist_id: str) -> list[dict[str, Any]]:
+def _saved_track(item: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    found = _track(item)
+    if found is None:
+        return None
+    track, name, artist = found
+    uri = required_text(track, "uri")
+    return uri, {
+        "track_uri": uri,
+        "track_name": name,
+        "artist_name": artist,
+        "album_name": _album(track),
+        "added_at": _added_at(item),
+        "duration_ms": field(track, "duration_ms", int),
+    }
+
+
+def _saved_show(item: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    show = entry_object(item.get("show"), "show")
+    uri = required_text(show, "uri")
+    return uri, {
+        "show_uri": uri,
+        "show_name": required_text(show, "name"),
+        "publisher": text(show, "publisher"),
+        "description": text(show, "description"),
+        "total_episodes": field(show, "total_episodes", int),
+        "added_at": _added_at(item),
+    }
+
+
+def _saved_episode(item: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    episode = entry_object(item.get("episode"), "episode")
+    uri = required_text(episode, "uri")
+    show = episode.get("show")
+    resume = episode.get("resume_point")
+    resume = resume if isinstance(resume, dict) else {}
+    return uri, {
+        "episode_uri": uri,
+        "episode_name": required_text(episode, "name"),
+        "show_name": text(show, "name") if isinstance(show, dict) else None,
+        "show_uri": text(show, "uri") if isinstance(show, dict) else None,
+        "release_date": text(episode, "release_date"),
+        "duration_ms": field(episode, "duration_ms", int),
+        "resume_position_ms": field(resume, "resume_position_ms", int),
+        "fully_played": field(resume, "fully_played", bool),
+        "added_at": _added_at(item),
+    }
+
+
+def _saved_tracks(start: Start, api: _Api) -> Iterator[Message]:
+    yield from _library(start, api, SAVED_TRACKS, "/v1/me/tracks", _saved_track)
+
+
+def _saved_shows(start: Start, api: _Api) -> Iterator[Message]:
+    yield from _library(start, api, SAVED_SHOWS, "/v1/me/shows", _saved_show)
+
+
+def _saved_episodes(start: Start, api: _Api) -> Iterator[Message]:
+    yield from _library(start, api, SAVED_EPISODES, "/v1/me/episodes", _saved_episode)
+
+
+def _playlist_items(api: _Api, playlist_id: str) -> tuple[list[dict[str, Any]], list[Message]]:
+    """A playlist's track entries, and what was said about the others: an episode or an
+    unavailable entry is omitted (the playlist's item_count still counts it), a malformed one
+    rejected."""
     items: list[dict[str, Any]] = []
+    said: list[Message] = []
     url = api.url(f"/v1/playlists/{playlist_id}/tracks")
+    position = 0
     for page in api.pages(url, {"limit": PLAYLIST_ITEMS_PAGE_SIZE}):
         for item in page.get("items") or []:
-            track = _as_track(item)
-            if track is None:
-                continue
-            added = item.get("added_at")
-            items.append(
-                compact(
-                    {
-                        "track_name": track["name"],
-                        "artist_name": _artist(track),
-                        "album_name": _album(track),
-                        "track_uri": track.get("uri") or None,
-                        "added_at": iso(parse_iso(added)) if isinstance(added, str) else None,
-                    }
+            position += 1
+            try:
+                item = entry_object(item, "the item")
+                if item.get("track") is None:
+                    said.append(omit("playlist_item_unavailable"))
+                    continue
+                found = _track(item)
+                if found is None:
+                    said.append(omit("playlist_item_not_a_track"))
+                    continue
+                track, name, artist = found
+                items.append(
+                    compact(
+                        {
+                            "track_name": name,
+                            "artist_name": artist,
+                            "album_name": _album(track),
+                            "track_uri": text(track, "uri"),
+                            "added_at": _added_at(item),
+                        }
+                    )
                 )
-            )
-    return items
+            except Malformed as problem:
+                said.append(
+                    rejected(
+                        PLAYLISTS,
+                        problem,
+                        f"playlist {playlist_id} item {position - 1}",
+                        f"{playlist_id}#{position - 1}",
+                    )
+                )
+    return items, said
 
 
 def _playlists(start: Start, api: _Api) -> Iterator[Message]:
     count = 0
-    for page in api.pages(api.url("/v1/me/playlists"), {"limit": PAGE_SIZE}):
-        for playlist in page.get("items") or []:
-            if not isinstance(playlist, dict) or not isinstance(playlist.get("id"), str):
-                continue
-            playlist_id = playlist["id"]
+    for page_number, page in enumerate(
+        api.pages(api.url("/v1/me/playlists"), {"limit": PAGE_SIZE})
+    ):
+        for index, playlist in enumerate(page.get("items") or []):
             try:
-                items = _playlist_items(api, playlist_id)
+                playlist = entry_object(playlist, "the playlist")
+                playlist_id = required_text(playlist, "id")
+            except Malformed as problem:
+                yield rejected(
+                    PLAYLISTS,
+                    problem,
+                    f"playlists page {page_number + 1} item {index}",
+                    f"playlists/{page_number + 1}#{index}",
+                )
+                continue
+            try:
+                items, said = _playlist_items(api, playlist_id)
             except _NotFound:
                 yield skip(
                     PLAYLISTS,
@@ -447,6 +584,7 @@ def _playlists(start: Start, api: _Api) -> Iterator[Message]:
                     retryable=True,
                 )
                 continue
+            yield from said
             owner = playlist.get("owner")
             tracks = playlist.get("tracks")
             total = tracks.get("total") if isinstance(tracks, dict) else None
@@ -456,7 +594,9 @@ def _playlists(start: Start, api: _Api) -> Iterator[Message]:
                     "playlist_id": playlist_id,
                     "name": playlist.get("name") or "",
                     # The Web API HTML-escapes descriptions; the archive does not.
-                    "description": html.unescape(description) if description else None,
+                    "description": html.unescape(description)
+                    if isinstance(description, str) and description
+                    else None,
                     "public": playlist.get("public")
                     if isinstance(playlist.get("public"), bool)
                     else None,
@@ -475,55 +615,69 @@ def _playlists(start: Start, api: _Api) -> Iterator[Message]:
 
 
 def collect(start: Start, env: Mapping[str, str]) -> Iterator[Message]:
-    """Identify the account from /v1/me, then collect each stream in scope in turn."""
+    """Every message of the run, each preceded by CREDENTIALS when producing it refreshed the
+    token; a failure after a refresh still hands the new tokens back first."""
     api = _Api(env)
     try:
-        try:
-            me = api.get(api.url("/v1/me"))
-        except (_StreamGap, _NotFound) as exc:
-            gap = exc if isinstance(exc, _StreamGap) else None
-            raise ConnectorError(
-                f"could not read the Spotify account: {exc}",
-                code=gap.reason if gap else "upstream_rejected_request",
-                retryable=gap.retryable if gap else False,
-                recovery_action=gap.recovery_action if gap else "unknown",
-            ) from None
-        if not isinstance(me, dict) or not isinstance(me.get("id"), str) or not me["id"]:
-            raise ConnectorError(
-                "Spotify's /v1/me answer carries no account id",
-                code="unexpected_upstream_response",
-                recovery_action="retry_on_connector_upgrade",
-            )
-        yield identity(CLAIM, me["id"])
-        if start.identify_only:
-            return
-        if start.wants(PROFILE):
-            yield from _profile(start, me)
-        collectors = (
-            (LISTENING_HISTORY, _listening_history),
-            (SAVED_TRACKS, _saved_tracks),
-            (PLAYLISTS, _playlists),
-        )
-        for stream, collector in collectors:
-            if not start.wants(stream):
-                continue
-            try:
-                yield from collector(start, api)
-            except _StreamGap as gap:
-                yield skip(
-                    stream,
-                    gap.reason,
-                    str(gap),
-                    recovery_action=gap.recovery_action,
-                    retryable=gap.retryable,
-                )
-            except _NotFound:
-                yield skip(
-                    stream,
-                    "upstream_unavailable",
-                    "Spotify answered 404 for a collection it documents",
-                    recovery_action="retry_by_runtime",
-                    retryable=True,
-                )
+        for message in _collect(start, api):
+            yield from api.handed_back()
+            yield message
+        yield from api.handed_back()
+    except Exception:
+        yield from api.handed_back()
+        raise
     finally:
         api.close()
+
+
+def _collect(start: Start, api: _Api) -> Iterator[Message]:
+    """Identify the account from /v1/me, then collect each stream in scope in turn."""
+    try:
+        me = api.get(api.url("/v1/me"))
+    except (_StreamGap, _NotFound) as exc:
+        gap = exc if isinstance(exc, _StreamGap) else None
+        raise ConnectorError(
+            f"could not read the Spotify account: {exc}",
+            code=gap.reason if gap else "upstream_rejected_request",
+            retryable=gap.retryable if gap else False,
+            recovery_action=gap.recovery_action if gap else "unknown",
+        ) from None
+    if not isinstance(me, dict) or not isinstance(me.get("id"), str) or not me["id"]:
+        raise ConnectorError(
+            "Spotify's /v1/me answer carries no account id",
+            code="unexpected_upstream_response",
+            recovery_action="retry_on_connector_upgrade",
+        )
+    yield identity(CLAIM, me["id"])
+    if start.identify_only:
+        return
+    if start.wants(PROFILE):
+        yield from _profile(start, me)
+    collectors = (
+        (LISTENING_HISTORY, _listening_history),
+        (SAVED_TRACKS, _saved_tracks),
+        (SAVED_SHOWS, _saved_shows),
+        (SAVED_EPISODES, _saved_episodes),
+        (PLAYLISTS, _playlists),
+    )
+    for stream, collector in collectors:
+        if not start.wants(stream):
+            continue
+        try:
+            yield from collector(start, api)
+        except _StreamGap as gap:
+            yield skip(
+                stream,
+                gap.reason,
+                str(gap),
+                recovery_action=gap.recovery_action,
+                retryable=gap.retryable,
+            )
+        except _NotFound:
+            yield skip(
+                stream,
+                "upstream_unavailable",
+                "Spotify answered 404 for a collection it documents",
+                recovery_action="retry_by_runtime",
+                retryable=True,
+            )

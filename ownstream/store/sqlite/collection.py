@@ -205,15 +205,12 @@ class Collection(ConnectionRecords):
 
     # writes ---------------------------------------------------------------------------------
     def commit_batch(self, acquisition: Acquisition, writes: Writes) -> BatchStats:
-        with self._tx() as db:
-            self._hold_lease(db, acquisition)
-            return self._write(db, acquisition, writes)
-
-    def _write(
-        self, db: sqlite3.Connection, acquisition: Acquisition, writes: Writes
-    ) -> BatchStats:
-        total = BatchStats()
+        """Plan the batch from the heads it touches (read without the writer's lock: the lease
+        means no one else writes this connection's records meanwhile), then apply the plans in
+        one short write transaction, fenced by the lease."""
+        db = self._db()
         path = AcquisitionPath(acquisition.connector_key, acquisition.acquisition_method)
+        plans: list[tuple[StreamDefinition, BatchPlan]] = []
         for batch in writes:
             if not batch.records:
                 continue
@@ -223,11 +220,20 @@ class Collection(ConnectionRecords):
             matching = None
             if batch.rule is not None:
                 matching = self._matching(db, acquisition.connection_id, batch, current)
-            plan = plan_batch(
-                definition, path, acquisition.stage, current, batch.records, matching
+            plans.append(
+                (
+                    definition,
+                    plan_batch(
+                        definition, path, acquisition.stage, current, batch.records, matching
+                    ),
+                )
             )
-            self._apply(db, acquisition, definition, plan)
-            total.add(plan.stats)
+        total = BatchStats()
+        with self._tx() as db:
+            self._hold_lease(db, acquisition)
+            for definition, plan in plans:
+                self._apply(db, acquisition, definition, plan)
+                total.add(plan.stats)
         return total
 
     def _matching(
@@ -283,7 +289,7 @@ class Collection(ConnectionRecords):
                     match,
                     CurrentRecord(
                         record_id,
-                        orjson.loads(data),
+                        data,
                         version,
                         bool(deleted),
                         _paths(paths),
@@ -604,7 +610,7 @@ class Collection(ConnectionRecords):
     def _parked_chunk(self, db: sqlite3.Connection, stage: int) -> list[tuple[Any, ...]]:
         return db.execute(
             "SELECT record_id, connection_id, stream, record_key, data, deleted FROM records "
-            "WHERE parked = ? LIMIT ?",
+            "WHERE parked = ? AND parked != 0 LIMIT ?",  # the partial index
             (stage, CLEANUP_CHUNK),
         ).fetchall()
 

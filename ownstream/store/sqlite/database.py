@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -79,8 +79,12 @@ class SQLiteBase:
         self.clock = clock
         self._local = threading.local()
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # created 0600 from the start (and its -wal / -shm then inherit the same mode)
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        if not path.exists():
+            # created 0600 from the start; SQLite gives its -wal and -shm the same mode. Never
+            # open and close an existing database file here: closing any descriptor of a file
+            # drops every POSIX lock this process holds on it, including SQLite's own.
+            with suppress(FileExistsError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         private_file(path)
         self._prepare()
 
@@ -91,12 +95,8 @@ class SQLiteBase:
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            old_mask = os.umask(0o077)  # the -wal and -shm files SQLite creates stay private
-            try:
-                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-                db.execute("PRAGMA journal_mode = WAL")
-            finally:
-                os.umask(old_mask)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA journal_size_limit = 67108864")
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

@@ -318,3 +318,27 @@ CREATE TABLE IF NOT EXISTS audit_events (
     summary BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_connection ON audit_events (connection_id, seq);
+
+-- OAuth authorizations at providers, from their start (the CLI or the console) to the callback
+-- (`serve`): separate processes, so they live here. Only a hash of the state is kept; the PKCE
+-- verifier and a client secret are sealed, and dropped when the authorization ends.
+CREATE TABLE IF NOT EXISTS provider_authorizations (
+    authorization_id TEXT PRIMARY KEY,
+    state_hash TEXT NOT NULL UNIQUE,  -- sha256 of the state sent to the provider
+    connector_key TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status IN ('pending', 'completing', 'connected', 'refused', 'expired')),
+    redirect_uri TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    settings BLOB NOT NULL,           -- JSON: the connection's settings (endpoints and such)
+    display_name TEXT,
+    connection_id TEXT,               -- the connection to re-authorize, then the one connected
+    allow_recreate INTEGER NOT NULL,
+    sealed_verifier BLOB,
+    sealed_client_secret BLOB,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    finished_at TEXT,
+    outcome BLOB                      -- JSON: who was connected, or why it was refused
+);
+CREATE INDEX IF NOT EXISTS provider_authorizations_expiry ON provider_authorizations (expires_at);

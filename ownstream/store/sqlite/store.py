@@ -13,14 +13,27 @@ from pathlib import Path
 from ownstream.clock import utc_now
 from ownstream.store.base import StoreCapabilities
 from ownstream.store.sqlite.access import AccessRecords
+from ownstream.store.sqlite.activity import ActivityQueries
+from ownstream.store.sqlite.aggregate import AggregateQueries
 from ownstream.store.sqlite.auth import AuthRecords
-from ownstream.store.sqlite.collection import LEASE_SECONDS, Collection
+from ownstream.store.sqlite.collection import LEASE_SECONDS
+from ownstream.store.sqlite.provider_auth import ProviderAuthRecords
 from ownstream.store.sqlite.reads import ReadQueries
+from ownstream.store.sqlite.rekey import RecordRekeys
 from ownstream.store.sqlite.schedules import ScheduleRecords
 from ownstream.store.sqlite.search_index import SLOTS
 
 
-class SQLiteStore(Collection, ReadQueries, AccessRecords, AuthRecords, ScheduleRecords):
+class SQLiteStore(
+    ProviderAuthRecords,
+    ReadQueries,
+    RecordRekeys,
+    AggregateQueries,
+    ActivityQueries,
+    AccessRecords,
+    AuthRecords,
+    ScheduleRecords,
+):
     capabilities = StoreCapabilities(
         backend="sqlite", concurrent_writers=False, max_searchable_fields=SLOTS
     )

@@ -161,7 +161,9 @@ def test_pages_merge_connections_in_one_keyset_order(harness: Harness) -> None:
             last = page[-1]
             after = RecordPosition(last.cursor_value, last.connection_id, last.record_key)
         assert len(seen) == len(set(seen)) == 36
-        assert seen == sorted(seen, reverse=order == "desc")
+        # records without a cursor value come last, whichever the order
+        valued = sorted((s for s in seen if s[0]), reverse=order == "desc")
+        assert seen == valued + [s for s in seen if not s[0]]
 
 
 def test_scopes_apply_fields_windows_and_resources(harness: Harness) -> None:
@@ -402,3 +404,25 @@ def test_audit_and_access_counts(harness: Harness) -> None:
         AccessCount(day, "app", "grt_1", "notes", a, 3, 15)
     ]
     assert harness.store.access_log(since="2024-03-02") == []
+
+
+def test_daily_counts_are_published_live_records_per_connection_and_day(
+    harness: Harness,
+) -> None:
+    a, b = harness.connection("a"), harness.connection("b")
+    harness.collect(a, [note("1", at="2024-05-01T08:00:00Z"), note("2", at="2024-05-01T23:59:00Z"),
+                        note("3", at="2024-05-02T00:00:00Z"), note("4", at="2024-04-30T12:00:00Z")])
+    harness.collect(b, [note("9", at="2024-05-02T10:00:00Z"), note("10")])
+    staged = harness.stage(a)
+    harness.write(staged, [note("5", at="2024-05-01T09:00:00Z"), gone("3")])
+    scope = ReadScope(NOTES, (a, b), NOTES.fields)
+    window = {"since": "2024-05-01T00:00:00.000Z", "until": "2024-05-03T00:00:00.000Z"}
+    counts = [(c.connection_id, c.day, c.records)
+              for c in harness.store.daily_counts(scope, **window)]
+    assert counts == [(a, "2024-05-01", 2), (a, "2024-05-02", 1), (b, "2024-05-02", 1)]
+    harness.publish(staged)
+    counts = [(c.connection_id, c.day, c.records)
+              for c in harness.store.daily_counts(scope, **window)]
+    assert counts == [(a, "2024-05-01", 3), (b, "2024-05-02", 1)]
+    only_b = ReadScope(NOTES, (b,), NOTES.fields, since="2024-05-02T12:00:00.000Z")
+    assert harness.store.daily_counts(only_b, **window) == []

@@ -1,0 +1,175 @@
+"""The console in a real browser (Playwright driving the system Chromium) against a real
+server on a loopback port: sign-in by link (once), the overview, uploads joining by rule or
+becoming their own connection, a run followed to completion, rename, revoking a grant,
+deleting after typed confirmation, and a POST without the CSRF token refused.
+
+One server and one browser serve the whole module (the tests run in order and build on each
+other's state where noted); each test opens its own signed-in page."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ownstream.auth.console import mint_link
+from ownstream.dev.spotify_data import generate_catalog, generate_user, write_archive
+from tests.api.conftest import World
+from tests.services.server import serving
+
+from .conftest import console_world, notes_file
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+TIMEOUT_MS = 20_000
+
+
+@dataclass
+class Live:
+    url: str
+    world: World
+    files: Path
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    root = tmp_path_factory.mktemp("console")
+    world = console_world(root / "world")
+    files = root / "files"
+    files.mkdir()
+    with serving(world.home) as url:
+        yield Live(url, world, files)
+
+
+@pytest.fixture
+def page(live: Live, chromium: Browser) -> Iterator[Page]:
+    context = chromium.new_context(viewport={"width": 1100, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    signed_in = context.new_page()
+    signed_in.goto(mint_link(live.world.store, live.url))
+    yield signed_in
+    context.close()
+
+
+def test_a_sign_in_link_works_once(live: Live, chromium: Browser) -> None:
+    link = mint_link(live.world.store, live.url)
+    first = chromium.new_context()
+    try:
+        tab = first.new_page()
+        tab.goto(link)
+        assert tab.url == f"{live.url}/console/"
+        assert tab.inner_text("h1") == "Your connections"
+    finally:
+        first.close()
+    second = chromium.new_context()
+    try:
+        tab = second.new_page()
+        response = tab.goto(link)
+        assert response is not None and response.status == 400
+        assert "cannot be used" in tab.inner_text("h1")
+        tab.goto(f"{live.url}/console/")  # no session: the sign-in instructions
+        tab.wait_for_selector("text=Sign in first")
+    finally:
+        second.close()
+
+
+def test_the_overview_groups_connections_with_health_and_activity(
+    live: Live, page: Page
+) -> None:
+    assert page.inner_text("#source-notes") == "Notes"
+    cards = page.locator("#source-notes ~ article, section.source article")
+    names = {cards.nth(i).locator("h4").inner_text() for i in range(cards.count())}
+    assert {"Alice notebook", "Bob notebook", "Ticker"} <= names
+    alice = page.locator("article", has_text="Alice notebook")
+    assert alice.locator(".badge").first.inner_text() == "healthy"
+    assert "notes 12" in alice.locator(".facts").inner_text()
+    assert page.locator("svg.chart[role=img]").count() >= 1
+    assert page.locator(".legend li").count() >= 3
+
+
+def test_an_archive_joins_its_account_by_rule(live: Live, page: Page) -> None:
+    page.click("nav >> text=Import")
+    page.select_option('select[name="connector"]', "notes-export")
+    page.set_input_files('input[name="archive"]', str(notes_file(live.files, "alice")))
+    page.click("text=Upload and import")
+    page.wait_for_selector(".receipt")
+    receipt = page.inner_text(".receipt")
+    assert "Joined Alice notebook" in receipt
+    assert "identity rule notes-account proves the same account" in receipt
+    assert "notes_account=alice" in receipt
+    assert page.inner_text(".count-new") == "3"
+
+
+def test_an_archive_without_identity_becomes_its_own_connection(
+    live: Live, page: Page
+) -> None:
+    listener = generate_user("anon", seed=5, plays=40, catalog=generate_catalog(seed=3, artists=8))
+    archive = write_archive(listener, live.files / "anon", include_identity=False)
+    page.goto(f"{live.url}/console/import")
+    page.select_option('select[name="connector"]', "spotify-export")
+    page.set_input_files('input[name="archive"]', str(archive))
+    page.click("text=Upload and import")
+    page.wait_for_selector(".receipt")
+    assert "A new connection" in page.inner_text(".receipt h2")
+    assert "no identity found: a new connection" in page.inner_text(".receipt")
+    page.click("text=Open the connection")
+    assert "No proven identity" in page.inner_text("#paths-h + p")
+
+
+def test_a_run_shows_its_progress_to_completion(live: Live, page: Page) -> None:
+    ticker = live.world.conns["ticker"]
+    page.goto(f"{live.url}/console/connections/{ticker}")
+    page.click("text=Run now")
+    page.wait_for_selector(".live .progress-text:has-text('step')")  # live, from the server
+    page.wait_for_selector(".done")  # the page reloads itself when the run has finished
+    assert "succeeded" in page.inner_text(".done .status")
+    assert "5 new" in page.inner_text(".done")
+
+
+def test_renaming_updates_the_page(live: Live, page: Page) -> None:
+    bob = live.world.conns["bob"]
+    page.goto(f"{live.url}/console/connections/{bob}")
+    page.fill('input[name="display_name"]', "Bob's field notes")
+    page.click("button:has-text('Rename')")
+    page.wait_for_selector("h1:has-text(\"Bob's field notes\")")
+    assert live.world.store.connection(bob).display_name == "Bob's field notes"
+
+
+def test_revoking_a_grant(live: Live, page: Page) -> None:
+    grant, _ = live.world.grant([{"name": "notes", "fields": ["title"]}], client_id="reader")
+    page.goto(f"{live.url}/console/access")
+    card = page.locator(f"#grant-{grant.grant_id}")
+    assert "fields title" in card.inner_text()
+    card.locator("button:has-text('Revoke')").click()
+    page.wait_for_selector(f"#grant-{grant.grant_id} .badge:has-text('revoked')")
+    assert live.world.store.grant(grant.grant_id).revoked_at is not None
+
+
+def test_deleting_a_connection_after_typed_confirmation(live: Live, page: Page) -> None:
+    carol = live.world.conns["carol"]
+    name = live.world.store.connection(carol).display_name
+    page.goto(f"{live.url}/console/connections/{carol}")
+    page.click("text=Delete…")
+    assert "12" in page.inner_text("#erased-h + ul")
+    page.fill('input[name="confirm"]', "not the name")
+    page.click("button:has-text('Delete this connection')")
+    assert "Type the connection" in page.inner_text(".error")
+    page.fill('input[name="confirm"]', name)
+    page.click("button:has-text('Delete this connection')")
+    page.wait_for_selector("text=Connection deleted")
+    assert carol not in {c.connection_id for c in live.world.store.connections()}
+
+
+def test_a_post_without_the_csrf_token_is_refused(live: Live, page: Page) -> None:
+    alice = live.world.conns["alice"]
+    status = page.evaluate(
+        """async (path) => (await fetch(path, {method: "POST",
+             body: new URLSearchParams({display_name: "forged"})})).status""",
+        f"/console/connections/{alice}/rename",
+    )
+    assert status == 400
+    assert live.world.store.connection(alice).display_name == "Alice notebook"
