@@ -13,7 +13,7 @@ import orjson
 
 from ownstream.clock import stable_id
 from ownstream.errors import ConnectionNotFound, ConnectionRunActive
-from ownstream.model import AttachedPath, Connection, ConnectionIdentity
+from ownstream.model import AttachedPath, Connection, ConnectionIdentity, ConnectionStatus
 from ownstream.store.base import (
     ConnectionConfig,
     CredentialInfo,
@@ -37,6 +37,7 @@ CONNECTION_TABLES = (
     "run_leases",
     "acquisition_batches",
     "connection_credentials",
+    "provider_authorizations",
     "connection_settings",
     "connection_paths",
     "connections",
@@ -231,7 +232,7 @@ class ConnectionRecords(SearchIndex):
             )
         return self.connection(connection_id)
 
-    def set_connection_status(self, connection_id: str, status: str) -> Connection:
+    def set_connection_status(self, connection_id: str, status: ConnectionStatus) -> Connection:
         now = self._now()
         with self._tx() as db:
             self.connection(connection_id)

@@ -314,3 +314,27 @@ CREATE TABLE IF NOT EXISTS audit_events (
     summary bytea NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_connection ON audit_events (connection_id, seq);
+
+-- OAuth authorizations at providers, from their start (the CLI or the console) to the callback
+-- (whichever `serve` process the provider redirects to). Only a hash of the state is kept; the
+-- PKCE verifier and a client secret are sealed, and dropped when the authorization ends.
+CREATE TABLE IF NOT EXISTS provider_authorizations (
+    authorization_id text COLLATE "C" PRIMARY KEY,
+    state_hash text COLLATE "C" NOT NULL UNIQUE,
+    connector_key text COLLATE "C" NOT NULL,
+    status text NOT NULL
+        CHECK (status IN ('pending', 'completing', 'connected', 'refused', 'expired')),
+    redirect_uri text NOT NULL,
+    client_id text NOT NULL,
+    settings bytea NOT NULL,
+    display_name text,
+    connection_id text COLLATE "C",
+    allow_recreate boolean NOT NULL,
+    sealed_verifier bytea,
+    sealed_client_secret bytea,
+    created_at text COLLATE "C" NOT NULL,
+    expires_at text COLLATE "C" NOT NULL,
+    finished_at text COLLATE "C",
+    outcome bytea
+);
+CREATE INDEX IF NOT EXISTS provider_authorizations_expiry ON provider_authorizations (expires_at);

@@ -13,14 +13,27 @@ from ownstream.clock import utc_now
 from ownstream.search import MAX_SEARCHABLE_FIELDS
 from ownstream.store.base import StoreCapabilities
 from ownstream.store.postgres.access import AccessRecords
+from ownstream.store.postgres.activity import ActivityQueries
+from ownstream.store.postgres.aggregate import AggregateQueries
 from ownstream.store.postgres.auth import AuthRecords
-from ownstream.store.postgres.collection import LEASE_SECONDS, Collection
+from ownstream.store.postgres.collection import LEASE_SECONDS
 from ownstream.store.postgres.database import POOL_SIZE
+from ownstream.store.postgres.provider_auth import ProviderAuthRecords
 from ownstream.store.postgres.reads import ReadQueries
+from ownstream.store.postgres.rekey import RecordRekeys
 from ownstream.store.postgres.schedules import ScheduleRecords
 
 
-class PostgresStore(Collection, ReadQueries, AccessRecords, AuthRecords, ScheduleRecords):
+class PostgresStore(
+    ProviderAuthRecords,
+    ReadQueries,
+    RecordRekeys,
+    AggregateQueries,
+    ActivityQueries,
+    AccessRecords,
+    AuthRecords,
+    ScheduleRecords,
+):
     capabilities = StoreCapabilities(
         backend="postgresql", concurrent_writers=True, max_searchable_fields=MAX_SEARCHABLE_FIELDS
     )
