@@ -258,32 +258,41 @@ class Collection(ConnectionRecords):
 
     # writes ---------------------------------------------------------------------------------
     def commit_batch(self, acquisition: Acquisition, writes: Writes) -> BatchStats:
+        """Plan the batch from the heads it touches, read outside the write transaction (the
+        lease means no one else writes this connection's records meanwhile), then apply the
+        plans in one short transaction, fenced by the lease: its row stays locked only for
+        the apply, not for the planning."""
+        path = AcquisitionPath(acquisition.connector_key, acquisition.acquisition_method)
+        plans: list[tuple[StreamDefinition, BatchPlan]] = []
+        with self._db() as db:
+            for batch in writes:
+                if not batch.records:
+                    continue
+                definition = batch.definition
+                keys = list(dict.fromkeys(r.record_key for r in batch.records))
+                current = {
+                    key: record
+                    for key, (_, record) in self._heads(
+                        db, acquisition.connection_id, definition.name, "record_key", keys
+                    ).items()
+                }
+                matching = None
+                if batch.rule is not None:
+                    matching = self._matching(db, acquisition.connection_id, batch, current)
+                plans.append(
+                    (
+                        definition,
+                        plan_batch(
+                            definition, path, acquisition.stage, current, batch.records, matching
+                        ),
+                    )
+                )
+        total = BatchStats()
         with self._tx() as db:
             self._hold_lease(db, acquisition)
-            return self._write(db, acquisition, writes)
-
-    def _write(self, db: Db, acquisition: Acquisition, writes: Writes) -> BatchStats:
-        total = BatchStats()
-        path = AcquisitionPath(acquisition.connector_key, acquisition.acquisition_method)
-        for batch in writes:
-            if not batch.records:
-                continue
-            definition = batch.definition
-            keys = list(dict.fromkeys(r.record_key for r in batch.records))
-            current = {
-                key: record
-                for key, (_, record) in self._heads(
-                    db, acquisition.connection_id, definition.name, "record_key", keys
-                ).items()
-            }
-            matching = None
-            if batch.rule is not None:
-                matching = self._matching(db, acquisition.connection_id, batch, current)
-            plan = plan_batch(
-                definition, path, acquisition.stage, current, batch.records, matching
-            )
-            self._apply(db, acquisition, definition, plan)
-            total.add(plan.stats)
+            for definition, plan in plans:
+                self._apply(db, acquisition, definition, plan)
+                total.add(plan.stats)
         return total
 
     def _matching(
@@ -323,7 +332,7 @@ class Collection(ConnectionRecords):
                 match,
                 CurrentRecord(
                     record_id,
-                    orjson.loads(data),
+                    data,
                     version,
                     deleted,
                     _paths(paths),
@@ -639,7 +648,7 @@ class Collection(ConnectionRecords):
         are left."""
         removed = db.execute(
             "DELETE FROM records WHERE record_id IN "
-            "(SELECT record_id FROM records WHERE parked = %s LIMIT %s)",
+            "(SELECT record_id FROM records WHERE parked = %s AND parked <> 0 LIMIT %s)",
             (stage, CLEANUP_CHUNK),
         ).rowcount
         return removed == 0
@@ -650,7 +659,8 @@ class Collection(ConnectionRecords):
         copies = db.execute(
             "SELECT c.record_id, h.record_id FROM records c LEFT JOIN records h "
             "ON h.connection_id = c.connection_id AND h.stream = c.stream "
-            "AND h.record_key = c.record_key AND h.parked = 0 WHERE c.parked = %s LIMIT %s",
+            "AND h.record_key = c.record_key AND h.parked = 0 "
+            "WHERE c.parked = %s AND c.parked <> 0 LIMIT %s",  # the partial index
             (stage, CLEANUP_CHUNK),
         ).fetchall()
         if not copies:

@@ -123,6 +123,18 @@ class PostgresBase:
             finally:
                 self._local.db = None
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """Several reads that must see one snapshot (a read-only, repeatable-read transaction),
+        or the thread's open transaction."""
+        current: Connection | None = getattr(self._local, "db", None)
+        if current is not None:
+            yield current
+            return
+        with self._pool.connection() as db, db.transaction():
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield db
+
     def close(self) -> None:
         self._pool.close()
 

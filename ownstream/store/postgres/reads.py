@@ -2,8 +2,9 @@
 
 The queries are the SQLite store's (read its module for the reasoning), with PostgreSQL's
 spelling: arrays instead of IN lists, `&&` for "an update of a granted field", and the
-grant-scoped search as one tsquery (search_index.py). Each read is one statement, so it sees
-one snapshot: a publication is either wholly in it or wholly out.
+grant-scoped search as one tsquery (search_index.py). Each read is one statement, or (the
+change feed's walk over stages) statements in one repeatable-read snapshot, so a publication
+is either wholly in it or wholly out.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ class ReadQueries(SearchIndex):
         after: RecordPosition | None = None,
     ) -> tuple[list[StoredRecord], bool]:
         """One page of live records across the scope's connections, merged in one order:
-        (cursor value, connection_id, record key), a keyset range scan per connection."""
+        (cursor value, connection_id, record key), records without a cursor value last in both
+        directions; a keyset range scan per connection and phase (present, then missing)."""
         horizons = self._horizons(scope.connection_ids) if scope.connection_ids else {}
         if not horizons:
             return [], False
@@ -112,45 +114,52 @@ class ReadQueries(SearchIndex):
         cmp = "<" if desc else ">"
         direction = "DESC" if desc else "ASC"
         filters, filter_params = scope_filters(scope)
+        # records without a cursor value ('') come after all others in either order
+        phases = [("cursor_value = ''", after is not None and after.cursor_value == "")]
+        if after is None or after.cursor_value != "":
+            phases.insert(0, ("cursor_value <> ''", after is not None))
         parts, params = [], []
         for connection_id in sorted(horizons):
             horizon = horizons[connection_id]
-            where = [
-                "connection_id = %s",
-                "stream = %s",
-                "NOT deleted",
-                "stage <= %s",
-                "(parked = 0 OR parked > %s)",
-                *filters,
-            ]
-            part_params: list[Any] = [
-                connection_id,
-                scope.stream.name,
-                horizon,
-                horizon,
-                *filter_params,
-            ]
-            if after is not None:
-                if connection_id == after.connection_id:
-                    where.append(f"(cursor_value, record_key) {cmp} (%s, %s)")
-                    part_params += [after.cursor_value, after.record_key]
-                elif (connection_id < after.connection_id) == desc:
-                    where.append(f"cursor_value {cmp}= %s")
-                    part_params.append(after.cursor_value)
-                else:
-                    where.append(f"cursor_value {cmp} %s")
-                    part_params.append(after.cursor_value)
-            parts.append(
-                "(SELECT connection_id, record_key, data, emitted_at, cursor_value "
-                f"FROM records WHERE {' AND '.join(where)} "
-                f"ORDER BY cursor_value {direction}, record_key {direction} LIMIT %s)"
-            )
-            params += [*part_params, limit + 1]
+            for phase, keyset in phases:
+                where = [
+                    "connection_id = %s",
+                    "stream = %s",
+                    "NOT deleted",
+                    "stage <= %s",
+                    "(parked = 0 OR parked > %s)",
+                    phase,
+                    *filters,
+                ]
+                part_params: list[Any] = [
+                    connection_id,
+                    scope.stream.name,
+                    horizon,
+                    horizon,
+                    *filter_params,
+                ]
+                if keyset and after is not None:
+                    if connection_id == after.connection_id:
+                        where.append(f"(cursor_value, record_key) {cmp} (%s, %s)")
+                        part_params += [after.cursor_value, after.record_key]
+                    elif (connection_id < after.connection_id) == desc:
+                        where.append(f"cursor_value {cmp}= %s")
+                        part_params.append(after.cursor_value)
+                    else:
+                        where.append(f"cursor_value {cmp} %s")
+                        part_params.append(after.cursor_value)
+                parts.append(
+                    "(SELECT connection_id, record_key, data, emitted_at, cursor_value "
+                    f"FROM records WHERE {' AND '.join(where)} "
+                    f"ORDER BY cursor_value {direction}, record_key {direction} LIMIT %s)"
+                )
+                params += [*part_params, limit + 1]
         sql = " UNION ALL ".join(parts)
         if len(parts) > 1:
             sql = (
-                f"SELECT * FROM ({sql}) AS merged ORDER BY cursor_value {direction}, "
-                f"connection_id {direction}, record_key {direction} LIMIT %s"
+                f"SELECT * FROM ({sql}) AS merged ORDER BY cursor_value = '', "
+                f"cursor_value {direction}, connection_id {direction}, record_key {direction} "
+                "LIMIT %s"
             )
             params.append(limit + 1)
         rows = self._rows(sql, params)
@@ -269,7 +278,12 @@ class ReadQueries(SearchIndex):
         limit: int,
     ) -> tuple[list[ChangedRecord], bool]:
         """Records whose grant-visible data changed in stages published in (since, upto],
-        each once, at its last qualifying change; walked in publication order."""
+        each once, at its last qualifying change.
+
+        Walks the scope's stages in publication order and each stage's changes in sequence
+        order from the page position, one stage at a time (see the SQLite store), so a page
+        costs its own changes and an index probe per stage it passes, never the rest of the
+        window."""
         if not scope.connection_ids:
             return [], False
         filters, params = scope_filters(scope, "v")
@@ -277,54 +291,58 @@ class ReadQueries(SearchIndex):
         after_publish, after_seq = after if after is not None else (since, 0)
         sql = (
             "SELECT v.connection_id, v.record_key, v.data, v.emitted_at, v.deleted, "
-            "v.deleted_at, s.publish_seq, c.seq FROM runs s "
-            "JOIN record_changes c ON c.stage = s.run_seq "
+            "v.deleted_at, c.seq FROM record_changes c "
             "JOIN records h ON h.record_id = c.record_id "
             "JOIN connections k ON k.connection_id = h.connection_id "
             "JOIN records v ON v.connection_id = h.connection_id AND v.stream = h.stream "
             f"AND v.record_key = h.record_key AND {visible('v', 'k')} "
-            "WHERE s.publish_seq > %s AND s.publish_seq <= %s "
-            "AND (s.publish_seq > %s OR (s.publish_seq = %s AND c.seq > %s)) "
-            "AND s.connection_id = ANY(%s) AND h.stream = %s "
+            "WHERE c.stage = %s AND c.seq > %s AND h.stream = %s "
             f"AND {_qualifies('c')} AND NOT EXISTS ("
             "SELECT 1 FROM record_changes later JOIN runs ls ON ls.run_seq = later.stage "
             "WHERE later.record_id = c.record_id AND later.seq > c.seq "
             f"AND ls.publish_seq <= %s AND {_qualifies('later')})"
             + "".join(f" AND {f}" for f in filters)
-            + " ORDER BY s.publish_seq, c.seq LIMIT %s"
-        )
-        rows = self._rows(
-            sql,
-            [
-                since,
-                upto,
-                after_publish,
-                after_publish,
-                after_seq,
-                list(scope.connection_ids),
-                scope.stream.name,
-                fields,
-                upto,
-                fields,
-                *params,
-                limit + 1,
-            ],
+            + " ORDER BY c.seq LIMIT %s"
         )
         keep = frozenset(fields)
-        page = [
-            ChangedRecord(
-                connection_id=row[0],
-                stream=scope.stream.name,
-                record_key=row[1],
-                data=None if row[4] else project(orjson.loads(row[2]), keep),
-                emitted_at=row[3],
-                deleted=bool(row[4]),
-                deleted_at=row[5],
-                position=(row[6], row[7]),
-            )
-            for row in rows[:limit]
-        ]
-        return page, len(rows) > limit
+        page: list[ChangedRecord] = []
+        with self._snapshot() as db:  # the stages and their changes, as of one moment
+            stages = db.execute(
+                "SELECT run_seq, publish_seq FROM runs WHERE publish_seq >= %s "
+                "AND publish_seq > %s AND publish_seq <= %s AND connection_id = ANY(%s) "
+                "ORDER BY publish_seq",
+                [after_publish, since, upto, list(scope.connection_ids)],
+            ).fetchall()
+            for stage, publish_seq in stages:
+                rows = db.execute(
+                    sql,
+                    [
+                        stage,
+                        after_seq if publish_seq == after_publish else 0,
+                        scope.stream.name,
+                        fields,
+                        upto,
+                        fields,
+                        *params,
+                        limit + 1 - len(page),
+                    ],
+                ).fetchall()
+                page.extend(
+                    ChangedRecord(
+                        connection_id=row[0],
+                        stream=scope.stream.name,
+                        record_key=row[1],
+                        data=None if row[4] else project(orjson.loads(row[2]), keep),
+                        emitted_at=row[3],
+                        deleted=bool(row[4]),
+                        deleted_at=row[5],
+                        position=(publish_seq, row[6]),
+                    )
+                    for row in rows
+                )
+                if len(page) > limit:
+                    return page[:limit], True
+        return page, False
 
     # search ---------------------------------------------------------------------------------
     def search(
