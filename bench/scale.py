@@ -193,10 +193,10 @@ class Api:
 def column(work: Path, files: dict[str, Path], sizes: Sizes, url: str | None) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
-    from ownstream.api import cursors
     from ownstream.api.app import create_app
     from ownstream.home import Home
     from ownstream.owner import AccessOperations
+    from ownstream.reads import cursors
 
     backend = "postgresql" if url else "sqlite"
     home_dir = work / f"home-{backend}"

@@ -16,7 +16,7 @@ LH = "listening_history"
 
 
 def _strip_request_id(response: Any) -> dict[str, Any]:
-    body = response.json()
+    body: dict[str, Any] = response.json()
     body["error"].pop("request_id")
     return body
 

@@ -76,11 +76,12 @@ class OAuthLab(Lab):
 
     def sealed_rows(self, connection_id: str) -> list[tuple[Any, ...]]:
         with self.db() as db:
-            return db.execute(
+            rows: list[tuple[Any, ...]] = db.execute(
                 "SELECT name, sealed, fingerprint, created_at, rotated_at "
                 "FROM connection_credentials WHERE connection_id = ? ORDER BY name",
                 (connection_id,),
             ).fetchall()
+        return rows
 
     def refreshes_with(self, refresh_token: str) -> int:
         """How often the double was asked to refresh with this refresh token."""
