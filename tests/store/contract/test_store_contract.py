@@ -297,6 +297,46 @@ def test_a_record_rule_joins_a_coarse_entry_to_its_precise_record(harness: Harne
     assert [(r.record_key, r.data.get("ms")) for r in page] == [("p1", 180_000)]
 
 
+def play(key: str, at: str, precision: str, **extra: object) -> RecordWrite:
+    data = {"play_id": key, "at": at, "precision": precision, "track": "Song", **extra}
+    return RecordWrite("plays", key, data, "2024-05-01T00:00:00.000Z")
+
+
+def test_held_coarse_twins_are_ambiguous_and_a_coarser_write_keeps_the_finer_time(
+    harness: Harness,
+) -> None:
+    a = harness.connection("a")
+    ordered = RecordRule(
+        "plays-minute", 1, "plays", "at", 60, ("track",), "precision", ("minute",),
+        precision_order=("minute", "second", "millisecond"),
+    )
+    first = harness.stage(a, "plays-basic", "owner_artifact")
+    harness.write(
+        first,
+        [play("c1", "2024-03-01T10:15:00Z", "minute"), play("c2", "2024-03-01T10:15:00Z",
+                                                            "minute", ms=1)],
+        PLAYS,
+        ordered,
+    )
+    harness.publish(first)
+    # the precise play arrives after its two coarse twins: which one it is stays unknown
+    second = harness.stage(a)
+    stats = harness.write(second, [play("p1", "2024-03-01T10:15:42.123Z", "millisecond")],
+                          PLAYS, ordered)
+    harness.publish(second)
+    assert (stats.ambiguous, stats.new) == (2, 1)
+    # a write dated to the second never replaces the millisecond the record holds
+    third = harness.stage(a)
+    stats = harness.write(third, [play("p1", "2024-03-01T10:15:42Z", "second", ms=5)],
+                          PLAYS, ordered)
+    harness.publish(third)
+    assert stats.updated == 1
+    [found] = harness.store.record(ReadScope(PLAYS, (a,), PLAYS.fields), "p1")
+    assert (found.data["at"], found.data["precision"], found.data["ms"]) == (
+        "2024-03-01T10:15:42.123Z", "millisecond", 5
+    )
+
+
 # -- deletes -------------------------------------------------------------------------------
 
 
