@@ -6,11 +6,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from ownstream.api.app import create_app
 from ownstream.home import Home
 from ownstream.owner import AccessOperations
+from tests.services.postgres import backend_environment
 
 from .conftest import World, assert_error
 
@@ -38,7 +40,7 @@ def test_a_cursor_minted_for_the_owner_reads_only_the_grant_it_is_presented_with
 
 
 def test_a_change_token_of_another_database_is_gone_even_under_the_same_key(
-    world: World, tmp_path: Path
+    world: World, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     w = world
     _, token = w.grant([{"name": LH}])
@@ -53,8 +55,9 @@ def test_a_change_token_of_another_database_is_gone_even_under_the_same_key(
     twin_dir = tmp_path / "twin"
     twin_dir.mkdir()
     shutil.copy(w.home.path / "secret.key", twin_dir / "secret.key")
-    twin = Home(twin_dir)
-    twin_token, _ = AccessOperations(twin).mint_owner_token()
+    with backend_environment(request, "postgres_databases"):
+        twin = Home(twin_dir)
+        twin_token, _ = AccessOperations(twin).mint_owner_token()
     assert twin.store.epoch() != w.store.epoch()
     client = TestClient(create_app(twin))
     response = client.get(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from ownstream.grants.issue import issue_grant
@@ -35,7 +36,16 @@ def start_run(lab: Lab, connection_id: str) -> dict[str, Any]:
     body: dict[str, Any] = lab.ok("POST", conn_path(connection_id, "/run"), 202)
     assert body["connection_id"] == connection_id and body["status"] == "running"
     assert body["run_id"] == body["run_ids"][0]
-    return lab.wait_runs(connection_id, body["run_ids"])[body["run_id"]]
+    finished = lab.wait_runs(connection_id, body["run_ids"])[body["run_id"]]
+    # the background run audits its end just after its runs end
+    deadline = time.monotonic() + 30
+    while not any(
+        e["operation"] == "run_finished" and e["summary"]["runs"] == body["run_ids"]
+        for e in lab.audit(connection_id)
+    ):
+        assert time.monotonic() < deadline, "the run's end was never audited"
+        time.sleep(0.02)
+    return finished
 
 
 def test_list_groups_connections_by_source_and_connector(lab: Lab) -> None:
