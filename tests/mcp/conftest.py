@@ -6,7 +6,8 @@
 - `stdio`: `python -m ownstream mcp` as a subprocess, on the same data directory, with the
   token in `OWNSTREAM_TOKEN`.
 
-Tests are plain functions that run one async scenario with `anyio.run`.
+Tests are plain functions that run one async scenario with `anyio.run` (in a thread of its
+own).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,4 +137,7 @@ def connect(request: pytest.FixtureRequest, mcp_world: McpWorld) -> Connect:
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    anyio.run(scenario)
+    """Run a scenario in a thread of its own: the test process's main thread may already hold
+    Playwright's event loop (the session's Chromium, when a browser test ran first)."""
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        thread.submit(anyio.run, scenario).result()
