@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from ownstream.api import console_reads
 from ownstream.owner import ConnectionOperations
 
 from .conftest import Console, notes_file
@@ -198,3 +199,78 @@ def test_records_page_with_cursors_and_search_with_provenance(
     forged = owner_console.http.get("/console/records", params={"stream": "notes",
                                                                 "cursor": "pg1.nope"})
     assert forged.status_code == 400 and "cursor" in forged.text
+
+
+AUDIT_ROW = re.compile(
+    r'<tr class="outcome-(\w+)"><td>[^<]*</td><td>(\w+)</td><td>(\w+)</td><td>\w+</td>\s*'
+    r'<td>(?:<a href="/console/connections/([\w-]+)">|<code>([\w-]+)</code>)?'
+)
+
+
+def audit_rows(text: str) -> list[tuple[str, str, str, str]]:
+    """(actor, operation, outcome, connection id) of each row of an audit page."""
+    return [(actor, op, outcome, linked or plain)
+            for outcome, actor, op, linked, plain in AUDIT_ROW.findall(text)]
+
+
+def test_the_audit_page_filters_by_connection_actor_and_action(owner_console: Console) -> None:
+    world = owner_console.world
+    alice, bob = world.conns["alice"], world.conns["bob"]
+    for name in ("One", "Two"):
+        owner_console.post(f"/console/connections/{alice}/rename", display_name=name)
+    owner_console.post(f"/console/connections/{bob}/rename", display_name="Bob's")
+    world.store.append_audit(actor_kind="scheduler", connection_id=bob, operation="run",
+                             outcome="failed", summary={})
+    owner_console.post(f"/console/connections/{bob}/delete", confirm=bob)
+
+    def rows(**params: str) -> list[tuple[str, str, str, str]]:
+        page = owner_console.http.get("/console/audit", params=params)
+        assert page.status_code == 200
+        return audit_rows(page.text)
+
+    everything = rows()
+    assert len(everything) == len(world.store.audit_events(limit=1000))
+    assert rows(connection_id=alice) == [("owner", "rename", "succeeded", alice)] * 2
+    assert rows(operation="rename", connection_id=bob) == [
+        ("owner", "rename", "succeeded", bob)]  # a deleted connection is still filterable
+    assert rows(actor_kind="scheduler") == [("scheduler", "run", "failed", bob)]
+    assert rows(actor_kind="scheduler", operation="rename") == []
+    assert {op for _, op, _, _ in rows(operation="delete")} == {"delete"}
+    page = owner_console.http.get("/console/audit", params={"connection_id": bob})
+    assert f'<option value="{bob}" selected>{bob} (deleted)</option>' in page.text
+    assert "No events." in owner_console.http.get(
+        "/console/audit", params={"operation": "nothing"}).text
+
+
+def test_the_audit_page_pages_to_older_events(
+    owner_console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console_reads, "AUDIT_PAGE", 4)
+    store = owner_console.world.store
+    alice = owner_console.world.conns["alice"]
+    for i in range(7):
+        owner_console.post(f"/console/connections/{alice}/rename", display_name=f"Alice {i}")
+    expected = [(e.actor_kind, e.operation, e.outcome, e.connection_id or "")
+                for e in store.audit_events(limit=1000)]
+    renames = [e for e in expected if e[1] == "rename"]
+
+    def walk(url: str) -> list[tuple[str, str, str, str]]:
+        shown: list[tuple[str, str, str, str]] = []
+        for _ in range(50):
+            page = owner_console.http.get(url)
+            assert page.status_code == 200
+            found = audit_rows(page.text)
+            assert 0 < len(found) <= 4
+            shown += found
+            if shown != found:
+                assert "Newest events</a>" in page.text
+            older = re.search(r'<a href="([^"]+)" rel="next">Older events</a>', page.text)
+            if older is None:
+                return shown
+            url = older.group(1).replace("&amp;", "&")
+        raise AssertionError("paging did not end")
+
+    assert walk("/console/audit") == expected
+    assert walk(f"/console/audit?operation=rename&connection_id={alice}") == renames
+    bad = owner_console.http.get("/console/audit", params={"before": "x"})
+    assert bad.status_code == 400
