@@ -2,7 +2,8 @@
 server on a loopback port: sign-in by link (once), the overview, uploads joining by rule or
 becoming their own connection, a run followed to completion, rename, revoking a grant,
 deleting after typed confirmation, a POST without the CSRF token refused, connecting and
-reconnecting by OAuth at the Spotify double.
+reconnecting by OAuth at the Spotify double, and every page's controls labelled and its main
+actions reachable with the keyboard.
 
 One server and one browser serve the whole module (the tests run in order and build on each
 other's state where noted); each test opens its own signed-in page."""
@@ -216,3 +217,44 @@ def test_connecting_and_reconnecting_by_oauth(
     page.wait_for_selector("[role=status]:has-text('Reconnected spotify')")
     [recovered] = ConnectionOperations(live.world.home).run(connection_id)
     assert recovered.status == "succeeded"
+
+
+UNLABELLED = """() => Array.from(document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea, button')).filter((el) => {
+  const text = (node) => Boolean(node && node.textContent.trim());
+  const named = el.tagName === "BUTTON" ? text(el) : Array.from(el.labels || []).some(text);
+  const aria = (el.getAttribute("aria-label") || "").trim();
+  const ids = (el.getAttribute("aria-labelledby") || "").split(/\\s+/).filter(Boolean);
+  return !(named || aria || ids.some((id) => text(document.getElementById(id))));
+}).map((el) => el.outerHTML.slice(0, 120))"""
+FOCUSED = "() => (document.activeElement.innerText || '').trim()"
+
+
+def test_every_control_is_labelled_and_the_main_actions_take_the_keyboard(
+    live: Live, page: Page
+) -> None:
+    """A cheap check per page: controls have an accessible label (a <label>, aria-label or
+    aria-labelledby; buttons their text), and Tab alone reaches the page's main actions."""
+    ticker, alice = live.world.conns["ticker"], live.world.conns["alice"]
+    pages = {
+        "/console/": {"Skip to content", "Import", "Sign out"},
+        f"/console/connections/{alice}": {"Rename", "Run now", "Delete…"},
+        f"/console/connections/{ticker}": {"Run now", "Save schedule"},
+        f"/console/connections/{alice}/delete": {"Delete this connection"},
+        "/console/import": {"Upload and import"},
+        "/console/connect": {"Spotify (Web API)"},
+        "/console/connect/spotify": {"Connect with Spotify", "Connect"},
+        "/console/records": {"Show"},
+        "/console/access": {"Revoke"},
+        "/console/audit": {"Filter"},
+    }
+    for path, actions in pages.items():
+        page.goto(f"{live.url}{path}")
+        assert page.evaluate(UNLABELLED) == [], path
+        missing = set(actions)
+        for _ in range(250):
+            page.keyboard.press("Tab")
+            missing.discard(page.evaluate(FOCUSED))
+            if not missing:
+                break
+        assert not missing, (path, missing)
