@@ -514,6 +514,18 @@ class Store(AuthStore, Protocol):
         """Stage one batch in one short transaction, fenced by the lease."""
         ...
 
+    def hold_blobs(self, acquisition: Acquisition, blob_ids: Sequence[str]) -> None:
+        """The stage holds these blobs (its connector handed them over) until it is published
+        or abandoned, so their files survive until the records referencing them are
+        committed. Fenced by the lease. The caller places a blob's file after holding it."""
+        ...
+
+    def hold_known_blobs(self, acquisition: Acquisition, blob_ids: Sequence[str]) -> set[str]:
+        """Hold, for the stage, those of these blobs that a record of its connection already
+        references (any version) or the stage holds, and return them: a record may name a
+        blob only if its connection has it. Fenced by the lease."""
+        ...
+
     def save_run_credentials(
         self, acquisition: Acquisition, sealed_secrets: dict[str, tuple[bytes, str]]
     ) -> None:
@@ -606,6 +618,25 @@ class Store(AuthStore, Protocol):
         """One aggregation over exactly the records the scope can see (connections, window,
         resources, published versions). Groups are ordered by count descending then key
         ascending, time buckets by time; a missing value is the `None` group, ordered last."""
+        ...
+
+    def readable_blob(self, scopes: Sequence[ReadScope], blob_id: str) -> str | None:
+        """One query: the media type a live, published record visible to one of the scopes
+        (connections, window, resources, filters) gives the blob, when that record references
+        it in a field of the scope; None otherwise (an unknown blob alike)."""
+        ...
+
+    # blob garbage ----------------------------------------------------------------------------
+    def queue_unused_blobs(self, blob_ids: Sequence[str]) -> int:
+        """Queue for collection those of these blobs no record references and no stage holds
+        (a sweep of the blob directory finds them); how many were queued. Dropping a
+        reference or a hold queues its blob by itself."""
+        ...
+
+    def collect_blob_garbage(self, delete: Callable[[str], None]) -> int:
+        """Call `delete` for every queued blob still unused, inside the transaction that
+        checked it (so no stage can take a hold in between), and empty the queue; how many
+        were deleted. A `delete` that raises leaves the queue as it was."""
         ...
 
     # grants and tokens ---------------------------------------------------------------------
