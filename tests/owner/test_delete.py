@@ -289,7 +289,7 @@ def test_a_run_that_lost_its_lease_cannot_write_a_deleted_connection_back(
 
     monkeypatch.setattr(spotify_connector, "collect", stalls_after_identity)
     box: dict[str, Any] = {}
-    runtime = Runtime(slow.store, slow.catalog, slow.vault, heartbeat_seconds=600)
+    runtime = Runtime(slow.store, slow.catalog, slow.vault, slow.blobs, heartbeat_seconds=600)
     worker = threading.Thread(
         target=lambda: box.setdefault("outcomes", runtime.run_connection(ann))
     )
