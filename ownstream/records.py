@@ -227,3 +227,38 @@ def blob_refs(definition: StreamDefinition, data: dict[str, Any]) -> list[tuple[
             if ref is not None:
                 found.append((name, ref))
     return found
+
+
+def with_fetch_urls(definition: StreamDefinition, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with a `fetch_url` (`/v1/blobs/{blob_id}`) in each well-formed `blob_ref`, as a
+    resource server serves records (PDPP core §4: producers never write one). Only the
+    containers on a blob path are copied; `data` itself is left as it was."""
+    if not definition.blob_fields:
+        return data
+    found = dict(data)
+    for path in definition.blob_fields:
+        head, _, inner = path.partition(".")
+        name = head.removesuffix("[]")
+        if name not in found:
+            continue
+        if head.endswith("[]"):
+            if isinstance(found[name], list):
+                found[name] = [_with_url(item, inner) for item in found[name]]
+        else:
+            found[name] = _with_url(found[name], inner)
+    return found
+
+
+def _with_url(holder: Any, inner: str) -> Any:
+    if not inner:
+        return _url_ref(holder)
+    if isinstance(holder, dict) and inner in holder:
+        return {**holder, inner: _url_ref(holder[inner])}
+    return holder
+
+
+def _url_ref(ref: Any) -> Any:
+    blob_id = ref.get("blob_id") if isinstance(ref, dict) else None
+    if isinstance(blob_id, str) and BLOB_ID.fullmatch(blob_id):
+        return {**ref, "fetch_url": f"/v1/blobs/{blob_id}"}
+    return ref

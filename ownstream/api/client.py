@@ -7,21 +7,35 @@ data itself. Handlers are plain `def`: FastAPI runs them in its thread pool.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response, StreamingResponse
 
 from ownstream.api.deps import bearer, check_params, home, int_value, list_param, narrowing
+from ownstream.api.errors import envelope
 from ownstream.api.responses import JSONBody
+from ownstream.errors import RangeNotSatisfiable
 from ownstream.grants.scope import scope_for
 from ownstream.model import Bearer, ReadScope
-from ownstream.reads import aggregation, field_window, metadata, records
+from ownstream.reads import aggregation, blobs, field_window, metadata, records
 
 router = APIRouter(tags=["read"])
 
 Text = Annotated[str | None, Query()]
 NARROWING = ("connection_id", "connector_instance_id")
+RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
+# Content someone else chose (an HTML or SVG attachment) is never rendered in our origin: it is
+# a download, never sniffed into another type, and sandboxed if a browser shows it anyway.
+BLOB_HEADERS = {
+    "Accept-Ranges": "bytes",
+    "Cache-Control": "private, no-store",
+    "Content-Disposition": "attachment",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox",
+}
 
 
 @dataclass(frozen=True)
@@ -257,3 +271,51 @@ def schema(
             detail=detail,
         )
     )
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The one byte range (first, last) a `Range` header asks for, or None to send the whole
+    blob (no header, or one this server ignores as RFC 9110 allows: several ranges, another
+    unit, malformed). A range that starts past the end is `range_not_satisfiable`."""
+    match = RANGE.fullmatch(header.strip()) if header else None
+    if match is None or not (match[1] or match[2]):
+        return None
+    if not match[1]:  # the last N bytes
+        suffix = int(match[2])
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable("the range is empty", param="Range")
+        return max(0, size - suffix), size - 1
+    first = int(match[1])
+    last = min(int(match[2]), size - 1) if match[2] else size - 1
+    if first >= size:
+        raise RangeNotSatisfiable(f"the blob has {size} bytes", param="Range")
+    return None if last < first else (first, last)
+
+
+@router.api_route("/v1/blobs/{blob_id}", methods=["GET", "HEAD"])
+def get_blob(blob_id: str, request: Request) -> Response:
+    """A blob's bytes, for a bearer that can read a record referencing it in a granted field
+    (otherwise 404 `blob_not_found`, as for an unknown id). One `Range` is honoured (206);
+    the file is read a chunk at a time off the event loop."""
+    who = bearer(request)
+    check_params(request, who, ())
+    content = blobs.find_blob(home(request), who, blob_id)
+    headers = {**BLOB_HEADERS, "ETag": content.etag, "Content-Type": content.mime_type}
+    if request.headers.get("if-none-match") in (content.etag, "*"):
+        return Response(status_code=304, headers=headers)
+    # a Range is honoured unless If-Range names another version of the content
+    honoured = request.headers.get("if-range") in (None, content.etag)
+    try:
+        span = byte_range(request.headers.get("range"), content.size) if honoured else None
+    except RangeNotSatisfiable as exc:
+        refused = envelope(request, exc.status, exc.to_dict())
+        refused.headers["Content-Range"] = f"bytes */{content.size}"
+        return refused
+    status, first, last = 200, 0, content.size - 1
+    if span is not None:
+        status, (first, last) = 206, span
+        headers["Content-Range"] = f"bytes {first}-{last}/{content.size}"
+    headers["Content-Length"] = str(last - first + 1)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+    return StreamingResponse(content.chunks(first, last + 1), status_code=status, headers=headers)

@@ -249,12 +249,16 @@ class ConnectionOperations:
     def delete(self, connection_id: str) -> dict[str, Any]:
         with self._audited("delete", connection_id, {}) as summary:
             counts = self.home.store.delete_connection(connection_id, self.runtime().owner_id)
-            summary.update(records_per_stream=counts.records_per_stream, records=counts.records)
+            blobs = self.home.blobs.collect(self.home.store)  # content only it referenced
+            summary.update(
+                records_per_stream=counts.records_per_stream, records=counts.records, blobs=blobs
+            )
         return {
             "deleted": True,
             "connection_id": connection_id,
             "records_per_stream": counts.records_per_stream,
             "records": counts.records,
+            "blobs_deleted": blobs,
         }
 
     def deletion_preview(self, connection_id: str) -> dict[str, Any]:

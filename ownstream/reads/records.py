@@ -72,7 +72,9 @@ def list_records(
         "object": "list",
         "url": f"/v1/streams/{stream}/records",
         "data": [
-            record_body(stream, r.connection_id, r.record_key, r.data, r.emitted_at, labels)
+            record_body(
+                scope.stream, r.connection_id, r.record_key, r.data, r.emitted_at, labels
+            )
             for r in page
         ],
         "has_more": has_more,
@@ -116,7 +118,7 @@ def get_record(
     record, labels = find_record(home, scope, record_id)
     note_read(home, who, scope.stream.name, [record.connection_id])
     body = record_body(
-        scope.stream.name, record.connection_id, record.record_key, record.data,
+        scope.stream, record.connection_id, record.record_key, record.data,
         record.emitted_at, labels,
     )
     body["meta"] = {"warnings": warnings}
