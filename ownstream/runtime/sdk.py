@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import orjson
 
@@ -173,7 +173,7 @@ class StoredBlob:
         return int(self.ref["size_bytes"])
 
 
-def file_chunks(handle: BinaryIO) -> Iterator[bytes]:
+def file_chunks(handle: IO[bytes]) -> Iterator[bytes]:
     """A binary file read a chunk at a time (never by lines, which may be any length)."""
     return iter(lambda: handle.read(CHUNK_BYTES), b"")
 
