@@ -10,8 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Semantics = Literal["append_only", "mutable_state"]
-AcquisitionMethod = Literal["provider_api", "owner_artifact", "browser_polyfill", "device_sync"]
-ACQUISITION_METHODS: tuple[str, ...] = (
+# `owner_push` and `owner_edit` are the owner's own paths (pushed records, record deletes),
+# never a manifest's
+AcquisitionMethod = Literal[
+    "provider_api", "owner_artifact", "browser_polyfill", "device_sync", "owner_push", "owner_edit"
+]
+ACQUISITION_METHODS: tuple[str, ...] = (  # what a manifest may declare
     "provider_api",
     "owner_artifact",
     "browser_polyfill",

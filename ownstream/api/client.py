@@ -17,9 +17,10 @@ from starlette.responses import Response, StreamingResponse
 from ownstream.api.deps import bearer, check_params, home, int_value, list_param, narrowing
 from ownstream.api.errors import envelope
 from ownstream.api.responses import JSONBody
-from ownstream.errors import RangeNotSatisfiable
+from ownstream.errors import InsufficientScope, RangeNotSatisfiable
 from ownstream.grants.scope import scope_for
 from ownstream.model import Bearer, ReadScope
+from ownstream.owner import WriteOperations
 from ownstream.reads import aggregation, blobs, field_window, metadata, records
 
 router = APIRouter(tags=["read"])
@@ -226,6 +227,19 @@ def get_record(
             current.warnings,
         )
     )
+
+
+@router.delete("/v1/streams/{stream}/records/{record_id:path}", status_code=204)
+def delete_record(
+    stream: str, record_id: str, current: Annotated[Read, allow(())]
+) -> Response:
+    """The owner deletes a record (PDPP "Delete a record"): a tombstone with provenance
+    `owner`, whatever paths evidence it; a key held by several connections needs
+    `connection_id` (409 `ambiguous_connection` otherwise)."""
+    if current.who.kind != "owner":
+        raise InsufficientScope("deleting a record needs the owner token")
+    WriteOperations(home(current.request)).delete_record(stream, record_id, current.connection_id)
+    return Response(status_code=204)
 
 
 @router.get("/v1/search")

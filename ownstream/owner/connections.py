@@ -28,6 +28,7 @@ from ownstream.home import Home
 from ownstream.model import Connection
 from ownstream.owner.access import grant_view
 from ownstream.owner.audit import audited
+from ownstream.runtime.owner_writes import OWNER_PATHS
 from ownstream.runtime.runner import ConnectResult, ImportResult, Runtime
 from ownstream.runtime.session import RunOutcome, stored_credential_names
 from ownstream.scheduler import auto_enroll, check_schedule, schedulable_paths
@@ -324,7 +325,11 @@ class ConnectionOperations:
     # reading -------------------------------------------------------------------------------
     def health(self, connection: Connection) -> Verdict:
         store, catalog = self.home.store, self.home.catalog
-        runs = store.runs(connection.connection_id, limit=200)
+        # the owner's own writes (pushes, deletes) say nothing of how collection goes
+        runs = [
+            r for r in store.runs(connection.connection_id, limit=200)
+            if r.connector_key not in OWNER_PATHS
+        ]
         latest: dict[str, Any] = {}
         for run in runs:
             if run.status != "running" and run.batch_id is None:

@@ -217,7 +217,7 @@ class Session(ABC):
             if self.blob_area is not None:
                 stack.callback(self.runtime.blobs.remove_area, self.blob_area)
             try:
-                transport = self.transport = open_transport(self.manifest, start, env)
+                transport = self.transport = self._transport(start, env)
             except OwnstreamError as exc:
                 return self._stop(exc.code, exc.message, publish=False)
             stack.callback(transport.close)
@@ -258,6 +258,10 @@ class Session(ABC):
                 with suppress(Exception):
                     self._stop("internal_error", f"{type(exc).__name__}: {exc}", publish=False)
                 raise
+
+    def _transport(self, start: dict[str, Any], env: dict[str, str]) -> Transport:
+        """Where the messages come from: the manifest's connector."""
+        return open_transport(self.manifest, start, env)
 
     def _check_lease(self) -> None:
         if self.heartbeat is not None and self.heartbeat.lost is not None:

@@ -552,6 +552,14 @@ class Store(AuthStore, Protocol):
 
     def connection_state(self, connection_id: str, connector_key: str) -> dict[str, Any]: ...
 
+    def put_connection_state(
+        self, connection_id: str, connector_key: str, states: dict[str, Any]
+    ) -> None:
+        """Replace one path's checkpoints of a connection (the owner's push path keeps its
+        client's sync state here, outside any stage); `ConnectionNotFound` for a connection
+        that does not exist."""
+        ...
+
     def runs(self, connection_id: str | None = None, limit: int = 100) -> list[RunRecord]: ...
 
     def batches(

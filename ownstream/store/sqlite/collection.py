@@ -787,6 +787,24 @@ class Collection(ConnectionRecords):
         )
         return {stream: orjson.loads(cursor) for stream, cursor in rows}
 
+    def put_connection_state(
+        self, connection_id: str, connector_key: str, states: dict[str, Any]
+    ) -> None:
+        with self._tx() as db:
+            self.connection(connection_id)
+            db.execute(
+                "DELETE FROM connection_state WHERE connection_id = ? AND connector_key = ?",
+                (connection_id, connector_key),
+            )
+            db.executemany(
+                "INSERT INTO connection_state (connection_id, connector_key, stream, cursor, "
+                "run_id, updated_at) VALUES (?, ?, ?, ?, '', ?)",
+                [
+                    (connection_id, connector_key, stream, dumps(cursor), self._now())
+                    for stream, cursor in states.items()
+                ],
+            )
+
     def runs(self, connection_id: str | None = None, limit: int = 100) -> list[RunRecord]:
         where, params = self._where([("connection_id = ?", connection_id)])
         rows = self._rows(
