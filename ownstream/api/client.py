@@ -22,6 +22,7 @@ from ownstream.grants.scope import scope_for
 from ownstream.model import Bearer, ReadScope
 from ownstream.owner import WriteOperations
 from ownstream.reads import aggregation, blobs, field_window, metadata, records
+from ownstream.reads.query import OWNER_PARAMS, OwnerQuery, parse_owner_query
 
 router = APIRouter(tags=["read"])
 
@@ -54,6 +55,19 @@ class Read:
             self.who, h.store, h.catalog, stream, connection_id=self.connection_id, fields=fields
         )
 
+    def owner_query(self, scope: ReadScope, *, fields_requested: bool) -> OwnerQuery:
+        """The owner's filters, view, expansions and sort (a client never has any: they were
+        refused before anything was looked up)."""
+        if self.who.kind != "owner":
+            return OwnerQuery()
+        return parse_owner_query(
+            self.request.query_params.multi_items(),
+            scope.stream,
+            home(self.request).catalog,
+            fields_requested=fields_requested,
+            warnings=self.warnings,
+        )
+
 
 def read(
     request: Request,
@@ -73,12 +87,12 @@ def read(
     )
 
 
-def allow(names: tuple[str, ...]) -> Any:
+def allow(names: tuple[str, ...], owner_params: tuple[str, ...] = ()) -> Any:
     """A dependency: the read, once every query parameter is known to be one of `names`
-    (or the connection narrowing)."""
+    (or the connection narrowing), or, for the owner, one of `owner_params`."""
 
     def checked(current: Annotated[Read, Depends(read)]) -> Read:
-        check_params(current.request, current.who, (*names, *NARROWING))
+        check_params(current.request, current.who, (*names, *NARROWING), owner_params)
         return current
 
     return Depends(checked)
@@ -100,7 +114,43 @@ def streams_param(
     return list_param(request, "streams", streams)
 
 
+def expand_param(
+    request: Request,
+    expand: Annotated[
+        list[str] | None,
+        Query(description="Owner only: relations to expand (declared under `expand`)"),
+    ] = None,
+) -> list[str] | None:
+    return list_param(request, "expand", expand)
+
+
 Fields = Annotated[list[str] | None, Depends(fields_param)]
+Expand = Annotated[list[str] | None, Depends(expand_param)]
+OwnerText = Annotated[str | None, Query(description="Owner only")]
+# `filter[field]`, `filter[field][op]` and `expand_limit[relation]` have open names: documented
+# as deep objects (the read domain validates each against the definition)
+DEEP_PARAMS = {
+    "filter": "Owner only: filter[field]=value (exact), filter[field][op]=value (gte, gt, lte, "
+    "lt on declared range_filters)",
+    "expand_limit": "Owner only: expand_limit[relation]=n for a has_many expansion",
+}
+
+
+def deep_params(*names: str) -> dict[str, Any]:
+    return {
+        "parameters": [
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "style": "deepObject",
+                "explode": True,
+                "description": DEEP_PARAMS[name],
+                "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+            }
+            for name in names
+        ]
+    }
 
 
 @router.get("/v1/streams")
@@ -114,42 +164,50 @@ def list_streams(current: Annotated[Read, allow(())]) -> JSONBody:
 
 @router.get("/v1/streams/{stream}")
 def get_stream(stream: str, current: Annotated[Read, allow(())]) -> JSONBody:
-    body = metadata.metadata_for(home(current.request), current.scope(stream))
+    body = metadata.metadata_for(home(current.request), current.who, current.scope(stream))
     return JSONBody({**body, "meta": {"warnings": current.warnings}})
 
 
-@router.get("/v1/streams/{stream}/records")
+@router.get("/v1/streams/{stream}/records", openapi_extra=deep_params("filter", "expand_limit"))
 def list_records(
     stream: str,
     current: Annotated[
-        Read, allow(("limit", "cursor", "order", "fields", "fields[]", "changes_since"))
+        Read,
+        allow(("limit", "cursor", "order", "fields", "fields[]", "changes_since"), OWNER_PARAMS),
     ],
     fields: Fields,
+    expand: Expand,
     limit: Text = None,
     cursor: Text = None,
     order: Annotated[str | None, Query(description="desc (default) or asc")] = None,
     changes_since: Annotated[
         str | None, Query(description="`beginning`, or a next_changes_since token")
     ] = None,
+    view: OwnerText = None,
+    sort: Annotated[
+        str | None, Query(description="Owner only: the cursor field, `-` first for descending")
+    ] = None,
 ) -> JSONBody:
+    scope = current.scope(stream, fields)
     return JSONBody(
         records.list_records(
             home(current.request),
             current.who,
-            current.scope(stream, fields),
+            scope,
             limit=int_value(limit, "limit"),
             cursor=cursor,
             order=order,
             changes_since=changes_since,
             warnings=current.warnings,
+            query=current.owner_query(scope, fields_requested=fields is not None),
         )
     )
 
 
-@router.get("/v1/streams/{stream}/aggregate")
+@router.get("/v1/streams/{stream}/aggregate", openapi_extra=deep_params("filter"))
 def aggregate(
     stream: str,
-    current: Annotated[Read, allow(aggregation.PARAMS)],
+    current: Annotated[Read, allow(aggregation.PARAMS, ("filter",))],
     metric: Annotated[
         str | None, Query(description="Required: count, sum, min, max or count_distinct")
     ] = None,
@@ -172,7 +230,9 @@ def aggregate(
         "limit": limit,
     }
     h = home(current.request)
-    return JSONBody(aggregation.aggregate(h.store, current.scope(stream), params))
+    scope = current.scope(stream)
+    query = current.owner_query(scope, fields_requested=False)
+    return JSONBody(aggregation.aggregate(h.store, query.narrow(scope), params))
 
 
 @router.get("/v1/streams/{stream}/records/{record_id:path}/field-window")
@@ -211,20 +271,26 @@ def get_field_window(
     )
 
 
-@router.get("/v1/streams/{stream}/records/{record_id:path}")
+@router.get(
+    "/v1/streams/{stream}/records/{record_id:path}", openapi_extra=deep_params("expand_limit")
+)
 def get_record(
     stream: str,
     record_id: str,
-    current: Annotated[Read, allow(("fields", "fields[]"))],
+    current: Annotated[Read, allow(("fields", "fields[]"), ("view", "expand", "expand_limit"))],
     fields: Fields,
+    expand: Expand,
+    view: OwnerText = None,
 ) -> JSONBody:
+    scope = current.scope(stream, fields)
     return JSONBody(
         records.get_record(
             home(current.request),
             current.who,
-            current.scope(stream, fields),
+            scope,
             record_id,
             current.warnings,
+            current.owner_query(scope, fields_requested=fields is not None),
         )
     )
 
@@ -306,7 +372,8 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return None if last < first else (first, last)
 
 
-@router.api_route("/v1/blobs/{blob_id}", methods=["GET", "HEAD"])
+@router.head("/v1/blobs/{blob_id}", include_in_schema=False)  # the headers of the GET
+@router.get("/v1/blobs/{blob_id}")
 def get_blob(blob_id: str, request: Request) -> Response:
     """A blob's bytes, for a bearer that can read a record referencing it in a granted field
     (otherwise 404 `blob_not_found`, as for an unknown id). One `Range` is honoured (206);

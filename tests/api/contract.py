@@ -4,7 +4,9 @@ Written from the published contract (the reference contract's public read manife
 ownstream deliberately differs, the schema here says so next to the difference:
 - `query.search.lexical_fields` is allowed, as the lexical retrieval profile requires, though
   the contract's `query` object does not list it;
-- `available_connections[].display_name` is optional: ownstream never shows a placeholder label.
+- `available_connections[].display_name` is optional: ownstream never shows a placeholder label;
+- an `expand_capabilities` entry says whether this bearer may use it (`usable`, with `reason`
+  `owner_only` for a client: expansion is the owner's).
 """
 
 from __future__ import annotations
@@ -53,6 +55,17 @@ FRESHNESS = closed(
     captured_at={"type": "string", "format": "date-time"},
     last_attempted_at={"type": "string", "format": "date-time"},
 )
+EXPAND_CAPABILITY = closed(
+    ["name", "stream", "cardinality", "foreign_key", "usable"],
+    name=NON_EMPTY,
+    stream=NON_EMPTY,
+    cardinality={"enum": ["has_one", "has_many"]},
+    foreign_key=NON_EMPTY,
+    default_limit=COUNT,
+    max_limit=COUNT,
+    usable={"type": "boolean"},
+    reason=STRING,
+)
 GRANTED_CONNECTION = closed(["connection_id"], connection_id=NON_EMPTY, display_name=NON_EMPTY)
 NAMES = {"type": "array", "items": STRING}
 STREAM_METADATA = open_(
@@ -67,7 +80,7 @@ STREAM_METADATA = open_(
         "type": "object",
         "additionalProperties": {"oneOf": [NON_EMPTY, FIELD_CAPABILITY]},
     },
-    expand_capabilities={"type": "array", "maxItems": 0},
+    expand_capabilities={"type": "array", "items": EXPAND_CAPABILITY},
     freshness=FRESHNESS,
     granted_connections={"type": "array", "items": GRANTED_CONNECTION},
     query=closed(

@@ -63,6 +63,7 @@ def test_delete_erases_one_connection_and_nothing_else(lab: Lab) -> None:
         "connection_id": ann,
         "records_per_stream": per_stream,
         "records": sum(per_stream.values()),
+        "blobs_deleted": 0,
     }
     assert set(lab.counts(ann).values()) == {0}
     assert lab.counts(ben) == before["ben"] and lab.counts(cy) == before["cy"]
