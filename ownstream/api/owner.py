@@ -23,7 +23,7 @@ from ownstream.errors import InsufficientScope, InvalidArgument, InvalidRequest
 from ownstream.owner import AccessOperations, ConnectionOperations, WriteOperations, schedule_view
 from ownstream.owner.access import grant_view, token_view
 from ownstream.owner.uploads import Upload, check_declared_size, import_upload, max_upload_bytes
-from ownstream.runtime.owner_writes import OWNER_PUSH, bounded_lines
+from ownstream.runtime.owner_writes import OWNER_PUSH, bounded_lines, pushable
 from ownstream.runtime.session import RunOutcome
 from ownstream.views import evidence_view, run_view
 
@@ -368,8 +368,7 @@ async def push_records(connection_id: str, stream: str, request: Request) -> JSO
 
     def check() -> None:
         check_params(request, owner(request), ())
-        h.store.connection(connection_id)
-        h.catalog.definition(stream)
+        pushable(h.store, h.catalog, connection_id, stream)
 
     await run_in_threadpool(check)
     media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()

@@ -18,12 +18,14 @@ from typing import IO, Any
 
 import orjson
 
-from ownstream.errors import ConnectionNotWritable, ProtocolViolation
+from ownstream.errors import ConnectionNotWritable, InvalidRequest, ProtocolViolation
 from ownstream.model import Connection, ConnectorManifest, RecordWrite, StreamDefinition
 from ownstream.records import normalize_time
+from ownstream.registry import Catalog
 from ownstream.runtime.protocol import MAX_LINE_BYTES, Credentials
 from ownstream.runtime.runner import Runtime
 from ownstream.runtime.session import RunOutcome, RunSession
+from ownstream.store.base import Store
 from ownstream.store.planner import OWNER_EDITOR
 
 OWNER_PUSH = "owner-push"
@@ -151,17 +153,32 @@ def _session(runtime: Runtime, session: OwnerSession) -> RunOutcome:
     return session.execute({}, {})
 
 
-def push_records(
-    runtime: Runtime, connection_id: str, stream: str, lines: Iterable[bytes | None]
-) -> RunOutcome:
-    """Stage, validate and publish pushed records of one stream of one connection."""
-    connection = runtime.store.connection(connection_id)
+def pushable(
+    store: Store, catalog: Catalog, connection_id: str, stream: str
+) -> tuple[Connection, StreamDefinition]:
+    """The connection and definition a push writes, once it may: the connection exists (a
+    deleted one does not), is not revoked, and has a path that emits the stream (otherwise
+    no read would ever show what was pushed)."""
+    connection = store.connection(connection_id)
     if connection.status == "revoked":
         raise ConnectionNotWritable(
             f"connection {connection_id} is revoked; reactivate it to push records",
             connection_id=connection_id,
         )
-    definition = runtime.catalog.definition(stream)
+    definition = catalog.definition(stream)
+    emitters = set(catalog.emitters(stream))
+    if not any(path.connector_key in emitters for path in connection.paths):
+        raise InvalidRequest(
+            f"connection {connection_id} has no path that emits {stream}", param="stream"
+        )
+    return connection, definition
+
+
+def push_records(
+    runtime: Runtime, connection_id: str, stream: str, lines: Iterable[bytes | None]
+) -> RunOutcome:
+    """Stage, validate and publish pushed records of one stream of one connection."""
+    connection, definition = pushable(runtime.store, runtime.catalog, connection_id, stream)
     manifest = owner_manifest(OWNER_PUSH, connection, definition)
     return _session(runtime, OwnerSession(runtime, manifest, connection, lines))
 
