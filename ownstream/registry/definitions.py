@@ -211,7 +211,7 @@ def _blob_fields(schema: dict[str, Any], fail: Fail) -> tuple[str, ...]:
         for sub, sub_prop in (inner or {}).items():
             if _is_blob_ref(_local(schema, sub_prop), fail, f"{head}.{sub}"):
                 found.append(f"{head}.{sub}")
-    if _count_marks(schema) != len(found):
+    if _count_marks(schema, schema["properties"]) != len(found):
         raise fail(
             f"a {BLOB_REF} field must be top-level or one level inside a top-level field",
             "schema",
@@ -219,15 +219,18 @@ def _blob_fields(schema: dict[str, Any], fail: Fail) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _count_marks(value: Any) -> int:
-    """How many schemas anywhere in `value` are marked as `blob_ref` (`$defs` counted where
-    they are used, not where they are defined)."""
+def _count_marks(schema: dict[str, Any], value: Any, seen: frozenset[str] = frozenset()) -> int:
+    """How many schemas in `value` are marked as `blob_ref`, following local `$ref`s into
+    `$defs` (each definition counted where it is used; a recursive one once per path)."""
     if isinstance(value, list):
-        return sum(_count_marks(v) for v in value)
+        return sum(_count_marks(schema, v, seen) for v in value)
     if not isinstance(value, dict):
         return 0
+    ref = value.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and ref not in seen:
+        return _count_marks(schema, _local(schema, value), seen | {ref})
     own = 1 if value.get(TYPE_KEYWORD) == BLOB_REF else 0
-    return own + sum(_count_marks(v) for k, v in value.items() if k != "$defs")
+    return own + sum(_count_marks(schema, v, seen) for k, v in value.items() if k != "$defs")
 
 
 def _parse_range_filters(
