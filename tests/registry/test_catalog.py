@@ -302,7 +302,7 @@ def test_invalid_aggregations_name_the_operation(
 def test_blob_fields_range_filters_relations_and_views_are_parsed(
     catalog: Catalog, store: MemoryRegistrations
 ) -> None:
-    document = copy.deepcopy(AGGREGABLE)
+    document: dict[str, Any] = copy.deepcopy(AGGREGABLE)
     properties = document["schema"]["properties"]
     blob = {"type": "object", "x_pdpp_type": "blob_ref"}
     properties["photo"] = blob
@@ -357,7 +357,7 @@ def test_blob_fields_range_filters_relations_and_views_are_parsed(
 def test_invalid_declarations_name_what_is_wrong(
     catalog: Catalog, store: MemoryRegistrations, change: dict[str, Any], param: str
 ) -> None:
-    document = copy.deepcopy(AGGREGABLE)
+    document: dict[str, Any] = copy.deepcopy(AGGREGABLE)
     for key, value in change.items():
         if key.startswith("prop_"):
             document["schema"]["properties"][key[5:]] = value
