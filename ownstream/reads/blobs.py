@@ -19,7 +19,7 @@ from ownstream.errors import BlobNotFound
 from ownstream.grants.scope import readable_streams
 from ownstream.home import Home
 from ownstream.model import Bearer
-from ownstream.reads.common import scopes
+from ownstream.reads.common import note_read, scopes
 from ownstream.records import BLOB_ID, BLOB_ID_PREFIX
 
 CHUNK_BYTES = 256 * 1024
@@ -64,8 +64,9 @@ def find_blob(home: Home, who: Bearer, blob_id: str) -> BlobContent:
     if not BLOB_ID.fullmatch(blob_id):
         raise missing
     names = [d.name for d in readable_streams(who, home.catalog) if d.blob_fields]
-    mime_type = home.store.readable_blob(scopes(who, home, names, None), blob_id)
-    size = home.blobs.size(blob_id) if mime_type is not None else None
-    if mime_type is None or size is None:
+    access = home.store.readable_blob(scopes(who, home, names, None), blob_id)
+    size = home.blobs.size(blob_id) if access is not None else None
+    if access is None or size is None:
         raise missing
-    return BlobContent(blob_id, mime_type, size, home.blobs)
+    note_read(home, who, access.stream, [access.connection_id])  # a disclosure like a record
+    return BlobContent(blob_id, access.mime_type, size, home.blobs)

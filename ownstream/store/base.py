@@ -140,6 +140,16 @@ class AggregateResult:
 
 
 @dataclass(frozen=True)
+class BlobAccess:
+    """A record through which a bearer reaches a blob: its stream and connection (for the
+    access log), and the media type it gives the blob."""
+
+    mime_type: str
+    stream: str
+    connection_id: str
+
+
+@dataclass(frozen=True)
 class StreamCount:
     connection_id: str
     stream: str
@@ -628,10 +638,10 @@ class Store(AuthStore, Protocol):
         ascending, time buckets by time; a missing value is the `None` group, ordered last."""
         ...
 
-    def readable_blob(self, scopes: Sequence[ReadScope], blob_id: str) -> str | None:
-        """One query: the media type a live, published record visible to one of the scopes
-        (connections, window, resources, filters) gives the blob, when that record references
-        it in a field of the scope; None otherwise (an unknown blob alike)."""
+    def readable_blob(self, scopes: Sequence[ReadScope], blob_id: str) -> BlobAccess | None:
+        """One query: a live, published record visible to one of the scopes (connections,
+        window, resources, filters) that references the blob in a field of the scope (the
+        first by record id); None otherwise, an unknown blob alike."""
         ...
 
     # blob garbage ----------------------------------------------------------------------------

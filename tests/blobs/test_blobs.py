@@ -61,6 +61,15 @@ def test_a_granted_record_leads_to_its_blob_with_safe_headers(photos: Photos) ->
     assert photos.get(image["fetch_url"], photos.owner_token).content == SVG
 
 
+def test_a_clients_blob_read_is_in_the_access_log(photos: Photos) -> None:
+    connection_id = photos.import_zip({"sunset.jpg": JPEG}).receipt.connection_id
+    token = photos.grant([{"name": "photos"}])
+    assert photos.get(f"/v1/blobs/{blob_id(JPEG)}", token).status_code == 200
+    photos.home.usage.flush()
+    [count] = photos.home.store.access_log()
+    assert (count.stream, count.connection_id, count.reads) == ("photos", connection_id, 1)
+
+
 def test_ranges_head_and_etags(photos: Photos) -> None:
     photos.import_zip({"sunset.jpg": JPEG})
     token = photos.grant([{"name": "photos"}])

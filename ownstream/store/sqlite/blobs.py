@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 
 from ownstream.model import ReadScope
+from ownstream.store.base import BlobAccess
 from ownstream.store.planner import BlobUse
 from ownstream.store.sqlite.database import SQLiteBase, chunks, marks
 from ownstream.store.sqlite.reads import scope_filters, visible
@@ -118,10 +119,10 @@ class BlobReferences(SQLiteBase):
         return found
 
     # the protocol -----------------------------------------------------------------------
-    def readable_blob(self, scopes: Sequence[ReadScope], blob_id: str) -> str | None:
-        """The media type a visible record gives the blob, when one of the scopes can read
-        a live, published record referencing it in a granted field (connections, time window,
-        resources and filters as every read applies them); else None."""
+    def readable_blob(self, scopes: Sequence[ReadScope], blob_id: str) -> BlobAccess | None:
+        """A live, published record one of the scopes can read that references the blob in
+        a granted field (connections, time window, resources and filters as every read
+        applies them), or None."""
         clauses, params = [], []
         for scope in scopes:
             fields = [f for f in scope.fields if f in _top_fields(scope.stream.blob_fields)]
@@ -142,13 +143,14 @@ class BlobReferences(SQLiteBase):
         if not clauses:
             return None
         row = self._db().execute(
-            "SELECT b.mime_type FROM record_blobs b JOIN records r ON r.record_id = b.record_id "
+            "SELECT b.mime_type, r.stream, r.connection_id FROM record_blobs b "
+            "JOIN records r ON r.record_id = b.record_id "
             "JOIN connections k ON k.connection_id = r.connection_id "
             f"WHERE b.blob_id = ? AND r.deleted = 0 AND {visible('r', 'k')} "
             f"AND (({') OR ('.join(clauses)})) ORDER BY r.record_id LIMIT 1",
             [blob_id, *params],
         ).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else BlobAccess(*row)
 
     def queue_unused_blobs(self, blob_ids: Sequence[str]) -> int:
         """Queue those of these blobs nothing references or holds; how many were queued."""

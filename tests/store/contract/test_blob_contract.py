@@ -11,6 +11,7 @@ import pytest
 
 from ownstream.errors import ConnectionNotFound, RunLeaseLost
 from ownstream.model import FieldFilter, ReadScope, RecordWrite, StreamDefinition
+from ownstream.store.base import BlobAccess
 from ownstream.store.planner import OWNER_EDITOR
 
 from .conftest import NOTES, Harness, gone, note
@@ -64,6 +65,11 @@ def store_photos(
     harness.publish(stage)
 
 
+def mime(harness: Harness, scopes: list[ReadScope], blob_id: str) -> str | None:
+    found = harness.store.readable_blob(scopes, blob_id)
+    return None if found is None else found.mime_type
+
+
 def collected(harness: Harness) -> list[str]:
     deleted: list[str] = []
     harness.store.collect_blob_garbage(deleted.append)
@@ -79,19 +85,19 @@ def test_a_blob_is_readable_through_a_visible_record_that_holds_it_in_a_granted_
     harness.write(stage, [photo("p1", image=ref(X)), photo("p2", files=[{"blob_ref": ref(Y)}])],
                   PHOTOS)
     store = harness.store
-    assert store.readable_blob([scope(a)], X) is None  # staged: not yet anyone's to read
+    assert mime(harness, [scope(a)], X) is None  # staged: not yet anyone's to read
     harness.publish(stage)
-    assert store.readable_blob([scope(a)], X) == "image/png"
-    assert store.readable_blob([scope(a)], Y) == "image/png"  # inside an array of objects
-    assert store.readable_blob([scope(a, fields=("id", "files"))], X) is None
-    assert store.readable_blob([scope(a, fields=("id", "files"))], Y) == "image/png"
-    assert store.readable_blob([scope(b)], X) is None
-    assert store.readable_blob([scope(a, since="2025-01-01T00:00:00.000Z")], X) is None
-    assert store.readable_blob([scope(a, resources=("p2",))], X) is None
-    assert store.readable_blob([scope(b), scope(a)], X) == "image/png"  # one of the scopes
-    assert store.readable_blob([scope(a)], Z) is None
+    assert store.readable_blob([scope(a)], X) == BlobAccess("image/png", "photos", a)
+    assert mime(harness, [scope(a)], Y) == "image/png"  # inside an array of objects
+    assert mime(harness, [scope(a, fields=("id", "files"))], X) is None
+    assert mime(harness, [scope(a, fields=("id", "files"))], Y) == "image/png"
+    assert mime(harness, [scope(b)], X) is None
+    assert mime(harness, [scope(a, since="2025-01-01T00:00:00.000Z")], X) is None
+    assert mime(harness, [scope(a, resources=("p2",))], X) is None
+    assert mime(harness, [scope(b), scope(a)], X) == "image/png"  # one of the scopes
+    assert mime(harness, [scope(a)], Z) is None
     narrowed = scope(a, filters=(FieldFilter("id", "eq", "p2"),))
-    assert store.readable_blob([narrowed], X) is None
+    assert mime(harness, [narrowed], X) is None
 
 
 def test_a_record_may_name_only_blobs_its_connection_has(harness: Harness) -> None:
@@ -112,10 +118,10 @@ def test_a_blob_goes_only_when_its_last_reference_is_published_away(harness: Har
     stage = harness.stage(a)
     harness.write(stage, [photo("p1", caption="no image now"), photo_gone("p2")], PHOTOS)
     assert collected(harness) == []  # readers still see the published versions that hold them
-    assert harness.store.readable_blob([scope(a)], X) == "image/png"
+    assert mime(harness, [scope(a)], X) == "image/png"
     harness.publish(stage)
     assert collected(harness) == [X]  # p3 still holds Y
-    assert harness.store.readable_blob([scope(a)], X) is None
+    assert mime(harness, [scope(a)], X) is None
     store_photos(harness, a, [photo_gone("p3")], [])
     assert collected(harness) == [Y]
     assert collected(harness) == []
@@ -129,7 +135,7 @@ def test_a_version_rewritten_within_its_stage_releases_what_it_held(harness: Har
     harness.write(stage, [photo("p1", image=ref(Y))], PHOTOS)
     harness.publish(stage)
     assert collected(harness) == [X]
-    assert harness.store.readable_blob([scope(a)], Y) == "image/png"
+    assert mime(harness, [scope(a)], Y) == "image/png"
 
 
 def test_holds_keep_handed_over_content_until_the_stage_ends(harness: Harness) -> None:
@@ -142,7 +148,7 @@ def test_holds_keep_handed_over_content_until_the_stage_ends(harness: Harness) -
     assert collected(harness) == []
     harness.store.abandon(stage, {"code": "boom", "message": "the import failed"})
     assert sorted(collected(harness)) == [Y, Z]
-    assert harness.store.readable_blob([scope(a)], X) == "image/png"
+    assert mime(harness, [scope(a)], X) == "image/png"
 
 
 def test_an_unknown_file_is_queued_and_collected(harness: Harness) -> None:
@@ -185,7 +191,7 @@ def test_a_deleted_connection_releases_its_blobs_and_holds(harness: Harness) -> 
     harness.clock.advance(120)  # its process died: the lease lapsed
     harness.store.delete_connection(a, "owner")
     assert sorted(collected(harness)) == [X, Z]
-    assert harness.store.readable_blob([scope(b)], Y) == "image/png"
+    assert mime(harness, [scope(b)], Y) == "image/png"
 
 
 def test_the_owners_delete_is_authoritative_and_sticks_until_the_source_changes(
