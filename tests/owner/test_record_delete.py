@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ownstream.owner import WriteOperations
-from tests.runtime.messages import done, entry, journal_identity, record
+from tests.runtime.messages import done, journal_identity, record
 from tests.runtime.test_imports import E1, E2, api_connection
 
 
@@ -41,8 +41,7 @@ def test_the_owners_delete_overrides_every_path_and_holds_until_the_source_chang
     assert [e.connector_key for e in evidence] == ["journal-api", "journal-export", "owner"]
 
     # the same record again, from either path: it stays deleted (counted as skipped)
-    again = run_api(journal, cid, entry("e1", **{k: v for k, v in E1.items()
-                                                 if k != "entry_id"}))
+    again = run_api(journal, cid, record("journal_entries", "e1", dict(E1)))
     assert (again.tally.skipped, again.tally.new) == (1, 0)
     reimported = journal.json("import", "journal-export", journal.import_file(
         "export-again.jsonl", [E1], header={"user": "u1", "exported_at": "later"}))
@@ -50,7 +49,9 @@ def test_the_owners_delete_overrides_every_path_and_holds_until_the_source_chang
     assert journal.records(cid, "journal_entries") == {}
 
     # the source changed it: the record comes back, from that path alone
-    changed = run_api(journal, cid, entry("e1", written_at=E1["written_at"], text="rewritten"))
+    changed = run_api(
+        journal, cid, record("journal_entries", "e1", {**E1, "text": "rewritten"})
+    )
     assert changed.tally.new == 1
     assert journal.records(cid, "journal_entries")["e1"]["text"] == "rewritten"
     removed = run_api(journal, cid, removal("e1"))  # its evidence alone: removable
