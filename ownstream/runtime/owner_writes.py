@@ -22,6 +22,7 @@ from ownstream.errors import ConnectionNotWritable, InvalidRequest, ProtocolViol
 from ownstream.model import Connection, ConnectorManifest, RecordWrite, StreamDefinition
 from ownstream.records import normalize_time
 from ownstream.registry import Catalog
+from ownstream.runtime.process import InProcessTransport
 from ownstream.runtime.protocol import MAX_LINE_BYTES, Credentials
 from ownstream.runtime.runner import Runtime
 from ownstream.runtime.session import RunOutcome, RunSession
@@ -60,41 +61,21 @@ def bounded_lines(handle: IO[bytes], limit: int = MAX_LINE_BYTES) -> Iterator[by
             yield line
 
 
-class PushTransport:
+def push_messages(stream: str, lines: Iterable[bytes | None]) -> Iterator[Mapping[str, Any]]:
     """A push's lines as connector messages: a RECORD for each well-formed line, a REJECT
     naming each line that is not one (the push goes on), then DONE."""
-
-    def __init__(self, stream: str, lines: Iterable[bytes | None]) -> None:
-        self._stream = stream
-        self._lines = lines
-
-    def messages(self) -> Iterator[Mapping[str, Any]]:
-        emitted = 0
-        for number, line in enumerate(self._lines, 1):
-            if line is not None and not line.strip():
-                continue
-            problem, entry = _push_line(line)
-            if entry is None:
-                yield {"type": "REJECT", "stream": self._stream, "reason": "invalid_line",
-                       "detail": problem, "key": f"line {number}"}
-                continue
-            emitted += 1
-            yield {"type": "RECORD", "stream": self._stream, **entry}
-        yield {"type": "DONE", "status": "succeeded", "records_emitted": emitted}
-
-    def close(self) -> None:
-        pass
-
-    def kill(self) -> None:
-        pass
-
-    @property
-    def exit_code(self) -> int | None:
-        return 0
-
-    @property
-    def stderr_tail(self) -> str:
-        return ""
+    emitted = 0
+    for number, line in enumerate(lines, 1):
+        if line is not None and not line.strip():
+            continue
+        problem, entry = _push_line(line)
+        if entry is None:
+            yield {"type": "REJECT", "stream": stream, "reason": "invalid_line",
+                   "detail": problem, "key": f"line {number}"}
+            continue
+        emitted += 1
+        yield {"type": "RECORD", "stream": stream, **entry}
+    yield {"type": "DONE", "status": "succeeded", "records_emitted": emitted}
 
 
 def _push_line(line: bytes | None) -> tuple[str, dict[str, Any] | None]:
@@ -141,8 +122,8 @@ class OwnerSession(RunSession):
             self.pending_count = 1
             self.outcome.tally.parsed = self.outcome.tally.accepted = 1
 
-    def _transport(self, start: dict[str, Any], env: dict[str, str]) -> PushTransport:
-        return PushTransport(self.manifest.streams[0].name, self._lines)
+    def _transport(self, start: dict[str, Any], env: dict[str, str]) -> InProcessTransport:
+        return InProcessTransport(push_messages(self.manifest.streams[0].name, self._lines))
 
     def _store_credentials(self, handed_back: Credentials) -> None:
         raise ProtocolViolation("the owner's writes carry no credentials")

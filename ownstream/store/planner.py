@@ -374,14 +374,7 @@ def _upsert(
     if point is not None:
         stats.widen(point, point)
     if state.deleted and OWNER_EDITOR in state.paths:
-        repeated = merge(
-            state.data,
-            write.data,
-            semantics=definition.semantics,
-            other_paths=False,
-            union_fields=definition.union_fields,
-        )
-        if repeated == state.data:
+        if _merged(definition, state.data, write.data, other_paths=False) == state.data:
             stats.skipped += 1  # what the owner deleted, seen again: it stays deleted
             return
         state.paths = frozenset()  # new data from the source: the record starts over
@@ -397,13 +390,7 @@ def _upsert(
         return
     if other_paths:
         stats.merged_with_existing += 1
-    merged = merge(
-        state.data,
-        write.data,
-        semantics=definition.semantics,
-        other_paths=other_paths,
-        union_fields=definition.union_fields,
-    )
+    merged = _merged(definition, state.data, write.data, other_paths=other_paths)
     if merged == state.data:
         stats.duplicate += 1
         state.sighted = True
@@ -411,6 +398,18 @@ def _upsert(
     stats.updated += 1
     state.data, state.touched = merged, True
     state.encoded = write.encoded if merged is write.data else None
+
+
+def _merged(
+    definition: StreamDefinition, old: dict[str, Any], new: dict[str, Any], *, other_paths: bool
+) -> dict[str, Any]:
+    return merge(
+        old,
+        new,
+        semantics=definition.semantics,
+        other_paths=other_paths,
+        union_fields=definition.union_fields,
+    )
 
 
 def _settle(
