@@ -4,14 +4,24 @@ One run builds a mail-like archive (3 connections of two connector types sharing
 `bench_messages`), pushes it through the whole runtime, and measures every figure against a
 baseline taken in the same run on the same machine:
 
-1. ingest (subprocess connector → validation → batches → records, change log, provenance,
-   search index) vs plain `executemany` into the same tables, and vs dlt; peak RSS;
+1. ingest (subprocess connector → validation → staged batches → records, change log, search
+   index → publish) vs plain `executemany` into the same tables, and vs dlt; peak RSS;
 2. re-import of an overlapping export (90 % duplicates) vs a plain SQL upsert;
 3. record pages (first, ~80 % deep; one connection, merged across 3; a detail read),
-   in-process (ASGI) and over HTTP (uvicorn), vs the same SELECT straight from SQLite;
-4. search (selective, mid, unselective terms; with and without `connection_id`) vs FTS5;
-5. `changes_since` after 1 % of records changed vs a full sync from `beginning`;
-6. deleting one connection of 3 vs the same deletes in plain SQL, and siblings' page latency.
+   in-process (ASGI) and over HTTP (`ownstream serve`), vs the same SQL straight from SQLite,
+   and what the published-version condition costs that SQL;
+4. search (selective, mid, unselective terms; with and without `connection_id`) vs the same
+   FTS5 query;
+5. aggregations over every record (a count by day in UTC and in a zone, a count grouped by a
+   field, a sum) and field windows of one record's body (by offset, around a match) vs the
+   plain SQL computing the same answer, with and without the published-version condition;
+6. `changes_since` after 1 % of records changed vs a full sync from `beginning`, and vs the
+   same change-feed SQL walked straight;
+7. deleting one connection of 3 vs the same deletes in plain SQL, and siblings' page latency;
+8. the freeze check: owner writes and client reads against `ownstream serve` while large
+   imports run, vs the same requests with no import; what publishing costs a 10k vs a
+   100k-or-more record import, and the importing process's peak RSS;
+9. mail: an mbox import vs the stdlib parsing it, and an IMAP first sync vs imapclient alone.
 
 Heavy writes run in child processes so each reports its own peak RSS (VmHWM). The table is
 printed and written to docs/benchmarks.md (a `--quick` run to bench/out/benchmarks-quick.md, so
@@ -48,7 +58,7 @@ from typing import Any
 
 import orjson
 
-from bench import mail, workload
+from bench import mail, reads, workload
 from bench.workload import STREAM, percentile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,12 +75,13 @@ FLOOR_TXN_ROWS = 50_000
 FULL_SYNC_BUDGET_SECONDS = 120.0
 DLT_MODULES = ("dlt", "sqlalchemy", "alembic")  # dlt's SQLite destination needs all three
 DLT_RECORDS = 250_000  # dlt loads at most this many (its rate, ~3k rec/s, is size-independent)
-SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = NORMAL",
-    "PRAGMA cache_size = -262144",
-    "PRAGMA temp_store = MEMORY",
-)
+SMALL_IMPORT = 10_000  # the small side of the publish-cost pair (half the run's size below 20k)
+SMALL_ACCOUNTS = ("sa", "sb", "sc")  # three small imports: their median publish is the figure
+LARGE_ACCOUNT = "lg"  # the large import: the run's size, at least 10 x the small side
+FREEZE_PACE_SECONDS = 0.1  # one round (an owner write, two client reads) this often
+FREEZE_IDLE_ROUNDS = 50  # rounds with no import running: the baseline (fewer if --repeats is)
+FREEZE_BUDGET_SECONDS = 1800.0  # the imports get this long; the request loop stops with them
+SLOW_SECONDS = 1.0  # a request slower than this counts as a freeze
 
 
 def log(message: str) -> None:
@@ -133,6 +144,37 @@ class Layout:
         counts = self.counts()
         return UPDATE_SHARE * self.size / sum(counts[a] for a in API_ACCOUNTS)
 
+    @property
+    def small_import(self) -> int:
+        """SMALL_IMPORT, less only for runs smaller than `--quick` (the smoke test's)."""
+        return max(1, min(SMALL_IMPORT, self.size // 2))
+
+    @property
+    def large_import(self) -> int:
+        return max(self.size, 10 * self.small_import)
+
+    def import_sizes(self) -> dict[str, int]:
+        """The freeze check's imports, in the order they run: three small, then the large."""
+        small = self.small_import
+        return {**dict.fromkeys(SMALL_ACCOUNTS, small), LARGE_ACCOUNT: self.large_import}
+
+    def mail_sizes(self) -> dict[str, int]:
+        """Messages of the mail section: full, quick, or scaled down below the quick size."""
+        if self.size > QUICK_SIZE:
+            return {
+                "mbox_messages": mail.FULL_MBOX_MESSAGES,
+                "imap_messages": mail.FULL_IMAP_MESSAGES,
+            }
+        share = self.size / QUICK_SIZE
+        return {
+            # the importer reports its progress (and so its RSS) every 1,000 messages
+            "mbox_messages": max(1_000, round(mail.QUICK_MBOX_MESSAGES * share)),
+            "imap_messages": max(50, round(mail.QUICK_IMAP_MESSAGES * share)),
+        }
+
+    def import_dir(self, account: str) -> Path:
+        return self.data / f"{account}-import"
+
 
 # data -----------------------------------------------------------------------------------------
 def _write_original(path: Path, account: str, count: int) -> int:
@@ -153,21 +195,25 @@ def _write_updates(source: Path, target: Path, fraction: float) -> int:
 def generate_data(layout: Layout) -> dict[str, Any]:
     """Write every file the run needs (reused when a previous run left the same ones)."""
     stamp = layout.data / "stamp.json"
-    wanted = {"size": layout.size, "seed": SEED, "version": 1}
+    wanted = {"size": layout.size, "seed": SEED, "version": 3}
     if stamp.exists() and orjson.loads(stamp.read_bytes()) == wanted:
         log("reusing generated data")
         return {"seconds": 0.0, "reused": True}
     shutil.rmtree(layout.data, ignore_errors=True)
     layout.data.mkdir(parents=True)
     counts = layout.counts()
-    for number in (1, 2):
-        folder = layout.export_dir(EXPORT_ACCOUNT, number)
+    folders = {layout.export_dir(EXPORT_ACCOUNT, n): EXPORT_ACCOUNT for n in (1, 2)}
+    folders.update({layout.import_dir(a): a for a in layout.import_sizes()})
+    for folder, account in folders.items():
         folder.mkdir()
-        (folder / "account").write_text(EXPORT_ACCOUNT + "\n", encoding="utf-8")
+        (folder / "account").write_text(account + "\n", encoding="utf-8")
     started = time.perf_counter()
     with concurrent.futures.ProcessPoolExecutor(max_workers=2) as pool:
         first = [
             pool.submit(_write_original, layout.records_file(a), a, n) for a, n in counts.items()
+        ] + [
+            pool.submit(_write_original, layout.import_dir(a) / "records.jsonl", a, n)
+            for a, n in layout.import_sizes().items()
         ]
         for future in first:
             future.result()
@@ -211,8 +257,16 @@ def db_bytes(path: Path) -> int:
 
 
 def open_raw(path: Path) -> sqlite3.Connection:
+    """A connection with the store's own pragmas, so baselines get the same page cache."""
+    from ownstream.store.sqlite.database import CACHE_KIB
+
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    for pragma in SQLITE_PRAGMAS:
+    for pragma in (
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA synchronous = NORMAL",
+        f"PRAGMA cache_size = -{CACHE_KIB}",
+        "PRAGMA temp_store = MEMORY",
+    ):
         db.execute(pragma)
     return db
 
@@ -247,10 +301,9 @@ def setup_catalog(home: Any, layout: Layout) -> None:
         home.catalog.add_manifest(folder, home.store)
 
 
-def run_child(layout: Layout, phase: str, **params: Any) -> dict[str, Any]:
-    """Run one phase in a fresh interpreter; it leaves its results as JSON."""
-    out = layout.results / f"{phase}.json"
-    out.unlink(missing_ok=True)
+def start_child(layout: Layout, phase: str, **params: Any) -> subprocess.Popen[bytes]:
+    """Start one phase in a fresh interpreter; it leaves its results as JSON."""
+    (layout.results / f"{phase}.json").unlink(missing_ok=True)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
@@ -268,9 +321,18 @@ def run_child(layout: Layout, phase: str, **params: Any) -> dict[str, Any]:
         "--params",
         json.dumps(params),
     ]
-    subprocess.run(command, check=True, cwd=REPO, env=env)
-    result: dict[str, Any] = orjson.loads(out.read_bytes())
+    return subprocess.Popen(command, cwd=REPO, env=env)
+
+
+def child_result(layout: Layout, phase: str, process: subprocess.Popen[bytes]) -> dict[str, Any]:
+    if process.wait() != 0:
+        raise RuntimeError(f"the {phase} phase failed (exit code {process.returncode})")
+    result: dict[str, Any] = orjson.loads((layout.results / f"{phase}.json").read_bytes())
     return result
+
+
+def run_child(layout: Layout, phase: str, **params: Any) -> dict[str, Any]:
+    return child_result(layout, phase, start_child(layout, phase, **params))
 
 
 def save_result(layout: Layout, phase: str, result: dict[str, Any]) -> None:
@@ -280,13 +342,14 @@ def save_result(layout: Layout, phase: str, result: dict[str, Any]) -> None:
 
 # 1. ingest through the runtime (child) -------------------------------------------------------
 def child_ingest(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
-    from ownstream.grants.tokens import mint
     from ownstream.home import Home
+    from ownstream.owner import AccessOperations
 
     shutil.rmtree(layout.home, ignore_errors=True)
     home = Home(layout.home)
     setup_catalog(home, layout)
-    layout.token_file.write_text(mint(home.store, "owner"), encoding="utf-8")
+    secret, _ = AccessOperations(home).mint_owner_token()
+    layout.token_file.write_text(secret, encoding="utf-8")
     counts = layout.counts()
     samples: list[dict[str, float]] = []
     done = 0
@@ -309,7 +372,7 @@ def child_ingest(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
         )
         connection_id = connected.connection.connection_id
         (outcome,) = runtime.run_connection(connection_id)
-        if outcome.status != "succeeded" or outcome.counts.inserted != counts[account]:
+        if outcome.status != "succeeded" or outcome.tally.new != counts[account]:
             raise RuntimeError(f"ingest of {account} went wrong: {outcome.to_dict()}")
         seconds[account] = time.perf_counter() - begin
         connections[account] = connection_id
@@ -337,6 +400,7 @@ def child_ingest(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
         "first_records": first["records"] if first else layout.size,
         "first_seconds": first["at"] if first else total,
         "per_account_seconds": seconds,
+        "per_account_records": counts,
         "connections": connections,
         "rss_quarters": [*quarters, end["VmHWM"]],
         "rss_quarter": quarters[0],
@@ -346,9 +410,11 @@ def child_ingest(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# 1a/2/6. the executemany floor (child) --------------------------------------------------------
+# 1a/2/7. the executemany floor (child) --------------------------------------------------------
 def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
-    from ownstream.store.sqlite.reads import scope_token
+    """The least SQL a store could issue for the same rows: no lookups, no plan, no lease."""
+    from ownstream.store.sqlite.connections import PURGE_CHUNK
+    from ownstream.store.sqlite.search_index import SLOTS, scope_token
 
     connections: dict[str, str] = params["connections"]
     for path in layout.work.glob(layout.floor_db.name + "*"):
@@ -356,7 +422,9 @@ def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     db = open_raw(layout.floor_db)
     db.executescript(resources.files("ownstream.store.sqlite").joinpath("schema.sql").read_text())
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    inserted_fields = orjson.dumps(sorted(workload.DEFINITION["schema"]["properties"])).decode()
+    blank = ("",) * (SLOTS - 2)  # subject and body fill f0 and f1, as the store indexes them
+    scopes = {c: f"{scope_token('s', STREAM)} {scope_token('c', c)}" for c in connections.values()}
+    stages = {c: stage for stage, c in enumerate(connections.values(), start=1)}
     record_id = 0
     sql_seconds = 0.0
     started = time.perf_counter()
@@ -364,10 +432,16 @@ def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     for account, connection_id in connections.items():
         begin_account = time.perf_counter()
         key = "bench-export" if account == EXPORT_ACCOUNT else "bench-api"
-        scope = f"{scope_token('s', STREAM)} {scope_token('c', connection_id)}"
-        paths = f",{key},"
+        method = "owner_artifact" if account == EXPORT_ACCOUNT else "provider_api"
+        stage, scope, paths = stages[connection_id], scopes[connection_id], f",{key},"
+        db.execute(
+            "INSERT INTO connections (connection_id, owner_id, source, display_name, "
+            "display_name_is_placeholder, status, created_at, updated_at) "
+            "VALUES (?, 'owner', 'benchmail', ?, 0, 'active', ?, ?)",
+            (connection_id, account, now, now),
+        )
         for lines in chunks(layout.records_file(account), FLOOR_TXN_ROWS):
-            records, changes, evidence, fts = [], [], [], []
+            records, changes, index = [], [], []
             for line in lines:
                 data = orjson.loads(line)
                 record_id += 1
@@ -378,65 +452,66 @@ def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
                         connection_id,
                         STREAM,
                         data["id"],
+                        stage,
                         line.rstrip(),
                         now,
                         sent,
                         sent[:-1] + ".000Z",
-                        1,
-                        0,
-                        None,
                         now,
                         paths,
                     )
                 )
-                changes.append(
-                    (
-                        record_id,
-                        connection_id,
-                        STREAM,
-                        data["id"],
-                        1,
-                        "insert",
-                        inserted_fields,
-                        None,
-                        1,
-                        now,
-                    )
-                )
-                evidence.append((record_id, 1))
-                fts.append((record_id, scope, data["subject"], data["body"]))
+                changes.append((stage, record_id))
+                index.append((record_id, scope, data["subject"], data["body"], *blank))
             begin = time.perf_counter()
             db.execute("BEGIN")
             db.executemany(
-                "INSERT INTO records (record_id, connection_id, stream, record_key, data, "
-                "emitted_at, cursor_value, consent_time, version, deleted, deleted_at, "
-                "updated_at, paths) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO records (record_id, connection_id, stream, record_key, stage, "
+                "version, deleted, data, emitted_at, cursor_value, consent_time, updated_at, "
+                "paths) VALUES (?, ?, ?, ?, ?, 1, 0, ?, ?, ?, ?, ?, ?)",
                 records,
             )
             db.executemany(
-                "INSERT INTO record_changes (record_id, connection_id, stream, record_key, "
-                "version, op, changed_fields, prior_data, run_seq, changed_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO record_changes (stage, record_id, version, op) "
+                "VALUES (?, ?, 1, 'insert')",
                 changes,
             )
             db.executemany(
-                "INSERT INTO record_evidence (record_id, run_seq) VALUES (?, ?)", evidence
+                "INSERT INTO search_index (rowid, scope, f0, f1, f2, f3, f4, f5, f6, f7) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                index,
             )
-            db.executemany("INSERT INTO search_fts (rowid, scope, f0, f1) VALUES (?, ?, ?, ?)", fts)
             db.execute(
-                "INSERT INTO stream_stats (connection_id, stream, record_count, last_updated) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-                "record_count = record_count + excluded.record_count",
-                (connection_id, STREAM, len(records), now),
+                "INSERT INTO stage_stats (stage, stream, connector_key, acquisition_method, "
+                "count_delta, changed, seen) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                "SET count_delta = count_delta + excluded.count_delta, "
+                "changed = changed + excluded.changed, seen = seen + excluded.seen",
+                (stage, STREAM, key, method, len(records), len(records), len(records)),
             )
             db.execute("COMMIT")
             sql_seconds += time.perf_counter() - begin
+        # publish: the stage becomes visible and its tallies become the connection's counts
+        begin = time.perf_counter()
+        db.execute("BEGIN")
+        db.execute(
+            "UPDATE connections SET published_stage = ? WHERE connection_id = ?",
+            (stage, connection_id),
+        )
+        db.execute(
+            "INSERT INTO stream_stats (connection_id, stream, record_count, last_updated) "
+            "SELECT ?, stream, count_delta, ? FROM stage_stats WHERE stage = ?",
+            (connection_id, now, stage),
+        )
+        db.execute("DELETE FROM stage_stats WHERE stage = ?", (stage,))
+        db.execute("COMMIT")
+        sql_seconds += time.perf_counter() - begin
         per_account[account] = time.perf_counter() - begin_account
     load_seconds = time.perf_counter() - started
     load_memory = memory()
 
     # 2. re-import floor: one upsert statement per row, changed rows only rewritten
     connection_id = connections[EXPORT_ACCOUNT]
+    stage = len(connections) + 1
     started = time.perf_counter()
     reimported = 0
     for lines in chunks(layout.export_dir(EXPORT_ACCOUNT, 2) / "records.jsonl", FLOOR_TXN_ROWS):
@@ -451,6 +526,7 @@ def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
                     connection_id,
                     STREAM,
                     data["id"],
+                    stage,
                     line.rstrip(),
                     now,
                     sent,
@@ -461,29 +537,50 @@ def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
             )
         db.execute("BEGIN")
         db.executemany(
-            "INSERT INTO records (record_id, connection_id, stream, record_key, data, emitted_at,"
-            " cursor_value, consent_time, version, deleted, updated_at, paths) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?) "
-            "ON CONFLICT (connection_id, stream, record_key) DO UPDATE SET data = excluded.data,"
-            " version = version + 1, updated_at = excluded.updated_at "
-            "WHERE data != excluded.data",
+            "INSERT INTO records (record_id, connection_id, stream, record_key, stage, version, "
+            "deleted, data, emitted_at, cursor_value, consent_time, updated_at, paths) "
+            "VALUES (?, ?, ?, ?, ?, 1, 0, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (connection_id, stream, record_key, parked) DO UPDATE SET "
+            "data = excluded.data, stage = excluded.stage, version = version + 1, "
+            "updated_at = excluded.updated_at WHERE data != excluded.data",
             rows,
         )
         db.execute("COMMIT")
         reimported += len(rows)
     reimport_seconds = time.perf_counter() - started
 
-    # 6. delete floor: the same connection's rows, keyed deletes in one transaction
+    # 7. delete floor: the store's purge statements, chunk by chunk. A contentless index
+    # forgets a row only when handed the values it indexed, so each chunk's data is read back.
     victim = connections[API_ACCOUNTS[0]]
+    scope = scopes[victim]
     started = time.perf_counter()
-    db.execute("BEGIN")
-    owned = "(SELECT record_id FROM records WHERE connection_id = ?)"
-    db.execute(f"DELETE FROM search_fts WHERE rowid IN {owned}", (victim,))
-    db.execute(f"DELETE FROM record_evidence WHERE record_id IN {owned}", (victim,))
-    db.execute("DELETE FROM record_changes WHERE connection_id = ?", (victim,))
-    db.execute("DELETE FROM records WHERE connection_id = ?", (victim,))
-    db.execute("DELETE FROM stream_stats WHERE connection_id = ?", (victim,))
-    db.execute("COMMIT")
+    while True:
+        db.execute("BEGIN")
+        purged = db.execute(
+            "SELECT record_id, data FROM records WHERE connection_id = ? LIMIT ?",
+            (victim, PURGE_CHUNK),
+        ).fetchall()
+        if not purged:
+            db.execute("DELETE FROM record_changes WHERE stage = ?", (stages[victim],))
+            db.execute("DELETE FROM stream_stats WHERE connection_id = ?", (victim,))
+            db.execute("DELETE FROM connections WHERE connection_id = ?", (victim,))
+            db.execute("COMMIT")
+            break
+        forget = []
+        for rowid, raw in purged:
+            data = orjson.loads(raw)
+            forget.append((rowid, scope, data["subject"], data["body"], *blank))
+        db.executemany(
+            "INSERT INTO search_index (search_index, rowid, scope, f0, f1, f2, f3, f4, f5, f6, "
+            "f7) VALUES ('delete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            forget,
+        )
+        ids = [row[0] for row in purged]
+        id_marks = _marks(len(ids))
+        db.execute(f"DELETE FROM record_changes WHERE record_id IN ({id_marks})", ids)
+        db.execute(f"DELETE FROM record_evidence WHERE record_id IN ({id_marks})", ids)
+        db.execute(f"DELETE FROM records WHERE record_id IN ({id_marks})", ids)
+        db.execute("COMMIT")
     delete_seconds = time.perf_counter() - started
     db.close()
     return {
@@ -507,7 +604,9 @@ def _take(handle: Any, wanted: int) -> list[bytes]:
 def child_dlt(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
     os.environ["DLT_DATA_DIR"] = str(layout.work / "dlt" / "data")
-    import dlt  # the bench extra
+    # dlt is an optional comparison dependency (the `bench` extra), typed only when installed:
+    # where it is not (a `.[dev]` environment), mypy can neither find it nor type its decorator
+    import dlt  # type: ignore[import-not-found, unused-ignore]
 
     folder = layout.work / "dlt"
     shutil.rmtree(folder, ignore_errors=True)
@@ -516,7 +615,9 @@ def child_dlt(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     share = min(1.0, DLT_RECORDS / layout.size)
     files = [(layout.records_file(a), math.ceil(layout.counts()[a] * share)) for a in accounts]
 
-    @dlt.resource(name=STREAM, write_disposition="merge", primary_key="id")
+    @dlt.resource(  # type: ignore[untyped-decorator, unused-ignore]
+        name=STREAM, write_disposition="merge", primary_key="id"
+    )
     def messages() -> Iterator[list[dict[str, Any]]]:
         for path, wanted in files:
             left = wanted
@@ -601,21 +702,68 @@ def child_profile(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# HTTP server (child) --------------------------------------------------------------------------
-def child_serve(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
-    import uvicorn
+# 8. the freeze check's imports (child) --------------------------------------------------------
+def _timed_store(path: Path) -> Any:
+    """The SQLite store, timing each `publish`: how long its transaction waited for the write
+    lock and then held it, apart from the clean-up it runs after committing."""
+    from ownstream.model import Acquisition
+    from ownstream.store.base import Publication
+    from ownstream.store.sqlite import SQLiteStore
 
-    from ownstream.api.app import create_app
+    class TimedStore(SQLiteStore):
+        def __init__(self, path: Path) -> None:
+            self.publishes: list[dict[str, float]] = []
+            # (waited, held) of each outermost transaction; opening the store already runs some
+            self.transactions: list[tuple[float, float]] = []
+            super().__init__(path)
+
+        @contextlib.contextmanager
+        def _tx(self) -> Iterator[sqlite3.Connection]:
+            self._db()  # this thread's connection, and its transaction depth
+            nested = self._local.depth > 0
+            begin = time.perf_counter()
+            with super()._tx() as db:
+                held = time.perf_counter()
+                yield db
+            if not nested:
+                self.transactions.append((held - begin, time.perf_counter() - held))
+
+        def publish(self, acquisition: Acquisition, publication: Publication) -> None:
+            self.transactions = []
+            super().publish(acquisition, publication)
+            (waited, held), *cleanup = self.transactions
+            self.publishes.append(
+                {"waited": waited, "held": held, "cleanup": sum(w + h for w, h in cleanup)}
+            )
+
+    return TimedStore(path)
+
+
+def child_imports(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    """The freeze check's imports, one after another, as the owner runs them: each into a new
+    connection, with its publish time and this process's peak RSS after it."""
     from ownstream.home import Home
+    from ownstream.owner import ConnectionOperations
 
-    uvicorn.run(
-        create_app(Home(layout.home)),
-        host="127.0.0.1",
-        port=int(params["port"]),
-        log_level="warning",
-        access_log=False,
-    )
-    return {}
+    home = Home(layout.home)
+    store = _timed_store(home.path / "ownstream.db")
+    home.store = store
+    operations = ConnectionOperations(home)
+    start = memory()
+    imports: dict[str, dict[str, Any]] = {}
+    for account, count in layout.import_sizes().items():
+        begin = time.perf_counter()
+        result = operations.import_artifact("bench-export", layout.import_dir(account))
+        seconds = time.perf_counter() - begin
+        if result.status != "committed" or result.receipt.counts["new"] != count:
+            raise RuntimeError(f"import of {account} went wrong: {result.to_dict()}")
+        imports[account] = {
+            "records": count,
+            "seconds": seconds,
+            "publish": store.publishes[-1],
+            "rss_peak": memory()["VmHWM"],
+        }
+    return {"start_rss": start["VmRSS"], "imports": imports}
 
 
 CHILDREN: dict[str, Callable[[Layout, dict[str, Any]], dict[str, Any]]] = {
@@ -624,7 +772,7 @@ CHILDREN: dict[str, Callable[[Layout, dict[str, Any]], dict[str, Any]]] = {
     "dlt": child_dlt,
     "reimport": child_reimport,
     "profile": child_profile,
-    "serve": child_serve,
+    "imports": child_imports,
 }
 
 
@@ -685,28 +833,20 @@ class Api:
 
 @contextlib.contextmanager
 def http_server(layout: Layout) -> Iterator[str]:
+    """A real `ownstream serve` (with its worker) on a free loopback port, stopped after."""
+    import httpx
+
+    script = shutil.which("ownstream", path=str(Path(sys.executable).parent))
+    if script is None:
+        raise RuntimeError("no `ownstream` script beside this interpreter (pip install -e .)")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [
-        sys.executable,
-        "-m",
-        "bench.run",
-        "--child",
-        "serve",
-        "--work",
-        str(layout.work),
-        "--size",
-        str(layout.size),
-        "--params",
-        json.dumps({"port": port}),
-    ]
-    process = subprocess.Popen(command, cwd=REPO, env=env)
+    command = [script, "--home", str(layout.home), "serve", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(command, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
     try:
-        import httpx
-
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -714,7 +854,7 @@ def http_server(layout: Layout) -> Iterator[str]:
                 break
             except httpx.TransportError:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the uvicorn server did not start") from None
+                    raise RuntimeError("`ownstream serve` did not start") from None
                 time.sleep(0.2)
         yield base
     finally:
@@ -727,36 +867,70 @@ def http_server(layout: Layout) -> Iterator[str]:
 
 
 # 3. reads -------------------------------------------------------------------------------------
+# The SQL the store runs, written out: a row is readable when its stage is published and no
+# published stage superseded it (schema 2's visibility condition).
+VISIBLE = (
+    "{r}.stage <= {k}.published_stage AND ({r}.parked = 0 OR {r}.parked > {k}.published_stage)"
+)
+HORIZONS = "SELECT connection_id, published_stage FROM connections WHERE connection_id IN ({})"
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+@dataclass(frozen=True)
+class Query:
+    """Statements run back to back, as the store runs them for one read."""
+
+    statements: tuple[tuple[str, tuple[Any, ...]], ...]
+
+    def run(self, db: sqlite3.Connection) -> list[Any]:
+        rows: list[Any] = []
+        for sql, params in self.statements:
+            rows = db.execute(sql, params).fetchall()
+        return rows
+
+
 @dataclass(frozen=True)
 class PageCase:
     name: str
     params: dict[str, Any]
-    sql: str
-    sql_params: tuple[Any, ...]
+    query: Query  # the horizons, then the page with the published-version condition
+    plain: Query  # the same page without that condition: what schema 1 asked of SQLite
+
+
+def _horizons(db: sqlite3.Connection, connection_ids: list[str]) -> dict[str, int]:
+    return dict(db.execute(HORIZONS.format(_marks(len(connection_ids))), connection_ids).fetchall())
 
 
 def _page_sql(
-    connection_ids: list[str], after: tuple[str, str, str] | None
-) -> tuple[str, list[Any]]:
-    """The SQL a page needs, written straight: one index range per connection, merged."""
+    horizons: dict[str, int] | None, connection_ids: list[str], after: tuple[str, str, str] | None
+) -> tuple[str, tuple[Any, ...]]:
+    """The page query of `records_page` (newest first): one index range per connection,
+    merged. Without `horizons`, the same query minus the published-version condition."""
     parts, params = [], []
     for connection_id in sorted(connection_ids):
-        where = "connection_id = ? AND stream = ? AND deleted = 0"
+        where = ["connection_id = ?", "stream = ?", "deleted = 0"]
         part_params: list[Any] = [connection_id, STREAM]
+        if horizons is not None:
+            where += ["stage <= ?", "(parked = 0 OR parked > ?)"]
+            part_params += [horizons[connection_id]] * 2
         if after is not None:
             value, after_connection, key = after
             if connection_id == after_connection:
-                where += " AND (cursor_value, record_key) < (?, ?)"
+                where.append("(cursor_value, record_key) < (?, ?)")
                 part_params += [value, key]
             elif connection_id < after_connection:
-                where += " AND cursor_value <= ?"
+                where.append("cursor_value <= ?")
                 part_params.append(value)
             else:
-                where += " AND cursor_value < ?"
+                where.append("cursor_value < ?")
                 part_params.append(value)
         parts.append(
             "SELECT * FROM (SELECT connection_id, record_key, data, emitted_at, cursor_value "
-            f"FROM records WHERE {where} ORDER BY cursor_value DESC, record_key DESC LIMIT ?)"
+            f"FROM records WHERE {' AND '.join(where)} "
+            "ORDER BY cursor_value DESC, record_key DESC LIMIT ?)"
         )
         params += [*part_params, PAGE_LIMIT + 1]
     sql = " UNION ALL ".join(parts)
@@ -766,21 +940,31 @@ def _page_sql(
             "record_key DESC LIMIT ?"
         )
         params.append(PAGE_LIMIT + 1)
-    return sql, params
+    return sql, tuple(params)
+
+
+def _page_query(
+    db: sqlite3.Connection, connection_ids: list[str], after: tuple[str, str, str] | None
+) -> tuple[Query, Query]:
+    horizons = _horizons(db, connection_ids)
+    lookup = (HORIZONS.format(_marks(len(connection_ids))), tuple(sorted(connection_ids)))
+    return (
+        Query((lookup, _page_sql(horizons, connection_ids, after))),
+        Query((_page_sql(None, connection_ids, after),)),
+    )
 
 
 def _deep_position(db: sqlite3.Connection, connection_ids: list[str]) -> tuple[str, str, str]:
-    """The (cursor value, connection, key) of the record ~80 % down the newest-first order."""
-    marks = ",".join("?" * len(connection_ids))
-    total = db.execute(
-        f"SELECT count(*) FROM records WHERE connection_id IN ({marks}) AND stream = ? "
-        "AND deleted = 0",
-        [*connection_ids, STREAM],
-    ).fetchone()[0]
+    """The (cursor value, connection, key) of the readable record ~80 % down newest-first."""
+    where = (
+        "FROM records r JOIN connections k ON k.connection_id = r.connection_id "
+        f"WHERE r.connection_id IN ({_marks(len(connection_ids))}) AND r.stream = ? "
+        f"AND r.deleted = 0 AND {VISIBLE.format(r='r', k='k')}"
+    )
+    total = db.execute(f"SELECT count(*) {where}", [*connection_ids, STREAM]).fetchone()[0]
     row = db.execute(
-        f"SELECT cursor_value, connection_id, record_key FROM records WHERE connection_id IN "
-        f"({marks}) AND stream = ? AND deleted = 0 ORDER BY cursor_value DESC, "
-        "connection_id DESC, record_key DESC LIMIT 1 OFFSET ?",
+        f"SELECT r.cursor_value, r.connection_id, r.record_key {where} "
+        "ORDER BY r.cursor_value DESC, r.connection_id DESC, r.record_key DESC LIMIT 1 OFFSET ?",
         [*connection_ids, STREAM, int(total * 0.8)],
     ).fetchone()
     return (row[0], row[1], row[2])
@@ -793,7 +977,8 @@ def page_cases(
     merged: list[str] | None,
     single_label: str = "1 connection",
 ) -> list[PageCase]:
-    from ownstream.api import cursors
+    from ownstream.reads import cursors
+    from ownstream.store.base import StoredRecord
 
     cases = []
     shapes: list[tuple[str, list[str], str | None]] = [(single_label, [single], single)]
@@ -803,17 +988,17 @@ def page_cases(
         base: dict[str, Any] = {"limit": PAGE_LIMIT}
         if narrowed is not None:
             base["connection_id"] = narrowed
-        sql, params = _page_sql(ids, None)
-        cases.append(PageCase(f"first page, {label}", base, sql, tuple(params)))
-        position = _deep_position(db, ids)
-        token = cursors.encode(
-            home.vault,
-            "page",
-            {"s": STREAM, "o": "desc", "v": position[0], "c": position[1], "r": position[2]},
-        )
-        sql, params = _page_sql(ids, position)
+        cases.append(PageCase(f"first page, {label}", base, *_page_query(db, ids, None)))
+        value, connection_id, key = _deep_position(db, ids)
+        # the cursor a page ending on that record hands out (newest first, the default order)
+        last = StoredRecord(connection_id, STREAM, key, {}, "", value)
+        token = cursors.page_cursor(home.vault, STREAM, "desc", last)
         cases.append(
-            PageCase(f"deep page (80 %), {label}", {**base, "cursor": token}, sql, tuple(params))
+            PageCase(
+                f"deep page (80 %), {label}",
+                {**base, "cursor": token},
+                *_page_query(db, ids, (value, connection_id, key)),
+            )
         )
     return cases
 
@@ -822,27 +1007,38 @@ def _fetching(api: Api, path: str, params: dict[str, Any]) -> Callable[[int], No
     return lambda _i: api.fetch(path, params)
 
 
-def _selecting(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> Callable[[int], Any]:
-    return lambda _i: db.execute(sql, args).fetchall()
+def _querying(db: sqlite3.Connection, query: Query) -> Callable[[int], Any]:
+    return lambda _i: query.run(db)
 
 
 def bench_pages(
-    api: Api, db: sqlite3.Connection, cases: list[PageCase], repeats: int = REPEATS
+    api: Api,
+    db: sqlite3.Connection,
+    cases: list[PageCase],
+    repeats: int = REPEATS,
+    *,
+    plain: bool = False,
 ) -> dict[str, dict[str, Any]]:
+    """Each page through the API vs its SQL; with `plain`, also that SQL's page query with
+    and without the published-version condition (the condition's own cost)."""
     path = f"/v1/streams/{STREAM}/records"
     found: dict[str, dict[str, Any]] = {}
     for case in cases:
         body = api.get(path, case.params)
-        rows = db.execute(case.sql, case.sql_params).fetchall()[:PAGE_LIMIT]
+        rows = case.query.run(db)[:PAGE_LIMIT]
         if [r["id"] for r in body["data"]] != [r[1] for r in rows]:
             raise RuntimeError(f"{case.name}: the API page differs from the SQL page")
         timing = measure(_fetching(api, path, case.params), repeats)
-        baseline = measure(_selecting(db, case.sql, case.sql_params), repeats)
+        baseline = measure(_querying(db, case.query), repeats)
         found[case.name] = {
             "api": timing.summary(),
             "sql": baseline.summary(),
             "rows": len(body["data"]),
         }
+        if plain:
+            page_only = Query(case.query.statements[1:])
+            found[case.name]["visible"] = measure(_querying(db, page_only), repeats).summary()
+            found[case.name]["plain"] = measure(_querying(db, case.plain), repeats).summary()
     return found
 
 
@@ -864,8 +1060,10 @@ def bench_detail(
     ]
     path = f"/v1/streams/{STREAM}/records/"
     sql = (
-        "SELECT connection_id, record_key, data, emitted_at, cursor_value FROM records "
-        "WHERE connection_id = ? AND stream = ? AND record_key = ? AND deleted = 0"
+        "SELECT r.connection_id, r.record_key, r.data, r.emitted_at, r.cursor_value "
+        "FROM records r JOIN connections k ON k.connection_id = r.connection_id "
+        "WHERE r.connection_id IN (?) AND r.stream = ? AND r.record_key = ? AND r.deleted = 0 "
+        f"AND {VISIBLE.format(r='r', k='k')} ORDER BY r.connection_id"
     )
     timing = measure(
         lambda i: api.fetch(path + keys[i % len(keys)], {"connection_id": connection_id}), repeats
@@ -878,37 +1076,68 @@ def bench_detail(
 
 
 # 4. search ------------------------------------------------------------------------------------
+def _search_query(
+    db: sqlite3.Connection, connection_ids: list[str], term: str, *, scoped: bool = True
+) -> Query:
+    """`search` for one stream, the owner's fields: the grant is part of the MATCH (stream and
+    connection scope tokens, the visible field columns), then the same filters again in SQL.
+    Without `scoped`, the MATCH holds the term alone and SQL alone filters (schema 1's way)."""
+    from ownstream.store.sqlite.search_index import scope_token
+
+    fields_sql = "SELECT fields FROM search_fields WHERE stream = ?"
+    indexed = orjson.loads(db.execute(fields_sql, (STREAM,)).fetchone()[0])
+    slots = " ".join(f"f{i}" for i in range(len(indexed)))
+    ids = sorted(connection_ids)
+    tokens = " OR ".join(f'"{scope_token("c", c)}"' for c in ids)
+    stream_token = scope_token("s", STREAM)
+    match = f'(scope : "{stream_token}" AND scope : ({tokens}) AND {{{slots}}} : ("{term}"))'
+    if not scoped:
+        match = f'{{{slots}}} : ("{term}")'
+    sql = (
+        "SELECT f.rowid, r.connection_id, r.stream, r.record_key, r.data, r.emitted_at "
+        "FROM search_index f JOIN records r ON r.record_id = f.rowid "
+        "JOIN connections k ON k.connection_id = r.connection_id "
+        f"WHERE search_index MATCH ? AND r.deleted = 0 AND {VISIBLE.format(r='r', k='k')} "
+        f"AND ((r.stream = ? AND r.connection_id IN ({_marks(len(ids))}))) "
+        "ORDER BY f.rowid DESC LIMIT ?"
+    )
+    return Query(((fields_sql, (STREAM,)), (sql, (match, STREAM, *ids, SEARCH_LIMIT + 1))))
+
+
 def bench_search(
-    api: Api, db: sqlite3.Connection, narrowed: str, repeats: int = REPEATS
+    api: Api, db: sqlite3.Connection, owned: list[str], narrowed: str, repeats: int = REPEATS
 ) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
-    sql = (
-        "SELECT f.rowid, r.connection_id, r.record_key, r.data, r.emitted_at FROM search_fts f "
-        "JOIN records r ON r.record_id = f.rowid WHERE search_fts MATCH ? AND r.deleted = 0 "
-        "{extra} ORDER BY f.rowid DESC LIMIT ?"
-    )
     for label, term in (
         ("selective", workload.SELECTIVE),
         ("mid", workload.MID),
         ("unselective", workload.UNSELECTIVE),
     ):
         hits = db.execute(
-            "SELECT count(*) FROM search_fts WHERE search_fts MATCH ?", (f'"{term}"',)
+            "SELECT count(*) FROM search_index WHERE search_index MATCH ?", (f'"{term}"',)
         ).fetchone()[0]
         for scope, connection_id in (("all connections", None), ("connection_id", narrowed)):
             params: dict[str, Any] = {"q": term, "limit": SEARCH_LIMIT}
-            query = sql.format(extra="")
-            args: tuple[Any, ...] = (f'"{term}"', SEARCH_LIMIT + 1)
+            ids = owned
             if connection_id is not None:
                 params["connection_id"] = connection_id
-                query = sql.format(extra="AND r.connection_id = ?")
-                args = (f'"{term}"', connection_id, SEARCH_LIMIT + 1)
+                ids = [connection_id]
+            query = _search_query(db, ids, term)
             body = api.get("/v1/search", params)
+            rows = query.run(db)[:SEARCH_LIMIT]
+            if [h["record_key"] for h in body["data"]] != [r[3] for r in rows]:
+                raise RuntimeError(f"search {term!r} {scope}: the API differs from the SQL")
             timing = measure(_fetching(api, "/v1/search", params), repeats)
-            baseline = measure(_selecting(db, query, args), repeats)
+            baseline = measure(_querying(db, query), repeats)
+            # a term-only MATCH can walk most of the index for a narrowed common term: fewer runs
+            unscoped = _search_query(db, ids, term, scoped=False)
+            if [r[3] for r in unscoped.run(db)[:SEARCH_LIMIT]] != [r[3] for r in rows]:
+                raise RuntimeError(f"search {term!r} {scope}: the term-only MATCH differs")
+            plain = measure(_querying(db, unscoped), max(5, repeats // 10), warmup=1)
             found[f"{label} ({hits:,} hits), {scope}"] = {
                 "api": timing.summary(),
                 "sql": baseline.summary(),
+                "plain": plain.summary(),
                 "hits": hits,
                 "returned": len(body["data"]),
                 "kind": label,
@@ -916,7 +1145,7 @@ def bench_search(
     return found
 
 
-# 5. changes_since -----------------------------------------------------------------------------
+# 6. changes_since -----------------------------------------------------------------------------
 def page_through(api: Api, params: dict[str, Any], budget: float | None) -> dict[str, Any]:
     """Follow next_cursor to the end (or until `budget` seconds); time the whole walk."""
     path = f"/v1/streams/{STREAM}/records"
@@ -942,15 +1171,77 @@ def page_through(api: Api, params: dict[str, Any], budget: float | None) -> dict
     }
 
 
-def bench_changes(layout: Layout, home: Any, api: Api) -> dict[str, Any]:
-    from ownstream.api import cursors
+def _changes_sql(connections: int, fields: int) -> str:
+    """The query of `changes_page`: stages in publication order, each stage's changes in
+    sequence order from the page position, a record kept at its last qualifying change."""
+    field_marks = _marks(fields)
+
+    def qualifies(alias: str) -> str:
+        return (
+            f"({alias}.op != 'update' OR EXISTS (SELECT 1 FROM json_each({alias}.fields) j "
+            f"WHERE j.value IN ({field_marks})))"
+        )
+
+    return (
+        "SELECT v.connection_id, v.record_key, v.data, v.emitted_at, v.deleted, "
+        "v.deleted_at, s.publish_seq, c.seq FROM runs s "
+        "JOIN record_changes c ON c.stage = s.run_seq "
+        "JOIN records h ON h.record_id = c.record_id "
+        "JOIN connections k ON k.connection_id = h.connection_id "
+        "JOIN records v ON v.connection_id = h.connection_id AND v.stream = h.stream "
+        f"AND v.record_key = h.record_key AND {VISIBLE.format(r='v', k='k')} "
+        "WHERE s.publish_seq > ? AND s.publish_seq <= ? "
+        "AND (s.publish_seq > ? OR (s.publish_seq = ? AND c.seq > ?)) "
+        f"AND s.connection_id IN ({_marks(connections)}) AND h.stream = ? "
+        f"AND {qualifies('c')} AND NOT EXISTS ("
+        "SELECT 1 FROM record_changes later JOIN runs ls ON ls.run_seq = later.stage "
+        "WHERE later.record_id = c.record_id AND later.seq > c.seq "
+        f"AND ls.publish_seq <= ? AND {qualifies('later')}) "
+        "ORDER BY s.publish_seq, c.seq LIMIT ?"
+    )
+
+
+def walk_changes_sql(
+    db: sqlite3.Connection, connection_ids: list[str], fields: list[str], since: int, upto: int
+) -> dict[str, Any]:
+    """The change feed's SQL walked page by page, as `changes_since` pages it."""
+    sql = _changes_sql(len(connection_ids), len(fields))
+    after = (since, 0)
+    pages = records = 0
+    started = time.perf_counter()
+    while True:
+        rows = db.execute(
+            sql,
+            [
+                since,
+                upto,
+                after[0],
+                after[0],
+                after[1],
+                *connection_ids,
+                STREAM,
+                *fields,
+                upto,
+                *fields,
+                PAGE_LIMIT + 1,
+            ],
+        ).fetchall()
+        pages += 1
+        records += min(len(rows), PAGE_LIMIT)
+        if len(rows) <= PAGE_LIMIT:
+            break
+        after = (rows[PAGE_LIMIT - 1][6], rows[PAGE_LIMIT - 1][7])
+    return {"seconds": time.perf_counter() - started, "pages": pages, "records": records}
+
+
+def bench_changes(layout: Layout, home: Any, api: Api, db: sqlite3.Connection) -> dict[str, Any]:
+    from ownstream.grants.scope import owner_connections
+    from ownstream.reads import cursors
 
     store = home.store
-    token = cursors.encode(
-        home.vault,
-        "since",
-        {"s": STREAM, "e": store.meta("store_epoch"), "seq": store.change_horizon()},
-    )
+    since = store.change_horizon()
+    # the `next_changes_since` a feed read to its end now would hand out (reads/changes.py)
+    token = cursors.encode(home.vault, "since", {"s": STREAM, "e": store.epoch(), "seq": since})
     runtime = home.runtime()
     started = time.perf_counter()
     changed = 0
@@ -961,17 +1252,24 @@ def bench_changes(layout: Layout, home: Any, api: Api) -> dict[str, Any]:
             settings={"account": account, "data": str(layout.updates_file(account))},
         )
         (outcome,) = runtime.run_connection(connected.connection.connection_id)
-        if outcome.status != "succeeded" or outcome.counts.updated == 0:
+        if outcome.status != "succeeded" or outcome.tally.updated == 0:
             raise RuntimeError(f"update pass of {account} went wrong: {outcome.to_dict()}")
-        changed += outcome.counts.updated
+        changed += outcome.tally.updated
     update_seconds = time.perf_counter() - started
+    upto = store.change_horizon()
     incremental = page_through(api, {"changes_since": token, "limit": PAGE_LIMIT}, None)
     if incremental["records"] != changed:
         raise RuntimeError(f"changes_since returned {incremental['records']}, not {changed}")
+    fields = list(home.catalog.definition(STREAM).fields)
+    sql_walk = walk_changes_sql(
+        db, owner_connections(store, home.catalog, STREAM), fields, since, upto
+    )
+    if sql_walk["records"] != changed:
+        raise RuntimeError(f"the change-feed SQL returned {sql_walk['records']}, not {changed}")
     full = page_through(
         api, {"changes_since": "beginning", "limit": PAGE_LIMIT}, FULL_SYNC_BUDGET_SECONDS
     )
-    live = sum(r["record_count"] for r in store.stream_counts())
+    live = sum(r.record_count for r in store.stream_counts())
     full_pages = math.ceil(live / PAGE_LIMIT)
     estimated = (
         full["seconds"] if full["complete"] else full["seconds"] / full["pages"] * full_pages
@@ -980,6 +1278,7 @@ def bench_changes(layout: Layout, home: Any, api: Api) -> dict[str, Any]:
         "changed": changed,
         "update_seconds": update_seconds,
         "incremental": incremental,
+        "sql": sql_walk,
         "full": full,
         "full_seconds": estimated,
         "full_pages": full_pages,
@@ -987,7 +1286,7 @@ def bench_changes(layout: Layout, home: Any, api: Api) -> dict[str, Any]:
     }
 
 
-# 6. delete ------------------------------------------------------------------------------------
+# 7. delete ------------------------------------------------------------------------------------
 def bench_delete(
     home: Any, api: Api, db: sqlite3.Connection, connections: dict[str, str], repeats: int
 ) -> dict[str, Any]:
@@ -1009,6 +1308,97 @@ def bench_delete(
         "after": after,
         "siblings": siblings,
     }
+
+
+# 8. the freeze check ----------------------------------------------------------------------------
+def _latency(samples: list[float]) -> dict[str, float]:
+    """Seconds → the freeze check's summary in milliseconds."""
+    ms = [s * 1000 for s in samples]
+    slow = sum(s > SLOW_SECONDS for s in samples)
+    return {
+        "n": len(ms),
+        "p50": percentile(ms, 0.50),
+        "p95": percentile(ms, 0.95),
+        "max": max(ms),
+        "slow": slow,
+        "slow_share": slow / len(ms),
+    }
+
+
+def request_loop(
+    requests: list[tuple[str, Callable[[int], None]]], keep_going: Callable[[int], bool]
+) -> dict[str, dict[str, float]]:
+    """Rounds of the given requests, one round per FREEZE_PACE_SECONDS, while `keep_going`."""
+    samples: dict[str, list[float]] = {kind: [] for kind, _ in requests}
+    round_number = 0
+    while keep_going(round_number):
+        started = time.perf_counter()
+        for kind, request in requests:
+            begin = time.perf_counter()
+            request(round_number)
+            samples[kind].append(time.perf_counter() - begin)
+        round_number += 1
+        time.sleep(max(0.0, FREEZE_PACE_SECONDS - (time.perf_counter() - started)))
+    return {kind: _latency(values) for kind, values in samples.items()}
+
+
+def bench_freeze(layout: Layout, token: str, renamed: str, repeats: int) -> dict[str, Any]:
+    """Owner writes (a new grant, a rename, in turn) and client reads (a page, a search)
+    against `ownstream serve`, first with nothing else running, then while the imports run."""
+    import httpx
+
+    owner = {"Authorization": f"Bearer {token}"}
+    grant_body = {"client_id": "bench-freeze", "streams": [{"name": STREAM}]}
+
+    def call(http: httpx.Client, method: str, path: str, expected: int, **kwargs: Any) -> None:
+        response = http.request(method, path, **kwargs)
+        if response.status_code != expected:
+            raise RuntimeError(f"{method} {path} → {response.status_code}: {response.text}")
+
+    with http_server(layout) as base, httpx.Client(base_url=base, timeout=120) as http:
+        issued = http.post("/v1/owner/grants", json=grant_body, headers=owner)
+        if issued.status_code != 201:
+            raise RuntimeError(f"POST /v1/owner/grants → {issued.status_code}: {issued.text}")
+        client = {"Authorization": f"Bearer {issued.json()['access_token']}"}
+
+        def owner_write(i: int) -> None:
+            if i % 2:
+                body = {"display_name": f"{API_ACCOUNTS[1]} mail {i}"}
+                path = f"/v1/owner/connections/{renamed}"
+                call(http, "PATCH", path, 200, json=body, headers=owner)
+            else:
+                call(http, "POST", "/v1/owner/grants", 201, json=grant_body, headers=owner)
+
+        page = {"limit": PAGE_LIMIT}
+        search = {"q": workload.SELECTIVE, "limit": SEARCH_LIMIT}
+        requests: list[tuple[str, Callable[[int], None]]] = [
+            ("owner write", owner_write),
+            (
+                "client page",
+                lambda _i: call(
+                    http, "GET", f"/v1/streams/{STREAM}/records", 200, params=page, headers=client
+                ),
+            ),
+            (
+                "client search",
+                lambda _i: call(http, "GET", "/v1/search", 200, params=search, headers=client),
+            ),
+        ]
+        idle_rounds = min(FREEZE_IDLE_ROUNDS, max(10, repeats))
+        idle = request_loop(requests, lambda i: i < idle_rounds)
+        started = time.perf_counter()
+        deadline = time.monotonic() + FREEZE_BUDGET_SECONDS
+        importer = start_child(layout, "imports")
+        try:
+            busy = request_loop(
+                requests, lambda _i: importer.poll() is None and time.monotonic() < deadline
+            )
+        finally:
+            if importer.poll() is None:
+                importer.kill()
+        loop_seconds = time.perf_counter() - started
+        imports = child_result(layout, "imports", importer)
+    return {"idle": idle, "busy": busy, "seconds": loop_seconds, **imports}
 
 
 # the report -----------------------------------------------------------------------------------
@@ -1153,6 +1543,16 @@ def build_table(r: dict[str, Any]) -> Table:
                 target,
                 ok,
             )
+        if transport == "in-process":
+            for name, case in reads["pages"].items():
+                with_it, without = case["visible"]["p50"], case["plain"]["p50"]
+                t.add(
+                    f"3 SQL: published-version condition, {name}",
+                    f"page SELECT p50 {_ms(with_it)}",
+                    f"without it p50 {_ms(without)}",
+                    _x(with_it / without),
+                    "",
+                )
         detail = reads["detail"]
         t.add(
             f"3 {transport}: detail read",
@@ -1188,6 +1588,16 @@ def build_table(r: dict[str, Any]) -> Table:
             target,
             ok,
         )
+    for name, case in r["search"].items():
+        scoped, plain = case["sql"]["p50"], case["plain"]["p50"]
+        t.add(
+            f"4 SQL: grant scope inside the MATCH, {name}",
+            f"scoped MATCH p50 {_ms(scoped)}",
+            f"term-only MATCH p50 {_ms(plain)}",
+            _x(scoped / plain),
+            "",
+        )
+    _read_surface_rows(t, r["read_surface"])
     ch = r["changes"]
     share = ch["incremental"]["seconds"] / ch["full_seconds"]
     full = ch["full"]
@@ -1197,7 +1607,7 @@ def build_table(r: dict[str, Any]) -> Table:
         else (f" (extrapolated from {full['pages']} of {ch['full_pages']:,} pages)")
     )
     t.add(
-        f"5 changes_since after {ch['changed']:,} records changed "
+        f"6 changes_since after {ch['changed']:,} records changed "
         f"({ch['changed'] / ch['live']:.1%})",
         f"{ch['incremental']['seconds']:.2f} s, {ch['incremental']['pages']} pages",
         f"full sync {ch['full_seconds']:,.1f} s{measured}",
@@ -1206,7 +1616,7 @@ def build_table(r: dict[str, Any]) -> Table:
         share <= 0.05,
     )
     t.add(
-        "5 full sync (changes_since=beginning), time per page of "
+        "6 full sync (changes_since=beginning), time per page of "
         f"{PAGE_LIMIT} at {ch['live']:,} records",
         f"{full['seconds'] / full['pages'] * 1000:,.0f} ms/page over {full['pages']:,} pages",
         "changes_since page "
@@ -1214,8 +1624,18 @@ def build_table(r: dict[str, Any]) -> Table:
         "",
         "",
     )
+    sql_walk = ch["sql"]
+    api_page = ch["incremental"]["seconds"] / ch["incremental"]["pages"]
+    sql_page = sql_walk["seconds"] / sql_walk["pages"]
     t.add(
-        "5 update pass through the runtime (incremental runs)",
+        "6 changes_since after the update pass vs the same change-feed SQL walked straight",
+        f"{api_page * 1000:.3g} ms/page",
+        f"SQL {sql_page * 1000:.3g} ms/page",
+        _x(api_page / sql_page),
+        "",
+    )
+    t.add(
+        "6 update pass through the runtime (incremental runs)",
         _rate(ch["changed"], ch["update_seconds"]),
         "",
         "",
@@ -1223,7 +1643,7 @@ def build_table(r: dict[str, Any]) -> Table:
     )
     de = r["delete"]
     t.add(
-        f"6 delete one connection of 3 ({de['records']:,} records)",
+        f"7 delete one connection of 3 ({de['records']:,} records)",
         f"{de['seconds']:.1f} s",
         f"plain SQL deletes {floor['delete_seconds']:.1f} s",
         _x(de["seconds"] / floor["delete_seconds"]),
@@ -1232,16 +1652,100 @@ def build_table(r: dict[str, Any]) -> Table:
     for name in de["before"]:
         before, after = de["before"][name]["api"]["p50"], de["after"][name]["api"]["p50"]
         t.add(
-            f"6 sibling {name}, before → after delete",
+            f"7 sibling {name}, before → after delete",
             f"{_ms(before)} → {_ms(after)}",
             "",
             _x(after / before),
             "unchanged (≤ 1.25x)",
             after / before <= 1.25,
         )
+    _freeze_rows(t, r)
     for row in mail.rows(r["mail"]):
         t.add(*row)
     return t
+
+
+def _read_surface_rows(t: Table, found: dict[str, Any]) -> None:
+    """Aggregations and field windows (bench/reads.py) against their SQL floors."""
+    for name, case in found["aggregate"].items():
+        api, sql, visible = case["api"], case["sql"], case["visible"]
+        compared = (
+            "" if case["compared"] else f"; shifted {reads.ZONE_BASELINE_OFFSET}, not compared"
+        )
+        t.add(
+            f"5 aggregate {name} over {case['records']:,} records",
+            f"p50 {_ms(api['p50'])} · p95 {_ms(api['p95'])}",
+            f"SQL p50 {_ms(sql['p50'])}; with the published-version condition "
+            f"{_ms(visible['p50'])}{compared}",
+            _x(api["p50"] / sql["p50"]),
+            "",
+        )
+    for name, case in found["field_window"].items():
+        api, sql = case["api"], case["sql"]
+        t.add(
+            f"5 field window: {name} of `body`, one record",
+            f"p50 {_ms(api['p50'])} · p95 {_ms(api['p95'])} · p99 {_ms(api['p99'])}",
+            f"SQL substr p50 {_ms(sql['p50'])}",
+            _x(api["p50"] / sql["p50"]),
+            "",
+        )
+
+
+def _freeze_rows(t: Table, r: dict[str, Any]) -> None:
+    fr = r["freeze"]
+    imports = fr["imports"]
+    small = [v for k, v in imports.items() if k != LARGE_ACCOUNT]
+    large = imports[LARGE_ACCOUNT]
+    small_size = small[0]["records"]
+    label = f"{len(small)} x {small_size:,} + {large['records']:,}-record imports"
+    for kind, busy in fr["busy"].items():
+        idle = fr["idle"][kind]
+        t.add(
+            f"8 freeze check: {kind} during {label} ({busy['n']:,} requests)",
+            f"p95 {_ms(busy['p95'])} · max {_ms(busy['max'])} · "
+            f"{busy['slow_share']:.1%} over {SLOW_SECONDS:.0f} s",
+            f"no import: p95 {_ms(idle['p95'])} · max {_ms(idle['max'])}",
+            _x(busy["p95"] / idle["p95"]),
+            f"none over {SLOW_SECONDS:.0f} s",
+            busy["slow"] == 0,
+        )
+    first_import = r["ingest"]["per_account_seconds"][EXPORT_ACCOUNT]
+    exported = r["ingest"]["per_account_records"][EXPORT_ACCOUNT]
+    t.add(
+        f"8 import while serving ({large['records']:,} records) vs the import of 1 (no server)",
+        _rate(large["records"], large["seconds"]),
+        _rate(exported, first_import),
+        _x(large["records"] / large["seconds"] / (exported / first_import)),
+        "",
+    )
+    median = sorted(small, key=lambda v: float(v["publish"]["held"]))[len(small) // 2]
+    small_publish, large_publish = median["publish"], large["publish"]
+    ratio = large_publish["held"] / small_publish["held"]
+
+    def held(publish: dict[str, float]) -> str:
+        return (
+            f"holds the lock {_ms(publish['held'] * 1000)} (waited {_ms(publish['waited'] * 1000)};"
+            f" clean-up after it {_ms(publish['cleanup'] * 1000)})"
+        )
+
+    t.add(
+        f"8 publish: its transaction at the end of a {large['records']:,}- vs a "
+        f"{small_size:,}-record import (median of {len(small)}), while serving",
+        held(large_publish),
+        held(small_publish),
+        _x(ratio),
+        "flat (≤ 2x)",
+        ratio <= 2,
+    )
+    small_rss = max(v["rss_peak"] for v in small)
+    t.add(
+        f"8 peak RSS of the importing process after the {small_size:,}- and the "
+        f"{large['records']:,}-record imports",
+        f"{small_rss:.0f} → {large['rss_peak']:.0f} MiB",
+        f"at start {fr['start_rss']:.0f} MiB",
+        f"{large['rss_peak'] / small_rss:.2f}x",
+        "",
+    )
 
 
 def _findings(results: dict[str, Any]) -> list[str]:
@@ -1249,23 +1753,23 @@ def _findings(results: dict[str, Any]) -> list[str]:
     notes = []
     changes = results["changes"]
     full = changes["full"]
-    per_page = full["seconds"] / full["pages"]
-    incremental = changes["incremental"]
-    if not full["complete"] and per_page > 10 * incremental["seconds"] / incremental["pages"]:
-        notes.append(
-            f"Note: the full sync did not finish within {FULL_SYNC_BUDGET_SECONDS:.0f} s. Each "
-            f"of its pages took {per_page:,.2f} s (the change feed re-reads the whole "
-            "(since, upto] window for every page), so walking all "
-            f"{changes['full_pages']:,} pages would take about "
-            f"{changes['full_seconds'] / 3600:,.1f} h: the changes_since ratio is met only "
-            "because the full sync is quadratic."
-        )
-        notes.append("")
+    if not full["complete"]:
+        notes += [
+            f"Note: the full sync did not finish within {FULL_SYNC_BUDGET_SECONDS:.0f} s: "
+            f"{full['pages']:,} of {changes['full_pages']:,} pages, "
+            f"{full['seconds'] / full['pages']:,.2f} s each. Walking them all at that rate would "
+            f"take about {changes['full_seconds'] / 3600:,.1f} h (an upper bound when a page "
+            "costs the rest of its window, as early pages cost the most then).",
+            "",
+        ]
     return notes
 
 
 def render(results: dict[str, Any], table: Table, command: str) -> str:
+    from ownstream.store.sqlite.database import CACHE_KIB
+
     m = results["machine"]
+    small_import = results["freeze"]["imports"][SMALL_ACCOUNTS[0]]["records"]
     lines = [
         "# Benchmarks",
         "",
@@ -1274,38 +1778,70 @@ def render(results: dict[str, Any], table: Table, command: str) -> str:
         "1 x `bench-export` import).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM; Python {m['python']}, "
-        f"SQLite {m['sqlite']}; {m['os']}.",
+        f"SQLite {m['sqlite']}; {m['os']}. Its 1-minute load average, sampled at each phase, "
+        f"went from {min(results['load']):.1f} to {max(results['load']):.1f} (above "
+        f"{m['cores']}, other work shared the cores and latencies carry its noise).",
         "",
         "Each ratio is measured in the same run against the baseline beside it: ingest and "
         "re-import as records/s (ownstream ÷ baseline, higher is better); latencies as "
-        "ownstream p50 ÷ baseline p50 (lower is better). Read pages ask for "
-        f"`limit={PAGE_LIMIT}` as the owner; search asks for `limit={SEARCH_LIMIT}` and narrows "
-        "to the first-ingested connection (oldest rows: the far end of newest-first order). "
-        f"Latencies are over {results['repeats']} requests after 5 warm-up ones.",
+        "ownstream p50 ÷ baseline p50 (lower is better; p95 for the freeze check). Read pages "
+        f"ask for `limit={PAGE_LIMIT}` as the owner; search asks for `limit={SEARCH_LIMIT}` and "
+        "narrows to the first-ingested connection (oldest rows: the far end of newest-first "
+        f"order). Latencies are over {results['repeats']} requests after 5 warm-up ones.",
         "",
         table.markdown(),
         "",
         *_findings(results),
         "Baselines: the *floor* parses the same JSON lines with orjson and inserts the same rows "
-        f"into records, record_changes, record_evidence, search_fts and stream_stats of a fresh "
-        f"database with the same schema and pragmas, {FLOOR_TXN_ROWS:,} rows per transaction "
-        '("SQL alone" is its executemany time); *dlt* loads the same lines with '
-        '`write_disposition="merge"` on `id`, at most the first '
-        f"{DLT_RECORDS:,} (a quarter of each file at full size, to keep the suite under 15 "
-        "minutes), and is compared with ownstream's rate over its own first as many records; "
-        "*SELECT* and *FTS5* run the same query a page or search needs straight on the same "
-        "database file, without the API around it (the FTS5 baseline narrows by connection "
-        "with a plain join filter); the re-import floor is one `INSERT … ON CONFLICT DO "
-        "UPDATE … WHERE data changed` per line, records table only; the delete floor is the "
-        "same connection's rows deleted by key from the floor database.",
+        "into records, record_changes, search_index (contentless FTS5) and stage_stats of a "
+        "fresh database with the same schema and pragmas, "
+        f"{FLOOR_TXN_ROWS:,} rows per transaction, then publishes each connection's stage in "
+        'one small transaction ("SQL alone" is the time of those transactions); *dlt* loads '
+        'the same lines with `write_disposition="merge"` on `id`, at most the first '
+        f"{DLT_RECORDS:,} (a quarter of each file at full size, to keep the suite short), and "
+        "is compared with ownstream's rate over its own first as many records; *SELECT* and "
+        "*FTS5* run the statements the store runs for a page (the connections' published "
+        "stages, then the page with the published-version condition), a detail read or a "
+        "search (the stream's indexed fields, then the MATCH scoped by stream and connection "
+        "tokens) straight on the same database file, without the API around them; the "
+        "*published-version condition* rows time the page statement alone with and without "
+        "that condition (without it, it is the query schema 1 ran); the aggregation rows (5) "
+        f"take {reads.AGGREGATE_REPEATS} samples after one warm-up, and their floors "
+        "run the same count, `GROUP BY` or sum on the records table alone, over every live row "
+        "of the 3 connections, without grant scoping or the published-version condition (the "
+        "run first checks that every live row is a published head, so both count the same "
+        "records; the row also gives the floor's time with that condition, through the "
+        "connections join the store uses), and the zoned count's floor shifts every moment by "
+        f"one fixed offset ({reads.ZONE_BASELINE_OFFSET}) where the API follows the zone's "
+        "rules, so its time is measured but its answer is not compared; the field-window floors "
+        "take the same `substr` of the record's `body` (by offset, and around the first "
+        "`instr` of the term) in SQL; the change-feed baseline "
+        "walks the same pages with the store's change-feed query; the re-import floor is one "
+        "`INSERT … ON CONFLICT DO UPDATE … WHERE data changed` per line, records table only; "
+        "the delete floor runs the store's purge statements on the floor database (a "
+        "contentless index forgets a row only when handed the text it indexed, so each chunk's "
+        "data is read back and parsed).",
         "",
         "In-process requests go through Starlette's `TestClient`, whose thread portal costs about "
-        "as much as the request itself: the *request floor* rows give that fixed cost. Peak RSS "
-        "is VmHWM of the process doing the ingest (the connector is a separate process), read "
+        "as much as the request itself: the *request floor* rows give that fixed cost. HTTP "
+        "requests go to `ownstream serve` (with its worker) on a loopback port. Peak RSS is "
+        "VmHWM of the process doing the ingest (the connector is a separate process), read "
         "when 1/4, 1/2 and 3/4 of the records had been ingested and at the end; SQLite's page "
-        "cache (256 MiB) fills within the first quarter. A full sync that does not finish within "
-        f"{FULL_SYNC_BUDGET_SECONDS:.0f} s is extrapolated from its pages so far (every page "
-        "costs the same there).",
+        f"cache ({CACHE_KIB // 1024} MiB a connection) fills within the first quarter. A full "
+        f"sync that does not finish within {FULL_SYNC_BUDGET_SECONDS:.0f} s is extrapolated from "
+        "its pages so far.",
+        "",
+        "The freeze check (8) runs rounds of one owner write (a new grant via `POST "
+        "/v1/owner/grants` and a rename via `PATCH /v1/owner/connections/…`, in turn) and two "
+        "client reads (a first page and a selective search, with a client grant's token), "
+        f"one round every {FREEZE_PACE_SECONDS * 1000:.0f} ms, against `ownstream serve`: "
+        "first with nothing else running (the baseline), then while one process imports "
+        f"{len(SMALL_ACCOUNTS)} archives of {small_import:,} records and one of the run's size "
+        f"(at least {10 * small_import:,}), each into a new connection, one after another; the "
+        "loop stops when that process exits. That process times each `publish`: how long its "
+        "transaction waited for the write lock and then held it (the ratio compares the time "
+        "held), and apart from it the clean-up it runs after committing; it reports its VmHWM "
+        "after the small imports and after the large one.",
         "",
         "Regenerate with `make bench` (full size) or `make bench QUICK=1` (smoke size, written to\n"
         "`bench/out/benchmarks-quick.md`).",
@@ -1319,26 +1855,34 @@ def run_suite(layout: Layout, *, with_dlt: bool, repeats: int) -> dict[str, Any]
     from fastapi.testclient import TestClient
 
     from ownstream.api.app import create_app
+    from ownstream.grants.scope import owner_connections
     from ownstream.home import Home
 
     started = time.perf_counter()
+    loads: list[float] = []
+
+    def step(message: str) -> None:
+        """Log a phase and sample the load average: other work on the machine shows there."""
+        loads.append(os.getloadavg()[0])
+        log(message)
+
     results: dict[str, Any] = {
         "size": layout.size,
         "machine": machine(),
         "repeats": repeats,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    log(f"generating {layout.size:,} records in {layout.data}")
+    step(f"generating {layout.size:,} records in {layout.data}")
     results["generate"] = generate_data(layout)
-    log("1. ingest through the runtime")
+    step("1. ingest through the runtime")
     results["ingest"] = run_child(layout, "ingest")
     connections: dict[str, str] = results["ingest"]["connections"]
-    log("1. executemany floor (and the re-import and delete floors)")
+    step("1. executemany floor (and the re-import and delete floors)")
     results["floor"] = run_child(layout, "floor", connections=connections)
     if with_dlt:
-        log("1. dlt")
+        step("1. dlt")
         results["dlt"] = run_child(layout, "dlt")
-    log("2. re-import of an overlapping export")
+    step("2. re-import of an overlapping export")
     results["reimport"] = run_child(layout, "reimport")
 
     home = Home(layout.home)
@@ -1347,18 +1891,19 @@ def run_suite(layout: Layout, *, with_dlt: bool, repeats: int) -> dict[str, Any]
     single = connections[API_ACCOUNTS[0]]
     merged = sorted(connections.values())
     cases = page_cases(home, db, single, merged)
+    owned = owner_connections(home.store, home.catalog, STREAM)
     results["reads"] = {}
     with TestClient(create_app(home)) as client:
         api = Api(client, token)
-        log("3. reads in-process")
+        step("3. reads in-process")
         results["reads"]["in-process"] = {
             "floor": bench_request_floor(api, repeats),
-            "pages": bench_pages(api, db, cases, repeats),
+            "pages": bench_pages(api, db, cases, repeats, plain=True),
             "detail": bench_detail(api, db, single, repeats),
         }
-        log("4. search")
-        results["search"] = bench_search(api, db, single, repeats)
-        log("3. reads over HTTP")
+        step("4. search")
+        results["search"] = bench_search(api, db, owned, single, repeats)
+        step("3. reads over HTTP")
         import httpx
 
         with http_server(layout) as base, httpx.Client(base_url=base, timeout=60) as http:
@@ -1368,26 +1913,32 @@ def run_suite(layout: Layout, *, with_dlt: bool, repeats: int) -> dict[str, Any]
                 "pages": bench_pages(remote, db, cases, repeats),
                 "detail": bench_detail(remote, db, single, repeats),
             }
-        log("5. changes_since after an update pass")
-        results["changes"] = bench_changes(layout, home, api)
-        log("6. delete one connection")
+        step("5. aggregations and field windows")
+        results["read_surface"] = reads.bench_reads(api, db, owned, measure, repeats)
+        step("6. changes_since after an update pass")
+        results["changes"] = bench_changes(layout, home, api, db)
+        step("7. delete one connection")
         results["delete"] = bench_delete(home, api, db, connections, repeats)
     db.close()
-    log("7. mail: mbox import and IMAP first sync")
-    quick = layout.size <= QUICK_SIZE
-    results["mail"] = mail.run(
-        layout.work / "mail",
-        mbox_messages=mail.QUICK_MBOX_MESSAGES if quick else mail.FULL_MBOX_MESSAGES,
-        imap_messages=mail.QUICK_IMAP_MESSAGES if quick else mail.FULL_IMAP_MESSAGES,
-    )
+    step("8. freeze check: requests to `ownstream serve` while imports run")
+    results["freeze"] = bench_freeze(layout, token, connections[API_ACCOUNTS[1]], repeats)
+    step("9. mail: mbox import and IMAP first sync")
+    results["mail"] = mail.run(layout.work / "mail", **layout.mail_sizes())
     results["elapsed"] = time.perf_counter() - started
+    results["load"] = [*loads, os.getloadavg()[0]]
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_SIZE:,} records")
-    parser.add_argument("--size", type=int, default=None, help=f"records (default {FULL_SIZE:,})")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help=f"records (default {FULL_SIZE:,}; below {QUICK_SIZE:,}, the freeze check's imports "
+        "and the mail section shrink too)",
+    )
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: temp)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--no-dlt", action="store_true", help="skip the dlt baseline")

@@ -12,6 +12,7 @@ from ownstream.blobs import BlobStore
 from ownstream.credentials import Vault
 from ownstream.grants.usage import UsageRecorder
 from ownstream.registry import Catalog
+from ownstream.registry.upgrades import apply_upgrades
 from ownstream.runtime.runner import ProgressCallback, Runtime
 from ownstream.store.base import Store
 from ownstream.store.sqlite import SQLiteStore
@@ -56,6 +57,7 @@ class Home:
     def catalog(self) -> Catalog:
         catalog = Catalog.load(self.store)
         self.store.sync_search(list(catalog.all_definitions()))
+        apply_upgrades(self.store, catalog)
         return catalog
 
     @cached_property

@@ -228,6 +228,8 @@ class RecordRule:
     coarse_field: str  # the field that says a record's precision…
     coarse_values: tuple[str, ...]  # …and the values that make it coarse
     description: str = ""
+    # values of `coarse_field`, coarsest first: a write never coarsens a record's time
+    precision_order: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,21 @@ def is_coarse(rule: RecordRule, data: dict[str, Any]) -> bool:
     return data.get(rule.coarse_field) in rule.coarse_values
 
 
+def keep_finer_time(
+    rule: RecordRule, held: dict[str, Any], merged: dict[str, Any]
+) -> dict[str, Any]:
+    """`merged`, except that a write coarser than the record it lands on (by the rule's
+    `precision_order`) keeps the record's finer time and precision: an export that dates a
+    play to the second never replaces the API's millisecond."""
+    order = rule.precision_order
+    field, time = rule.coarse_field, rule.time_field
+    if held.get(field) not in order or merged.get(field) not in order or time not in held:
+        return merged
+    if order.index(merged[field]) >= order.index(held[field]):
+        return merged
+    return {**merged, time: held[time], field: held[field]}
+
+
 def match_key(rule: RecordRule, data: dict[str, Any]) -> str | None:
     """A record's identity under a record rule: its time's window and its match fields
     (case-folded), hashed; None when the record lacks one of them."""

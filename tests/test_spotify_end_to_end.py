@@ -4,6 +4,7 @@ and a client reading `listening_history` across three connections."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from ownstream.model import ReadScope
 from ownstream.owner import ConnectionOperations
 
 RECENT = "/v1/me/player/recently-played"
+YEAR = timedelta(days=365)
 
 
 @pytest.fixture
@@ -50,11 +52,14 @@ def ops(tmp_path: Path) -> ConnectionOperations:
     return ConnectionOperations(Home(tmp_path / "home"))
 
 
-def connect(ops: ConnectionOperations, double: SpotifyDouble, user_id: str) -> str:
+def connect(
+    ops: ConnectionOperations, double: SpotifyDouble, user_id: str, connection_id: str | None = None
+) -> str:
     result = ops.connect(
         "spotify",
         secrets={"access_token": double.issue_token(user_id)},
         settings={"api_base_url": double.base_url, "token_url": f"{double.base_url}/api/token"},
+        connection_id=connection_id,
     )
     return result.connection.connection_id
 
@@ -74,7 +79,7 @@ def test_api_and_archive_of_one_account_join_by_rule_and_keep_their_methods(
         ("spotify-export", "owner_artifact", "spotify-account"),
     }
     methods = {r.run_id: r.acquisition_method for r in ops.home.store.runs(alice)}
-    assert methods[api_run.run_id] == "provider_api"
+    assert api_run.run_id is not None and methods[api_run.run_id] == "provider_api"
     assert methods[receipt.run_id] == "owner_artifact"
     coverage = {
         c.connector_key: c
@@ -82,13 +87,55 @@ def test_api_and_archive_of_one_account_join_by_rule_and_keep_their_methods(
         if c.stream == "listening_history"
     }
     assert coverage["spotify"].window_start > coverage["spotify-export"].window_start  # type: ignore[operator]
-    # plays both paths report are one record, enriched by both, with both in its provenance
+    # plays both paths report are one record (both key it by its second), enriched by both,
+    # with both in its provenance; every play is a record of its own
     counts = {c.stream: c.record_count for c in ops.home.store.stream_counts([alice])}
     assert counts["listening_history"] == len(set(_play_ids(users["alice.k"])))
+    assert counts["listening_history"] == len(users["alice.k"].plays)
+    assert counts["podcast_listening"] == len(users["alice.k"].episode_plays)
+    assert receipt.counts["merged_with_existing"] == 50  # the API's recently-played window
     newest = ops.home.store.records_page(_scope(ops, alice), limit=1)[0][0]
     assert {"ms_played", "track_uri", "album_name"} <= set(newest.data)
     evidence = ops.home.store.record_provenance(alice, "listening_history", newest.record_key)
     assert {e.acquisition_method for e in evidence} == {"provider_api", "owner_artifact"}
+
+
+def test_the_basic_history_meets_the_api_on_the_minute_in_either_order(
+    ops: ConnectionOperations, double: SpotifyDouble, users: dict[str, SpotifyUser], tmp_path: Path
+) -> None:
+    """A basic-history play (to the minute) and the API's play (to the millisecond) of the same
+    track in the same minute are one record, whichever path came first (spotify-play rule)."""
+    alice, bob = users["alice.k"], users["bob-listens"]
+    for user in (alice, bob):
+        window = {(p.played_at.strftime("%H:%M %j"), p.track.name) for p in user.plays[-50:]}
+        assert len(window) == 50  # no same-minute repeat: every pairing is unambiguous
+    year = len([p for p in alice.plays if p.played_at > alice.plays[-1].played_at - YEAR])
+
+    # API first: each basic entry of those 50 plays fills the precise record
+    api_first = connect(ops, double, "alice.k")
+    ops.run(api_first)
+    receipt = ops.import_artifact("spotify-export", write_archive(alice, tmp_path / "a")).receipt
+    liked = [s for s in alice.saved_tracks if s.added_at <= alice.plays[-1].played_at]
+    # merged: those 50 plays, the profile and the Liked Songs the API had collected already
+    assert receipt.counts["merged_with_existing"] == 50 + 1 + len(liked)
+    plays = _records(ops, api_first)
+    assert len(plays) == year
+    filled = [p for p in plays if p["played_at_precision"] == "millisecond"]
+    assert len(filled) == 50 and all("ms_played" in p for p in filled)
+
+    # archive first: the API's precise play absorbs the minute record it matches
+    archive_first = ops.import_artifact(
+        "spotify-export", write_archive(bob, tmp_path / "b")
+    ).receipt.connection_id
+    before = {p["play_id"] for p in _records(ops, archive_first)}
+    connect(ops, double, "bob-listens", connection_id=archive_first)
+    [run] = ops.run(archive_first)
+    assert run.status == "succeeded"
+    plays = _records(ops, archive_first)
+    assert len(plays) == len(before)  # one record a play: the minute records were re-keyed
+    precise = [p for p in plays if p["played_at_precision"] == "millisecond"]
+    assert len(precise) == 50 and all("ms_played" in p for p in precise)
+    assert len(before - {p["play_id"] for p in plays}) == 50
 
 
 def test_other_accounts_and_unidentified_archives_stay_apart(
@@ -216,13 +263,20 @@ def test_the_demo_builds_what_it_prints(tmp_path: Path) -> None:
     assert signed_in.status_code == 200 and "Your connections" in signed_in.text
 
 
+def _records(ops: ConnectionOperations, connection_id: str) -> list[dict[str, Any]]:
+    page, _ = ops.home.store.records_page(_scope(ops, connection_id), limit=100_000)
+    return [r.data for r in page]
+
+
 def _scope(ops: ConnectionOperations, connection_id: str) -> ReadScope:
     definition = ops.home.catalog.definition("listening_history")
     return ReadScope(definition, (connection_id,), definition.fields)
 
 
 def _play_ids(user: SpotifyUser) -> list[str]:
-    return [play_id(p.played_at, p.track.artists[0].name, p.track.name) for p in user.plays]
+    return [
+        play_id(p.played_at, "second", p.track.artists[0].name, p.track.name) for p in user.plays
+    ]
 
 
 def _keys(home: Home, connection_id: str) -> list[dict[str, str]]:

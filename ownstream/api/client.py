@@ -22,7 +22,7 @@ from ownstream.grants.scope import scope_for
 from ownstream.model import Bearer, ReadScope
 from ownstream.owner import WriteOperations
 from ownstream.reads import aggregation, blobs, field_window, metadata, records
-from ownstream.reads.query import OWNER_PARAMS, OwnerQuery, parse_owner_query
+from ownstream.reads.query import NO_QUERY, OWNER_PARAMS, OwnerQuery, parse_owner_query
 
 router = APIRouter(tags=["read"])
 
@@ -59,7 +59,7 @@ class Read:
         """The owner's filters, view, expansions and sort (a client never has any: they were
         refused before anything was looked up)."""
         if self.who.kind != "owner":
-            return OwnerQuery()
+            return NO_QUERY
         return parse_owner_query(
             self.request.query_params.multi_items(),
             scope.stream,
@@ -155,17 +155,23 @@ def deep_params(*names: str) -> dict[str, Any]:
 
 @router.get("/v1/streams")
 def list_streams(current: Annotated[Read, allow(())]) -> JSONBody:
-    entries = metadata.list_streams(home(current.request), current.who, current.connection_id)
     return JSONBody(
-        {"object": "list", "data": entries, "has_more": False,
-         "meta": {"warnings": current.warnings}}
+        metadata.list_streams(
+            home(current.request), current.who, current.connection_id, current.warnings
+        )
     )
 
 
 @router.get("/v1/streams/{stream}")
 def get_stream(stream: str, current: Annotated[Read, allow(())]) -> JSONBody:
-    body = metadata.metadata_for(home(current.request), current.who, current.scope(stream))
-    return JSONBody({**body, "meta": {"warnings": current.warnings}})
+    return JSONBody(
+        metadata.metadata_for(
+            home(current.request),
+            current.scope(stream),
+            current.warnings,
+            owner=current.who.kind == "owner",
+        )
+    )
 
 
 @router.get("/v1/streams/{stream}/records", openapi_extra=deep_params("filter", "expand_limit"))

@@ -3,6 +3,11 @@
 Connector work needs realistic volume and the exact shapes Spotify ships (basic, legacy and
 extended exports) without anyone's real listening history. Everything here is a pure function of
 its seeds, so a test can regenerate the same user, the same archive bytes and the same API answers.
+
+Times follow Spotify: a play's moment is when it ended. The Web API reports it to the
+millisecond, the extended history's `ts` truncates it to the second and the basic history's
+`endTime` to the minute, so all three agree on the same play. Podcast episodes and audiobook
+chapters sit in the gaps between listening sessions, as they do in real extended histories.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ import json
 import random
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,9 +85,94 @@ class Play:
 
 
 @dataclass(frozen=True)
+class SpotifyShow:
+    id: str
+    name: str
+    publisher: str
+    description: str
+    total_episodes: int
+
+    @property
+    def uri(self) -> str:
+        return f"spotify:show:{self.id}"
+
+
+@dataclass(frozen=True)
+class SpotifyEpisode:
+    id: str
+    name: str
+    duration_ms: int
+    release_date: str
+    show: SpotifyShow
+
+    @property
+    def uri(self) -> str:
+        return f"spotify:episode:{self.id}"
+
+
+@dataclass(frozen=True)
+class SpotifyAudiobook:
+    id: str
+    title: str
+    author: str
+
+    @property
+    def uri(self) -> str:
+        return f"spotify:show:{self.id}"  # Spotify serves audiobooks as shows
+
+
+@dataclass(frozen=True)
+class AudiobookChapter:
+    id: str
+    title: str
+    duration_ms: int
+    audiobook: SpotifyAudiobook
+
+    @property
+    def uri(self) -> str:
+        return f"spotify:episode:{self.id}"
+
+
+@dataclass(frozen=True)
+class SpokenPlay:
+    """One listen to something spoken; `played_at` is when it ended, to the millisecond."""
+
+    played_at: datetime
+    ms_played: int
+    platform: str
+    skipped: bool
+    reason_start: str
+    reason_end: str
+
+
+@dataclass(frozen=True)
+class EpisodePlay(SpokenPlay):
+    episode: SpotifyEpisode
+
+
+@dataclass(frozen=True)
+class ChapterPlay(SpokenPlay):
+    chapter: AudiobookChapter
+
+
+@dataclass(frozen=True)
 class SavedTrack:
     added_at: datetime
     track: SpotifyTrack
+
+
+@dataclass(frozen=True)
+class SavedShow:
+    added_at: datetime
+    show: SpotifyShow
+
+
+@dataclass(frozen=True)
+class SavedEpisode:
+    added_at: datetime
+    episode: SpotifyEpisode
+    resume_position_ms: int
+    fully_played: bool
 
 
 @dataclass(frozen=True)
@@ -105,7 +196,8 @@ class Playlist:
 class SpotifyUser:
     """A listener; mutable so a test or demo can append plays after an export was taken.
 
-    `plays` is ascending by `played_at`; `saved_tracks` is ascending by `added_at`.
+    `plays` (music), `episode_plays` and `chapter_plays` are each ascending by `played_at` and
+    never overlap in time; `saved_*` are ascending by `added_at`.
     """
 
     id: str
@@ -117,15 +209,26 @@ class SpotifyUser:
     plays: list[Play]
     saved_tracks: list[SavedTrack]
     playlists: list[Playlist]
+    episode_plays: list[EpisodePlay] = field(default_factory=list)
+    chapter_plays: list[ChapterPlay] = field(default_factory=list)
+    saved_shows: list[SavedShow] = field(default_factory=list)
+    saved_episodes: list[SavedEpisode] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Catalog:
-    """Artists, albums and tracks shared between users so their libraries overlap realistically."""
+    """Artists, albums and tracks (and podcasts and audiobooks) shared between users so their
+    libraries overlap realistically."""
 
     artists: tuple[SpotifyArtist, ...]
     albums: tuple[SpotifyAlbum, ...]
     tracks: tuple[SpotifyTrack, ...]
+    episodes: tuple[SpotifyEpisode, ...] = ()
+    chapters: tuple[AudiobookChapter, ...] = ()
+
+    @property
+    def shows(self) -> tuple[SpotifyShow, ...]:
+        return tuple({e.show.id: e.show for e in self.episodes}.values())
 
     def album_tracks(self, album_id: str) -> tuple[SpotifyTrack, ...]:
         """The album's tracks in track-number order."""
@@ -216,6 +319,21 @@ _PLATFORMS = (
     "web_player linux ;firefox 119.0;desktop",
     "Partner sonos_speaker Sonos One",
 )
+_SHOW_PATTERNS = (
+    "The {adj} {noun} Podcast",
+    "{noun} Talk",
+    "Morning {noun}",
+    "{adj} Minds",
+    "Inside the {noun}",
+    "{noun} & {noun2}",
+)
+_EPISODE_TOPICS = _words(
+    """
+    Why We Sleep, The History of Coffee, Cities After Dark, A Year Without Plastic,
+    Learning to Listen, The Café Economy, Straße und Stadt, Ocean Currents, Small Habits,
+    The Night Shift, Signals from Space, Fire Season, Ghost Towns, Quiet Heroes
+    """
+)
 _COUNTRIES = ("SE", "DE", "FR", "NO", "US", "GB", "NL", "DK", "ES", "FI")
 # Listening by UTC hour: quiet nights, a commute bump, heavy evenings.
 _HOUR_WEIGHTS = (2, 1, 1, 1, 1, 2, 4, 8, 9, 6, 5, 5, 6, 6, 5, 5, 6, 8, 9, 10, 10, 9, 7, 4)
@@ -286,13 +404,25 @@ def _random_date(rng: random.Random, first: date, last: date) -> date:
     return date.fromordinal(rng.randint(first.toordinal(), last.toordinal()))
 
 
+def _show_name(rng: random.Random) -> str:
+    nouns = rng.sample(_NOUNS, 2)
+    return rng.choice(_SHOW_PATTERNS).format(
+        adj=rng.choice(_ADJECTIVES), noun=nouns[0], noun2=nouns[1]
+    )
+
+
 # --- catalog ---------------------------------------------------------------------------------
 
 
-def generate_catalog(*, seed: int, artists: int = 120) -> Catalog:
-    """A catalog of `artists` artists with 1-4 albums of 5-14 tracks each (~25 tracks/artist)."""
+def generate_catalog(
+    *, seed: int, artists: int = 120, shows: int = 12, audiobooks: int = 4
+) -> Catalog:
+    """A catalog of `artists` artists with 1-4 albums of 5-14 tracks each (~25 tracks/artist),
+    `shows` podcasts of 20-120 episodes and `audiobooks` audiobooks of 8-30 chapters."""
     if artists < 1:
         raise ValueError("a catalog needs at least one artist")
+    if shows < 0 or audiobooks < 0:
+        raise ValueError("shows and audiobooks must be >= 0")
     rng = random.Random(seed)
     names: set[str] = set()
     artist_list = [
@@ -330,7 +460,54 @@ def generate_catalog(*, seed: int, artists: int = 120) -> Catalog:
                         popularity=min(100, max(0, fame + rng.randint(-15, 15))),
                     )
                 )
-    return Catalog(tuple(artist_list), tuple(albums), tuple(tracks))
+    episodes, chapters = _spoken_catalog(random.Random(f"{seed}/spoken"), shows, audiobooks)
+    return Catalog(tuple(artist_list), tuple(albums), tuple(tracks), episodes, chapters)
+
+
+def _spoken_catalog(
+    rng: random.Random, shows: int, audiobooks: int
+) -> tuple[tuple[SpotifyEpisode, ...], tuple[AudiobookChapter, ...]]:
+    """Podcasts and audiobooks, from their own random stream so the music stays as it was."""
+    names: set[str] = set()
+    episodes: list[SpotifyEpisode] = []
+    for _ in range(shows):
+        count = rng.randint(20, 120)
+        show = SpotifyShow(
+            id=_spotify_id(rng),
+            name=_unique(_show_name(rng), names),
+            publisher=f"{rng.choice(_FIRST_NAMES)} {rng.choice(_LAST_NAMES)}",
+            description=rng.choice(_PLAYLIST_DESCRIPTIONS),
+            total_episodes=count,
+        )
+        released = _random_date(rng, date(2010, 1, 1), date(2014, 12, 31))
+        for number in range(1, count + 1):
+            released += timedelta(days=rng.choice((7, 7, 7, 14)))
+            episodes.append(
+                SpotifyEpisode(
+                    id=_spotify_id(rng),
+                    name=f"#{number} {rng.choice(_EPISODE_TOPICS)}",
+                    duration_ms=rng.randint(15, 90) * 60_000 + rng.randrange(60_000),
+                    release_date=released.isoformat(),
+                    show=show,
+                )
+            )
+    chapters: list[AudiobookChapter] = []
+    for _ in range(audiobooks):
+        book = SpotifyAudiobook(
+            id=_spotify_id(rng),
+            title=_unique(f"The {rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)}", names),
+            author=f"{rng.choice(_FIRST_NAMES)} {rng.choice(_LAST_NAMES)}",
+        )
+        for number in range(1, rng.randint(8, 30) + 1):
+            chapters.append(
+                AudiobookChapter(
+                    id=_spotify_id(rng),
+                    title=f"Chapter {number}",
+                    duration_ms=rng.randint(8, 40) * 60_000 + rng.randrange(60_000),
+                    audiobook=book,
+                )
+            )
+    return tuple(episodes), tuple(chapters)
 
 
 # --- users -----------------------------------------------------------------------------------
@@ -489,13 +666,20 @@ def generate_user(
     years: float = 3.0,
     now: datetime | None = None,
     catalog: Catalog | None = None,
+    episodes: int | None = None,
+    chapters: int | None = None,
 ) -> SpotifyUser:
     """A listener with `plays` plays over the `years` before `now`, saved tracks and playlists.
 
-    Pass one `catalog` to several users so they share artists and tracks, as real users do.
+    Between listening sessions they hear `episodes` podcast episodes (default: one per 20 plays)
+    and `chapters` audiobook chapters (default: one per 100 plays), as many as the gaps between
+    sessions hold, and follow and save some of those podcasts. Pass one `catalog` to several
+    users so they share artists and tracks, as real users do.
     """
     if plays < 0:
         raise ValueError("plays must be >= 0")
+    if (episodes is not None and episodes < 0) or (chapters is not None and chapters < 0):
+        raise ValueError("episodes and chapters must be >= 0")
     if years <= 0:
         raise ValueError("years must be > 0")
     moment = DEFAULT_NOW if now is None else now
@@ -560,7 +744,97 @@ def generate_user(
         plays=history,
         saved_tracks=saved_tracks,
         playlists=playlists,
+        **_spoken_listening(
+            random.Random(f"{seed}/spoken"),
+            catalog,
+            history,
+            plays // 20 if episodes is None else episodes,
+            plays // 100 if chapters is None else chapters,
+            created_ms,
+        ),
     )
+
+
+_MIN_SPOKEN_GAP_MS = 5 * 60_000
+
+
+def _spoken_listening(
+    rng: random.Random,
+    catalog: Catalog,
+    history: Sequence[Play],
+    episodes: int,
+    chapters: int,
+    created_ms: int,
+) -> dict[str, Any]:
+    """Episode and chapter listens placed in the gaps between music plays (one a gap, so no two
+    listens overlap), and the shows and episodes the user saved. Its own random stream keeps
+    the music of a seed unchanged."""
+    gaps = [
+        (
+            epoch_ms(before.played_at) + 30_000,
+            epoch_ms(after.played_at) - after.ms_played - 30_000,
+            before.platform,
+        )
+        for before, after in pairwise(history)
+    ]
+    gaps = [gap for gap in gaps if gap[1] - gap[0] >= _MIN_SPOKEN_GAP_MS]
+    shows = catalog.shows
+    episodes = episodes if shows else 0
+    chapters = chapters if catalog.chapters else 0
+    chosen = sorted(rng.sample(range(len(gaps)), min(len(gaps), episodes + chapters)))
+    kinds = ["episode"] * episodes + ["chapter"] * chapters
+    rng.shuffle(kinds)
+    favourites = rng.sample(shows, min(len(shows), rng.randint(2, 5))) if shows else []
+    queues = {show.id: [e for e in catalog.episodes if e.show.id == show.id] for show in favourites}
+    positions = {show_id: rng.randrange(len(queue)) for show_id, queue in queues.items()}
+    book = rng.choice(catalog.chapters).audiobook if catalog.chapters else None
+    book_chapters = [c for c in catalog.chapters if book is not None and c.audiobook == book]
+    episode_plays: list[EpisodePlay] = []
+    chapter_plays: list[ChapterPlay] = []
+    for index, kind in zip(chosen, kinds, strict=False):
+        start, end, platform = gaps[index]
+        room = end - start
+        if kind == "episode":
+            show = rng.choice(favourites)
+            queue = queues[show.id]
+            heard: SpotifyEpisode | AudiobookChapter = queue[positions[show.id] % len(queue)]
+            positions[show.id] += 1
+        else:
+            heard = book_chapters[len(chapter_plays) % len(book_chapters)]
+        whole = rng.random() < 0.7
+        ms_played = min(heard.duration_ms, room) if whole else rng.randint(60_000, room)
+        ms_played = min(ms_played, heard.duration_ms)
+        ended = from_epoch_ms(start + ms_played + rng.randrange(room - ms_played + 1))
+        finished = ms_played >= heard.duration_ms
+        reason_end = "trackdone" if finished else rng.choice(("endplay", "logout", "fwdbtn"))
+        reason_start = rng.choice(("clickrow", "playbtn", "trackdone"))
+        skipped = reason_end == "fwdbtn"
+        listen = (ended, ms_played, platform, skipped, reason_start, reason_end)
+        if isinstance(heard, SpotifyEpisode):
+            episode_plays.append(EpisodePlay(*listen, heard))
+        else:
+            chapter_plays.append(ChapterPlay(*listen, heard))
+    end_ms = epoch_ms(history[-1].played_at) if history else created_ms
+    followed = [show for show in favourites if rng.random() < 0.8]
+    heard_episodes = list({p.episode.id: p.episode for p in episode_plays}.values())
+    kept = rng.sample(heard_episodes, min(len(heard_episodes), rng.randint(3, 10)))
+    saved_episodes = []
+    for at, episode in zip(_random_moments(rng, len(kept), created_ms, end_ms), kept, strict=True):
+        fully = rng.random() < 0.3
+        saved_episodes.append(
+            SavedEpisode(at, episode, 0 if fully else rng.randrange(episode.duration_ms), fully)
+        )
+    return {
+        "episode_plays": episode_plays,
+        "chapter_plays": chapter_plays,
+        "saved_shows": [
+            SavedShow(at, show)
+            for at, show in zip(
+                _random_moments(rng, len(followed), created_ms, end_ms), followed, strict=True
+            )
+        ],
+        "saved_episodes": saved_episodes,
+    }
 
 
 def add_plays(
@@ -689,6 +963,19 @@ def _account_files(
     for index, chunk in enumerate(_chunks(history)):
         name = f"StreamingHistory{index}.json" if legacy else f"StreamingHistory_music_{index}.json"
         files[name] = _pretty(list(chunk))
+    if not legacy:
+        podcasts = [
+            {
+                "endTime": e.played_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
+                "podcastName": e.episode.show.name,
+                "episodeName": e.episode.name,
+                "msPlayed": e.ms_played,
+            }
+            for e in user.episode_plays
+            if year_ago < e.played_at <= exported
+        ]
+        for index, chunk in enumerate(_chunks(podcasts)):
+            files[f"StreamingHistory_podcast_{index}.json"] = _pretty(list(chunk))
     files["YourLibrary.json"] = _pretty(
         {
             "tracks": [
@@ -767,40 +1054,59 @@ def _account_files(
     return {f"{ACCOUNT_DIR}/{name}": data for name, data in files.items()}
 
 
+def _extended_entry(
+    user: SpotifyUser, listen: Play | EpisodePlay | ChapterPlay, include_identity: bool
+) -> dict[str, Any]:
+    """One entry of an extended history: every field present, null where it does not apply."""
+    end_ms = epoch_ms(listen.played_at)
+    track = listen.track if isinstance(listen, Play) else None
+    episode = listen.episode if isinstance(listen, EpisodePlay) else None
+    chapter = listen.chapter if isinstance(listen, ChapterPlay) else None
+    entry: dict[str, Any] = {"ts": listen.played_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if include_identity:
+        entry["username"] = user.id
+    return entry | {
+        "platform": listen.platform,
+        "ms_played": listen.ms_played,
+        "conn_country": user.country,
+        "ip_addr_decrypted": f"192.0.2.{1 + (end_ms // 1000) % 254}",
+        "user_agent_decrypted": "unknown",
+        "master_metadata_track_name": track.name if track else None,
+        "master_metadata_album_artist_name": track.album.artists[0].name if track else None,
+        "master_metadata_album_album_name": track.album.name if track else None,
+        "spotify_track_uri": track.uri if track else None,
+        "episode_name": episode.name if episode else None,
+        "episode_show_name": episode.show.name if episode else None,
+        "spotify_episode_uri": episode.uri if episode else None,
+        "audiobook_title": chapter.audiobook.title if chapter else None,
+        "audiobook_uri": chapter.audiobook.uri if chapter else None,
+        "audiobook_chapter_uri": chapter.uri if chapter else None,
+        "audiobook_chapter_title": chapter.title if chapter else None,
+        "reason_start": listen.reason_start,
+        "reason_end": listen.reason_end,
+        "shuffle": listen.shuffle if isinstance(listen, Play) else False,
+        "skipped": listen.skipped,
+        "offline": False,
+        "offline_timestamp": end_ms - listen.ms_played,
+        "incognito_mode": False,
+    }
+
+
 def _extended_files(
     user: SpotifyUser, exported: datetime, *, include_identity: bool, extra_files: bool
 ) -> dict[str, bytes]:
     plays = [p for p in user.plays if p.played_at <= exported]
+    listens: list[Play | EpisodePlay | ChapterPlay] = sorted(
+        [
+            *plays,
+            *(e for e in user.episode_plays if e.played_at <= exported),
+            *(c for c in user.chapter_plays if c.played_at <= exported),
+        ],
+        key=lambda listen: listen.played_at,
+    )
     files: dict[str, bytes] = {}
-    for index, chunk in enumerate(_chunks(plays)):
-        entries = []
-        for p in chunk:
-            end_ms = epoch_ms(p.played_at)
-            entry: dict[str, Any] = {"ts": p.played_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
-            if include_identity:
-                entry["username"] = user.id
-            entry |= {
-                "platform": p.platform,
-                "ms_played": p.ms_played,
-                "conn_country": user.country,
-                "ip_addr_decrypted": f"192.0.2.{1 + (end_ms // 1000) % 254}",
-                "user_agent_decrypted": "unknown",
-                "master_metadata_track_name": p.track.name,
-                "master_metadata_album_artist_name": p.track.album.artists[0].name,
-                "master_metadata_album_album_name": p.track.album.name,
-                "spotify_track_uri": p.track.uri,
-                "episode_name": None,
-                "episode_show_name": None,
-                "spotify_episode_uri": None,
-                "reason_start": p.reason_start,
-                "reason_end": p.reason_end,
-                "shuffle": p.shuffle,
-                "skipped": p.skipped,
-                "offline": False,
-                "offline_timestamp": end_ms - p.ms_played,
-                "incognito_mode": False,
-            }
-            entries.append(entry)
+    for index, chunk in enumerate(_chunks(listens)):
+        entries = [_extended_entry(user, listen, include_identity) for listen in chunk]
         span = _years(chunk[0].played_at, chunk[-1].played_at) if chunk else str(exported.year)
         files[f"Streaming_History_Audio_{span}_{index}.json"] = _plain(entries)
     if extra_files:

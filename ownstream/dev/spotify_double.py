@@ -45,15 +45,21 @@ from ownstream.dev.spotify_data import (
     Play,
     Playlist,
     PlaylistItem,
+    SavedEpisode,
+    SavedShow,
     SavedTrack,
     SpotifyAlbum,
     SpotifyArtist,
+    SpotifyShow,
     SpotifyTrack,
     SpotifyUser,
     epoch_ms,
 )
 
-SCOPE = "user-read-recently-played user-library-read playlist-read-private"
+SCOPE = (
+    "user-read-recently-played user-library-read playlist-read-private "
+    "user-read-playback-position"
+)
 _PLAYLIST_PATH = re.compile(r"^/v1/playlists/([^/]+)/(tracks|items)$")
 _FAULT_MESSAGES = {
     429: "API rate limit exceeded",
@@ -65,6 +71,7 @@ _NEVER_EXPIRES = 100 * 365 * 86_400
 _CONSENT_FIELD = re.compile(r'name="consent_id" value="([^"]+)"')
 
 _T = TypeVar("_T")
+_Saved = TypeVar("_Saved", SavedTrack, SavedShow, SavedEpisode)
 
 
 class _ApiError(Exception):
@@ -135,6 +142,13 @@ class _Fault:
     status: int
     remaining: int
     retry_after: int | None
+
+
+@dataclass
+class _Edit:
+    path_prefix: str
+    edit: Callable[[Any], None]
+    remaining: int
 
 
 def _api_error(status: int, message: str) -> _Reply:
@@ -276,6 +290,7 @@ class SpotifyDouble:
         self._pending_consents: dict[str, _AuthorizationRequest] = {}
         self._codes: dict[str, _Code] = {}
         self._faults: list[_Fault] = []
+        self._edits: list[_Edit] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.rotate_refresh_tokens = rotate_refresh_tokens
@@ -433,6 +448,27 @@ class SpotifyDouble:
         with self._lock:
             self._faults.append(_Fault(path_prefix, status, times, retry_after))
 
+    def edit_answers(
+        self, path_prefix: str, edit: Callable[[Any], None], *, times: int = 1
+    ) -> None:
+        """Let `edit` alter, in place, the JSON body of the next `times` successful answers
+        whose path starts with `path_prefix`: how a test hands a connector the malformed item
+        (a null time, a missing name) that a real API occasionally sends."""
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._edits.append(_Edit(path_prefix, edit, times))
+
+    def _take_edit(self, path: str) -> Callable[[Any], None] | None:
+        with self._lock:
+            for pending in self._edits:
+                if path.startswith(pending.path_prefix):
+                    pending.remaining -= 1
+                    if pending.remaining == 0:
+                        self._edits.remove(pending)
+                    return pending.edit
+        return None
+
     # --- request handling --------------------------------------------------------------------
 
     def _dispatch(self, method: str, target: str, authorization: str, body: bytes) -> _Reply:
@@ -459,7 +495,11 @@ class SpotifyDouble:
             if method != "GET":
                 raise _ApiError(405, "Method not allowed")
             user = self._authenticate(authorization)
-            return _Reply(200, route(user, path, query, target))
+            body = route(user, path, query, target)
+            edit = self._take_edit(path)
+            if edit is not None:
+                edit(body)
+            return _Reply(200, body)
         except _ApiError as error:
             return _api_error(error.status, error.message)
 
@@ -487,6 +527,8 @@ class SpotifyDouble:
             "/v1/me": self._me,
             "/v1/me/player/recently-played": self._recently_played,
             "/v1/me/tracks": self._saved_tracks,
+            "/v1/me/shows": self._saved_shows,
+            "/v1/me/episodes": self._saved_episodes,
             "/v1/me/playlists": self._playlists,
         }
         if path in routes:
@@ -708,15 +750,70 @@ class SpotifyDouble:
                 page["next"] = f"{self.base_url}{path}?before={oldest}&limit={limit}"
         return page
 
+    def _library(
+        self,
+        path: str,
+        query: Mapping[str, list[str]],
+        saved: Sequence[_Saved],
+        render: Callable[[_Saved], Any],
+    ) -> Any:
+        """A saved-items collection: newest first, pages of 20 (at most 50), as Spotify's."""
+        newest = sorted(saved, key=lambda item: item.added_at, reverse=True)
+        return self._page(path, query, newest, render, max_limit=50, default_limit=20)
+
     def _saved_tracks(
         self, user: SpotifyUser, path: str, query: Mapping[str, list[str]], target: str
     ) -> Any:
-        saved = sorted(user.saved_tracks, key=lambda s: s.added_at, reverse=True)
-
         def render(item: SavedTrack) -> Any:
             return {"added_at": _iso_s(item.added_at), "track": self._track(item.track)}
 
-        return self._page(path, query, saved, render, max_limit=50, default_limit=20)
+        return self._library(path, query, user.saved_tracks, render)
+
+    def _saved_shows(
+        self, user: SpotifyUser, path: str, query: Mapping[str, list[str]], target: str
+    ) -> Any:
+        def render(item: SavedShow) -> Any:
+            return {"added_at": _iso_s(item.added_at), "show": self._show(item.show)}
+
+        return self._library(path, query, user.saved_shows, render)
+
+    def _saved_episodes(
+        self, user: SpotifyUser, path: str, query: Mapping[str, list[str]], target: str
+    ) -> Any:
+        def render(item: SavedEpisode) -> Any:
+            episode = item.episode
+            return {
+                "added_at": _iso_s(item.added_at),
+                "episode": {
+                    "audio_preview_url": None,
+                    "description": f"{episode.name}, from {episode.show.name}.",
+                    "html_description": f"<p>{episode.name}, from {episode.show.name}.</p>",
+                    "duration_ms": episode.duration_ms,
+                    "explicit": False,
+                    "external_urls": {
+                        "spotify": f"https://open.spotify.com/episode/{episode.id}"
+                    },
+                    "href": f"{self.base_url}/v1/episodes/{episode.id}",
+                    "id": episode.id,
+                    "images": [],
+                    "is_externally_hosted": False,
+                    "is_playable": True,
+                    "language": "en",
+                    "languages": ["en"],
+                    "name": episode.name,
+                    "release_date": episode.release_date,
+                    "release_date_precision": "day",
+                    "resume_point": {
+                        "fully_played": item.fully_played,
+                        "resume_position_ms": item.resume_position_ms,
+                    },
+                    "type": "episode",
+                    "uri": episode.uri,
+                    "show": self._show(episode.show),
+                },
+            }
+
+        return self._library(path, query, user.saved_episodes, render)
 
     def _playlists(
         self, user: SpotifyUser, path: str, query: Mapping[str, list[str]], target: str
@@ -804,6 +901,28 @@ class SpotifyDouble:
             },
             "type": "playlist",
             "uri": f"spotify:playlist:{playlist.id}",
+        }
+
+    def _show(self, show: SpotifyShow) -> Any:
+        """A simplified show object, as saved shows and episodes embed it."""
+        return {
+            "available_markets": [],
+            "copyrights": [],
+            "description": show.description,
+            "html_description": f"<p>{show.description}</p>",
+            "explicit": False,
+            "external_urls": {"spotify": f"https://open.spotify.com/show/{show.id}"},
+            "href": f"{self.base_url}/v1/shows/{show.id}",
+            "id": show.id,
+            "images": [],
+            "is_externally_hosted": False,
+            "languages": ["en"],
+            "media_type": "audio",
+            "name": show.name,
+            "publisher": show.publisher,
+            "type": "show",
+            "uri": show.uri,
+            "total_episodes": show.total_episodes,
         }
 
     def _artist(self, artist: SpotifyArtist) -> Any:

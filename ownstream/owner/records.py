@@ -2,9 +2,8 @@
 
 They go through the scope machinery clients go through (`scope_for` with the owner's bearer,
 then the store's `records_page` and `search`), and continue with the read surface's sealed
-cursors: the same payloads as `api/client.py` issues, so a cursor from the CLI also continues
-an owner read of `/v1/streams/{stream}/records`. (Kept here rather than shared with
-`api/client.py`, which is being reworked.)
+cursors (`reads/cursors.py`), so a cursor from the CLI also continues an owner read of
+`/v1/streams/{stream}/records`.
 """
 
 from __future__ import annotations
@@ -12,13 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ownstream.errors import InvalidCursor
 from ownstream.grants.scope import scope_for
 from ownstream.home import Home
 from ownstream.model import Bearer, ReadScope
 from ownstream.reads import cursors
 from ownstream.search import parse_query
-from ownstream.store.base import RecordPosition, StoredRecord
+from ownstream.store.base import StoredRecord
 
 OWNER = Bearer(kind="owner", token_id="")  # the owner reading in person: no grant limits them
 
@@ -38,22 +36,9 @@ def records_page(
     home: Home, scope: ReadScope, *, limit: int, cursor: str | None = None, order: str = "desc"
 ) -> RecordPage:
     stream = scope.stream.name
-    after = None
-    if cursor is not None:
-        position = cursors.decode(home.vault, "page", cursor)
-        if position.get("s") != stream or position.get("o") != order:
-            raise InvalidCursor("cursor belongs to another stream or order", param="cursor")
-        after = RecordPosition(*cursors.values(position, "cursor", v=str, c=str, r=str))
+    after = cursors.page_position(home.vault, cursor, stream, order)
     page, has_more = home.store.records_page(scope, limit=limit, order=order, after=after)
-    next_cursor = None
-    if has_more:
-        last = page[-1]
-        next_cursor = cursors.encode(
-            home.vault,
-            "page",
-            {"s": stream, "o": order, "v": last.cursor_value, "c": last.connection_id,
-             "r": last.record_key},
-        )
+    next_cursor = cursors.page_cursor(home.vault, stream, order, page[-1]) if has_more else None
     return RecordPage(page, next_cursor)
 
 
@@ -61,22 +46,13 @@ def search_page(
     home: Home, scope: ReadScope, q: str, *, limit: int, cursor: str | None = None
 ) -> RecordPage:
     """Records of one stream matching `q`, newest-collected first."""
-    before = None
-    if cursor is not None:
-        position = cursors.decode(home.vault, "search", cursor)
-        if position.get("q") != q:
-            raise InvalidCursor("cursor belongs to another query", param="cursor")
-        (before,) = cursors.values(position, "cursor", before=int)
+    before = cursors.search_position(home.vault, cursor, q)
     hits, has_more = home.store.search([scope], parse_query(q), limit=limit, before=before)
     found = [
         StoredRecord(h.connection_id, h.stream, h.record_key, h.data, h.emitted_at, "")
         for h in hits
     ]
-    next_cursor = (
-        cursors.encode(home.vault, "search", {"q": q, "before": hits[-1].record_id})
-        if has_more
-        else None
-    )
+    next_cursor = cursors.search_cursor(home.vault, q, hits[-1]) if has_more else None
     return RecordPage(found, next_cursor)
 
 

@@ -12,6 +12,7 @@ import orjson
 
 from ownstream.credentials import Vault
 from ownstream.errors import InvalidCursor
+from ownstream.store.base import RecordPosition, SearchHit, StoredRecord
 
 PREFIXES = {"page": "pg1", "changes": "ch1", "since": "cs1", "search": "sr1"}
 
@@ -47,3 +48,41 @@ def values(payload: dict[str, Any], param: str, **kinds: type) -> list[Any]:
             raise InvalidCursor(f"{param} is not a cursor this server issued", param=param)
         found.append(value)
     return found
+
+
+def page_position(
+    vault: Vault, cursor: str | None, stream: str, order: str, shape: str | None = None
+) -> RecordPosition | None:
+    """Where a page cursor of `stream` in `order` (and, with the owner's filters, of their
+    `shape`) left off (None: from the start)."""
+    if cursor is None:
+        return None
+    position = decode(vault, "page", cursor)
+    if (position.get("s"), position.get("o"), position.get("f")) != (stream, order, shape):
+        raise InvalidCursor("cursor belongs to another stream, order or filter", param="cursor")
+    return RecordPosition(*values(position, "cursor", v=str, c=str, r=str))
+
+
+def page_cursor(
+    vault: Vault, stream: str, order: str, last: StoredRecord, shape: str | None = None
+) -> str:
+    """The cursor that continues a page after `last`."""
+    position = {"s": stream, "o": order, "v": last.cursor_value, "c": last.connection_id,
+                "r": last.record_key}
+    return encode(vault, "page", position if shape is None else {**position, "f": shape})
+
+
+def search_position(vault: Vault, cursor: str | None, q: str) -> int | None:
+    """Where a search cursor for `q` left off (None: from the newest)."""
+    if cursor is None:
+        return None
+    position = decode(vault, "search", cursor)
+    if position.get("q") != q:
+        raise InvalidCursor("cursor belongs to another query", param="cursor")
+    (before,) = values(position, "cursor", before=int)
+    before_id: int = before
+    return before_id
+
+
+def search_cursor(vault: Vault, q: str, last: SearchHit) -> str:
+    return encode(vault, "search", {"q": q, "before": last.record_id})

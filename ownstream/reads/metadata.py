@@ -28,7 +28,7 @@ from ownstream.model import (
     ReadScope,
     StreamDefinition,
 )
-from ownstream.reads.common import attribution, connection_entry, scopes
+from ownstream.reads.common import Warnings, attribution, connection_entry, scopes
 from ownstream.registry.definitions import (
     AGGREGABLE_NAME,
     SCALAR_TYPES,
@@ -265,10 +265,13 @@ def live_connections(home: Home, ids: list[str]) -> dict[str, Connection]:
     return {c.connection_id: c for c in home.store.connections(connection_ids=sorted(set(ids)))}
 
 
-def metadata_for(home: Home, who: Bearer, scope: ReadScope) -> dict[str, Any]:
-    """`GET /v1/streams/{stream}`."""
+def metadata_for(
+    home: Home, scope: ReadScope, warnings: Warnings, *, owner: bool
+) -> dict[str, Any]:
+    """`GET /v1/streams/{stream}`, for the owner or a client."""
     connections = live_connections(home, list(scope.connection_ids))
-    return stream_metadata(home, scope, connections, owner=who.kind == "owner")
+    body = stream_metadata(home, scope, connections, owner=owner)
+    return {**body, "meta": {"warnings": warnings}}
 
 
 def _connector_source(manifest: ConnectorManifest) -> dict[str, Any]:
@@ -359,8 +362,9 @@ def schema_document(
     return body
 
 
-
-def list_streams(home: Home, who: Bearer, connection_id: str | None) -> list[dict[str, Any]]:
+def list_streams(
+    home: Home, who: Bearer, connection_id: str | None, warnings: Warnings
+) -> dict[str, Any]:
     """`GET /v1/streams`: one entry per readable (stream, connection) with its count and last
     update, both within the grant's window and resources."""
     found = scopes(who, home, [d.name for d in readable_streams(who, home.catalog)], connection_id)
@@ -395,4 +399,4 @@ def list_streams(home: Home, who: Bearer, connection_id: str | None) -> list[dic
                     "last_updated": last,
                 }
             )
-    return entries
+    return {"object": "list", "data": entries, "has_more": False, "meta": {"warnings": warnings}}

@@ -71,6 +71,9 @@ class OwnerQuery:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+NO_QUERY = OwnerQuery()  # a client's reads, and the owner's without query parameters
+
+
 def parse_owner_query(
     params: Sequence[tuple[str, str]],
     definition: StreamDefinition,

@@ -10,7 +10,6 @@ from ownstream.errors import (
     AmbiguousConnection,
     ConnectionNotFound,
     InvalidArgument,
-    InvalidCursor,
     InvalidRequest,
     NotFound,
 )
@@ -29,9 +28,9 @@ from ownstream.reads.common import (
     scopes,
 )
 from ownstream.reads.metadata import SHARED_CONNECTOR_ID
-from ownstream.reads.query import OwnerQuery, foreign_value
+from ownstream.reads.query import NO_QUERY, OwnerQuery, foreign_value
 from ownstream.search import matches, parse_query
-from ownstream.store.base import RecordPosition, StoredRecord
+from ownstream.store.base import StoredRecord
 
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
@@ -50,7 +49,7 @@ def list_records(
     order: str | None,
     changes_since: str | None,
     warnings: Warnings,
-    query: OwnerQuery,
+    query: OwnerQuery = NO_QUERY,
 ) -> dict[str, Any]:
     """A page of the stream's records, or of its change feed with `changes_since`; the
     owner's query (filters, view, expansions, sort) shapes a page."""
@@ -73,14 +72,7 @@ def list_records(
         raise InvalidArgument("order must be asc or desc", param="order")
     stream = scope.stream.name
     shape = query.fingerprint() if query.filters else None
-    after = None
-    if cursor is not None:
-        position = cursors.decode(home.vault, "page", cursor)
-        if (position.get("s"), position.get("o"), position.get("f")) != (stream, order, shape):
-            raise InvalidCursor(
-                "cursor belongs to another stream, order or filter", param="cursor"
-            )
-        after = RecordPosition(*cursors.values(position, "cursor", v=str, c=str, r=str))
+    after = cursors.page_position(home.vault, cursor, stream, order, shape)
     page, has_more = home.store.records_page(scope, limit=size, order=order, after=after)
     note_read(home, who, stream, [r.connection_id for r in page])
     labels = display_names(home.store, sorted({r.connection_id for r in page}))
@@ -97,12 +89,7 @@ def list_records(
         "meta": {"count": {"kind": "none"}, "warnings": warnings},
     }
     if has_more:
-        last = page[-1]
-        position = {"s": stream, "o": order, "v": last.cursor_value, "c": last.connection_id,
-                    "r": last.record_key}
-        listing["next_cursor"] = cursors.encode(
-            home.vault, "page", position if shape is None else {**position, "f": shape}
-        )
+        listing["next_cursor"] = cursors.page_cursor(home.vault, stream, order, page[-1], shape)
     return listing
 
 
@@ -173,7 +160,7 @@ def get_record(
     scope: ReadScope,
     record_id: str,
     warnings: Warnings,
-    query: OwnerQuery,
+    query: OwnerQuery = NO_QUERY,
 ) -> dict[str, Any]:
     record, labels = find_record(home, query.narrow(scope), record_id)
     note_read(home, who, scope.stream.name, [record.connection_id])
@@ -224,12 +211,7 @@ def search(
     size = page_size(limit, SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT, warnings)
     names = streams or [d.name for d in readable_streams(who, home.catalog)]
     found = scopes(who, home, names, connection_id, soft=True)
-    before = None
-    if cursor is not None:
-        position = cursors.decode(home.vault, "search", cursor)
-        if position.get("q") != q:
-            raise InvalidCursor("cursor belongs to another query", param="cursor")
-        (before,) = cursors.values(position, "cursor", before=int)
+    before = cursors.search_position(home.vault, cursor, q)
     hits, has_more = home.store.search(found, terms, limit=size, before=before)
     for name in {hit.stream for hit in hits}:
         note_read(home, who, name, [hit.connection_id for hit in hits if hit.stream == name])
@@ -268,7 +250,5 @@ def search(
         },
     }
     if has_more:
-        body["next_cursor"] = cursors.encode(
-            home.vault, "search", {"q": q, "before": hits[-1].record_id}
-        )
+        body["next_cursor"] = cursors.search_cursor(home.vault, q, hits[-1])
     return body

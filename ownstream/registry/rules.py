@@ -64,6 +64,18 @@ def parse_record_rule(raw: Any) -> RecordRule:
             f'rule {rule_id!r}: coarse_when must be {{"field": …, "in": [values]}}',
             param="coarse_when",
         )
+    order = raw.get("precision_order", [])
+    if (
+        not isinstance(order, list)
+        or not all(isinstance(v, str) for v in order)
+        or len(set(order)) != len(order)
+        or (order and not set(values) <= set(order))
+    ):
+        raise InvalidRule(
+            f"rule {rule_id!r}: precision_order must list distinct precision values, coarsest "
+            "first, including every coarse_when value",
+            param="precision_order",
+        )
     return RecordRule(
         rule_id=rule_id,
         version=version,
@@ -74,6 +86,7 @@ def parse_record_rule(raw: Any) -> RecordRule:
         coarse_field=coarse["field"],
         coarse_values=tuple(values),
         description=str(raw.get("description", "")),
+        precision_order=tuple(order),
     )
 
 
@@ -87,6 +100,7 @@ def record_rule_document(rule: RecordRule) -> dict[str, Any]:
         "window_seconds": rule.window_seconds,
         "match_fields": list(rule.match_fields),
         "coarse_when": {"field": rule.coarse_field, "in": list(rule.coarse_values)},
+        "precision_order": list(rule.precision_order),
         "description": rule.description,
     }
 

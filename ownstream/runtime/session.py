@@ -560,8 +560,8 @@ class Session(ABC):
                 KnownGap(
                     kind="ambiguous_match",
                     reason="ambiguous_match",
-                    message=f"{self.ambiguous} entries could be the same event as several "
-                    "records; each was kept as a record of its own",
+                    message=f"{self.ambiguous} coarse records could be the same event as "
+                    "several precise ones; each was kept as a record of its own",
                     connector_key=self.manifest.connector_key,
                     acquisition_method=self.manifest.acquisition_method,
                     severity="informational",

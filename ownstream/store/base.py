@@ -33,6 +33,8 @@ from ownstream.store.planner import BatchStats
 RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
 AuthorizationStatus = Literal["pending", "completing", "connected", "refused", "expired"]
 TokenKind = Literal["owner", "client"]
+Rekey = Callable[[dict[str, Any]], tuple[str, dict[str, Any]] | None]
+"""A record's new key and data, computed from its data alone; None leaves it as it is."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,21 @@ class BatchReceipt:
     created_at: str
 
 
+@dataclass
+class RekeyReport:
+    """What one re-key upgrade did to a stream's records: `rekeyed` got a new key or data;
+    `unchanged` were left as they were (the function returned None, or nothing differed);
+    `conflicts` kept their key because another record of their connection holds the new one;
+    `deferred` belong to a connection a run was writing, and wait for the next start."""
+
+    upgrade: str
+    stream: str
+    rekeyed: int = 0
+    unchanged: int = 0
+    conflicts: int = 0
+    deferred: int = 0
+
+
 @dataclass(frozen=True)
 class Schedule:
     connection_id: str
@@ -407,6 +424,18 @@ class Store(AuthStore, Protocol):
 
     def sync_search(self, definitions: Sequence[StreamDefinition]) -> None:
         """Index every stream by its definition's searchable fields (a no-op when current)."""
+        ...
+
+    def rekey_records(
+        self, stream: str, rekey: Rekey, *, upgrade: str, rule: RecordRule | None = None
+    ) -> RekeyReport | None:
+        """Re-key a stream's records in place, once per `upgrade` name (None when it already
+        ran): each head (and tombstone) gets the key and data `rekey` computes from its data,
+        and its match key under `rule`. Record ids, versions, history, evidence and paths are
+        kept, and no change-log entry is written: a pure re-key renames, it does not change
+        what was collected. Chunked in short transactions, so it can resume; records of a
+        connection with a live stage are deferred, and the upgrade is marked done only when
+        none were."""
         ...
 
     # registrations -------------------------------------------------------------------------

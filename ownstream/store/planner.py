@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import orjson
@@ -27,6 +28,7 @@ from ownstream.records import (
     changed_fields,
     consent_time,
     is_coarse,
+    keep_finer_time,
     match_key,
     merge,
     sortable,
@@ -66,12 +68,17 @@ class CurrentRecord:
     """A record's head version as the store holds it (the stage's own, or the published one)."""
 
     record_id: int
-    data: dict[str, Any]
+    encoded: bytes  # the data as stored: JSON, decoded only when a write may change it
     version: int
     deleted: bool
     paths: frozenset[str]  # connector keys whose evidence the record carries
     stage: int  # the stage that wrote this version
     emitted_at: str
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        decoded: dict[str, Any] = orjson.loads(self.encoded)
+        return decoded
 
 
 @dataclass(frozen=True)
@@ -183,24 +190,37 @@ class BatchPlan:
     stats: BatchStats = field(default_factory=BatchStats)
 
 
-@dataclass
 class _Working:
-    """A key's effective state while the batch is folded onto it."""
+    """A key's effective state while the batch is folded onto it.
 
-    current: CurrentRecord | None
-    data: dict[str, Any]
-    encoded: bytes | None  # `data` as JSON when it is exactly one incoming write's data
-    deleted: bool
-    paths: frozenset[str]
-    emitted_at: str
-    touched: bool = False  # some write changed data or liveness
-    sighted: bool = False
+    `encoded` is `data` as JSON when it is known without encoding: the held head's stored
+    bytes, or one incoming write's. A write whose bytes equal them is a duplicate without
+    either side being decoded, which keeps a re-import of mostly known records cheap."""
 
-    @classmethod
-    def of(cls, current: CurrentRecord | None) -> _Working:
-        if current is None:
-            return cls(None, {}, None, True, frozenset(), "")
-        return cls(current, current.data, None, current.deleted, current.paths, current.emitted_at)
+    def __init__(self, current: CurrentRecord | None) -> None:
+        self.current = current
+        self._data: dict[str, Any] | None = None if current is not None else {}
+        self.encoded: bytes | None = current.encoded if current is not None else None
+        self.deleted = current.deleted if current is not None else True
+        self.paths = current.paths if current is not None else frozenset[str]()
+        self.emitted_at = current.emitted_at if current is not None else ""
+        self.touched = False  # some write changed data or liveness
+        self.sighted = False
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            assert self.current is not None
+            self._data = self.current.data
+        return self._data
+
+    def rewrite(self, data: dict[str, Any], encoded: bytes | None) -> None:
+        self._data, self.encoded = data, encoded
+
+    @property
+    def unchanged(self) -> bool:
+        """Still exactly the held head's data (known without decoding or diffing)."""
+        return self.current is not None and self.encoded is self.current.encoded
 
 
 def plan_batch(
@@ -232,23 +252,23 @@ def plan_batch(
     working: dict[str, _Working] = {}
     fills: list[tuple[str, RecordWrite]] = []
     absorbed: list[tuple[str, str]] = []
+    rule = matching.rule if matching is not None else None
     if matching is not None:
         incoming, fills, absorbed, stats.ambiguous = reconcile(matching, current, incoming)
     for write in incoming:
         state = working.get(write.record_key)
         if state is None:
-            state = working[write.record_key] = _Working.of(current.get(write.record_key))
+            state = working[write.record_key] = _Working(current.get(write.record_key))
         stats.seen += 1
         if write.op == "delete":
             _delete(state, connector, stats)
         else:
-            _upsert(definition, state, write, connector, stats)
+            _upsert(definition, rule, state, write, connector, stats)
     for target_key, write in fills:
         _fill(working, current, target_key, write.data, connector, stats)
     for coarse_key, target_key in absorbed:
         _absorb(working, current, coarse_key, target_key)
         stats.merged_with_existing += 1
-    rule = matching.rule if matching is not None else None
     for key, state in working.items():
         _settle(definition, rule, plan, stage, key, state)
     return plan
@@ -264,8 +284,9 @@ def reconcile(
     incoming coarse write *fills* the precise record (its fields only fill what the precise
     one lacks), and a held coarse record is *absorbed* into it (likewise, and its own key is
     tombstoned). Anything else with both kinds present is ambiguous: the coarse records stay
-    apart, and are counted. Returns the writes left to fold, the fills (precise key, coarse
-    write), the absorptions (coarse key, precise key) and the ambiguous count.
+    apart, and are counted (held ones too, so precise records arriving after their coarse
+    twins report the ambiguity as well). Returns the writes left to fold, the fills (precise
+    key, coarse write), the absorptions (coarse key, precise key) and the ambiguous count.
     """
     rule = matching.rule
     coarse_in: dict[str, list[int]] = {}
@@ -289,7 +310,7 @@ def reconcile(
         if not coarse or not precise:
             continue
         if len(coarse) > 1 or len(precise) > 1:
-            ambiguous += len(coarse_in.get(key, ()))
+            ambiguous += len(coarse)  # held or incoming: whichever side arrived last
             continue
         (target,) = precise
         (coarse_key,) = coarse
@@ -312,7 +333,7 @@ def _fill(
     """A coarse write of an event held precisely: its fields fill the gaps, its path joins."""
     target = working.get(target_key)
     if target is None:
-        target = working[target_key] = _Working.of(current.get(target_key))
+        target = working[target_key] = _Working(current.get(target_key))
     stats.seen += 1
     stats.merged_with_existing += 1
     filled = {**data, **target.data}
@@ -322,7 +343,8 @@ def _fill(
         target.sighted = True
         return
     stats.updated += 1
-    target.data, target.encoded, target.touched = filled, None, True
+    target.rewrite(filled, None)
+    target.touched = True
 
 
 def _absorb(
@@ -336,16 +358,17 @@ def _absorb(
     coarse = current[coarse_key]
     target = working.get(target_key)
     if target is None:
-        target = working[target_key] = _Working.of(current.get(target_key))
+        target = working[target_key] = _Working(current.get(target_key))
     if target.deleted:
         return
     filled = {**coarse.data, **target.data}
     if filled != target.data:
-        target.data, target.encoded, target.touched = filled, None, True
+        target.rewrite(filled, None)
+    target.touched = True
     target.paths = target.paths | coarse.paths
     gone = working.get(coarse_key)
     if gone is None:
-        gone = working[coarse_key] = _Working.of(coarse)
+        gone = working[coarse_key] = _Working(coarse)
     gone.deleted = gone.touched = True
 
 
@@ -365,6 +388,7 @@ def _delete(state: _Working, connector: str, stats: BatchStats) -> None:
 
 def _upsert(
     definition: StreamDefinition,
+    rule: RecordRule | None,
     state: _Working,
     write: RecordWrite,
     connector: str,
@@ -385,19 +409,25 @@ def _upsert(
         if state.current is None:
             state.emitted_at = write.emitted_at
         # a record that comes back starts from the path's data, as a fresh record would
-        state.data, state.encoded = write.data, write.encoded
+        state.rewrite(write.data, write.encoded)
         state.deleted, state.touched = False, True
         return
     if other_paths:
         stats.merged_with_existing += 1
+    if state.encoded is not None and state.encoded == write.encoded:
+        stats.duplicate += 1
+        state.sighted = True
+        return
     merged = _merged(definition, state.data, write.data, other_paths=other_paths)
+    if rule is not None:
+        merged = keep_finer_time(rule, state.data, merged)
     if merged == state.data:
         stats.duplicate += 1
         state.sighted = True
         return
     stats.updated += 1
-    state.data, state.touched = merged, True
-    state.encoded = write.encoded if merged is write.data else None
+    state.rewrite(merged, write.encoded if merged is write.data else None)
+    state.touched = True
 
 
 def _merged(
@@ -435,7 +465,7 @@ def _settle(
     if state.deleted:
         change = Change("delete", current.version + 1, None, None)
     else:
-        fields, prior = _diff(current.data, state.data)
+        fields, prior = ((), {}) if state.unchanged else _diff(current.data, state.data)
         if not fields and not current.deleted:
             if state.sighted or state.touched or add_path:
                 plan.sightings.append(Sighting(current.record_id, add_path))

@@ -243,7 +243,7 @@ def test_owner_connection_endpoints_show_provenance(shared_world: World) -> None
     assert len(batch["artifact"]["sha256"]) == 64
     assert detail["recent_runs"][0]["run_id"] == batch["run_id"]
     assert {s["stream"] for s in detail["streams"]} == {
-        "listening_history", "saved_tracks", "playlists", "profile"
+        "listening_history", "podcast_listening", "saved_tracks", "playlists", "profile"
     }
     assert_error(w.get("/v1/owner/connections/cin_nope", w.owner_token), 404,
                  "connection_not_found")

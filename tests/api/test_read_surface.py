@@ -76,10 +76,12 @@ def test_streams_list_owner_reads_every_connection(shared_world: World) -> None:
     body = w.get("/v1/streams", w.owner_token).json()
     got = {(e["name"], e["connection_id"]): e["record_count"] for e in body["data"]}
     counts: dict[tuple[str, str], int] = defaultdict(int)
-    for stream in ("listening_history", "saved_tracks", "playlists", "profile", "notes"):
+    for stream in {name for name, _ in got}:
         for row in w.rows(stream):
             counts[(stream, row["connection_id"])] += 1
-    assert got == dict(counts)
+    # every stream a connection's paths emit is listed, the ones it holds nothing of with 0
+    assert got == {**dict.fromkeys(got, 0), **counts}
+    assert got[("audiobook_listening", w.conns["bo.ek"])] == 0
 
 
 def test_streams_list_narrowed_by_connection(
@@ -354,7 +356,8 @@ def test_schema_for_a_client_and_for_the_owner(
     owner = w.get("/v1/schema", w.owner_token).json()
     assert owner["bearer"] == {"token_kind": "owner", "scope": "owner"}
     assert {s["name"] for s in schema_streams(owner)} == {
-        "listening_history", "saved_tracks", "playlists", "profile", "notes"
+        "listening_history", "podcast_listening", "audiobook_listening", "saved_tracks",
+        "playlists", "profile", "notes",
     }
     by_connector = {c["connector_id"]: c for c in owner["connectors"]}
     assert {"spotify-export", "notes-api", "notes-export"} <= set(by_connector)

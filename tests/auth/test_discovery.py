@@ -23,6 +23,13 @@ def test_protected_resource_metadata(flows: Flows) -> None:
     assert body["pdpp_agent_discovery"] == {
         "agent_connect_endpoint": f"{BASE}/oauth/agent-connect",
         "cli": {"no_owner_token": True},
+        "mcp": {
+            "endpoint": f"{BASE}/mcp",
+            "transport": "streamable_http",
+            "resource_metadata": f"{BASE}/.well-known/oauth-protected-resource/mcp",
+            "no_owner_token": True,
+            "setup_intent": "grant_scoped_read",
+        },
     }
     assert body["capabilities"]["lexical_retrieval"]["supported"] is True
 

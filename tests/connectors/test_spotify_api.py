@@ -174,7 +174,10 @@ def test_incremental_run_fetches_only_new_plays(
         env_for(double, token),
     )
     history = records(second, "listening_history")
-    expected = {make_play_id(p.played_at, p.track.artists[0].name, p.track.name) for p in added}
+    expected = {
+        make_play_id(p.played_at, "millisecond", p.track.artists[0].name, p.track.name)
+        for p in added
+    }
     assert {h["play_id"] for h in history} == expected and len(history) == 9
     assert states(second) == {"listening_history": {"after": epoch_ms(added[-1].played_at)}}
     assert f"after={cursor['after']}" in double.requests[1][1]
@@ -347,10 +350,92 @@ def test_paging_link_to_another_host_is_not_followed(double: SpotifyDouble) -> N
     assert double.requests == []
 
 
-def test_play_id_ignores_precision_and_case() -> None:
+def test_play_id_truncates_to_the_second_and_ignores_case() -> None:
     at = datetime(2025, 3, 1, 12, 34, 56, 789000, tzinfo=UTC)
+    second = datetime(2025, 3, 1, 12, 34, 56, tzinfo=UTC)
     minute = datetime(2025, 3, 1, 12, 34, tzinfo=UTC)
-    key = make_play_id(at, "The Owls", "Night Café")
-    assert key == make_play_id(minute, "THE OWLS", "night café")
-    assert key != make_play_id(at, "The Owls", "Day Café")
-    assert key == hashlib.sha1("2025-03-01T12:34|the owls|night café".encode()).hexdigest()[:20]
+    key = make_play_id(at, "millisecond", "The Owls", "Night Café")
+    assert key == make_play_id(second, "second", "THE OWLS", "night café")  # API = extended
+    assert key != make_play_id(at, "millisecond", "The Owls", "Day Café")
+    assert key == hashlib.sha1("2025-03-01T12:34:56|the owls|night café".encode()).hexdigest()[:20]
+    coarse = make_play_id(minute, "minute", "The Owls", "Night Café")
+    assert coarse == hashlib.sha1("2025-03-01T12:34|the owls|night café".encode()).hexdigest()[:20]
+    assert coarse != make_play_id(minute, "second", "The Owls", "Night Café")
+    assert make_play_id(minute, "minute", "The Owls", "Night Café", ordinal=2) == (
+        hashlib.sha1("2025-03-01T12:34|the owls|night café|#2".encode()).hexdigest()[:20]
+    )
+
+
+def test_saved_shows_and_episodes(double: SpotifyDouble, user: SpotifyUser) -> None:
+    start = start_message(streams=["saved_shows", "saved_episodes"])
+    messages = run(collect, start, env_for(double, double.issue_token(USER)))
+    shows = {s["show_uri"]: s for s in records(messages, "saved_shows")}
+    assert set(shows) == {s.show.uri for s in user.saved_shows}
+    for saved_show in user.saved_shows:
+        got = shows[saved_show.show.uri]
+        assert (got["show_name"], got["publisher"]) == (
+            saved_show.show.name, saved_show.show.publisher
+        )
+        assert got["added_at"] == saved_show.added_at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    episodes = {e["episode_uri"]: e for e in records(messages, "saved_episodes")}
+    assert set(episodes) == {s.episode.uri for s in user.saved_episodes}
+    for saved_episode in user.saved_episodes:
+        got = episodes[saved_episode.episode.uri]
+        assert got["show_name"] == saved_episode.episode.show.name
+        assert got["resume_position_ms"] == saved_episode.resume_position_ms
+        assert got["fully_played"] is saved_episode.fully_played
+        assert got["release_date"] == saved_episode.episode.release_date
+    assert set(paths(double)) == {"/v1/me", "/v1/me/shows", "/v1/me/episodes"}
+
+
+def test_a_malformed_play_is_rejected_and_the_rest_collected(
+    double: SpotifyDouble, user: SpotifyUser
+) -> None:
+    def break_two(body: Any) -> None:
+        body["items"][3]["played_at"] = None
+        body["items"][5]["track"]["artists"] = []
+
+    double.edit_answers(RECENT, break_two)
+    start = start_message(streams=["listening_history"])
+    messages = run(collect, start, env_for(double, double.issue_token(USER)))
+    assert done(messages)["status"] == "succeeded"
+    assert len(records(messages, "listening_history")) == 48
+    rejected = [(m["reason"], m["key"], m["stream"]) for m in of_type(messages, "REJECT")]
+    assert rejected == [
+        ("missing_field", "recently-played/1#3", "listening_history"),
+        ("not_an_object", "recently-played/1#5", "listening_history"),
+    ]
+
+
+def test_malformed_library_items_and_playlist_entries_are_rejected_alone(
+    double: SpotifyDouble, user: SpotifyUser
+) -> None:
+    def break_saved(body: Any) -> None:
+        body["items"][0]["added_at"] = "last tuesday"
+        body["items"][1] = "not an item"
+        body["items"][2]["track"] = {**body["items"][2]["track"], "type": "episode"}
+
+    def break_playlist(body: Any) -> None:
+        body["items"][0]["track"] = None  # unavailable in this market
+        body["items"][1]["track"]["name"] = 42
+
+    first = user.playlists[0]
+    double.edit_answers("/v1/me/tracks", break_saved)
+    double.edit_answers(f"/v1/playlists/{first.id}/", break_playlist)
+    start = start_message(streams=["saved_tracks", "playlists"])
+    messages = run(collect, start, env_for(double, double.issue_token(USER)))
+    assert done(messages)["status"] == "succeeded"
+    assert len(records(messages, "saved_tracks")) == len(user.saved_tracks) - 3
+    rejected = {(m["stream"], m["reason"], m["key"]) for m in of_type(messages, "REJECT")}
+    assert rejected == {
+        ("saved_tracks", "invalid_time", "/v1/me/tracks#0"),
+        ("saved_tracks", "not_an_object", "/v1/me/tracks#1"),
+        ("playlists", "wrong_type", f"{first.id}#1"),
+    }
+    assert {(m["reason"], m["count"]) for m in of_type(messages, "OMIT")} == {
+        ("saved_tracks_item_not_modelled", 1),
+        ("playlist_item_unavailable", 1),
+    }
+    playlist = next(p for p in records(messages, "playlists") if p["playlist_id"] == first.id)
+    assert playlist["item_count"] == len(first.items)
+    assert len(playlist["items"]) == len(first.items) - 2

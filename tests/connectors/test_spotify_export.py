@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
 import stat
 import zipfile
-from datetime import UTC, timedelta
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ownstream.connectors.spotify import connector as api_connector
-from ownstream.connectors.spotify import play_id
+from ownstream.connectors.spotify import listen_key, play_id
 from ownstream.connectors.spotify_export import connector
 from ownstream.connectors.spotify_export.connector import collect
 from ownstream.dev.spotify_data import (
@@ -31,6 +31,14 @@ USER = "mira.holm"
 ACCOUNT = "Spotify Account Data"
 EXTENDED = "Spotify Extended Streaming History"
 UNMODELLED = {"Inferences.json", "SearchQueries.json", "ReadMeFirst_ExtendedStreamingHistory.pdf"}
+EVERY_STREAM = (
+    "profile",
+    "listening_history",
+    "podcast_listening",
+    "audiobook_listening",
+    "saved_tracks",
+    "playlists",
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +52,20 @@ def user(catalog: Any) -> SpotifyUser:
 
 
 def import_archive(path: Path, **start: Any) -> list[dict[str, Any]]:
+    start.setdefault("streams", EVERY_STREAM)
     return run(collect, start_message(artifact=path, **start), {})
+
+
+def minute_keys(moments_and_names: list[tuple[datetime, str, str]]) -> list[str]:
+    """The keys a basic history gives its listens: the minute, and an ordinal for the second
+    listen to the same thing in the same minute."""
+    seen: Counter[str] = Counter()
+    keys = []
+    for moment, first, second in moments_and_names:
+        coarse = listen_key(moment, "minute", first, second)
+        seen[coarse] += 1
+        keys.append(listen_key(moment, "minute", first, second, ordinal=seen[coarse]))
+    return keys
 
 
 def failure(messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -99,13 +120,28 @@ def test_basic_and_legacy_archives(tmp_path: Path, user: SpotifyUser, kind: Arch
 
     history = records(messages, "listening_history")
     plays = last_year(user)
-    assert {h["play_id"] for h in history} == {
-        play_id(p.played_at, p.track.artists[0].name, p.track.name) for p in plays
-    }
+    assert [h["play_id"] for h in history] == minute_keys(
+        [(p.played_at, p.track.artists[0].name, p.track.name) for p in plays]
+    )
+    assert len({h["play_id"] for h in history}) == len(plays)  # two plays are two records
     for entry in history:
         assert entry["played_at"].endswith(":00.000Z")  # minute precision, UTC
+        assert entry["played_at_precision"] == "minute"
         assert isinstance(entry["ms_played"], int)
         assert "track_uri" not in entry and "album_name" not in entry
+
+    podcasts = records(messages, "podcast_listening")
+    year_ago = user.plays[-1].played_at - timedelta(days=365)
+    heard = [e for e in user.episode_plays if e.played_at > year_ago]
+    if kind == "legacy":
+        assert podcasts == []  # legacy exports had no podcast files
+    else:
+        assert [e["play_id"] for e in podcasts] == minute_keys(
+            [(e.played_at, e.episode.show.name, e.episode.name) for e in heard]
+        )
+        assert {e["played_at_precision"] for e in podcasts} == {"minute"}
+        assert podcasts[0]["show_name"] == heard[0].episode.show.name
+    assert not of_type(messages, "REJECT") and not of_type(messages, "OMIT")
 
     saved = records(messages, "saved_tracks")
     exported = user.plays[-1].played_at
@@ -138,21 +174,30 @@ def test_extended_archive(tmp_path: Path, user: SpotifyUser) -> None:
     assert done(messages)["status"] == "succeeded"
     assert records(messages, "profile") == []
     history = records(messages, "listening_history")
-    # Two plays of one track ending in the same minute share a key; the first one is kept.
-    by_id: dict[str, Any] = {}
-    for p in user.plays:
-        by_id.setdefault(play_id(p.played_at, p.track.artists[0].name, p.track.name), p)
-    assert [h["play_id"] for h in history] == list(by_id)
-    for entry in history:
-        play = by_id[entry["play_id"]]
+    # every play is a record of its own, keyed by its second
+    assert [h["play_id"] for h in history] == [
+        play_id(p.played_at, "second", p.track.album.artists[0].name, p.track.name)
+        for p in user.plays
+    ]
+    assert len({h["play_id"] for h in history}) == len(user.plays)
+    for entry, play in zip(history, user.plays, strict=True):
         assert entry["track_uri"] == play.track.uri
         assert entry["ms_played"] == play.ms_played
         assert entry["platform"] == play.platform and entry["skipped"] is play.skipped
         assert entry["played_at"] == play.played_at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        assert entry["played_at_precision"] == "second"
+    podcasts = records(messages, "podcast_listening")
+    assert [(e["show_name"], e["episode_name"], e["episode_uri"]) for e in podcasts] == [
+        (e.episode.show.name, e.episode.name, e.episode.uri) for e in user.episode_plays
+    ]
+    chapters = records(messages, "audiobook_listening")
+    assert [(c["audiobook_title"], c["chapter_title"]) for c in chapters] == [
+        (c.chapter.audiobook.title, c.chapter.title) for c in user.chapter_plays
+    ]
+    assert {c["played_at_precision"] for c in [*podcasts, *chapters]} == {"second"}
+    assert not of_type(messages, "REJECT") and not of_type(messages, "OMIT")
     assert {w.split("/")[-1] for w in warnings(messages)} == {
         "ReadMeFirst_ExtendedStreamingHistory.pdf is not imported",
-        f"Streaming_History_Video_{user.plays[0].played_at.year}-"
-        f"{user.plays[-1].played_at.year}.json is not imported",
     }
 
 
@@ -189,33 +234,13 @@ def test_scope_is_honoured(tmp_path: Path, user: SpotifyUser) -> None:
     assert {m["stream"] for m in of_type(messages, "RECORD")} == {"profile"}
 
 
-def test_basic_and_extended_of_one_account_merge(
-    tmp_path: Path, user: SpotifyUser, catalog: Any
-) -> None:
-    merged = write_archive(user, tmp_path / "a", kind="basic", as_zip=False)
-    extended = write_archive(user, tmp_path / "b", kind="extended", as_zip=False)
-    shutil.move(extended / EXTENDED, merged / EXTENDED)
-    messages = import_archive(merged)
-    assert len(of_type(messages, "IDENTITY")) == 1
-    history = records(messages, "listening_history")
-    distinct = {play_id(p.played_at, p.track.artists[0].name, p.track.name) for p in user.plays}
-    assert len(history) == len({h["play_id"] for h in history}) == len(distinct)
-    merged_counts = {
-        m["message"].split(":")[0]: m["count"]
-        for m in of_type(messages, "PROGRESS")
-        if "merged" in m["message"]
-    }
-    assert merged_counts[f"{ACCOUNT}/StreamingHistory_music_0.json"] == len(last_year(user))
-    assert all("track_uri" in h for h in history)  # the extended (richer) entry won
-
-
 def test_two_accounts_in_one_archive_conflict(
     tmp_path: Path, user: SpotifyUser, catalog: Any
 ) -> None:
     other = generate_user("someone.else", seed=10, plays=50, catalog=catalog)
     merged = write_archive(user, tmp_path / "a", kind="basic", as_zip=False)
     extended = write_archive(other, tmp_path / "b", kind="extended", as_zip=False)
-    shutil.move(extended / EXTENDED, merged / EXTENDED)
+    (extended / EXTENDED).rename(merged / EXTENDED)
     error = failure(import_archive(merged))
     assert error["code"] == "identity_conflict"
     assert "someone.else" not in error["message"]
@@ -294,17 +319,38 @@ def test_damaged_member_is_corrupt(tmp_path: Path) -> None:
     assert error["code"] == "corrupt_archive" and "Userdata.json" in error["message"]
 
 
-def test_invalid_json_member_is_named(tmp_path: Path) -> None:
+def test_a_file_that_is_not_json_is_rejected_and_the_rest_imported(tmp_path: Path) -> None:
     path = make_zip(
         tmp_path / "bad.zip",
         {
             "MyData/Userdata.json": b'{"username": "x"}',
             "MyData/StreamingHistory_music_0.json": b'[{"endTime": ',
+            "MyData/StreamingHistory_music_1.json": json.dumps(
+                [history_entry("2025-01-01 10:00", "A", "T")]
+            ).encode(),
+            "MyData/Playlist1.json": b'{"playlists": {"not": "a list"}}',
         },
     )
+    messages = import_archive(path)
+    assert done(messages)["status"] == "succeeded"
+    assert [r["user_id"] for r in records(messages, "profile")] == ["x"]
+    assert len(records(messages, "listening_history")) == 1
+    rejected = {(m["key"], m["reason"], m["stream"]) for m in of_type(messages, "REJECT")}
+    assert rejected == {
+        ("StreamingHistory_music_0.json", "invalid_json", None),
+        ("Playlist1.json", "unexpected_shape", None),
+    }
+    detail = next(m["detail"] for m in of_type(messages, "REJECT") if "music_0" in m["key"])
+    assert "MyData/StreamingHistory_music_0.json" in detail
+
+
+def test_an_archive_whose_every_file_is_unreadable_is_corrupt(tmp_path: Path) -> None:
+    path = make_zip(
+        tmp_path / "bad.zip",
+        {"MyData/Userdata.json": b"{", "MyData/StreamingHistory_music_0.json": b"nope"},
+    )
     error = failure(import_archive(path))
-    assert error["code"] == "corrupt_archive"
-    assert "MyData/StreamingHistory_music_0.json" in error["message"]
+    assert error["code"] == "corrupt_archive" and "could be read" in error["message"]
 
 
 def test_wrong_shape_is_corrupt(tmp_path: Path) -> None:
@@ -372,21 +418,26 @@ def test_hand_made_archive_edge_cases(tmp_path: Path) -> None:
     assert done(messages)["status"] == "succeeded"
     assert messages[0]["value"] == "x"
 
-    (play,) = records(messages, "listening_history")
-    assert play["played_at"] == "2025-02-03T04:05:06.000Z" and "skipped" not in play
-    counted = [m for m in of_type(messages, "PROGRESS") if "podcast" in m["message"]]
-    assert [m["count"] for m in counted] == [1]
-    (malformed,) = [
-        m for m in of_type(messages, "SKIP_RESULT") if m["reason"] == "malformed_entries"
-    ]
-    assert malformed["stream"] == "listening_history" and "music_10" in malformed["message"]
+    # the extended play (to the second) and the basic one (to the minute) are both emitted;
+    # the spotify-play record rule makes them one record when they are stored
+    precise, coarse = records(messages, "listening_history")
+    assert precise["played_at"] == "2025-02-03T04:05:06.000Z" and "skipped" not in precise
+    assert (precise["played_at_precision"], coarse["played_at_precision"]) == ("second", "minute")
+    assert coarse["played_at"] == "2025-02-03T04:05:00.000Z"
+    (episode,) = records(messages, "podcast_listening")
+    assert (episode["show_name"], episode["episode_name"]) == ("A Podcast", "Episode 1")
+    (malformed,) = of_type(messages, "REJECT")
+    assert malformed["stream"] == "listening_history" and malformed["reason"] == "invalid_time"
+    assert malformed["key"] == "StreamingHistory_music_10.json#1"
 
     mixes = records(messages, "playlists")
     assert [p["playlist_id"] for p in mixes] == ["name:Mix", "name:Mix#2"]
     assert mixes[1]["item_count"] == 1 and mixes[1]["items"] == []
     assert "description" not in mixes[0]
-    assert warnings(messages) == [
-        "Spotify Account Data/YourLibrary.json section 'albums' (1 entries) is not imported"
+    assert warnings(messages) == []
+    assert [(m["reason"], m["count"]) for m in of_type(messages, "OMIT")] == [
+        ("library_albums_not_modelled", 1),
+        ("playlist_item_not_a_track", 1),
     ]
     reads = [m["message"] for m in of_type(messages, "PROGRESS") if m["message"].startswith("read")]
     assert reads.index("reading Spotify Account Data/StreamingHistory_music_2.json") < reads.index(
@@ -399,10 +450,9 @@ def test_missing_artifact() -> None:
     assert failure(messages)["code"] == "artifact_missing"
 
 
-def test_play_id_agrees_across_api_basic_and_extended(
-    tmp_path: Path, user: SpotifyUser, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The same play reported by all three paths is one record."""
+def test_keys_agree_across_api_basic_and_extended(tmp_path: Path, user: SpotifyUser) -> None:
+    """The API and the extended history give the same play the same key (both truncate its
+    end to the second); the basic history names the same minute, artist and track."""
     with SpotifyDouble([user]) as double:
         env = {
             "SPOTIFY_ACCESS_TOKEN": double.issue_token(USER),
@@ -411,15 +461,18 @@ def test_play_id_agrees_across_api_basic_and_extended(
         api = run(api_connector.collect, start_message(streams=["listening_history"]), env)
     api_plays = {h["play_id"]: h for h in records(api, "listening_history")}
     assert len(api_plays) == 50
-    basic = records(import_archive(write_archive(user, tmp_path / "b")), "listening_history")
+    assert {h["played_at_precision"] for h in api_plays.values()} == {"millisecond"}
     extended = records(
         import_archive(write_archive(user, tmp_path / "e", kind="extended")), "listening_history"
     )
-    basic_ids = {h["play_id"] for h in basic}
     extended_by_id = {h["play_id"]: h for h in extended}
-    assert set(api_plays) <= basic_ids and set(api_plays) <= set(extended_by_id)
+    assert set(api_plays) <= set(extended_by_id)
+    basic = records(import_archive(write_archive(user, tmp_path / "b")), "listening_history")
+    minutes = {(h["played_at"][:16], h["artist_name"], h["track_name"]) for h in basic}
     for key, from_api in api_plays.items():
-        moment = from_api["played_at"]
-        assert extended_by_id[key]["played_at"][:19] == moment[:19]
+        assert extended_by_id[key]["played_at"][:19] == from_api["played_at"][:19]
         assert from_api["track_uri"] == extended_by_id[key]["track_uri"]
+        assert (from_api["played_at"][:16], from_api["artist_name"], from_api["track_name"]) in (
+            minutes
+        )
     assert all(p.played_at.tzinfo == UTC for p in user.plays)

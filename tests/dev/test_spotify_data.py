@@ -13,6 +13,9 @@ import pytest
 
 from ownstream.dev.spotify_data import (
     DEFAULT_NOW,
+    ChapterPlay,
+    EpisodePlay,
+    Play,
     SpotifyUser,
     add_plays,
     epoch_ms,
@@ -37,6 +40,10 @@ EXTENDED_KEYS = [
     "episode_name",
     "episode_show_name",
     "spotify_episode_uri",
+    "audiobook_title",
+    "audiobook_uri",
+    "audiobook_chapter_uri",
+    "audiobook_chapter_title",
     "reason_start",
     "reason_end",
     "shuffle",
@@ -69,6 +76,35 @@ def test_same_seed_gives_the_same_user_and_other_seeds_do_not(user: SpotifyUser)
     assert generate_user("alice.k", seed=7) == user
     assert generate_user("alice.k", seed=8).plays != user.plays
     assert generate_catalog(seed=3) == generate_catalog(seed=3)
+    # podcasts and audiobooks draw from their own random stream: the music of a seed is stable
+    quiet = generate_user("alice.k", seed=7, episodes=0, chapters=0)
+    assert quiet.plays == user.plays and quiet.saved_tracks == user.saved_tracks
+    assert not quiet.episode_plays and not quiet.chapter_plays
+    bare = generate_catalog(seed=3, shows=0, audiobooks=0)
+    assert bare.tracks == generate_catalog(seed=3).tracks and not bare.episodes
+
+
+def test_episodes_and_chapters_sit_between_listening_sessions(user: SpotifyUser) -> None:
+    assert len(user.episode_plays) == 150 and len(user.chapter_plays) == 30  # 1/20, 1/100
+    everything: list[Play | EpisodePlay | ChapterPlay] = [
+        *user.plays, *user.episode_plays, *user.chapter_plays
+    ]
+    spans = sorted(
+        (epoch_ms(listen.played_at) - listen.ms_played, epoch_ms(listen.played_at))
+        for listen in everything
+    )
+    assert all(earlier[1] <= later[0] for earlier, later in pairwise(spans))  # no overlap
+    for listens in (user.episode_plays, user.chapter_plays):
+        moments = [listen.played_at for listen in listens]
+        assert moments == sorted(moments) and moments[0] > user.plays[0].played_at
+        assert all(m.microsecond % 1000 == 0 for m in moments)
+    assert all(0 < e.ms_played <= e.episode.duration_ms for e in user.episode_plays)
+    assert 2 <= len({e.episode.show.id for e in user.episode_plays}) <= 5  # a few favourites
+    assert len({c.chapter.audiobook.id for c in user.chapter_plays}) == 1
+    assert all(BASE62_ID.match(e.episode.id) for e in user.episode_plays)
+    assert {s.show.id for s in user.saved_shows} <= {e.episode.show.id for e in user.episode_plays}
+    assert {s.episode.id for s in user.saved_episodes} <= {e.episode.id for e in user.episode_plays}
+    assert all(0 <= s.resume_position_ms < s.episode.duration_ms for s in user.saved_episodes)
 
 
 def test_volume_and_shape_are_realistic(user: SpotifyUser) -> None:
@@ -159,6 +195,7 @@ def test_basic_archive_layout(user: SpotifyUser, tmp_path: Path) -> None:
         "Spotify Account Data/ReadMeFirst_ExtendedStreamingHistory.pdf",
         "Spotify Account Data/SearchQueries.json",
         "Spotify Account Data/StreamingHistory_music_0.json",
+        "Spotify Account Data/StreamingHistory_podcast_0.json",
         "Spotify Account Data/Userdata.json",
         "Spotify Account Data/YourLibrary.json",
     ]
@@ -177,6 +214,15 @@ def test_basic_archive_layout(user: SpotifyUser, tmp_path: Path) -> None:
         "artistName": user.plays[-1].track.artists[0].name,
         "trackName": user.plays[-1].track.name,
         "msPlayed": user.plays[-1].ms_played,
+    }
+    podcasts = json.loads(files["Spotify Account Data/StreamingHistory_podcast_0.json"])
+    heard = [e for e in user.episode_plays if e.played_at > year_ago]
+    assert len(podcasts) == len(heard) > 0
+    assert podcasts[-1] == {
+        "endTime": heard[-1].played_at.strftime("%Y-%m-%d %H:%M"),
+        "podcastName": heard[-1].episode.show.name,
+        "episodeName": heard[-1].episode.name,
+        "msPlayed": heard[-1].ms_played,
     }
 
     library = json.loads(files["Spotify Account Data/YourLibrary.json"])
@@ -210,10 +256,24 @@ def test_extended_archive_covers_every_play(user: SpotifyUser, tmp_path: Path) -
     assert any(re.search(r"Streaming_History_Video_\d{4}-\d{4}\.json$", n) for n in files)
     assert any(n.endswith("ReadMeFirst_ExtendedStreamingHistory.pdf") for n in files)
     entries = [e for name in audio for e in json.loads(files[name])]
-    assert len(entries) == len(user.plays)
+    listens = len(user.plays) + len(user.episode_plays) + len(user.chapter_plays)
+    assert len(entries) == listens
+    assert [e["ts"] for e in entries] == sorted(e["ts"] for e in entries)  # interleaved by time
     assert all(e["username"] == "alice.k" for e in entries)
+    assert all(list(e) == EXTENDED_KEYS for e in entries)
+    episodes = [e for e in entries if e["episode_name"] is not None]
+    assert len(episodes) == len(user.episode_plays)
+    first, heard = episodes[0], user.episode_plays[0]
+    assert first["ts"] == heard.played_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert first["episode_show_name"] == heard.episode.show.name
+    assert first["spotify_episode_uri"] == heard.episode.uri
+    assert first["master_metadata_track_name"] is None and first["audiobook_title"] is None
+    chapters = [e for e in entries if e["audiobook_title"] is not None]
+    assert [c["audiobook_chapter_title"] for c in chapters] == [
+        c.chapter.title for c in user.chapter_plays
+    ]
+    assert all(c["episode_name"] is None and c["spotify_track_uri"] is None for c in chapters)
     last, play = entries[-1], user.plays[-1]
-    assert list(last) == EXTENDED_KEYS
     assert last["ts"] == play.played_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert last["spotify_track_uri"] == play.track.uri
     assert last["ms_played"] == play.ms_played
@@ -254,7 +314,11 @@ def test_export_moment_limits_contents(user: SpotifyUser, tmp_path: Path) -> Non
     cut = user.plays[2000].played_at
     files = read_zip(write_archive(user, tmp_path, kind="extended", exported_at=cut))
     entries = [e for name, data in files.items() if "Audio" in name for e in json.loads(data)]
-    assert len(entries) == 2001
+    spoken: list[EpisodePlay | ChapterPlay] = [
+        *(e for e in user.episode_plays if e.played_at <= cut),
+        *(c for c in user.chapter_plays if c.played_at <= cut),
+    ]
+    assert len(entries) == 2001 + len(spoken) and 0 < len(spoken) < 180
 
 
 def test_refuses_to_overwrite(user: SpotifyUser, tmp_path: Path) -> None:

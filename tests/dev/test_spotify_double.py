@@ -137,6 +137,53 @@ def test_saved_tracks_paging_visits_every_item_once(
     assert added_at == sorted(added_at, reverse=True)
 
 
+def test_saved_shows_and_episodes_page_like_spotify(
+    double: SpotifyDouble, client: httpx.Client, users: list[SpotifyUser]
+) -> None:
+    token, user = double.issue_token("alice.k"), users[0]
+    shows = get(client, f"{double.base_url}/v1/me/shows?limit=2", token)
+    assert shows["total"] == len(user.saved_shows) > 0 and shows["limit"] == 2
+    show = shows["items"][0]["show"]
+    newest = max(user.saved_shows, key=lambda s: s.added_at)
+    assert show["uri"] == newest.show.uri == f"spotify:show:{show['id']}"
+    assert (show["type"], show["name"], show["publisher"]) == (
+        "show", newest.show.name, newest.show.publisher
+    )
+    assert show["total_episodes"] == newest.show.total_episodes
+
+    url: str | None = f"{double.base_url}/v1/me/episodes?limit=3"
+    seen: list[Any] = []
+    while url:
+        page = get(client, url, token)
+        seen += page["items"]
+        url = page["next"]
+    assert len(seen) == len(user.saved_episodes) > 0
+    assert [i["added_at"] for i in seen] == sorted((i["added_at"] for i in seen), reverse=True)
+    by_uri = {s.episode.uri: s for s in user.saved_episodes}
+    for item in seen:
+        episode, saved = item["episode"], by_uri[item["episode"]["uri"]]
+        assert episode["type"] == "episode" and episode["show"]["type"] == "show"
+        assert episode["show"]["name"] == saved.episode.show.name
+        assert episode["resume_point"] == {
+            "fully_played": saved.fully_played,
+            "resume_position_ms": saved.resume_position_ms,
+        }
+        assert episode["release_date_precision"] == "day"
+
+
+def test_answers_can_be_edited_to_hand_out_malformed_items(
+    double: SpotifyDouble, client: httpx.Client
+) -> None:
+    token = double.issue_token("alice.k")
+
+    def null_time(body: Any) -> None:
+        body["items"][0]["played_at"] = None
+
+    double.edit_answers(RECENT, null_time)
+    assert get(client, f"{double.base_url}{RECENT}", token)["items"][0]["played_at"] is None
+    assert get(client, f"{double.base_url}{RECENT}", token)["items"][0]["played_at"]  # once
+
+
 def test_playlists_and_their_items(
     double: SpotifyDouble, client: httpx.Client, users: list[SpotifyUser]
 ) -> None:

@@ -6,8 +6,10 @@ import base64
 import sqlite3
 from pathlib import Path
 
+import orjson
 import pytest
 
+from ownstream.connectors.spotify import rekey_play
 from ownstream.home import Home
 from ownstream.model import ReadScope
 from ownstream.owner import ConnectionOperations
@@ -57,7 +59,16 @@ def test_a_version_1_database_upgrades_in_place_keeping_every_id(upgraded: Home)
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
             str(SCHEMA_VERSION),
         )
-    assert new_records == old_records  # record ids, keys, data and versions all kept
+    # record ids, keys, data and versions all kept; listening_history's version-1 minute keys
+    # are re-keyed in place (its data gains the precision it was known at)
+    assert [r[:3] + r[5:] for r in new_records] == [r[:3] + r[5:] for r in old_records]
+    rekeyed = 0
+    for new, old in zip(new_records, old_records, strict=True):
+        kept = (old[3], orjson.loads(old[4]))
+        expected = rekey_play(kept[1]) if old[2] == "listening_history" else None
+        rekeyed += expected is not None and expected[0] != old[3]
+        assert (new[3], orjson.loads(new[4])) == (expected or kept)
+    assert rekeyed > 0
     assert [g.grant_id for g in store.grants()] == [g for (g,) in old_grants]
 
     # every record is readable, and searchable again (search was rebuilt from the records)

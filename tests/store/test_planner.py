@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -59,7 +60,7 @@ def held(
 ) -> CurrentRecord:
     return CurrentRecord(
         record_id=record_id,
-        data={"id": key, **data},
+        encoded=orjson.dumps({"id": key, **data}),
         version=version,
         deleted=deleted,
         paths=frozenset(paths),
@@ -201,7 +202,7 @@ def test_history_replays_backwards_from_the_diffs(steps: list[tuple[bool, Data]]
         log.append(change)
         if not head.deleted:
             versions.append(head.data)
-        current = {"a": CurrentRecord(1, head.data, head.version, head.deleted, head.paths,
+        current = {"a": CurrentRecord(1, head.encoded, head.version, head.deleted, head.paths,
                                       stage, head.emitted_at)}
     live = [c for c in log if c.op != "delete"]
     for back, expected in enumerate(reversed(versions)):
@@ -238,6 +239,7 @@ RULE = RecordRule(
     match_fields=("track",),
     coarse_field="precision",
     coarse_values=("minute",),
+    precision_order=("minute", "second", "millisecond"),
 )
 BASIC = AcquisitionPath("basic-export", "owner_artifact")
 
@@ -248,7 +250,9 @@ def play(key: str, at: str, precision: str, **data: Any) -> RecordWrite:
 
 
 def held_play(write: RecordWrite, record_id: int, path: str) -> CurrentRecord:
-    return CurrentRecord(record_id, write.data, 1, False, frozenset([path]), 3, write.emitted_at)
+    return CurrentRecord(
+        record_id, orjson.dumps(write.data), 1, False, frozenset([path]), 3, write.emitted_at
+    )
 
 
 def plan_plays(
@@ -305,6 +309,45 @@ def test_ambiguous_coarse_evidence_keeps_both_and_says_so() -> None:
     assert insert.head.record_key == "c1" and result.stats.ambiguous == 1
     other_minute = play("c2", "2024-03-01T10:16:00Z", "minute")
     assert plan_plays([other_minute], held, BASIC).stats.ambiguous == 0
+
+
+def test_precise_plays_meeting_two_held_minute_plays_report_the_ambiguity() -> None:
+    first = play("c1", "2024-03-01T10:15:00Z", "minute", ms_played=9_000)
+    second = play("c2", "2024-03-01T10:15:00Z", "minute", ms_played=181_000)
+    held = {"c1": held_play(first, 1, "basic-export"), "c2": held_play(second, 2, "basic-export")}
+    result = plan_plays([PRECISE], held, API)
+    assert [i.head.record_key for i in result.inserts] == ["p1"]
+    assert not result.versions  # both minute plays stay as they were
+    assert result.stats.ambiguous == 2
+
+
+def test_a_coarser_write_of_the_same_record_keeps_its_finer_time() -> None:
+    extended = play("p1", "2024-03-01T10:15:42.000Z", "second", ms_played=181_000)
+    result = plan_plays([extended], {"p1": held_play(PRECISE, 1, "api")}, BASIC)
+    [version] = result.versions
+    assert version.head.data["played_at"] == "2024-03-01T10:15:42.120Z"
+    assert version.head.data["precision"] == "millisecond"
+    assert version.head.data["ms_played"] == 181_000  # what the export adds is kept
+    assert version.change.fields == ("ms_played",)
+
+
+def test_a_finer_write_of_the_same_record_refines_its_time() -> None:
+    second = play("p1", "2024-03-01T10:15:42.000Z", "second")
+    result = plan_plays([PRECISE], {"p1": held_play(second, 1, "basic-export")}, API)
+    [version] = result.versions
+    assert version.head.data["played_at"] == "2024-03-01T10:15:42.120Z"
+    assert version.head.data["precision"] == "millisecond"
+
+
+def test_a_write_identical_to_the_held_bytes_is_a_duplicate_without_decoding_either() -> None:
+    """A re-import of known records costs a byte comparison, not a decode and a diff."""
+    data = {"id": "a", "title": "same"}
+    write = RecordWrite("notes", "a", data, "2024-05-01T00:00:00.000Z", encoded=orjson.dumps(data))
+    current = held("a", title="same")
+    assert write.encoded == current.encoded
+    result = plan_batch(definition(), API, STAGE, {"a": current}, [write])
+    assert (result.stats.duplicate, result.inserts, result.versions) == (1, [], [])
+    assert "data" not in current.__dict__  # never decoded
 
 
 def test_a_head_lists_the_blobs_its_data_references_and_a_tombstone_none() -> None:

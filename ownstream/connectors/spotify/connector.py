@@ -1,9 +1,12 @@
-"""Spotify Web API connector: profile, recently played, Liked Songs and playlists.
+"""Spotify Web API connector: profile, recently played, Liked Songs, saved podcasts and
+episodes, and playlists.
 
 Failure policy, per stream: a rate limit that outlasts its retries or an upstream outage becomes
 a known gap (SKIP_RESULT) and the run moves on to the next stream; a rejected credential fails
-the whole run, because every later request would be rejected too. STATE is emitted for a stream
-only after the stream finished, so a failure never checkpoints past data that was not collected.
+the whole run, because every later request would be rejected too. One malformed item (a null
+time, a track without a name) is REJECTed alone and the stream goes on. STATE is emitted for a
+stream only after the stream finished, so a failure never checkpoints past data that was not
+collected.
 
 An expired access token is refreshed once per run with the refresh token (a public PKCE client
 sends its client id; with a client secret it authenticates as a confidential client). The new
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,10 +34,22 @@ from ownstream.connectors.spotify import (
     LISTENING_HISTORY,
     PLAYLISTS,
     PROFILE,
+    SAVED_EPISODES,
+    SAVED_SHOWS,
     SAVED_TRACKS,
     compact,
     play_id,
     scoped_record,
+)
+from ownstream.connectors.spotify.fields import (
+    Malformed,
+    entry_object,
+    field,
+    moment,
+    optional_moment,
+    rejected,
+    required_text,
+    text,
 )
 from ownstream.runtime import oauth_client
 from ownstream.runtime.sdk import (
@@ -44,6 +59,7 @@ from ownstream.runtime.sdk import (
     Start,
     credentials,
     identity,
+    omit,
     progress,
     skip,
     state,
@@ -270,32 +286,31 @@ class _Api:
         )
 
 
-def _artist(track: Mapping[str, Any]) -> str | None:
-    artists = track.get("artists") or []
-    first = artists[0] if artists and isinstance(artists[0], dict) else {}
-    name = first.get("name")
-    return name if isinstance(name, str) and name else None
-
-
 def _album(track: Mapping[str, Any]) -> str | None:
     album = track.get("album")
-    name = album.get("name") if isinstance(album, dict) else None
-    return name if isinstance(name, str) and name else None
+    return text(album, "name") if isinstance(album, dict) else None
 
 
-def _as_track(item: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The track of a library or playlist item; None for episodes and unavailable entries."""
-    track = item.get("track")
-    if not isinstance(track, dict) or track.get("type", "track") != "track":
+def _track(item: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, str] | None:
+    """An item's track with its name and first artist; None for an episode (a kind the
+    stream does not model); `Malformed` for a track without the names a record needs."""
+    track = entry_object(item.get("track"), "track")
+    if track.get("type", "track") != "track":
         return None
-    if not isinstance(track.get("name"), str) or not track["name"] or _artist(track) is None:
-        return None
-    return track
+    artists = track.get("artists")
+    first = artists[0] if isinstance(artists, list) and artists else None
+    artist = required_text(entry_object(first, "the first artist"), "name")
+    return track, required_text(track, "name"), artist
 
 
-def _ms(moment: str) -> int:
+def _ms(at: datetime) -> int:
     """Unix milliseconds, exactly: the unit of the recently-played cursors."""
-    return (parse_iso(moment) - _EPOCH) // timedelta(milliseconds=1)
+    return (at - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _added_at(item: Mapping[str, Any]) -> str | None:
+    added = optional_moment(item, "added_at", parse_iso)
+    return iso(added) if added is not None else None
 
 
 def _profile(start: Start, me: Mapping[str, Any]) -> Iterator[Message]:
@@ -317,7 +332,10 @@ def _profile(start: Start, me: Mapping[str, Any]) -> Iterator[Message]:
 
 
 def _listening_history(start: Start, api: _Api) -> Iterator[Message]:
-    """Recently played, newest first; incremental from the `after` cursor when there is one."""
+    """Recently played, newest first; incremental from the `after` cursor when there is one.
+
+    A play is keyed by its end truncated to the second (so the extended history's entry of the
+    same play meets it) and says it is known to the millisecond."""
     cursor = start.state.get(LISTENING_HISTORY)
     after = cursor.get("after") if isinstance(cursor, dict) else None
     if not isinstance(after, int) or isinstance(after, bool):
@@ -327,7 +345,6 @@ def _listening_history(start: Start, api: _Api) -> Iterator[Message]:
         params["after"] = after
     newest = after
     seen: set[str] = set()
-    keys: set[str] = set()
     reached_cursor = False
     pages = 0
     next_url: str | None = api.url("/v1/me/player/recently-played")
@@ -336,34 +353,42 @@ def _listening_history(start: Start, api: _Api) -> Iterator[Message]:
         page = api.get(next_url, next_params)
         pages += 1
         fresh = 0
-        for item in page.get("items") or []:
-            track = _as_track(item)
-            played = item.get("played_at")
-            if track is None or not isinstance(played, str):
+        for index, item in enumerate(page.get("items") or []):
+            try:
+                item = entry_object(item, "the item")
+                at = moment(item, "played_at", parse_iso)
+                found = _track(item)
+            except Malformed as problem:
+                yield rejected(
+                    LISTENING_HISTORY,
+                    problem,
+                    f"recently played, page {pages} item {index}",
+                    f"recently-played/{pages}#{index}",
+                )
                 continue
-            played_ms = _ms(played)
+            if found is None:
+                yield omit("not_a_track")
+                continue
+            track, name, artist = found
+            played_ms = _ms(at)
             if after is not None and played_ms <= after:
                 reached_cursor = True
                 continue
-            at = parse_iso(played)
-            artist = _artist(track) or ""
-            key = play_id(at, artist, track["name"])
             identity_of_play = f"{played_ms}|{track.get('uri')}"
             if identity_of_play in seen:
                 continue
             seen.add(identity_of_play)
             fresh += 1
-            if key in keys:
-                continue  # the same track ending in the same minute: one play by definition
-            keys.add(key)
+            key = play_id(at, "millisecond", artist, name)
             data = compact(
                 {
                     "play_id": key,
                     "played_at": iso(at),
-                    "track_name": track["name"],
+                    "played_at_precision": "millisecond",
+                    "track_name": name,
                     "artist_name": artist,
                     "album_name": _album(track),
-                    "track_uri": track.get("uri") or None,
+                    "track_uri": text(track, "uri"),
                 }
             )
             message = scoped_record(start, LISTENING_HISTORY, key, data)
@@ -389,70 +414,167 @@ def _listening_history(start: Start, api: _Api) -> Iterator[Message]:
         yield state(LISTENING_HISTORY, {"after": newest})
 
 
-def _saved_tracks(start: Start, api: _Api) -> Iterator[Message]:
+def _library(
+    start: Start,
+    api: _Api,
+    stream: str,
+    path: str,
+    read: Callable[[Mapping[str, Any]], tuple[str, dict[str, Any]] | None],
+) -> Iterator[Message]:
+    """A saved-items collection (Liked Songs, shows, episodes): one record per item `read`
+    understands; None from `read` is an item of a kind the stream does not model."""
     count = 0
-    for page in api.pages(api.url("/v1/me/tracks"), {"limit": PAGE_SIZE}):
-        for item in page.get("items") or []:
-            track = _as_track(item)
-            if track is None or not isinstance(track.get("uri"), str):
+    for page_number, page in enumerate(api.pages(api.url(path), {"limit": PAGE_SIZE})):
+        offset = page.get("offset")
+        offset = offset if isinstance(offset, int) else page_number * PAGE_SIZE
+        for index, item in enumerate(page.get("items") or []):
+            try:
+                found = read(entry_object(item, "the item"))
+            except Malformed as problem:
+                yield rejected(
+                    stream, problem, f"{path} item {offset + index}", f"{path}#{offset + index}"
+                )
                 continue
-            added = item.get("added_at")
-            duration = track.get("duration_ms")
-            data = compact(
-                {
-                    "track_uri": track["uri"],
-                    "track_name": track["name"],
-                    "artist_name": _artist(track),
-                    "album_name": _album(track),
-                    "added_at": iso(parse_iso(added)) if isinstance(added, str) else None,
-                    "duration_ms": duration if isinstance(duration, int) else None,
-                }
-            )
-            message = scoped_record(start, SAVED_TRACKS, track["uri"], data)
+            if found is None:
+                yield omit(f"{stream}_item_not_modelled")
+                continue
+            key, data = found
+            message = scoped_record(start, stream, key, compact(data))
             if message is not None:
                 count += 1
                 yield message
         total = page.get("total")
         yield progress(
-            "saved tracks",
-            stream=SAVED_TRACKS,
+            stream.replace("_", " "),
+            stream=stream,
             count=count,
             total=total if isinstance(total, int) else None,
         )
 
 
-def _playlist_items(api: _Api, playlist_id: str) -> list[dict[str, Any]]:
+def _saved_track(item: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    found = _track(item)
+    if found is None:
+        return None
+    track, name, artist = found
+    uri = required_text(track, "uri")
+    return uri, {
+        "track_uri": uri,
+        "track_name": name,
+        "artist_name": artist,
+        "album_name": _album(track),
+        "added_at": _added_at(item),
+        "duration_ms": field(track, "duration_ms", int),
+    }
+
+
+def _saved_show(item: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    show = entry_object(item.get("show"), "show")
+    uri = required_text(show, "uri")
+    return uri, {
+        "show_uri": uri,
+        "show_name": required_text(show, "name"),
+        "publisher": text(show, "publisher"),
+        "description": text(show, "description"),
+        "total_episodes": field(show, "total_episodes", int),
+        "added_at": _added_at(item),
+    }
+
+
+def _saved_episode(item: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    episode = entry_object(item.get("episode"), "episode")
+    uri = required_text(episode, "uri")
+    show = episode.get("show")
+    resume = episode.get("resume_point")
+    resume = resume if isinstance(resume, dict) else {}
+    return uri, {
+        "episode_uri": uri,
+        "episode_name": required_text(episode, "name"),
+        "show_name": text(show, "name") if isinstance(show, dict) else None,
+        "show_uri": text(show, "uri") if isinstance(show, dict) else None,
+        "release_date": text(episode, "release_date"),
+        "duration_ms": field(episode, "duration_ms", int),
+        "resume_position_ms": field(resume, "resume_position_ms", int),
+        "fully_played": field(resume, "fully_played", bool),
+        "added_at": _added_at(item),
+    }
+
+
+def _saved_tracks(start: Start, api: _Api) -> Iterator[Message]:
+    yield from _library(start, api, SAVED_TRACKS, "/v1/me/tracks", _saved_track)
+
+
+def _saved_shows(start: Start, api: _Api) -> Iterator[Message]:
+    yield from _library(start, api, SAVED_SHOWS, "/v1/me/shows", _saved_show)
+
+
+def _saved_episodes(start: Start, api: _Api) -> Iterator[Message]:
+    yield from _library(start, api, SAVED_EPISODES, "/v1/me/episodes", _saved_episode)
+
+
+def _playlist_items(api: _Api, playlist_id: str) -> tuple[list[dict[str, Any]], list[Message]]:
+    """A playlist's track entries, and what was said about the others: an episode or an
+    unavailable entry is omitted (the playlist's item_count still counts it), a malformed one
+    rejected."""
     items: list[dict[str, Any]] = []
+    said: list[Message] = []
     url = api.url(f"/v1/playlists/{playlist_id}/tracks")
+    position = 0
     for page in api.pages(url, {"limit": PLAYLIST_ITEMS_PAGE_SIZE}):
         for item in page.get("items") or []:
-            track = _as_track(item)
-            if track is None:
-                continue
-            added = item.get("added_at")
-            items.append(
-                compact(
-                    {
-                        "track_name": track["name"],
-                        "artist_name": _artist(track),
-                        "album_name": _album(track),
-                        "track_uri": track.get("uri") or None,
-                        "added_at": iso(parse_iso(added)) if isinstance(added, str) else None,
-                    }
+            position += 1
+            try:
+                item = entry_object(item, "the item")
+                if item.get("track") is None:
+                    said.append(omit("playlist_item_unavailable"))
+                    continue
+                found = _track(item)
+                if found is None:
+                    said.append(omit("playlist_item_not_a_track"))
+                    continue
+                track, name, artist = found
+                items.append(
+                    compact(
+                        {
+                            "track_name": name,
+                            "artist_name": artist,
+                            "album_name": _album(track),
+                            "track_uri": text(track, "uri"),
+                            "added_at": _added_at(item),
+                        }
+                    )
                 )
-            )
-    return items
+            except Malformed as problem:
+                said.append(
+                    rejected(
+                        PLAYLISTS,
+                        problem,
+                        f"playlist {playlist_id} item {position - 1}",
+                        f"{playlist_id}#{position - 1}",
+                    )
+                )
+    return items, said
 
 
 def _playlists(start: Start, api: _Api) -> Iterator[Message]:
     count = 0
-    for page in api.pages(api.url("/v1/me/playlists"), {"limit": PAGE_SIZE}):
-        for playlist in page.get("items") or []:
-            if not isinstance(playlist, dict) or not isinstance(playlist.get("id"), str):
-                continue
-            playlist_id = playlist["id"]
+    for page_number, page in enumerate(
+        api.pages(api.url("/v1/me/playlists"), {"limit": PAGE_SIZE})
+    ):
+        for index, playlist in enumerate(page.get("items") or []):
             try:
-                items = _playlist_items(api, playlist_id)
+                playlist = entry_object(playlist, "the playlist")
+                playlist_id = required_text(playlist, "id")
+            except Malformed as problem:
+                yield rejected(
+                    PLAYLISTS,
+                    problem,
+                    f"playlists page {page_number + 1} item {index}",
+                    f"playlists/{page_number + 1}#{index}",
+                )
+                continue
+            try:
+                items, said = _playlist_items(api, playlist_id)
             except _NotFound:
                 yield skip(
                     PLAYLISTS,
@@ -462,6 +584,7 @@ def _playlists(start: Start, api: _Api) -> Iterator[Message]:
                     retryable=True,
                 )
                 continue
+            yield from said
             owner = playlist.get("owner")
             tracks = playlist.get("tracks")
             total = tracks.get("total") if isinstance(tracks, dict) else None
@@ -471,7 +594,9 @@ def _playlists(start: Start, api: _Api) -> Iterator[Message]:
                     "playlist_id": playlist_id,
                     "name": playlist.get("name") or "",
                     # The Web API HTML-escapes descriptions; the archive does not.
-                    "description": html.unescape(description) if description else None,
+                    "description": html.unescape(description)
+                    if isinstance(description, str) and description
+                    else None,
                     "public": playlist.get("public")
                     if isinstance(playlist.get("public"), bool)
                     else None,
@@ -531,6 +656,8 @@ def _collect(start: Start, api: _Api) -> Iterator[Message]:
     collectors = (
         (LISTENING_HISTORY, _listening_history),
         (SAVED_TRACKS, _saved_tracks),
+        (SAVED_SHOWS, _saved_shows),
+        (SAVED_EPISODES, _saved_episodes),
         (PLAYLISTS, _playlists),
     )
     for stream, collector in collectors:

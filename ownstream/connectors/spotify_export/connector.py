@@ -1,10 +1,16 @@
 """Import Spotify's "Download your data" archive (basic, legacy or extended), ZIP or folder.
 
-The archive is untrusted input, so everything is checked before the first message: member paths,
-symlinks, declared sizes (a decompression bomb) and that every recognized file is valid JSON of
-the expected shape. Only then is the account identified (IDENTITY must precede every RECORD) and
-the files read again, one member at a time, to emit records in a deterministic order. Nothing is
-extracted to disk and no more than one file is held in memory.
+The archive is untrusted input. Its structure is checked before the first message: member
+paths, symlinks, declared sizes (a decompression bomb), and that it holds Spotify data at all;
+any of those fails the import. Then every recognized file is read once to find the account
+(IDENTITY must precede every RECORD) and again, one member at a time, to emit records in a
+deterministic order. Nothing is extracted to disk and no more than one file is held in memory.
+
+Bad input never aborts good input: an entry that cannot become a record (a null `ts`, a missing
+name, a wrong type) is REJECTed with a reason and its place (`file.json#index`), and a file that
+is not JSON, or not of the shape Spotify exports, is rejected whole; the rest is imported. What
+the importer reads but does not model (videos, entries without any content metadata, library
+sections other than tracks) is counted with OMIT, so nothing disappears without a count.
 """
 
 from __future__ import annotations
@@ -24,16 +30,37 @@ import orjson
 
 from ownstream.clock import iso, parse_iso
 from ownstream.connectors.spotify import (
+    AUDIOBOOK_LISTENING,
     CLAIM,
     LISTENING_HISTORY,
     PLAYLISTS,
+    PODCAST_LISTENING,
     PROFILE,
     SAVED_TRACKS,
+    Precision,
     compact,
-    play_id,
+    listen_key,
     scoped_record,
 )
-from ownstream.runtime.sdk import ConnectorError, Message, Start, identity, progress, skip
+from ownstream.connectors.spotify.fields import (
+    Malformed,
+    entry_object,
+    field,
+    moment,
+    rejected,
+    required_text,
+    text,
+)
+from ownstream.runtime.sdk import (
+    ConnectorError,
+    Message,
+    Start,
+    identity,
+    omit,
+    progress,
+    reject,
+    skip,
+)
 
 MAX_TOTAL_UNCOMPRESSED = 4 * 1024**3
 """Refuse a ZIP whose members claim more than this in total once decompressed."""
@@ -47,30 +74,38 @@ MAX_JSON_FILE_SIZE = 1024**3
 # Recognized files, by base name, in the order their records are emitted.
 _KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("userdata", re.compile(r"^Userdata\.json$", re.IGNORECASE)),
-    # Extended before basic: when both are present the richer record of a play wins.
+    # Extended before basic: a precise play is held when its minute-precision twin arrives.
     (
         "extended",
         re.compile(r"^(Streaming_History_Audio_.*|endsong_\d+)\.json$", re.IGNORECASE),
     ),
+    ("video", re.compile(r"^Streaming_History_Video_.*\.json$", re.IGNORECASE)),
     ("basic", re.compile(r"^StreamingHistory_music_\d+\.json$", re.IGNORECASE)),
+    ("podcast", re.compile(r"^StreamingHistory_podcast_\d+\.json$", re.IGNORECASE)),
     ("legacy", re.compile(r"^StreamingHistory\d+\.json$", re.IGNORECASE)),
     ("library", re.compile(r"^YourLibrary\.json$", re.IGNORECASE)),
     ("playlists", re.compile(r"^Playlist\d+\.json$", re.IGNORECASE)),
 )
 _KIND_ORDER = {kind: index for index, (kind, _) in enumerate(_KINDS)}
-_KIND_STREAM = {
-    "userdata": PROFILE,
-    "basic": LISTENING_HISTORY,
-    "legacy": LISTENING_HISTORY,
-    "extended": LISTENING_HISTORY,
-    "library": SAVED_TRACKS,
-    "playlists": PLAYLISTS,
+_LISTENING = (LISTENING_HISTORY, PODCAST_LISTENING, AUDIOBOOK_LISTENING)
+# A file is read when the run wants one of these streams (a video file: any listening).
+_KIND_STREAMS: dict[str, tuple[str, ...]] = {
+    "userdata": (PROFILE,),
+    "extended": _LISTENING,
+    "video": _LISTENING,
+    "basic": (LISTENING_HISTORY,),
+    "podcast": (PODCAST_LISTENING,),
+    "legacy": (LISTENING_HISTORY,),
+    "library": (SAVED_TRACKS,),
+    "playlists": (PLAYLISTS,),
 }
 _KIND_SHAPE: dict[str, type] = {
     "userdata": dict,
-    "basic": list,
-    "legacy": list,
     "extended": list,
+    "video": list,
+    "basic": list,
+    "podcast": list,
+    "legacy": list,
     "library": dict,
     "playlists": dict,
 }
@@ -93,8 +128,12 @@ def _natural(path: str) -> list[Any]:
     return [int(part) if part.isdigit() else part.casefold() for part in re.split(r"(\d+)", path)]
 
 
+def _base_name(path: str) -> str:
+    return re.split(r"[\\/]", path)[-1]  # ZIPs made on Windows may use backslashes
+
+
 def _kind(path: str) -> str | None:
-    base = re.split(r"[\\/]", path)[-1]  # ZIPs made on Windows may use backslashes
+    base = _base_name(path)
     return next((kind for kind, pattern in _KINDS if pattern.match(base)), None)
 
 
@@ -198,12 +237,20 @@ def _open_folder(root: Path) -> _Tree:
     return _Tree(files, read)
 
 
+class _BadFile(Exception):
+    """A recognized file that is not what Spotify exports: rejected whole, the rest goes on."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 def _load(tree: _Tree, file: _File) -> Any:
     data = tree.read(file)
     try:
         document = orjson.loads(data.removeprefix(_BOM))
     except orjson.JSONDecodeError as exc:
-        raise _corrupt(f"{file.path} is not valid JSON ({exc})") from None
+        raise _BadFile("invalid_json", f"{file.path} is not valid JSON ({exc})") from None
     assert file.kind is not None
     shape = _KIND_SHAPE[file.kind]
     listed = {"library": "tracks", "playlists": "playlists"}.get(file.kind)
@@ -212,7 +259,9 @@ def _load(tree: _Tree, file: _File) -> Any:
         and isinstance(document, dict)
         and not isinstance(document.get(listed, []), list)
     ):
-        raise _corrupt(f"{file.path} does not have the shape Spotify exports it in")
+        raise _BadFile(
+            "unexpected_shape", f"{file.path} does not have the shape Spotify exports it in"
+        )
     return document
 
 
@@ -231,201 +280,258 @@ def _usernames(file: _File, document: Any) -> set[str]:
     return set()
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _basic_time(value: str) -> datetime:
+    """`endTime` of basic and legacy histories: UTC, to the minute."""
+    return datetime.strptime(value, "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
 
 
 def _day(value: Any) -> str | None:
     return value if isinstance(value, str) and _DAY.match(value) else None
 
 
-@dataclass
-class _Counts:
-    emitted: int = 0
-    duplicates: int = 0
-    not_music: int = 0
-    malformed: int = 0
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _where(file: _File, index: int) -> str:
+    """Where an entry is, for the owner: the file's base name and the entry's position."""
+    return f"{_base_name(file.path)}#{index}"
 
 
 class _Importer:
-    """Turns recognized files into records; remembers play ids so paths within one archive
-    (say, basic and extended history side by side) enrich one record instead of repeating it."""
+    """Turns recognized files into RECORD, REJECT and OMIT messages.
+
+    Keys follow the path's precision (ownstream.connectors.spotify): a basic history's second
+    listen to the same thing in the same minute gets ordinal 2, so it stays a record of its own.
+    """
 
     def __init__(self, start: Start) -> None:
         self.start = start
-        self.plays: set[str] = set()
+        self.ordinals: dict[str, int] = {}
         self.playlist_names: dict[str, int] = {}
 
-    def records(self, file: _File, document: Any, counts: _Counts) -> Iterator[Message]:
-        handlers: dict[str, Callable[[Any, _Counts], Iterator[Message]]] = {
+    def records(self, file: _File, document: Any) -> Iterator[Message]:
+        music = self._minute_listens(
+            LISTENING_HISTORY, ("artistName", "artist_name"), ("trackName", "track_name")
+        )
+        handlers: dict[str, Callable[[_File, Any], Iterator[Message]]] = {
             "userdata": self._profile,
-            "basic": self._basic,
-            "legacy": self._basic,
-            "extended": self._extended,
+            "extended": self._entries(self._extended),
+            "video": self._videos,
+            "basic": self._entries(music),
+            "podcast": self._entries(
+                self._minute_listens(
+                    PODCAST_LISTENING, ("podcastName", "show_name"), ("episodeName", "episode_name")
+                )
+            ),
+            "legacy": self._entries(music),
             "library": self._library,
             "playlists": self._playlists,
         }
         assert file.kind is not None
-        yield from handlers[file.kind](document, counts)
+        yield from handlers[file.kind](file, document)
 
-    def _emit(
-        self, stream: str, key: str, data: dict[str, Any], counts: _Counts
-    ) -> Iterator[Message]:
-        message = scoped_record(self.start, stream, key, data)
+    def _entries(
+        self, parse: Callable[[Mapping[str, Any]], Iterator[Message]]
+    ) -> Callable[[_File, Any], Iterator[Message]]:
+        """Apply `parse` to each entry of a history file; one bad entry is rejected alone (under
+        its file's stream, or none for an extended history, whose bad entry may be anything)."""
+
+        def each(file: _File, document: Any) -> Iterator[Message]:
+            streams = _KIND_STREAMS[file.kind or ""]
+            stream = streams[0] if len(streams) == 1 else None
+            for index, entry in enumerate(document):
+                try:
+                    yield from parse(entry_object(entry))
+                except Malformed as problem:
+                    yield rejected(
+                        stream, problem, f"{file.path} entry {index}", _where(file, index)
+                    )
+
+        return each
+
+    def _emit(self, stream: str, key: str, data: dict[str, Any]) -> Iterator[Message]:
+        message = scoped_record(self.start, stream, key, compact(data))
         if message is not None:
-            counts.emitted += 1
             yield message
 
-    def _profile(self, document: Any, counts: _Counts) -> Iterator[Message]:
-        user_id = _text(document.get("username"))
-        if user_id is None:
-            counts.malformed += 1
-            return
-        data = compact(
-            {
+    def _ordinal(self, first_key: str) -> int:
+        seen = self.ordinals.get(first_key, 0) + 1
+        self.ordinals[first_key] = seen
+        return seen
+
+    def _profile(self, file: _File, document: Any) -> Iterator[Message]:
+        try:
+            user_id = required_text(document, "username")
+            created = text(document, "creationTime")
+            data = {
                 "user_id": user_id,
-                "email": _text(document.get("email")),
-                "country": _text(document.get("country")),
-                "account_created": _day(str(document.get("creationTime") or "")[:10]),
+                "email": text(document, "email"),
+                "country": text(document, "country"),
+                "account_created": _day((created or "")[:10]),
             }
-        )
-        yield from self._emit(PROFILE, user_id, data, counts)
-
-    def _play(self, data: dict[str, Any], counts: _Counts) -> Iterator[Message]:
-        key = data["play_id"]
-        if key in self.plays:
-            counts.duplicates += 1
+        except Malformed as problem:
+            yield rejected(PROFILE, problem, file.path, _where(file, 0))
             return
-        self.plays.add(key)
-        yield from self._emit(LISTENING_HISTORY, key, compact(data), counts)
+        yield from self._emit(PROFILE, user_id, data)
 
-    def _basic(self, document: Any, counts: _Counts) -> Iterator[Message]:
-        """Basic and legacy history: `endTime` is UTC at minute precision."""
-        for entry in document:
-            track, artist = _text(entry.get("trackName")), _text(entry.get("artistName"))
+    def _extended(self, entry: Mapping[str, Any]) -> Iterator[Message]:
+        """Extended history: `ts` (UTC, to the second) is when the listen ended, as in the Web
+        API. An entry is a track, an episode or an audiobook chapter by which names it has."""
+        ended = moment(entry, "ts", parse_iso)
+        common = {
+            "played_at": iso(ended),
+            "played_at_precision": "second",
+            "ms_played": field(entry, "ms_played", int),
+            "platform": text(entry, "platform"),
+            "skipped": field(entry, "skipped", bool),
+            "reason_start": text(entry, "reason_start"),
+            "reason_end": text(entry, "reason_end"),
+        }
+        shuffle = field(entry, "shuffle", bool)
+        track = text(entry, "master_metadata_track_name")
+        episode, episode_uri = text(entry, "episode_name"), text(entry, "spotify_episode_uri")
+        book, book_uri = text(entry, "audiobook_title"), text(entry, "audiobook_uri")
+        chapter, chapter_uri = (
+            text(entry, "audiobook_chapter_title"),
+            text(entry, "audiobook_chapter_uri"),
+        )
+        own: dict[str, Any]
+        if track is not None:
+            artist = required_text(entry, "master_metadata_album_artist_name")
+            stream, names = LISTENING_HISTORY, (artist, track)
+            own = {
+                "track_name": track,
+                "artist_name": artist,
+                "album_name": text(entry, "master_metadata_album_album_name"),
+                "track_uri": text(entry, "spotify_track_uri"),
+                "shuffle": shuffle,
+            }
+        elif episode is not None or episode_uri is not None:
+            episode = required_text(entry, "episode_name")
+            show = required_text(entry, "episode_show_name")
+            stream, names = PODCAST_LISTENING, (show, episode)
+            own = {
+                "episode_name": episode,
+                "show_name": show,
+                "episode_uri": episode_uri,
+                "shuffle": shuffle,
+            }
+        elif book is not None or book_uri is not None or chapter_uri is not None:
+            book = required_text(entry, "audiobook_title")
+            stream, names = AUDIOBOOK_LISTENING, (book, chapter or chapter_uri or "")
+            own = {
+                "audiobook_title": book,
+                "chapter_title": chapter,
+                "audiobook_uri": book_uri,
+                "chapter_uri": chapter_uri,
+            }
+        else:
+            yield omit("content_without_metadata")
+            return
+        key = listen_key(ended, "second", *names)
+        yield from self._emit(stream, key, {"play_id": key, **common, **own})
+
+    def _minute_listens(
+        self, stream: str, first: tuple[str, str], second: tuple[str, str]
+    ) -> Callable[[Mapping[str, Any]], Iterator[Message]]:
+        """Entries of a basic history (`endTime`, UTC to the minute, two names, `msPlayed`):
+        music (artist, track) or podcasts (show, episode). Each (source field, record field)
+        pair names one of the two names a listen is keyed by."""
+
+        def parse(entry: Mapping[str, Any]) -> Iterator[Message]:
+            ended = moment(entry, "endTime", _basic_time)
+            names = (required_text(entry, first[0]), required_text(entry, second[0]))
+            precision: Precision = "minute"
+            ordinal = self._ordinal(f"{stream}|{listen_key(ended, precision, *names)}")
+            key = listen_key(ended, precision, *names, ordinal=ordinal)
+            data = {
+                "play_id": key,
+                "played_at": iso(ended),
+                "played_at_precision": precision,
+                first[1]: names[0],
+                second[1]: names[1],
+                "ms_played": field(entry, "msPlayed", int),
+            }
+            yield from self._emit(stream, key, data)
+
+        return parse
+
+    def _videos(self, file: _File, document: Any) -> Iterator[Message]:
+        if document:
+            yield omit("video_not_modelled", len(document))
+
+    def _library(self, file: _File, document: Any) -> Iterator[Message]:
+        """YourLibrary.json: its tracks are Liked Songs; its other sections are counted."""
+        yield from self._entries(self._liked_track)(file, document.get("tracks", []))
+        for section in sorted(document):
+            value = document[section]
+            if section != "tracks" and isinstance(value, list) and value:
+                yield omit(f"library_{_snake(section)}_not_modelled", len(value))
+
+    def _liked_track(self, entry: Mapping[str, Any]) -> Iterator[Message]:
+        uri = required_text(entry, "uri")
+        data = {
+            "track_uri": uri,
+            "track_name": required_text(entry, "track"),
+            "artist_name": required_text(entry, "artist"),
+            "album_name": text(entry, "album"),
+        }
+        yield from self._emit(SAVED_TRACKS, uri, data)
+
+    def _playlists(self, file: _File, document: Any) -> Iterator[Message]:
+        for index, playlist in enumerate(document.get("playlists", [])):
             try:
-                ended = datetime.strptime(entry["endTime"], "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
-            except (KeyError, TypeError, ValueError):
-                ended = None
-            if track is None or artist is None or ended is None:
-                counts.malformed += 1
-                continue
-            ms_played = entry.get("msPlayed")
-            yield from self._play(
-                {
-                    "play_id": play_id(ended, artist, track),
-                    "played_at": iso(ended),
-                    "track_name": track,
-                    "artist_name": artist,
-                    "ms_played": ms_played if isinstance(ms_played, int) else None,
-                },
-                counts,
-            )
-
-    def _extended(self, document: Any, counts: _Counts) -> Iterator[Message]:
-        """Extended history: `ts` (UTC, seconds) is when the play ended, as in the Web API."""
-        for entry in document:
-            if not isinstance(entry, dict):
-                counts.malformed += 1
-                continue
-            track = _text(entry.get("master_metadata_track_name"))
-            if track is None:
-                counts.not_music += 1  # podcast episode, video or audiobook
-                continue
-            artist = _text(entry.get("master_metadata_album_artist_name"))
-            try:
-                ended = parse_iso(entry["ts"])
-            except (KeyError, TypeError, ValueError):
-                ended = None
-            if artist is None or ended is None:
-                counts.malformed += 1
-                continue
-
-            def flag(name: str, entry: Mapping[str, Any] = entry) -> bool | None:
-                value = entry.get(name)
-                return value if isinstance(value, bool) else None
-
-            ms_played = entry.get("ms_played")
-            yield from self._play(
-                {
-                    "play_id": play_id(ended, artist, track),
-                    "played_at": iso(ended),
-                    "track_name": track,
-                    "artist_name": artist,
-                    "album_name": _text(entry.get("master_metadata_album_album_name")),
-                    "ms_played": ms_played if isinstance(ms_played, int) else None,
-                    "track_uri": _text(entry.get("spotify_track_uri")),
-                    "platform": _text(entry.get("platform")),
-                    "shuffle": flag("shuffle"),
-                    "skipped": flag("skipped"),
-                    "reason_start": _text(entry.get("reason_start")),
-                    "reason_end": _text(entry.get("reason_end")),
-                },
-                counts,
-            )
-
-    def _library(self, document: Any, counts: _Counts) -> Iterator[Message]:
-        for entry in document.get("tracks", []):
-            uri = _text(entry.get("uri")) if isinstance(entry, dict) else None
-            if uri is None:
-                counts.malformed += 1
-                continue
-            track, artist = _text(entry.get("track")), _text(entry.get("artist"))
-            if track is None or artist is None:
-                counts.malformed += 1
-                continue
-            data = compact(
-                {
-                    "track_uri": uri,
-                    "track_name": track,
-                    "artist_name": artist,
-                    "album_name": _text(entry.get("album")),
-                }
-            )
-            yield from self._emit(SAVED_TRACKS, uri, data, counts)
-
-    def _playlists(self, document: Any, counts: _Counts) -> Iterator[Message]:
-        for playlist in document.get("playlists", []):
-            name = _text(playlist.get("name")) if isinstance(playlist, dict) else None
-            if name is None:
-                counts.malformed += 1
+                playlist = entry_object(playlist, "the playlist")
+                name = required_text(playlist, "name")
+                description = text(playlist, "description")
+                raw_items = playlist.get("items")
+                raw_items = raw_items if isinstance(raw_items, list) else []
+            except Malformed as problem:
+                yield rejected(
+                    PLAYLISTS, problem, f"{file.path} playlist {index}", _where(file, index)
+                )
                 continue
             # The archive has no playlist ids; a repeated name is told apart by archive order.
             seen = self.playlist_names.get(name, 0) + 1
             self.playlist_names[name] = seen
             playlist_key = f"name:{name}" if seen == 1 else f"name:{name}#{seen}"
-            raw_items = playlist.get("items")
-            raw_items = raw_items if isinstance(raw_items, list) else []
             items = []
-            for item in raw_items:
+            not_tracks = 0
+            for position, item in enumerate(raw_items):
                 track = item.get("track") if isinstance(item, dict) else None
-                if not isinstance(track, dict):
-                    continue  # episodes, audiobooks and local files
-                track_name, artist = _text(track.get("trackName")), _text(track.get("artistName"))
-                if track_name is None or artist is None:
+                if isinstance(item, dict) and track is None:
+                    not_tracks += 1  # an episode, an audiobook or a local file
                     continue
-                items.append(
-                    compact(
+                try:
+                    track = entry_object(track, "the item's track")
+                    items.append(
                         {
-                            "track_name": track_name,
-                            "artist_name": artist,
-                            "album_name": _text(track.get("albumName")),
-                            "track_uri": _text(track.get("trackUri")),
+                            "track_name": required_text(track, "trackName"),
+                            "artist_name": required_text(track, "artistName"),
+                            "album_name": text(track, "albumName"),
+                            "track_uri": text(track, "trackUri"),
                             "added_at": _day(item.get("addedDate")),
                         }
                     )
-                )
-            data = compact(
-                {
-                    "playlist_id": playlist_key,
-                    "name": name,
-                    "description": _text(playlist.get("description")),
-                    "last_modified": _day(playlist.get("lastModifiedDate")),
-                    "item_count": len(raw_items),
-                    "items": items,
-                }
-            )
-            yield from self._emit(PLAYLISTS, playlist_key, data, counts)
+                except Malformed as problem:
+                    yield rejected(
+                        PLAYLISTS,
+                        problem,
+                        f"{file.path} playlist {name!r} item {position}",
+                        f"{_where(file, index)}/{position}",
+                    )
+            if not_tracks:
+                yield omit("playlist_item_not_a_track", not_tracks)
+            data = {
+                "playlist_id": playlist_key,
+                "name": name,
+                "description": description,
+                "last_modified": _day(playlist.get("lastModifiedDate")),
+                "item_count": len(raw_items),
+                "items": [compact(item) for item in items],
+            }
+            yield from self._emit(PLAYLISTS, playlist_key, data)
 
 
 def _not_modelled(what: str) -> Message:
@@ -436,16 +542,6 @@ def _not_modelled(what: str) -> Message:
         recovery_action="not_retriable",
         retryable=False,
     )
-
-
-def _unmodelled_sections(file: _File, document: Any) -> Iterator[Message]:
-    """YourLibrary.json also lists albums, shows, artists...; say which ones were left out."""
-    if file.kind != "library":
-        return
-    for section in sorted(document):
-        value = document[section]
-        if section != "tracks" and isinstance(value, list) and value:
-            yield _not_modelled(f"{file.path} section {section!r} ({len(value)} entries)")
 
 
 def _import(start: Start, tree: _Tree) -> Iterator[Message]:
@@ -462,10 +558,16 @@ def _import(start: Start, tree: _Tree) -> Iterator[Message]:
         )
     unmodelled = sorted((f for f in tree.files if f.kind is None), key=lambda f: _natural(f.path))
 
-    # Survey: validate every recognized file and find the account, before emitting anything.
+    # Survey: read every recognized file and find the account, before emitting anything.
     usernames: set[str] = set()
+    bad: dict[str, _BadFile] = {}
     for file in recognized:
-        usernames |= _usernames(file, _load(tree, file))
+        try:
+            usernames |= _usernames(file, _load(tree, file))
+        except _BadFile as problem:
+            bad[file.path] = problem
+    if len(bad) == len(recognized):
+        raise _corrupt(f"no Spotify file in the archive could be read: {next(iter(bad.values()))}")
     if len(usernames) > 1:
         raise ConnectorError(
             f"the archive holds data of {len(usernames)} different Spotify accounts; "
@@ -481,35 +583,15 @@ def _import(start: Start, tree: _Tree) -> Iterator[Message]:
     importer = _Importer(start)
     total = len(recognized)
     for index, file in enumerate(recognized, start=1):
-        stream = _KIND_STREAM[file.kind or ""]
-        if not start.wants(stream):
+        streams = [s for s in _KIND_STREAMS[file.kind or ""] if start.wants(s)]
+        if not streams:
             continue
-        yield progress(f"reading {file.path}", stream=stream, count=index, total=total)
-        document = _load(tree, file)
-        counts = _Counts()
-        yield from importer.records(file, document, counts)
-        yield from _unmodelled_sections(file, document)
-        if counts.not_music:
-            yield progress(
-                f"{file.path}: {counts.not_music} podcast, video or audiobook entries skipped",
-                stream=stream,
-                count=counts.not_music,
-            )
-        if counts.duplicates:
-            yield progress(
-                f"{file.path}: {counts.duplicates} plays merged into an already imported play "
-                "of the same track ending in the same minute",
-                stream=stream,
-                count=counts.duplicates,
-            )
-        if counts.malformed:
-            yield skip(
-                stream,
-                "malformed_entries",
-                f"{counts.malformed} entries in {file.path} could not be read and were left out",
-                recovery_action="not_retriable",
-                retryable=False,
-            )
+        yield progress(f"reading {file.path}", stream=streams[0], count=index, total=total)
+        unreadable = bad.get(file.path)
+        if unreadable is not None:
+            yield reject(None, unreadable.reason, str(unreadable), key=_base_name(file.path))
+            continue
+        yield from importer.records(file, _load(tree, file))
     for file in unmodelled:
         yield _not_modelled(file.path)
 

@@ -316,7 +316,7 @@ class Collection(ConnectionRecords):
                     match,
                     CurrentRecord(
                         record_id,
-                        orjson.loads(data),
+                        data,
                         version,
                         bool(deleted),
                         _paths(paths),
@@ -656,7 +656,7 @@ class Collection(ConnectionRecords):
     def _parked_chunk(self, db: sqlite3.Connection, stage: int) -> list[tuple[Any, ...]]:
         return db.execute(
             "SELECT record_id, connection_id, stream, record_key, data, deleted FROM records "
-            "WHERE parked = ? LIMIT ?",
+            "WHERE parked = ? AND parked != 0 LIMIT ?",  # the partial index
             (stage, CLEANUP_CHUNK),
         ).fetchall()
 

@@ -281,11 +281,12 @@ class ReadQueries(SearchIndex):
         each once, at its last qualifying change; a change touching only hidden fields never
         qualifies.
 
-        Walks stages in publication order and each stage's changes in sequence order, from
-        the page position (so each page costs its own changes, not the whole window), and
-        keeps a change only if no later qualifying change of the same record falls inside the
-        session. A record's changes all come from its connection's stages, which publish in
-        the order they were written, so "later" is simply a higher change sequence.
+        Walks the scope's stages in publication order and each stage's changes in sequence
+        order from the page position, one stage at a time, so a page costs its own changes
+        (and an index probe per stage it passes), never the rest of the window. A change is
+        kept only if no later qualifying change of the same record falls inside the session;
+        a record's changes all come from its connection's stages, which publish in the order
+        they were written, so "later" is simply a higher change sequence.
         """
         if not scope.connection_ids:
             return [], False
@@ -293,56 +294,61 @@ class ReadQueries(SearchIndex):
         fields = list(scope.fields)
         field_marks = marks(len(fields)) or "NULL"
         after_publish, after_seq = after if after is not None else (since, 0)
+        stages = self._db().execute(
+            "SELECT run_seq, publish_seq FROM runs WHERE publish_seq >= ? AND publish_seq > ? "
+            f"AND publish_seq <= ? AND connection_id IN ({marks(len(scope.connection_ids))}) "
+            "ORDER BY publish_seq",
+            [after_publish, since, upto, *scope.connection_ids],
+        )
+        # record_changes drives (its (stage, seq) index gives the order); CROSS JOIN keeps
+        # the planner from starting anywhere else
         sql = (
             "SELECT v.connection_id, v.record_key, v.data, v.emitted_at, v.deleted, "
-            "v.deleted_at, s.publish_seq, c.seq FROM runs s "
-            "JOIN record_changes c ON c.stage = s.run_seq "
-            "JOIN records h ON h.record_id = c.record_id "
+            "v.deleted_at, c.seq FROM record_changes c "
+            "CROSS JOIN records h ON h.record_id = c.record_id "
             "JOIN connections k ON k.connection_id = h.connection_id "
             "JOIN records v ON v.connection_id = h.connection_id AND v.stream = h.stream "
             f"AND v.record_key = h.record_key AND {visible('v', 'k')} "
-            "WHERE s.publish_seq > ? AND s.publish_seq <= ? "
-            "AND (s.publish_seq > ? OR (s.publish_seq = ? AND c.seq > ?)) "
-            f"AND s.connection_id IN ({marks(len(scope.connection_ids))}) AND h.stream = ? "
+            "WHERE c.stage = ? AND c.seq > ? AND h.stream = ? "
             f"AND {_qualifies('c', field_marks)} AND NOT EXISTS ("
             "SELECT 1 FROM record_changes later JOIN runs ls ON ls.run_seq = later.stage "
             "WHERE later.record_id = c.record_id AND later.seq > c.seq "
             f"AND ls.publish_seq <= ? AND {_qualifies('later', field_marks)})"
             + "".join(f" AND {f}" for f in filters)
-            + " ORDER BY s.publish_seq, c.seq LIMIT ?"
+            + " ORDER BY c.seq LIMIT ?"
         )
-        rows = self._db().execute(
-            sql,
-            [
-                since,
-                upto,
-                after_publish,
-                after_publish,
-                after_seq,
-                *scope.connection_ids,
-                scope.stream.name,
-                *fields,
-                upto,
-                *fields,
-                *params,
-                limit + 1,
-            ],
-        ).fetchall()
         keep = frozenset(fields)
-        page = [
-            ChangedRecord(
-                connection_id=row[0],
-                stream=scope.stream.name,
-                record_key=row[1],
-                data=None if row[4] else project(orjson.loads(row[2]), keep),
-                emitted_at=row[3],
-                deleted=bool(row[4]),
-                deleted_at=row[5],
-                position=(row[6], row[7]),
+        page: list[ChangedRecord] = []
+        for stage, publish_seq in stages:
+            rows = self._db().execute(
+                sql,
+                [
+                    stage,
+                    after_seq if publish_seq == after_publish else 0,
+                    scope.stream.name,
+                    *fields,
+                    upto,
+                    *fields,
+                    *params,
+                    limit + 1 - len(page),
+                ],
+            ).fetchall()
+            page.extend(
+                ChangedRecord(
+                    connection_id=row[0],
+                    stream=scope.stream.name,
+                    record_key=row[1],
+                    data=None if row[4] else project(orjson.loads(row[2]), keep),
+                    emitted_at=row[3],
+                    deleted=bool(row[4]),
+                    deleted_at=row[5],
+                    position=(publish_seq, row[6]),
+                )
+                for row in rows
             )
-            for row in rows[:limit]
-        ]
-        return page, len(rows) > limit
+            if len(page) > limit:
+                return page[:limit], True
+        return page, False
 
     # search ---------------------------------------------------------------------------------
     def search(

@@ -19,6 +19,7 @@ from ownstream.store.sqlite.auth import AuthRecords
 from ownstream.store.sqlite.collection import LEASE_SECONDS
 from ownstream.store.sqlite.provider_auth import ProviderAuthRecords
 from ownstream.store.sqlite.reads import ReadQueries
+from ownstream.store.sqlite.rekey import RecordRekeys
 from ownstream.store.sqlite.schedules import ScheduleRecords
 from ownstream.store.sqlite.search_index import SLOTS
 
@@ -26,6 +27,7 @@ from ownstream.store.sqlite.search_index import SLOTS
 class SQLiteStore(
     ProviderAuthRecords,
     ReadQueries,
+    RecordRekeys,
     AggregateQueries,
     ActivityQueries,
     AccessRecords,
