@@ -368,7 +368,7 @@ def test_a_head_lists_the_blobs_its_data_references_and_a_tombstone_none() -> No
         ("image", blob, "image/png"),
         ("files", blob, "image/png"),
     ]
-    held = CurrentRecord(1, data, 1, False, frozenset({"notes-api"}), STAGE, "t")
+    held = CurrentRecord(1, orjson.dumps(data), 1, False, frozenset({"notes-api"}), STAGE, "t")
     gone = RecordWrite("photos", "p", {"id": "p"}, "t", op="delete")
     [tombstone] = plan_batch(photos, API, STAGE + 1, {"p": held}, [gone]).versions
     assert tombstone.head.deleted and tombstone.head.blobs == ()
