@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,4 +136,8 @@ def connect(request: pytest.FixtureRequest, mcp_world: McpWorld) -> Connect:
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    anyio.run(scenario)
+    """Run the scenario in a thread of its own: a browser test earlier in this test process
+    leaves Playwright's event loop running on the main thread (its Chromium lives for the
+    session), where `anyio.run` would refuse to start another."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(anyio.run, scenario).result()
