@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -110,8 +110,8 @@ class Photos:
         _, token = issue_grant(self.home.store, self.home.catalog, "app.test", {"streams": streams})
         return token
 
-    def get(self, path: str, token: str, **headers: str) -> httpx.Response:
-        response: httpx.Response = self.http.get(
+    def get(self, path: str, token: str, **headers: str) -> httpx2.Response:
+        response: httpx2.Response = self.http.get(
             path, headers={"Authorization": f"Bearer {token}", **headers}
         )
         return response

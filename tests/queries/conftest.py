@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -151,8 +151,8 @@ class TaskWorld:
         _, token = issue_grant(self.home.store, self.home.catalog, "app.test", {"streams": streams})
         return token
 
-    def get(self, path: str, token: str | None = None, params: Any = None) -> httpx.Response:
-        response: httpx.Response = self.http.get(
+    def get(self, path: str, token: str | None = None, params: Any = None) -> httpx2.Response:
+        response: httpx2.Response = self.http.get(
             path,
             params=params,
             headers={"Authorization": f"Bearer {token or self.owner_token}"},
@@ -161,9 +161,9 @@ class TaskWorld:
 
     def request(
         self, method: str, path: str, token: str | None = None, **kw: Any
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         headers = {"Authorization": f"Bearer {token or self.owner_token}", **kw.pop("headers", {})}
-        response: httpx.Response = self.http.request(method, path, headers=headers, **kw)
+        response: httpx2.Response = self.http.request(method, path, headers=headers, **kw)
         return response
 
     def listed(self, stream: str = "tasks", params: Any = None) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+import httpx2
 
 from ownstream.owner import ConnectionOperations
 from ownstream.runtime.protocol import MAX_LINE_BYTES
@@ -20,7 +20,7 @@ NDJSON = {"Content-Type": "application/x-ndjson"}
 def push(
     world: TaskWorld, connection_id: str, lines: list[Any], stream: str = "tasks",
     token: str | None = None, headers: dict[str, str] = NDJSON,
-) -> httpx.Response:
+) -> httpx2.Response:
     body = b"".join(
         (line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines
     )
