@@ -30,10 +30,9 @@ from ownstream.model import (
 )
 from ownstream.reads.common import Warnings, attribution, connection_entry, scopes
 from ownstream.registry.definitions import (
-    AGGREGABLE_NAME,
-    SCALAR_TYPES,
     TYPE_KEYWORD,
     aggregable,
+    exact_filterable,
     expand_declarations,
     value_types,
 )
@@ -59,12 +58,6 @@ def _owner_flag(declared: bool, granted: bool, owner: bool) -> dict[str, Any]:
     if declared and granted and not owner:
         flag.update(usable=False, reason=OWNER_ONLY)
     return flag
-
-
-def exact_filterable(name: str, prop: Any) -> bool:
-    """A top-level field of one scalar type: the owner may filter it by exact value."""
-    types = value_types(prop)
-    return len(types) == 1 and types <= SCALAR_TYPES and bool(AGGREGABLE_NAME.match(name))
 
 
 def field_capabilities(

@@ -35,7 +35,7 @@ from ownstream.model import (
 )
 from ownstream.reads.common import Warnings, clamped
 from ownstream.registry import Catalog
-from ownstream.registry.definitions import AGGREGABLE_NAME, SCALAR_TYPES, time_format, value_types
+from ownstream.registry.definitions import exact_filterable, time_format, value_types
 
 FILTER = re.compile(r"filter\[([^\[\]]+)\](?:\[([^\[\]]+)\])?")
 EXPAND_LIMIT = re.compile(r"expand_limit\[([^\[\]]+)\]")
@@ -122,8 +122,7 @@ def _filter(name: str, raw: str, definition: StreamDefinition) -> FieldFilter:
     if field not in definition.fields:
         raise UnknownField(f"{definition.name} has no field {field!r}", param=name)
     prop = definition.schema["properties"][field]
-    types = value_types(prop)
-    if len(types) != 1 or not types <= SCALAR_TYPES or not AGGREGABLE_NAME.match(field):
+    if not exact_filterable(field, prop):
         raise InvalidRequest(f"{field!r} is not a top-level scalar field", param=name)
     if op != "eq":
         if op not in RANGE_OPS:
@@ -132,7 +131,7 @@ def _filter(name: str, raw: str, definition: StreamDefinition) -> FieldFilter:
             raise InvalidRequest(
                 f"{definition.name} declares no {op} range filter on {field!r}", param=name
             )
-    value, moment = _typed(raw, next(iter(types)), time_format(prop), name)
+    value, moment = _typed(raw, next(iter(value_types(prop))), time_format(prop), name)
     return FieldFilter(field, cast(FilterOp, op), value, moment)
 
 

@@ -128,6 +128,13 @@ def time_format(prop: Any) -> str | None:
     return found if found in ("date", "date-time") else None
 
 
+def exact_filterable(name: str, prop: Any) -> bool:
+    """A top-level field of one scalar type, with a name safe in a JSON path: the owner may
+    filter it by exact value."""
+    types = value_types(prop)
+    return len(types) == 1 and types <= SCALAR_TYPES and bool(AGGREGABLE_NAME.match(name))
+
+
 def rangeable(prop: Any) -> bool:
     """Whether a field's values have an order a range filter can use: numbers, dates and
     date-times."""
