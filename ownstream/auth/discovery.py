@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ownstream.auth import DATA_ACCESS_TYPE, DEVICE_GRANT_TYPE, SCOPE
 from ownstream.errors import InvalidArgument
+from ownstream.reads.records import SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT
 
 RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
 AUTHORIZATION_SERVER_METADATA_PATH = "/.well-known/oauth-authorization-server"
@@ -93,8 +94,8 @@ def capabilities() -> dict[str, Any]:
             "endpoint": "/v1/search",
             "cross_stream": True,
             "snippets": True,
-            "default_limit": 10,
-            "max_limit": 50,
+            "default_limit": SEARCH_DEFAULT_LIMIT,
+            "max_limit": SEARCH_MAX_LIMIT,
         }
     }
 
