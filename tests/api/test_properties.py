@@ -304,13 +304,13 @@ def test_records_details_and_metadata_stay_inside_the_grant(
             assert shared["connector_id"] == "shared-definitions"
             assert [m["name"] for m in shared["streams"]] == names
             for meta in shared["streams"]:
-                entry = granted[meta["name"]]
-                assert meta["granted_fields"] == list(entry.fields)
+                shown = granted[meta["name"]]
+                assert meta["granted_fields"] == list(shown.fields)
                 assert [f for f, c in meta["field_capabilities"].items() if c["granted"]] == [
-                    f for f in ds.definition(meta["name"]).fields if f in entry.fields
+                    f for f in ds.definition(meta["name"]).fields if f in shown.fields
                 ]
                 assert {c["connection_id"] for c in meta["granted_connections"]} <= set(
-                    entry.instance_ids
+                    shown.instance_ids
                 )
             continue
         stream = data.draw(st.sampled_from(STREAMS), "stream")
