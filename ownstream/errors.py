@@ -121,6 +121,13 @@ class BlobTooLarge(OwnstreamError):
     status = 413
 
 
+class BlobTooLargeToReturn(OwnstreamError):
+    """A blob larger than one MCP tool result carries (`fetch_blob`'s bound)."""
+
+    code = "blob_too_large_to_return"
+    status = 413
+
+
 class InvalidExpand(OwnstreamError):
     """An `expand[]` names a relation the stream does not declare as expandable."""
 

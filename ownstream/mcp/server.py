@@ -105,7 +105,7 @@ def build_server(home: Home, credential: Credential) -> Server[Any]:
             reader = Reader(home, credential(ctx.request))
             answer = tool.run(reader, tool.arguments(params.arguments))
             return types.CallToolResult(
-                content=[types.TextContent(text=answer.text)],
+                content=[types.TextContent(text=answer.text), *answer.attached],
                 structured_content=answer.structured,
             )
 

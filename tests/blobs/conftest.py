@@ -121,19 +121,25 @@ class Photos:
         return sorted(p.name for p in root.glob("??/blob_sha256_*"))
 
 
-@pytest.fixture
-def photos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Photos]:
-    monkeypatch.setenv(MAX_BLOB_ENV, str(MAX_BLOB_BYTES))
-    home = Home(tmp_path / "home")
+def photos_world(root: Path) -> Photos:
+    """A home under `root` with the photos and albums definitions and both importers."""
+    home = Home(root / "home")
     home.catalog.add_definition(PHOTOS_DEFINITION, home.store)
     home.catalog.add_definition(ALBUMS_DEFINITION, home.store)
     for key, entry in (
         ("photos-export", "tests.blobs.photos:collect"),
         ("photos-probe", "tests.blobs.photos:misbehave"),
     ):
-        path = tmp_path / f"{key}.json"
+        path = root / f"{key}.json"
         path.write_text(json.dumps(manifest(key, entry)))
         home.catalog.add_manifest(path, home.store)
     owner, _ = AccessOperations(home).mint_owner_token()
-    yield Photos(tmp_path, home, TestClient(create_app(home)), owner)
-    home.store.close()
+    return Photos(root, home, TestClient(create_app(home)), owner)
+
+
+@pytest.fixture
+def photos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Photos]:
+    monkeypatch.setenv(MAX_BLOB_ENV, str(MAX_BLOB_BYTES))
+    world = photos_world(tmp_path)
+    yield world
+    world.home.store.close()
