@@ -7,6 +7,9 @@ ownstream deliberately differs, the schema here says so next to the difference:
 - `available_connections[].display_name` is optional: ownstream never shows a placeholder label;
 - an `expand_capabilities` entry says whether this bearer may use it (`usable`, with `reason`
   `owner_only` for a client: expansion is the owner's).
+Some shapes are tighter than the contract, where ownstream always sends what it leaves optional:
+an `aggregation` has every one of its echo keys, and `limit`, `groups` and `other_count`
+exactly when it is grouped (`value` exactly when it is not).
 """
 
 from __future__ import annotations
@@ -216,30 +219,45 @@ SEARCH = open_(
     ),
 )
 GRANULARITIES = ["minute", "hour", "day", "week", "month", "quarter", "year"]
-AGGREGATION = closed(
-    ["object", "stream", "metric", "filtered_record_count"],
-    object={"const": "aggregation"},
-    stream=STRING,
-    metric={"enum": ["count", "sum", "min", "max", "count_distinct"]},
-    field=NULLABLE_STRING,
-    group_by=NULLABLE_STRING,
-    group_by_time=NULLABLE_STRING,
-    granularity={"enum": [*GRANULARITIES, None]},
-    time_zone=NULLABLE_STRING,
-    approximate={"type": "boolean"},
-    filtered_record_count=COUNT,
-    limit={"type": "integer", "minimum": 1, "maximum": 100},
-    groups={
-        "type": "array",
-        "items": closed(
-            ["key", "count"],
-            key={"type": ["string", "number", "integer", "boolean", "null"]},
-            count=COUNT,
-        ),
+AGGREGATION_BASE = [
+    "object", "stream", "metric", "field", "group_by", "group_by_time", "granularity",
+    "time_zone", "approximate", "filtered_record_count",
+]
+GROUPED_KEYS = ["limit", "groups", "other_count"]
+AGGREGATION = {
+    **closed(
+        AGGREGATION_BASE,
+        object={"const": "aggregation"},
+        stream=STRING,
+        metric={"enum": ["count", "sum", "min", "max", "count_distinct"]},
+        field=NULLABLE_STRING,
+        group_by=NULLABLE_STRING,
+        group_by_time=NULLABLE_STRING,
+        granularity={"enum": [*GRANULARITIES, None]},
+        time_zone=NULLABLE_STRING,
+        approximate={"type": "boolean"},
+        filtered_record_count=COUNT,
+        limit={"type": "integer", "minimum": 1, "maximum": 100},
+        groups={
+            "type": "array",
+            "items": closed(
+                ["key", "count"],
+                key={"type": ["string", "number", "integer", "boolean", "null"]},
+                count=COUNT,
+            ),
+        },
+        other_count=COUNT,
+        value={"type": ["number", "integer", "string", "null"]},
+    ),
+    # grouped (by a field or by time): limit, groups and other_count, and no value;
+    # otherwise a value and none of the three
+    "if": {"properties": {"group_by": {"type": "null"}, "group_by_time": {"type": "null"}}},
+    "then": {
+        "required": ["value"],
+        "not": {"anyOf": [{"required": [key]} for key in GROUPED_KEYS]},
     },
-    other_count=COUNT,
-    value={"type": ["number", "integer", "string", "null"]},
-)
+    "else": {"required": GROUPED_KEYS, "not": {"required": ["value"]}},
+}
 WINDOW = closed(
     ["text", "total_chars", "start_chars", "end_chars", "limit_chars", "complete", "has_more",
      "match_start_chars", "match_end_chars", "next_offset_chars", "previous_offset_chars"],

@@ -36,6 +36,7 @@ from ownstream.model import Grant
 from ownstream.records import search_text
 
 from .conftest import SECRET_WORDS, World, assert_error, build_standard, make_notes
+from .contract import assert_shape
 
 STREAMS = ("listening_history", "saved_tracks", "playlists", "profile", "notes")
 MISSING_CONNECTION = "cin_" + "f" * 24
@@ -605,6 +606,7 @@ def test_aggregations_equal_a_fold_over_the_grants_pages(ds: Dataset, data: st.D
             for record in page["data"]
         ]
         got = response.json()
+        assert_shape("aggregation", got)
         expected = fold_aggregate(records, params, definition)
         assert {k: got[k] for k in expected} == expected, (params, narrowing)
         assert got["approximate"] is False
