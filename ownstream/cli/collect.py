@@ -273,7 +273,9 @@ def audit(
 @handles_errors
 def worker(
     ctx: typer.Context,
-    once: bool = typer.Option(False, "--once", help="One pass over due connections, then exit."),
+    once: bool = typer.Option(
+        False, "--once", help="One pass (housekeeping, then due connections), then exit."
+    ),
     poll: float = typer.Option(5.0, "--poll", help="Seconds between passes."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -287,6 +289,7 @@ def worker(
 
     runner = Worker(home_of(ctx).runtime())
     if once:
+        runner.maintain()
         results = runner.tick()
         payload = {
             connection_id: [o.to_dict() for o in result]

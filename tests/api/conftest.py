@@ -359,7 +359,7 @@ def assert_error(response: httpx2.Response, status: int, code: str) -> dict[str,
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"}, body
-    error = body["error"]
+    error: dict[str, Any] = body["error"]
     assert {"type", "code", "message", "request_id"} <= set(error), error
     assert error["code"] == code, error
     assert isinstance(error["message"], str) and error["message"]

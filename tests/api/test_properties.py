@@ -36,6 +36,7 @@ from ownstream.model import Grant
 from ownstream.records import search_text
 
 from .conftest import SECRET_WORDS, World, assert_error, build_standard, make_notes
+from .contract import assert_shape
 
 STREAMS = ("listening_history", "saved_tracks", "playlists", "profile", "notes")
 MISSING_CONNECTION = "cin_" + "f" * 24
@@ -304,13 +305,13 @@ def test_records_details_and_metadata_stay_inside_the_grant(
             assert shared["connector_id"] == "shared-definitions"
             assert [m["name"] for m in shared["streams"]] == names
             for meta in shared["streams"]:
-                entry = granted[meta["name"]]
-                assert meta["granted_fields"] == list(entry.fields)
+                shown = granted[meta["name"]]
+                assert meta["granted_fields"] == list(shown.fields)
                 assert [f for f, c in meta["field_capabilities"].items() if c["granted"]] == [
-                    f for f in ds.definition(meta["name"]).fields if f in entry.fields
+                    f for f in ds.definition(meta["name"]).fields if f in shown.fields
                 ]
                 assert {c["connection_id"] for c in meta["granted_connections"]} <= set(
-                    entry.instance_ids
+                    shown.instance_ids
                 )
             continue
         stream = data.draw(st.sampled_from(STREAMS), "stream")
@@ -605,6 +606,7 @@ def test_aggregations_equal_a_fold_over_the_grants_pages(ds: Dataset, data: st.D
             for record in page["data"]
         ]
         got = response.json()
+        assert_shape("aggregation", got)
         expected = fold_aggregate(records, params, definition)
         assert {k: got[k] for k in expected} == expected, (params, narrowing)
         assert got["approximate"] is False
