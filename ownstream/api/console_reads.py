@@ -221,20 +221,7 @@ def _audit_page(
     store: Store, filters: dict[str, str | None], before: int | None
 ) -> tuple[list[AuditEvent], int | None]:
     """One page of the trail, newest first, of the events numbered below `before`, and the
-    `before` of the next (older) page, if there is one.
-
-    The store answers the newest N events of a filter, so a deeper page asks for every event
-    that may be newer than `before` too (at most the newest number minus `before`) and keeps
-    the older ones: the cost grows with the depth, until the store can page by number."""
-    if before is None:
-        found = store.audit_events(**filters, limit=AUDIT_PAGE + 1)
-    else:
-        newest = store.audit_events(limit=1)
-        newer = max(0, newest[0].seq - before + 1) if newest else 0
-        found = [
-            e
-            for e in store.audit_events(**filters, limit=newer + AUDIT_PAGE + 1)
-            if e.seq < before
-        ]
+    `before` of the next (older) page, if there is one."""
+    found = store.audit_events(**filters, before=before, limit=AUDIT_PAGE + 1)
     page = found[:AUDIT_PAGE]
     return page, page[-1].seq if len(found) > AUDIT_PAGE else None

@@ -319,16 +319,28 @@ def audit(
     connection_id: Text = None,
     actor_kind: Text = None,
     operation: Text = None,
+    before: Text = None,
     limit: Text = None,
 ) -> dict[str, Any]:
-    ops = _ops(request, ("connection_id", "actor_kind", "operation", "limit"))
-    events = ops.home.store.audit_events(
+    """The audit trail, newest first; `before` (an event's `seq`, as `next_before` gives it)
+    continues below that event."""
+    ops = _ops(request, ("connection_id", "actor_kind", "operation", "before", "limit"))
+    size = int_value(limit, "limit", maximum=1000) or 200
+    found = ops.home.store.audit_events(
         connection_id=connection_id,
         actor_kind=actor_kind,
         operation=operation,
-        limit=int_value(limit, "limit", maximum=1000) or 200,
+        before=int_value(before, "before"),
+        limit=size + 1,
     )
-    return {"object": "list", "data": [asdict(e) for e in events], "has_more": False}
+    page = found[:size]
+    more = len(found) > size
+    return {
+        "object": "list",
+        "data": [asdict(e) for e in page],
+        "has_more": more,
+        "next_before": page[-1].seq if more else None,
+    }
 
 
 @router.get("/v1/owner/connections/{connection_id}/provenance/{stream}/{record_id:path}")

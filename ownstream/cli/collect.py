@@ -253,12 +253,16 @@ def audit(
     connection: str | None = typer.Option(None, "--connection"),
     actor: str | None = typer.Option(None, "--actor", help="owner, scheduler, client, system"),
     operation: str | None = typer.Option(None, "--operation"),
+    before: int | None = typer.Option(
+        None, "--before", min=1, help="Only events numbered (seq) below this: the next page."
+    ),
     limit: int = typer.Option(50, "--limit", min=1, max=10_000),
     as_json: bool = JsonOption,
 ) -> None:
     """The audit trail of owner, client and scheduler actions (never secrets or contents)."""
     events = home_of(ctx).store.audit_events(
-        connection_id=connection, actor_kind=actor, operation=operation, limit=limit
+        connection_id=connection, actor_kind=actor, operation=operation, before=before,
+        limit=limit,
     )
     if as_json:
         print_json([asdict(e) for e in events])

@@ -760,5 +760,9 @@ class Store(AuthStore, Protocol):
         connection_id: str | None = None,
         actor_kind: str | None = None,
         operation: str | None = None,
+        before: int | None = None,
         limit: int = 200,
-    ) -> list[AuditEvent]: ...
+    ) -> list[AuditEvent]:
+        """The newest `limit` events of the filter, newest first; with `before`, only the
+        events numbered (`seq`) below it: the next page of the trail."""
+        ...

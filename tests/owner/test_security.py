@@ -8,6 +8,7 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,6 +140,25 @@ def test_responses_are_never_cached_and_inputs_are_bounded(lab: Lab) -> None:
                   params={"limit": limit})
     lab.error("PATCH", f"/v1/owner/connections/{ann}", 400, "invalid_argument",
               json={"display_name": "x" * 121})
+
+
+def test_the_audit_trail_pages_by_event_number(lab: Lab) -> None:
+    ann = lab.connect("ann")
+    for turn in range(5):
+        lab.ok("PATCH", f"/v1/owner/connections/{ann}", json={"display_name": f"Ann {turn}"})
+    whole = lab.ok("GET", "/v1/owner/audit", params={"connection_id": ann})
+    assert whole["has_more"] is False and whole["next_before"] is None
+    walked: list[int] = []
+    params: dict[str, Any] = {"connection_id": ann, "limit": 2}
+    while True:
+        page = lab.ok("GET", "/v1/owner/audit", params=params)
+        walked += [event["seq"] for event in page["data"]]
+        if not page["has_more"]:
+            break
+        assert page["next_before"] == page["data"][-1]["seq"]
+        params["before"] = page["next_before"]
+    assert walked == [event["seq"] for event in whole["data"]] and len(walked) >= 6
+    lab.error("GET", "/v1/owner/audit", 400, "invalid_argument", params={"before": "x"})
 
 
 def test_requests_are_logged_without_tokens_or_queries(
