@@ -114,6 +114,27 @@ class UploadTooLarge(OwnstreamError):
     status = 413
 
 
+class BlobTooLarge(OwnstreamError):
+    """Content larger than the server stores as one blob (`OWNSTREAM_MAX_BLOB_BYTES`)."""
+
+    code = "blob_too_large"
+    status = 413
+
+
+class BlobTooLargeToReturn(OwnstreamError):
+    """A blob larger than one MCP tool result carries (`fetch_blob`'s bound)."""
+
+    code = "blob_too_large_to_return"
+    status = 413
+
+
+class InvalidExpand(OwnstreamError):
+    """An `expand[]` names a relation the stream does not declare as expandable."""
+
+    code = "invalid_expand"
+    status = 400
+
+
 class ProtocolViolation(OwnstreamError):
     """A connector broke the run protocol."""
 
@@ -177,6 +198,13 @@ class NotFound(OwnstreamError):
     """No such thing."""
 
     code = "not_found"
+    status = 404
+
+
+class BlobNotFound(OwnstreamError):
+    """No such blob, or none this bearer can reach through a record it may read."""
+
+    code = "blob_not_found"
     status = 404
 
 
@@ -319,6 +347,13 @@ class FieldNotText(OwnstreamError):
 
     code = "field_not_text"
     status = 422
+
+
+class RangeNotSatisfiable(OwnstreamError):
+    """A byte range that lies outside the blob."""
+
+    code = "range_not_satisfiable"
+    status = 416
 
 
 # 5xx-ish — a run that could not go on

@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ownstream.background import Background, ProgressHub
+from ownstream.blobs import BlobStore
 from ownstream.credentials import Vault
 from ownstream.errors import InvalidRequest
 from ownstream.grants.usage import UsageRecorder
@@ -99,6 +100,10 @@ class Home:
         return catalog
 
     @cached_property
+    def blobs(self) -> BlobStore:
+        return BlobStore.configured(self.path)
+
+    @cached_property
     def vault(self) -> Vault:
         return Vault.for_home(self.path)
 
@@ -115,7 +120,9 @@ class Home:
         return UsageRecorder(self.store)
 
     def runtime(self, on_progress: ProgressCallback | None = None) -> Runtime:
-        return Runtime(self.store, self.catalog, self.vault, on_progress=on_progress)
+        return Runtime(
+            self.store, self.catalog, self.vault, self.blobs, on_progress=on_progress
+        )
 
 
 def database_url() -> str | None:

@@ -10,8 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Semantics = Literal["append_only", "mutable_state"]
-AcquisitionMethod = Literal["provider_api", "owner_artifact", "browser_polyfill", "device_sync"]
-ACQUISITION_METHODS: tuple[str, ...] = (
+# `owner_push` and `owner_edit` are the owner's own paths (pushed records, record deletes),
+# never a manifest's
+AcquisitionMethod = Literal[
+    "provider_api", "owner_artifact", "browser_polyfill", "device_sync", "owner_push", "owner_edit"
+]
+ACQUISITION_METHODS: tuple[str, ...] = (  # what a manifest may declare
     "provider_api",
     "owner_artifact",
     "browser_polyfill",
@@ -48,6 +52,42 @@ class Aggregations:
 
 
 AGGREGATION_KINDS = ("sum", "min", "max", "group_by", "group_by_time", "count_distinct")
+RangeOp = Literal["gte", "gt", "lte", "lt"]
+RANGE_OPS: tuple[RangeOp, ...] = ("gte", "gt", "lte", "lt")
+FilterOp = Literal["eq", "gte", "gt", "lte", "lt"]
+Cardinality = Literal["has_one", "has_many"]
+
+
+@dataclass(frozen=True)
+class Relationship:
+    """A relation a definition declares: records of `stream` whose `foreign_key` equals this
+    record's key, in the same connection. `expandable` (with its limits) when the definition
+    also declares it under `expand`; otherwise it is descriptive only."""
+
+    name: str
+    stream: str
+    foreign_key: str
+    cardinality: Cardinality
+    expandable: bool = False
+    default_limit: int = 10
+    max_limit: int = 50
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "stream": self.stream,
+            "foreign_key": self.foreign_key,
+            "cardinality": self.cardinality,
+        }
+
+
+@dataclass(frozen=True)
+class View:
+    """A named projection of a definition's fields (the owner's `view=`)."""
+
+    id: str
+    fields: tuple[str, ...]
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,12 +105,27 @@ class StreamDefinition:
     searchable_fields: tuple[str, ...] = ()
     union_fields: tuple[str, ...] = ()  # array fields merged as a set union across paths
     aggregations: Aggregations | None = None  # None: the stream offers no aggregation
+    # paths of `blob_ref` fields: `photo`, `attachments[].blob_ref` (one level inside a field)
+    blob_fields: tuple[str, ...] = ()
+    range_filters: tuple[tuple[str, tuple[RangeOp, ...]], ...] = ()  # (field, operators)
+    relationships: tuple[Relationship, ...] = ()
+    views: tuple[View, ...] = ()
     shared: bool = True
 
     @property
     def fields(self) -> tuple[str, ...]:
         """Top-level fields, the unit of grant projection."""
         return tuple(self.schema.get("properties", {}))
+
+    def range_ops(self, name: str) -> tuple[RangeOp, ...]:
+        """The range operators declared for a field (none when it is not range-filterable)."""
+        return next((ops for field_name, ops in self.range_filters if field_name == name), ())
+
+    def relationship(self, name: str) -> Relationship | None:
+        return next((r for r in self.relationships if r.name == name), None)
+
+    def view(self, view_id: str) -> View | None:
+        return next((v for v in self.views if v.id == view_id), None)
 
 
 @dataclass(frozen=True)
@@ -345,8 +400,21 @@ class ArtifactInfo:
 
 
 @dataclass(frozen=True)
+class FieldFilter:
+    """One owner filter on a top-level scalar field, validated against the definition: the
+    value has the field's JSON type; `moment` compares date-time values as UTC instants (the
+    value is then normalized UTC ISO)."""
+
+    field: str
+    op: FilterOp
+    value: str | int | float | bool
+    moment: bool = False
+
+
+@dataclass(frozen=True)
 class ReadScope:
-    """What a bearer may read from one stream; the store applies every part of it in SQL."""
+    """What a bearer may read from one stream; the store applies every part of it in SQL,
+    request filters (the owner's `filter[...]`) included."""
 
     stream: StreamDefinition
     connection_ids: tuple[str, ...]
@@ -354,6 +422,7 @@ class ReadScope:
     since: str | None = None  # on the stream's consent time, normalized UTC
     until: str | None = None
     resources: tuple[str, ...] | None = None
+    filters: tuple[FieldFilter, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -188,3 +188,92 @@ def match_key(rule: RecordRule, data: dict[str, Any]) -> str | None:
             return None
         parts.append(field.casefold())
     return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:20]
+
+
+# blob references ----------------------------------------------------------------------------
+BLOB_ID_PREFIX = "blob_sha256_"
+BLOB_ID = re.compile(r"blob_sha256_[0-9a-f]{64}")
+BLOB_REF_KEYS = frozenset({"blob_id", "mime_type", "size_bytes", "sha256"})
+_TOKEN = r"[A-Za-z0-9!#$&^_.+-]{1,127}"
+MEDIA_TYPE = re.compile(
+    rf"{_TOKEN}/{_TOKEN}(\s*;\s*{_TOKEN}=(\"[^\"\\\x00-\x1f\x7f]*\"|{_TOKEN}))*"
+)
+
+
+def blob_id_for(sha256: str) -> str:
+    """A blob's id: its content's sha256, so equal bytes are one blob wherever they come from."""
+    return BLOB_ID_PREFIX + sha256
+
+
+def blob_ref_problem(ref: Any) -> str | None:
+    """What is wrong with a producer's `blob_ref` (PDPP core §4: `blob_id`, `mime_type`,
+    `size_bytes`, `sha256`, and no `fetch_url`, which the server adds when it serves one), or
+    None."""
+    if not isinstance(ref, dict):
+        return "a blob_ref must be an object"
+    extra = sorted(set(ref) - BLOB_REF_KEYS)
+    if extra:
+        return f"a blob_ref has only blob_id, mime_type, size_bytes and sha256, not {extra}"
+    blob_id, sha = ref.get("blob_id"), ref.get("sha256")
+    if not isinstance(blob_id, str) or not BLOB_ID.fullmatch(blob_id):
+        return "blob_id must be blob_sha256_ and the content's 64 hex sha256"
+    if sha != blob_id[len(BLOB_ID_PREFIX) :]:
+        return "sha256 must be the hash blob_id names"
+    size = ref.get("size_bytes")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return "size_bytes must be a non-negative integer"
+    mime = ref.get("mime_type")
+    if not isinstance(mime, str) or not MEDIA_TYPE.fullmatch(mime):
+        return "mime_type must be a media type (type/subtype)"
+    return None
+
+
+def blob_refs(definition: StreamDefinition, data: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Every value at one of the definition's blob paths, with the top-level field it is in
+    (the unit a grant projects): `photo`, `cover.blob_ref`, `attachments[].blob_ref`."""
+    found: list[tuple[str, Any]] = []
+    for path in definition.blob_fields:
+        head, _, inner = path.partition(".")
+        name = head.removesuffix("[]")
+        value = data.get(name)
+        many = head.endswith("[]")
+        for holder in (value if isinstance(value, list) else []) if many else [value]:
+            ref = holder if not inner else holder.get(inner) if isinstance(holder, dict) else None
+            if ref is not None:
+                found.append((name, ref))
+    return found
+
+
+def with_fetch_urls(definition: StreamDefinition, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with a `fetch_url` (`/v1/blobs/{blob_id}`) in each well-formed `blob_ref`, as a
+    resource server serves records (PDPP core §4: producers never write one). Only the
+    containers on a blob path are copied; `data` itself is left as it was."""
+    if not definition.blob_fields:
+        return data
+    found = dict(data)
+    for path in definition.blob_fields:
+        head, _, inner = path.partition(".")
+        name = head.removesuffix("[]")
+        if name not in found:
+            continue
+        if head.endswith("[]"):
+            if isinstance(found[name], list):
+                found[name] = [_with_url(item, inner) for item in found[name]]
+        else:
+            found[name] = _with_url(found[name], inner)
+    return found
+
+
+def _with_url(holder: Any, inner: str) -> Any:
+    if not inner:
+        return _url_ref(holder)
+    if isinstance(holder, dict) and inner in holder:
+        return {**holder, inner: _url_ref(holder[inner])}
+    return holder
+
+
+def _url_ref(ref: Any) -> Any:
+    blob_id = ref.get("blob_id") if isinstance(ref, dict) else None
+    if isinstance(blob_id, str) and BLOB_ID.fullmatch(blob_id):
+        return {**ref, "fetch_url": f"/v1/blobs/{blob_id}"}
+    return ref

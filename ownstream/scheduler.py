@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -36,6 +37,7 @@ DEFAULT_INTERVAL_SECONDS = 3600
 BACKOFF_BASE_SECONDS = 60
 MAX_BACKOFF_SECONDS = 24 * 3600
 MAX_PASS_BACKOFF_SECONDS = 300.0
+BLOB_SWEEP_SECONDS = 3600.0  # how often a worker walks the blob directory for orphan files
 log = logging.getLogger(__name__)
 
 
@@ -128,6 +130,23 @@ class Worker:
         self.clock = clock
         self.on_outcome = on_outcome
         self._rng = random.Random()
+        self._next_sweep = 0.0  # monotonic: the first pass sweeps
+
+    def maintain(self) -> list[str]:
+        """A pass's housekeeping: reclaim stalled runs (returned), collect unused blobs, and
+        now and then sweep the blob directory for files the store no longer knows."""
+        reclaimed = self.store.reclaim_stalled()
+        if reclaimed:
+            log.warning("reclaimed stalled run(s) %s", ", ".join(reclaimed))
+        blobs = self.runtime.blobs
+        if time.monotonic() >= self._next_sweep:
+            swept = blobs.sweep(self.store)
+            self._next_sweep = time.monotonic() + BLOB_SWEEP_SECONDS
+        else:
+            swept = blobs.collect(self.store)
+        if swept:
+            log.info("deleted %d unused blob file(s)", swept)
+        return reclaimed
 
     def tick(self) -> dict[str, list[RunOutcome] | OwnstreamError]:
         now = self.clock()
@@ -196,15 +215,13 @@ class Worker:
         return result
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 5.0) -> None:
-        """Pass after pass until `stop`: reclaim stalled runs, run what is due. A failing pass
-        (the database busy or broken, say) is logged, and the next one waits longer, up to
-        five minutes; the loop itself never dies."""
+        """Pass after pass until `stop`: housekeeping (`maintain`), then run what is due. A
+        failing pass (the database busy or broken, say) is logged, and the next one waits
+        longer, up to five minutes; the loop itself never dies."""
         failures = 0
         while not stop.is_set():
             try:
-                reclaimed = self.store.reclaim_stalled()
-                if reclaimed:
-                    log.warning("reclaimed stalled run(s) %s", ", ".join(reclaimed))
+                self.maintain()
                 ran = self.tick()
                 # a full pass may have left due slots behind: take them at once
                 failures, wait = 0, 0.0 if len(ran) == self.max_parallel else poll_seconds

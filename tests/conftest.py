@@ -61,7 +61,7 @@ class Owner:
 
     def runtime(self, *, batch_size: int = BATCH_SIZE) -> Runtime:
         home = self.home()
-        return Runtime(home.store, home.catalog, home.vault, batch_size=batch_size)
+        return Runtime(home.store, home.catalog, home.vault, home.blobs, batch_size=batch_size)
 
     def db(self) -> sqlite3.Connection:
         """A raw read connection to the database file, for store-level assertions."""

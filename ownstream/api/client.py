@@ -7,21 +7,37 @@ data itself. Handlers are plain `def`: FastAPI runs them in its thread pool.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response, StreamingResponse
 
 from ownstream.api.deps import bearer, check_params, home, int_value, list_param, narrowing
+from ownstream.api.errors import envelope
 from ownstream.api.responses import JSONBody
+from ownstream.errors import InsufficientScope, RangeNotSatisfiable
 from ownstream.grants.scope import scope_for
 from ownstream.model import Bearer, ReadScope
-from ownstream.reads import aggregation, field_window, metadata, records
+from ownstream.owner import WriteOperations
+from ownstream.reads import aggregation, blobs, field_window, metadata, records
+from ownstream.reads.query import NO_QUERY, OWNER_PARAMS, OwnerQuery, parse_owner_query
 
 router = APIRouter(tags=["read"])
 
 Text = Annotated[str | None, Query()]
 NARROWING = ("connection_id", "connector_instance_id")
+RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
+# Content someone else chose (an HTML or SVG attachment) is never rendered in our origin: it is
+# a download, never sniffed into another type, and sandboxed if a browser shows it anyway.
+BLOB_HEADERS = {
+    "Accept-Ranges": "bytes",
+    "Cache-Control": "private, no-store",
+    "Content-Disposition": "attachment",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox",
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,19 @@ class Read:
         h = home(self.request)
         return scope_for(
             self.who, h.store, h.catalog, stream, connection_id=self.connection_id, fields=fields
+        )
+
+    def owner_query(self, scope: ReadScope, *, fields_requested: bool) -> OwnerQuery:
+        """The owner's filters, view, expansions and sort (a client never has any: they were
+        refused before anything was looked up)."""
+        if self.who.kind != "owner":
+            return NO_QUERY
+        return parse_owner_query(
+            self.request.query_params.multi_items(),
+            scope.stream,
+            home(self.request).catalog,
+            fields_requested=fields_requested,
+            warnings=self.warnings,
         )
 
 
@@ -58,12 +87,12 @@ def read(
     )
 
 
-def allow(names: tuple[str, ...]) -> Any:
+def allow(names: tuple[str, ...], owner_params: tuple[str, ...] = ()) -> Any:
     """A dependency: the read, once every query parameter is known to be one of `names`
-    (or the connection narrowing)."""
+    (or the connection narrowing), or, for the owner, one of `owner_params`."""
 
     def checked(current: Annotated[Read, Depends(read)]) -> Read:
-        check_params(current.request, current.who, (*names, *NARROWING))
+        check_params(current.request, current.who, (*names, *NARROWING), owner_params)
         return current
 
     return Depends(checked)
@@ -85,7 +114,43 @@ def streams_param(
     return list_param(request, "streams", streams)
 
 
+def expand_param(
+    request: Request,
+    expand: Annotated[
+        list[str] | None,
+        Query(description="Owner only: relations to expand (declared under `expand`)"),
+    ] = None,
+) -> list[str] | None:
+    return list_param(request, "expand", expand)
+
+
 Fields = Annotated[list[str] | None, Depends(fields_param)]
+Expand = Annotated[list[str] | None, Depends(expand_param)]
+OwnerText = Annotated[str | None, Query(description="Owner only")]
+# `filter[field]`, `filter[field][op]` and `expand_limit[relation]` have open names: documented
+# as deep objects (the read domain validates each against the definition)
+DEEP_PARAMS = {
+    "filter": "Owner only: filter[field]=value (exact), filter[field][op]=value (gte, gt, lte, "
+    "lt on declared range_filters)",
+    "expand_limit": "Owner only: expand_limit[relation]=n for a has_many expansion",
+}
+
+
+def deep_params(*names: str) -> dict[str, Any]:
+    return {
+        "parameters": [
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "style": "deepObject",
+                "explode": True,
+                "description": DEEP_PARAMS[name],
+                "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+            }
+            for name in names
+        ]
+    }
 
 
 @router.get("/v1/streams")
@@ -100,42 +165,55 @@ def list_streams(current: Annotated[Read, allow(())]) -> JSONBody:
 @router.get("/v1/streams/{stream}")
 def get_stream(stream: str, current: Annotated[Read, allow(())]) -> JSONBody:
     return JSONBody(
-        metadata.metadata_for(home(current.request), current.scope(stream), current.warnings)
+        metadata.metadata_for(
+            home(current.request),
+            current.scope(stream),
+            current.warnings,
+            owner=current.who.kind == "owner",
+        )
     )
 
 
-@router.get("/v1/streams/{stream}/records")
+@router.get("/v1/streams/{stream}/records", openapi_extra=deep_params("filter", "expand_limit"))
 def list_records(
     stream: str,
     current: Annotated[
-        Read, allow(("limit", "cursor", "order", "fields", "fields[]", "changes_since"))
+        Read,
+        allow(("limit", "cursor", "order", "fields", "fields[]", "changes_since"), OWNER_PARAMS),
     ],
     fields: Fields,
+    expand: Expand,
     limit: Text = None,
     cursor: Text = None,
     order: Annotated[str | None, Query(description="desc (default) or asc")] = None,
     changes_since: Annotated[
         str | None, Query(description="`beginning`, or a next_changes_since token")
     ] = None,
+    view: OwnerText = None,
+    sort: Annotated[
+        str | None, Query(description="Owner only: the cursor field, `-` first for descending")
+    ] = None,
 ) -> JSONBody:
+    scope = current.scope(stream, fields)
     return JSONBody(
         records.list_records(
             home(current.request),
             current.who,
-            current.scope(stream, fields),
+            scope,
             limit=int_value(limit, "limit"),
             cursor=cursor,
             order=order,
             changes_since=changes_since,
             warnings=current.warnings,
+            query=current.owner_query(scope, fields_requested=fields is not None),
         )
     )
 
 
-@router.get("/v1/streams/{stream}/aggregate")
+@router.get("/v1/streams/{stream}/aggregate", openapi_extra=deep_params("filter"))
 def aggregate(
     stream: str,
-    current: Annotated[Read, allow(aggregation.PARAMS)],
+    current: Annotated[Read, allow(aggregation.PARAMS, ("filter",))],
     metric: Annotated[
         str | None, Query(description="Required: count, sum, min, max or count_distinct")
     ] = None,
@@ -158,7 +236,9 @@ def aggregate(
         "limit": limit,
     }
     h = home(current.request)
-    return JSONBody(aggregation.aggregate(h.store, current.scope(stream), params))
+    scope = current.scope(stream)
+    query = current.owner_query(scope, fields_requested=False)
+    return JSONBody(aggregation.aggregate(h.store, query.narrow(scope), params))
 
 
 @router.get("/v1/streams/{stream}/records/{record_id:path}/field-window")
@@ -197,22 +277,41 @@ def get_field_window(
     )
 
 
-@router.get("/v1/streams/{stream}/records/{record_id:path}")
+@router.get(
+    "/v1/streams/{stream}/records/{record_id:path}", openapi_extra=deep_params("expand_limit")
+)
 def get_record(
     stream: str,
     record_id: str,
-    current: Annotated[Read, allow(("fields", "fields[]"))],
+    current: Annotated[Read, allow(("fields", "fields[]"), ("view", "expand", "expand_limit"))],
     fields: Fields,
+    expand: Expand,
+    view: OwnerText = None,
 ) -> JSONBody:
+    scope = current.scope(stream, fields)
     return JSONBody(
         records.get_record(
             home(current.request),
             current.who,
-            current.scope(stream, fields),
+            scope,
             record_id,
             current.warnings,
+            current.owner_query(scope, fields_requested=fields is not None),
         )
     )
+
+
+@router.delete("/v1/streams/{stream}/records/{record_id:path}", status_code=204)
+def delete_record(
+    stream: str, record_id: str, current: Annotated[Read, allow(())]
+) -> Response:
+    """The owner deletes a record (PDPP "Delete a record"): a tombstone with provenance
+    `owner`, whatever paths evidence it; a key held by several connections needs
+    `connection_id` (409 `ambiguous_connection` otherwise)."""
+    if current.who.kind != "owner":
+        raise InsufficientScope("deleting a record needs the owner token")
+    WriteOperations(home(current.request)).delete_record(stream, record_id, current.connection_id)
+    return Response(status_code=204)
 
 
 @router.get("/v1/search")
@@ -258,3 +357,52 @@ def schema(
             detail=detail,
         )
     )
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The one byte range (first, last) a `Range` header asks for, or None to send the whole
+    blob (no header, or one this server ignores as RFC 9110 allows: several ranges, another
+    unit, malformed). A range that starts past the end is `range_not_satisfiable`."""
+    match = RANGE.fullmatch(header.strip()) if header else None
+    if match is None or not (match[1] or match[2]):
+        return None
+    if not match[1]:  # the last N bytes
+        suffix = int(match[2])
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable("the range is empty", param="Range")
+        return max(0, size - suffix), size - 1
+    first = int(match[1])
+    last = min(int(match[2]), size - 1) if match[2] else size - 1
+    if first >= size:
+        raise RangeNotSatisfiable(f"the blob has {size} bytes", param="Range")
+    return None if last < first else (first, last)
+
+
+@router.head("/v1/blobs/{blob_id}", include_in_schema=False)  # the headers of the GET
+@router.get("/v1/blobs/{blob_id}")
+def get_blob(blob_id: str, request: Request) -> Response:
+    """A blob's bytes, for a bearer that can read a record referencing it in a granted field
+    (otherwise 404 `blob_not_found`, as for an unknown id). One `Range` is honoured (206);
+    the file is read a chunk at a time off the event loop."""
+    who = bearer(request)
+    check_params(request, who, ())
+    content = blobs.find_blob(home(request), who, blob_id)
+    headers = {**BLOB_HEADERS, "ETag": content.etag, "Content-Type": content.mime_type}
+    if request.headers.get("if-none-match") in (content.etag, "*"):
+        return Response(status_code=304, headers=headers)
+    # a Range is honoured unless If-Range names another version of the content
+    honoured = request.headers.get("if-range") in (None, content.etag)
+    try:
+        span = byte_range(request.headers.get("range"), content.size) if honoured else None
+    except RangeNotSatisfiable as exc:
+        refused = envelope(request, exc.status, exc.to_dict())
+        refused.headers["Content-Range"] = f"bytes */{content.size}"
+        return refused
+    status, first, last = 200, 0, content.size - 1
+    if span is not None:
+        status, (first, last) = 206, span
+        headers["Content-Range"] = f"bytes {first}-{last}/{content.size}"
+    headers["Content-Length"] = str(last - first + 1)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+    return StreamingResponse(content.chunks(first, last + 1), status_code=status, headers=headers)

@@ -9,9 +9,10 @@ JavaScript); htmx and `console.js` only enhance them. Handlers that read the sto
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import anyio
 import orjson
@@ -27,17 +28,20 @@ from ownstream.api.console_auth import (
     form_text,
     pending_requests,
 )
-from ownstream.api.deps import home
+from ownstream.api.deps import home, public_url
 from ownstream.auth.console import csrf_token
 from ownstream.background import ProgressHub
 from ownstream.clock import parse_iso
 from ownstream.console import charts
 from ownstream.console.pages import PAGE_HEADERS, message_page, owner_page
-from ownstream.errors import InvalidArgument, OwnstreamError
+from ownstream.errors import InvalidArgument, NotFound, OwnstreamError
+from ownstream.health import gap_action
 from ownstream.home import Home
-from ownstream.owner import ConnectionOperations
+from ownstream.model import SetupField
+from ownstream.owner import ConnectionOperations, ProviderOAuth
+from ownstream.owner.provider_oauth import AUTHORIZATION_SECONDS, CALLBACK_PATH, outcome_message
 from ownstream.owner.records import owner_scope
-from ownstream.store.base import RunRecord, Store
+from ownstream.store.base import ProviderAuthorization, RunRecord, Store
 from ownstream.views import batch_view, run_view
 
 router = APIRouter(include_in_schema=False)  # browser pages, not API operations
@@ -46,6 +50,8 @@ RUN_POLL_SECONDS = 0.2  # how often a live view looks at this process's progress
 STORED_POLL_SECONDS = 1.0  # …and at the database, for a run in another process
 KEEPALIVE_SECONDS = 15.0
 MAX_STREAM_SECONDS = 6 * 3600.0
+# Names, for the provider's callback, the authorization this browser started in the console.
+OAUTH_RETURN_COOKIE = "ownstream_oauth_return"
 
 
 def _ops(request: Request) -> ConnectionOperations:
@@ -189,7 +195,6 @@ def _connection(
 ) -> Response:
     ops = _ops(request)
     card = _card(ops, connection_id)
-    store = ops.home.store
     return owner_page(
         "connection.html",
         session_id,
@@ -197,18 +202,24 @@ def _connection(
         title=card["display_name"],
         nav="Overview",
         c=card,
-        timeline=_timeline(store, connection_id),
+        timeline=_timeline(ops.home, connection_id),
         error=error,
+        oauth=_oauth_result(
+            ops.home, request, lambda a: a.connection_id == connection_id
+        ),
         reconnect_key=card["runnable"][0] if card["runnable"] else None,
     )
 
 
-def _timeline(store: Store, connection_id: str) -> list[dict[str, Any]]:
-    """Runs and import batches, newest first; an import's run is shown as its batch."""
+def _timeline(h: Home, connection_id: str) -> list[dict[str, Any]]:
+    """Runs and import batches, newest first; an import's run is shown as its batch. Each
+    known gap carries the action its recovery hint asks for, as the health verdict does."""
+    store = h.store
     batches = {b.batch_id: batch_view(b) for b in store.batches(connection_id=connection_id)}
     entries = []
     for run in store.runs(connection_id, limit=50):
         entry = run_view(run)
+        entry["known_gaps"] = _with_actions(h, run.known_gaps)
         if run.batch_id is not None and run.batch_id in batches:
             entry["batch"] = batches.pop(run.batch_id)
         entries.append(entry)
@@ -216,6 +227,16 @@ def _timeline(store: Store, connection_id: str) -> list[dict[str, Any]]:
         entries.append({**batch, "started_at": batch["created_at"]})
     entries.sort(key=lambda e: e.get("started_at") or "", reverse=True)
     return entries
+
+
+def _with_actions(h: Home, gaps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Known gaps, each with the action its recovery hint asks for (`action`, or None)."""
+    oauth_paths = {key for key, m in h.catalog.manifests.items() if m.oauth is not None}
+    shown = []
+    for gap in gaps:
+        action = gap_action(gap, oauth_paths)
+        shown.append({**gap, "action": action.to_dict() if action else None})
+    return shown
 
 
 async def _then_back(
@@ -299,6 +320,11 @@ def run_page(connection_id: str, run_id: str, request: Request) -> Response:
             finished: dict[str, Any] | None = run_view(run)
         else:
             finished = snapshot.finished if snapshot is not None else None
+        if finished is not None:
+            finished = {
+                **finished,
+                "known_gaps": _with_actions(h, finished.get("known_gaps") or []),
+            }
         return owner_page(
             "run.html",
             session_id,
@@ -450,12 +476,23 @@ def connect_list(request: Request) -> Response:
 
 @router.get("/console/connect/{connector_key}")
 def connect_form(connector_key: str, request: Request) -> Response:
-    return console_page(
-        request,
-        lambda s: _connect_form(
-            request, s, connector_key, request.query_params.get("connection_id"), {}, None
-        ),
-    )
+    def build(session_id: str) -> Response:
+        oauth = _oauth_result(
+            home(request),
+            request,
+            lambda a: a.connector_key == connector_key and a.status != "connected",
+        )
+        return _connect_form(
+            request,
+            session_id,
+            connector_key,
+            request.query_params.get("connection_id"),
+            {},
+            oauth["message"] if oauth else None,
+            status_code=200,  # what the provider's callback said, not an error of this request
+        )
+
+    return console_page(request, build)
 
 
 def _connect_form(
@@ -466,6 +503,8 @@ def _connect_form(
     settings: dict[str, str],
     error: str | None,
     display_name: str = "",
+    *,
+    status_code: int | None = None,
 ) -> Response:
     h = home(request)
     manifest = h.catalog.manifest(connector_key)
@@ -473,7 +512,7 @@ def _connect_form(
     return owner_page(
         "connect_form.html",
         session_id,
-        status_code=400 if error else 200,
+        status_code=status_code or (400 if error else 200),
         title=f"Connect {manifest.display_name}",
         nav="Connect",
         m=manifest,
@@ -481,7 +520,17 @@ def _connect_form(
         settings=settings,
         display_name=display_name,
         error=error,
+        redirect_uri=public_url(request).rstrip("/") + CALLBACK_PATH,
     )
+
+
+def _fields(form: FormData, kind: str, declared: Sequence[SetupField]) -> dict[str, str]:
+    """The manifest's secrets or settings the form filled in (`secret:NAME`, `setting:NAME`)."""
+    return {
+        field.name: value
+        for field in declared
+        if (value := (form_text(form, f"{kind}:{field.name}") or "").strip())
+    }
 
 
 @router.post("/console/connect/{connector_key}")
@@ -490,24 +539,14 @@ async def connect(connector_key: str, request: Request) -> Response:
     again with its settings and empty secret fields."""
 
     def act(form: FormData, session_id: str) -> Response:
-        h = home(request)
-        manifest = h.catalog.manifest(connector_key)
-        secrets = {
-            s.name: value
-            for s in manifest.secrets
-            if (value := (form_text(form, f"secret:{s.name}") or "").strip())
-        }
-        settings = {
-            s.name: value
-            for s in manifest.settings
-            if (value := (form_text(form, f"setting:{s.name}") or "").strip())
-        }
+        manifest = home(request).catalog.manifest(connector_key)
+        settings = _fields(form, "setting", manifest.settings)
         connection_id = form_text(form, "connection_id") or None
         display_name = (form_text(form, "display_name") or "").strip()
         try:
             result = _ops(request).connect(
                 connector_key,
-                secrets=secrets,
+                secrets=_fields(form, "secret", manifest.secrets),
                 settings=settings,
                 display_name=display_name or None,
                 connection_id=connection_id,
@@ -520,3 +559,92 @@ async def connect(connector_key: str, request: Request) -> Response:
         return RedirectResponse(_back(result.connection.connection_id), status_code=303)
 
     return await console_action(request, act, f"/console/connect/{connector_key}")
+
+
+@router.post("/console/connect/{connector_key}/oauth")
+async def connect_oauth(connector_key: str, request: Request) -> Response:
+    """Connect (or, with `connection_id`, reconnect) by the provider's OAuth: start the
+    authorization as `POST /v1/owner/connect/oauth` does and send the browser to approve it.
+    A cookie tells the callback to bring this browser back to the console. A failed start
+    shows the connect form again, its client secret field empty."""
+
+    def act(form: FormData, session_id: str) -> Response:
+        h = home(request)
+        settings = _fields(form, "setting", h.catalog.manifest(connector_key).settings)
+        connection_id = form_text(form, "connection_id") or None
+        display_name = (form_text(form, "display_name") or "").strip()
+        try:
+            started = ProviderOAuth(h).start(
+                connector_key,
+                redirect_base=public_url(request),
+                client_id=(form_text(form, "client_id") or "").strip() or None,
+                client_secret=(form_text(form, "client_secret") or "").strip() or None,
+                settings=settings,
+                display_name=display_name or None,
+                connection_id=connection_id,
+            )
+        except OwnstreamError as exc:
+            return _connect_form(
+                request, session_id, connector_key, connection_id, settings, exc.message,
+                display_name,
+            )
+        response = RedirectResponse(started.authorization_url, status_code=303)
+        response.set_cookie(
+            OAUTH_RETURN_COOKIE,
+            started.authorization_id,
+            max_age=AUTHORIZATION_SECONDS,
+            path=CALLBACK_PATH,
+            httponly=True,
+            samesite="lax",  # sent on the provider's redirect, a top-level cross-site GET
+            secure=public_url(request).startswith("https://"),
+        )
+        return response
+
+    return await console_action(request, act, f"/console/connect/{connector_key}")
+
+
+def console_return(request: Request) -> Response | None:
+    """Where the provider's callback sends a browser that started the authorization in the
+    console (`connect_oauth`'s cookie names it), once it has ended: to the connection, or to
+    the connect form when nothing was connected. None for any other browser (the CLI's)."""
+    authorization_id = request.cookies.get(OAUTH_RETURN_COOKIE)
+    if not authorization_id:
+        return None
+    try:
+        authorization = home(request).store.provider_authorization(authorization_id)
+    except NotFound:
+        return None
+    if authorization.status in ("pending", "completing"):  # this redirect was not for it
+        return None
+    page = (
+        _back(authorization.connection_id)
+        if authorization.connection_id
+        else f"/console/connect/{authorization.connector_key}"
+    )
+    response = RedirectResponse(
+        f"{page}?{urlencode({'authorization': authorization_id})}",
+        status_code=303,
+        headers={"Referrer-Policy": "no-referrer"},
+    )
+    response.delete_cookie(OAUTH_RETURN_COOKIE, path=CALLBACK_PATH)
+    return response
+
+
+def _oauth_result(
+    h: Home, request: Request, concerns: Callable[[ProviderAuthorization], bool]
+) -> dict[str, Any] | None:
+    """What the authorization the callback sent the browser back with came to, when it
+    concerns this page (`?authorization=ID`)."""
+    authorization_id = request.query_params.get("authorization")
+    if not authorization_id:
+        return None
+    try:
+        authorization = h.store.provider_authorization(authorization_id)
+    except NotFound:
+        return None
+    if not concerns(authorization):
+        return None
+    return {
+        "connected": authorization.status == "connected",
+        "message": outcome_message(authorization),
+    }

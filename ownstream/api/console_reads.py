@@ -15,15 +15,16 @@ from ownstream.api.console_auth import console_action, console_page, pending_req
 from ownstream.api.deps import home
 from ownstream.auth.clients import client_view
 from ownstream.console.pages import owner_page
+from ownstream.errors import InvalidArgument
 from ownstream.home import Home
 from ownstream.owner import AccessOperations
 from ownstream.owner.records import owner_scope, records_page, search_page
-from ownstream.store.base import StoredRecord
+from ownstream.store.base import AuditEvent, Store, StoredRecord
 
 router = APIRouter(include_in_schema=False)  # browser pages, not API operations
 PAGE_SIZE = 25
 SUMMARY_FIELDS = 4
-AUDIT_LIMIT = 200
+AUDIT_PAGE = 200
 ACTORS = ("owner", "client", "scheduler", "system")
 
 
@@ -186,10 +187,15 @@ def audit(request: Request) -> Response:
             name: request.query_params.get(name) or None
             for name in ("connection_id", "actor_kind", "operation")
         }
-        events = store.audit_events(**chosen, limit=AUDIT_LIMIT)
-        everything = store.audit_events(limit=5 * AUDIT_LIMIT)
+        raw_before = request.query_params.get("before")
+        if raw_before is not None and not raw_before.isdigit():
+            raise InvalidArgument("before must be an audit event's number", param="before")
+        before = int(raw_before) if raw_before is not None else None
+        events, older = _audit_page(store, chosen, before)
+        everything = store.audit_events(limit=5 * AUDIT_PAGE)
         names = {c.connection_id: c.display_name for c in store.connections()}
         seen = {e.connection_id for e in everything if e.connection_id}
+        filters = {k: v for k, v in chosen.items() if v}
         return owner_page(
             "audit.html",
             session_id,
@@ -201,7 +207,21 @@ def audit(request: Request) -> Response:
             connection_choices=sorted(seen | set(names), key=lambda c: names.get(c, c)),
             actor_choices=sorted(set(ACTORS) | {e.actor_kind for e in everything}),
             operation_choices=sorted({e.operation for e in everything}),
-            limit=AUDIT_LIMIT,
+            limit=AUDIT_PAGE,
+            older_url=f"/console/audit?{urlencode({**filters, 'before': older})}"
+            if older is not None
+            else None,
+            newest_url=f"/console/audit?{urlencode(filters)}" if before is not None else None,
         )
 
     return console_page(request, build)
+
+
+def _audit_page(
+    store: Store, filters: dict[str, str | None], before: int | None
+) -> tuple[list[AuditEvent], int | None]:
+    """One page of the trail, newest first, of the events numbered below `before`, and the
+    `before` of the next (older) page, if there is one."""
+    found = store.audit_events(**filters, before=before, limit=AUDIT_PAGE + 1)
+    page = found[:AUDIT_PAGE]
+    return page, page[-1].seq if len(found) > AUDIT_PAGE else None

@@ -14,7 +14,7 @@ from ownstream.grants.tokens import authenticate
 from ownstream.home import Home
 from ownstream.model import Bearer
 
-OWNER_ONLY_PARAMS = ("filter", "view", "expand", "expand_limit")
+OWNER_ONLY_PARAMS = ("filter", "view", "expand", "expand_limit", "sort")
 ALIAS = "connector_instance_id"
 
 
@@ -45,8 +45,11 @@ def owner(request: Request) -> Bearer:
     return found
 
 
-def check_params(request: Request, who: Bearer, allowed: Iterable[str]) -> None:
-    """Unknown parameters are errors, never ignored; owner-only ones are refused to clients."""
+def check_params(
+    request: Request, who: Bearer, allowed: Iterable[str], owner_params: Iterable[str] = ()
+) -> None:
+    """Unknown parameters are errors, never ignored; owner-only ones are refused to clients
+    before anything else is looked up (PDPP), and to the owner where an endpoint takes none."""
     allowed_set = set(allowed)
     for name in request.query_params:
         base = name.split("[", 1)[0]
@@ -55,7 +58,9 @@ def check_params(request: Request, who: Bearer, allowed: Iterable[str]) -> None:
         if base in OWNER_ONLY_PARAMS:
             if who.kind == "client":
                 raise InvalidRequest(f"{base} is available to the owner only", param=name)
-            raise InvalidRequest(f"{base} is not supported by this server", param=name)
+            if base in owner_params:
+                continue
+            raise InvalidRequest(f"{base} is not supported on this endpoint", param=name)
         if name not in allowed_set and base not in allowed_set:
             raise InvalidRequest(f"unknown query parameter {name!r}", param=name)
 

@@ -19,10 +19,12 @@ from ownstream.api.deps import (
     stream_body,
 )
 from ownstream.api.responses import JSONBody
-from ownstream.errors import InsufficientScope, InvalidArgument
-from ownstream.owner import AccessOperations, ConnectionOperations, schedule_view
+from ownstream.errors import InsufficientScope, InvalidArgument, InvalidRequest
+from ownstream.owner import AccessOperations, ConnectionOperations, WriteOperations, schedule_view
 from ownstream.owner.access import grant_view, token_view
 from ownstream.owner.uploads import Upload, check_declared_size, import_upload, max_upload_bytes
+from ownstream.runtime.owner_writes import OWNER_PUSH, bounded_lines, pushable
+from ownstream.runtime.session import RunOutcome
 from ownstream.views import evidence_view, run_view
 
 router = APIRouter(tags=["owner"])
@@ -59,6 +61,14 @@ GrantRequest = Annotated[
 Rename = Annotated[
     dict[str, Any], _body("The connection's new label", {"display_name": {"type": "string"}})
 ]
+StateBody = Annotated[
+    dict[str, Any],
+    _body(
+        "The push path's sync state: any JSON cursor per stream",
+        {"state": {"type": "object"}},
+    ),
+]
+PUSH_MEDIA_TYPES = ("application/x-ndjson", "application/jsonl")
 ScheduleBody = Annotated[
     dict[str, Any],
     _body(
@@ -309,16 +319,28 @@ def audit(
     connection_id: Text = None,
     actor_kind: Text = None,
     operation: Text = None,
+    before: Text = None,
     limit: Text = None,
 ) -> dict[str, Any]:
-    ops = _ops(request, ("connection_id", "actor_kind", "operation", "limit"))
-    events = ops.home.store.audit_events(
+    """The audit trail, newest first; `before` (an event's `seq`, as `next_before` gives it)
+    continues below that event."""
+    ops = _ops(request, ("connection_id", "actor_kind", "operation", "before", "limit"))
+    size = int_value(limit, "limit", maximum=1000) or 200
+    found = ops.home.store.audit_events(
         connection_id=connection_id,
         actor_kind=actor_kind,
         operation=operation,
-        limit=int_value(limit, "limit", maximum=1000) or 200,
+        before=int_value(before, "before"),
+        limit=size + 1,
     )
-    return {"object": "list", "data": [asdict(e) for e in events], "has_more": False}
+    page = found[:size]
+    more = len(found) > size
+    return {
+        "object": "list",
+        "data": [asdict(e) for e in page],
+        "has_more": more,
+        "next_before": page[-1].seq if more else None,
+    }
 
 
 @router.get("/v1/owner/connections/{connection_id}/provenance/{stream}/{record_id:path}")
@@ -338,3 +360,79 @@ def record_provenance(
             evidence_view(e) for e in store.record_provenance(connection_id, stream, record_id)
         ],
     }
+
+
+def _push_lines(h: Any, connection_id: str, stream: str, upload: Upload) -> RunOutcome:
+    """Push the spooled body's lines (read one bounded line at a time)."""
+    upload.artifact()  # the file is complete: close it for writing
+    with upload.path.open("rb") as handle:
+        return WriteOperations(h).push(connection_id, stream, bounded_lines(handle))
+
+
+@router.post("/v1/owner/connections/{connection_id}/streams/{stream}/records")
+async def push_records(connection_id: str, stream: str, request: Request) -> JSONBody:
+    """Records of one stream pushed into one connection, as `application/x-ndjson` lines of
+    `{"key", "data", "emitted_at"}`: validated against the shared definition and published as
+    one stage of the `owner-push` path. A line that is not a valid record is counted in
+    `rejections`, and the others are kept. The body streams to a private file first (size
+    limited like imports); an unknown or deleted connection is 404 before any of it is read."""
+    h = home(request)
+
+    def check() -> None:
+        check_params(request, owner(request), ())
+        pushable(h.store, h.catalog, connection_id, stream)
+
+    await run_in_threadpool(check)
+    media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if media_type not in PUSH_MEDIA_TYPES:
+        raise InvalidRequest(
+            "send the records as application/x-ndjson: one {key, data, emitted_at} per line",
+            param="Content-Type",
+        )
+    limit = max_upload_bytes()
+    check_declared_size(request.headers.get("content-length"), limit)
+    upload = await run_in_threadpool(Upload, h.path, "push.ndjson", limit)
+    try:
+        await stream_body(request, upload.write)
+        outcome = await run_in_threadpool(_push_lines, h, connection_id, stream, upload)
+    finally:
+        upload.discard()
+    counts = outcome.tally.to_dict()
+    return JSONBody(
+        {
+            "object": "push_receipt",
+            "stream": stream,
+            "connection_id": connection_id,
+            "run_id": outcome.run_id,
+            "records_accepted": counts["accepted"],
+            "records_rejected": counts["rejected"],
+            "rejections": counts["rejections"],
+            "counts": counts,
+        }
+    )
+
+
+def _state_view(connection_id: str, state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "object": "connection_state",
+        "connection_id": connection_id,
+        "connector_key": OWNER_PUSH,
+        "state": state,
+    }
+
+
+@router.get("/v1/owner/connections/{connection_id}/state")
+def get_push_state(connection_id: str, request: Request) -> dict[str, Any]:
+    """The sync state a push client saved for this connection."""
+    check_params(request, owner(request), ())
+    return _state_view(connection_id, WriteOperations(home(request)).push_state(connection_id))
+
+
+@router.put("/v1/owner/connections/{connection_id}/state")
+def put_push_state(connection_id: str, request: Request, body: StateBody) -> dict[str, Any]:
+    """Replace the push path's sync state (`{"state": {stream: cursor}}`)."""
+    check_params(request, owner(request), ())
+    if "state" not in body:
+        raise InvalidArgument("the body is {\"state\": {stream: cursor}}", param="state")
+    state = WriteOperations(home(request)).put_push_state(connection_id, body["state"])
+    return _state_view(connection_id, state)

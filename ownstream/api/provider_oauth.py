@@ -14,11 +14,17 @@ import html
 from typing import Any
 
 from fastapi import APIRouter, Body, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
+from ownstream.api.console import console_return
 from ownstream.api.deps import check_params, home, owner, public_url
 from ownstream.errors import InvalidArgument, InvalidRequest, OwnstreamError
-from ownstream.owner.provider_oauth import CALLBACK_PATH, ProviderOAuth, authorization_view
+from ownstream.owner.provider_oauth import (
+    CALLBACK_PATH,
+    ProviderOAuth,
+    authorization_view,
+    outcome_message,
+)
 
 router = APIRouter()
 JsonObject = Body(default_factory=dict)
@@ -35,23 +41,18 @@ def _page(status: int, title: str, text: str) -> HTMLResponse:
 
 
 @router.get(CALLBACK_PATH, response_class=HTMLResponse, include_in_schema=False)
-def oauth_callback(request: Request) -> HTMLResponse:
+def oauth_callback(request: Request) -> Response:
+    """The page saying what happened; a browser that started the authorization in the
+    console goes back there instead, to the connection (or the connect form) it concerns."""
     params = request.query_params
     try:
         authorization = ProviderOAuth(home(request)).complete(
             state=params.get("state"), code=params.get("code"), error=params.get("error")
         )
     except OwnstreamError as exc:
-        return _page(exc.status, "Not connected", exc.message)
-    outcome = authorization.outcome or {}
-    identity = outcome.get("identity")
-    who = f" as {identity['claim']}={identity['value']}" if identity else ""
-    verb = "Connected" if outcome.get("created") else "Reconnected"
-    return _page(
-        200,
-        "Connected",
-        f"{verb} {authorization.connector_key}{who}: {outcome.get('display_name')} "
-        f"({authorization.connection_id}). You can close this window.",
+        return console_return(request) or _page(exc.status, "Not connected", exc.message)
+    return console_return(request) or _page(
+        200, "Connected", f"{outcome_message(authorization)} You can close this window."
     )
 
 

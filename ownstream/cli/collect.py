@@ -253,12 +253,16 @@ def audit(
     connection: str | None = typer.Option(None, "--connection"),
     actor: str | None = typer.Option(None, "--actor", help="owner, scheduler, client, system"),
     operation: str | None = typer.Option(None, "--operation"),
+    before: int | None = typer.Option(
+        None, "--before", min=1, help="Only events numbered (seq) below this: the next page."
+    ),
     limit: int = typer.Option(50, "--limit", min=1, max=10_000),
     as_json: bool = JsonOption,
 ) -> None:
     """The audit trail of owner, client and scheduler actions (never secrets or contents)."""
     events = home_of(ctx).store.audit_events(
-        connection_id=connection, actor_kind=actor, operation=operation, limit=limit
+        connection_id=connection, actor_kind=actor, operation=operation, before=before,
+        limit=limit,
     )
     if as_json:
         print_json([asdict(e) for e in events])
@@ -274,7 +278,9 @@ def audit(
 def worker(
     ctx: typer.Context,
     once: bool = typer.Option(
-        False, "--once", help="One pass (up to --parallel due connections), then exit."
+        False,
+        "--once",
+        help="One pass (housekeeping, then up to --parallel due connections), then exit.",
     ),
     poll: float = typer.Option(5.0, "--poll", help="Seconds between passes."),
     parallel: int = typer.Option(
@@ -293,6 +299,7 @@ def worker(
 
     runner = Worker(home_of(ctx).runtime(), max_parallel=parallel)
     if once:
+        runner.maintain()
         results = runner.tick()
         payload = {
             connection_id: [o.to_dict() for o in result]

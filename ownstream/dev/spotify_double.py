@@ -377,6 +377,12 @@ class SpotifyDouble:
                 if grant.user_id == user_id:
                     self._tokens[token] = replace(grant, expires_at=0.0)
 
+    def expire_refresh_token(self, token: str) -> None:
+        """Spotify stops honouring this refresh token (it expired); the grant and its other
+        tokens live on, unlike `revoke_access`."""
+        with self._lock:
+            del self._refresh_tokens[token]
+
     def issue_refresh_token(
         self, user_id: str, *, client_id: str, client_secret: str | None = None
     ) -> str:

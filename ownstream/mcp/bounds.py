@@ -4,7 +4,8 @@ Pages are bounded by the read surface's page sizes. Within a record, a long top-
 value is cut to its first window (the field-window function, from offset 0) and a long
 top-level list to its first items; each cut is listed in `windows`, a text cut with the
 `read_record_field` arguments that read on from where it stopped. Everything else is the REST
-body unchanged.
+body unchanged. A blob is returned whole or not at all: one larger than `BLOB_BYTES` is
+refused (`blob_too_large_to_return`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ownstream.reads.field_window import DEFAULT_CHARS, Selector, window
 LIST_TEXT_CHARS = 1000  # per text value in a page of records
 RECORD_TEXT_CHARS = DEFAULT_CHARS  # per text value of one fetched record (a field window)
 MAX_ITEMS = 50  # per list value
+BLOB_BYTES = 1024 * 1024  # the largest blob one fetch_blob call returns
 
 
 def bound_record(record: dict[str, Any], text_chars: int) -> tuple[dict[str, Any], list[Any]]:

@@ -16,6 +16,7 @@ from ownstream.errors import InvalidArgument
 
 STREAM_URI = "pdpp://stream/"
 RECORD_URI = "pdpp://record/"
+BLOB_URI = "pdpp://blob/"  # names a blob in fetch_blob's result (not a resource to read)
 STREAM_TEMPLATE = STREAM_URI + "{name}"
 RECORD_TEMPLATE = RECORD_URI + "{id}"
 

@@ -105,7 +105,7 @@ def build_server(home: Home, credential: Credential) -> Server[Any]:
             reader = Reader(home, credential(ctx.request))
             answer = tool.run(reader, tool.arguments(params.arguments))
             return types.CallToolResult(
-                content=[types.TextContent(text=answer.text)],
+                content=[types.TextContent(text=answer.text), *answer.attached],
                 structured_content=answer.structured,
             )
 
@@ -167,7 +167,9 @@ def build_server(home: Home, credential: Credential) -> Server[Any]:
             reader = Reader(home, credential(ctx.request))
             stream = handles.parse_stream_uri(uri)
             if stream is not None:
-                body = metadata.metadata_for(home, reader.scope(stream), [])
+                body = metadata.metadata_for(
+                    home, reader.scope(stream), [], owner=reader.who.kind == "owner"
+                )
             elif uri.startswith(handles.RECORD_URI):
                 body = fetched(reader, handles.parse_handle(uri, "uri"), None)
             else:

@@ -1,6 +1,7 @@
 """The MCP tools: each one validates its arguments, calls the read domain (`ownstream.reads`)
 exactly as the REST handler of the same read does, and returns the REST body as
-`structuredContent.data` (bounded: see `bounds`), with a short text for the model.
+`structuredContent.data` (bounded: see `bounds`), with a short text for the model (and, for a
+blob that is not text, its content as an embedded resource).
 
 A tool is one `Tool` entry in `TOOLS`: a name, a description written for a model, an input
 schema (which also validates the arguments) and a function of the reader and the arguments.
@@ -9,21 +10,36 @@ Adding a tool is adding one function and its entry.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.message import Message
 from functools import cached_property
 from typing import Any
 
 import jsonschema_rs
+import mcp_types as types
 import orjson
 
-from ownstream.errors import FieldNotGranted, InvalidArgument, InvalidRequest, UnknownField
+from ownstream.errors import (
+    BlobTooLargeToReturn,
+    FieldNotGranted,
+    InvalidArgument,
+    InvalidRequest,
+    UnknownField,
+)
 from ownstream.grants.scope import readable_streams, scope_for
 from ownstream.home import Home
-from ownstream.mcp.bounds import LIST_TEXT_CHARS, RECORD_TEXT_CHARS, bound_page, bound_record
-from ownstream.mcp.handles import RecordHandle, parse_handle
+from ownstream.mcp.bounds import (
+    BLOB_BYTES,
+    LIST_TEXT_CHARS,
+    RECORD_TEXT_CHARS,
+    bound_page,
+    bound_record,
+)
+from ownstream.mcp.handles import BLOB_URI, RecordHandle, parse_handle
 from ownstream.model import Bearer, ReadScope
-from ownstream.reads import aggregation, field_window, metadata, records
+from ownstream.reads import aggregation, blobs, field_window, metadata, records
 
 Args = dict[str, Any]
 TITLE_CHARS = 200
@@ -51,10 +67,12 @@ class Reader:
 
 @dataclass(frozen=True)
 class Answer:
-    """A tool's result: the structured content and the text a model reads."""
+    """A tool's result: the structured content, the text a model reads, and content blocks
+    that follow the text (a blob's bytes)."""
 
     structured: dict[str, Any]
     text: str
+    attached: tuple[types.ContentBlock, ...] = ()
 
 
 def as_json(value: Any) -> str:
@@ -156,14 +174,15 @@ FILTER = {
         ]
     },
     "description": "Typed record filter, {field: value} or {field: {gte|gt|lte|lt: value}}: "
-    "only on fields whose schema capabilities mark exact_filter or range_filter usable. No "
-    "stream declares filters yet, so a filter is refused (invalid_request).",
+    "only on fields whose schema capabilities mark exact_filter or range_filter usable. PDPP "
+    "keeps filters for the owner (usable: false, reason owner_only, for this client), so a "
+    "filter is refused (invalid_request).",
 }
 
 
 def refuse_filter(scope: ReadScope, requested: Args | None) -> None:
-    """A typed filter meets the same refusal as REST `filter[...]`: no stream declares a
-    filterable field (`field_capabilities.*.exact_filter/range_filter` are never usable)."""
+    """A typed filter meets the same refusal as a client's REST `filter[...]`: filters are the
+    owner's (`field_capabilities.*.exact_filter/range_filter` are `owner_only` for a client)."""
     if requested is None:
         return
     for name in requested:
@@ -172,7 +191,7 @@ def refuse_filter(scope: ReadScope, requested: Args | None) -> None:
         if name not in scope.fields:
             raise FieldNotGranted(f"the grant does not include field {name!r}", param="filter")
     raise InvalidRequest(
-        f"{scope.stream.name} declares no filterable field; use search or aggregate",
+        "filters are the owner's; a client narrows with connection_id, search or aggregate",
         param="filter",
     )
 
@@ -373,6 +392,50 @@ def aggregate(reader: Reader, args: Args) -> Answer:
     return summarized(summary, {"data": body})
 
 
+def blob_text(mime_type: str, content: bytes) -> str | None:
+    """The content as text when its media type is text/* and it decodes in the charset the
+    type names (UTF-8 unless it names one); otherwise None."""
+    header = Message()
+    header["Content-Type"] = mime_type
+    if header.get_content_maintype() != "text":
+        return None
+    try:
+        return content.decode(header.get_content_charset("utf-8"))
+    except (LookupError, UnicodeDecodeError):
+        return None
+
+
+def fetch_blob(reader: Reader, args: Args) -> Answer:
+    content = blobs.find_blob(reader.home, reader.who, args["blob_id"])
+    if content.size > BLOB_BYTES:
+        raise BlobTooLargeToReturn(
+            f"the blob has {content.size} bytes; fetch_blob returns at most {BLOB_BYTES}",
+            param="blob_id",
+            size_bytes=content.size,
+            limit_bytes=BLOB_BYTES,
+        )
+    raw = b"".join(content.chunks())
+    text = blob_text(content.mime_type, raw)
+    about = {
+        "blob_id": content.blob_id,
+        "mime_type": content.mime_type,
+        "size_bytes": content.size,
+        "sha256": content.sha256,
+        "returned_as": "resource" if text is None else "text",
+    }
+    header = f"{content.blob_id}: {content.mime_type}, {content.size} bytes"
+    if text is not None:
+        return Answer({"data": about}, f"{header}\n{text}")
+    uri = BLOB_URI + content.blob_id
+    resource = types.EmbeddedResource(
+        type="resource",
+        resource=types.BlobResourceContents(
+            uri=uri, mime_type=content.mime_type, blob=base64.b64encode(raw).decode()
+        ),
+    )
+    return Answer({"data": about}, f"{header}; the content is the resource {uri}", (resource,))
+
+
 TOOLS: tuple[Tool, ...] = (
     Tool(
         "schema",
@@ -536,5 +599,22 @@ TOOLS: tuple[Tool, ...] = (
             "metric",
         ),
         aggregate,
+    ),
+    Tool(
+        "fetch_blob",
+        "Read a blob (a photo, an attachment)",
+        "The content of one blob a record references: a record field of type blob_ref holds "
+        "{blob_id, mime_type, size_bytes, sha256, fetch_url}; pass its blob_id. Only a blob "
+        "referenced by a record this grant can read, in a granted field; any other id is "
+        "blob_not_found. Text (text/* in its charset) is returned as text after a header "
+        "line; anything else as an embedded resource with base64 content and its media type. "
+        f"A blob over {BLOB_BYTES:,} bytes is refused (blob_too_large_to_return); check "
+        "size_bytes first. data has the blob's id, mime_type, size_bytes, sha256 and "
+        "returned_as (text or resource).",
+        _schema(
+            {"blob_id": {**TEXT, "description": "blob_id of a blob_ref in a record."}},
+            "blob_id",
+        ),
+        fetch_blob,
     ),
 )

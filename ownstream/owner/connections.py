@@ -28,6 +28,7 @@ from ownstream.home import Home
 from ownstream.model import Connection
 from ownstream.owner.access import grant_view
 from ownstream.owner.audit import audited
+from ownstream.runtime.owner_writes import OWNER_PATHS
 from ownstream.runtime.runner import ConnectResult, ImportResult, Runtime
 from ownstream.runtime.session import RunOutcome, stored_credential_names
 from ownstream.scheduler import auto_enroll, check_schedule, schedulable_paths
@@ -249,12 +250,16 @@ class ConnectionOperations:
     def delete(self, connection_id: str) -> dict[str, Any]:
         with self._audited("delete", connection_id, {}) as summary:
             counts = self.home.store.delete_connection(connection_id, self.runtime().owner_id)
-            summary.update(records_per_stream=counts.records_per_stream, records=counts.records)
+            blobs = self.home.blobs.collect(self.home.store)  # content only it referenced
+            summary.update(
+                records_per_stream=counts.records_per_stream, records=counts.records, blobs=blobs
+            )
         return {
             "deleted": True,
             "connection_id": connection_id,
             "records_per_stream": counts.records_per_stream,
             "records": counts.records,
+            "blobs_deleted": blobs,
         }
 
     def deletion_preview(self, connection_id: str) -> dict[str, Any]:
@@ -320,7 +325,11 @@ class ConnectionOperations:
     # reading -------------------------------------------------------------------------------
     def health(self, connection: Connection) -> Verdict:
         store, catalog = self.home.store, self.home.catalog
-        runs = store.runs(connection.connection_id, limit=200)
+        # the owner's own writes (pushes, deletes) say nothing of how collection goes
+        runs = [
+            r for r in store.runs(connection.connection_id, limit=200)
+            if r.connector_key not in OWNER_PATHS
+        ]
         latest: dict[str, Any] = {}
         for run in runs:
             if run.status != "running" and run.batch_id is None:

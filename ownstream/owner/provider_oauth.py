@@ -87,6 +87,23 @@ def authorization_view(authorization: ProviderAuthorization) -> dict[str, Any]:
     }
 
 
+def outcome_message(authorization: ProviderAuthorization) -> str:
+    """What became of an authorization, in a sentence for the owner: connected as whom, or
+    why not (the callback's page and the console say the same)."""
+    outcome = authorization.outcome or {}
+    if authorization.status == "connected":
+        identity = outcome.get("identity")
+        who = f" as {identity['claim']}={identity['value']}" if identity else ""
+        verb = "Connected" if outcome.get("created") else "Reconnected"
+        return (
+            f"{verb} {authorization.connector_key}{who}: {outcome.get('display_name')} "
+            f"({authorization.connection_id})."
+        )
+    if authorization.status in ("refused", "expired"):
+        return str(outcome.get("message") or _ENDED[authorization.status])
+    return "Waiting for the provider to send the browser back."
+
+
 def _endpoint(provider: OAuthProvider, settings: dict[str, str], name: str) -> str:
     """A provider endpoint, unless the connection's setting of the same name overrides it."""
     url = settings.get(name) or getattr(provider, name)
@@ -122,7 +139,10 @@ class ProviderOAuth:
         connection_id: str | None = None,
         allow_recreate: bool = False,
     ) -> StartedAuthorization:
-        """A pending authorization, and the URL where the owner approves it."""
+        """A pending authorization, and the URL where the owner approves it. A reconnect
+        (`connection_id`) reuses the connection's stored settings and app (client id and
+        secret) unless given others, so the remediation `ownstream connect KEY --oauth
+        --connection ID` needs nothing more."""
         store, vault = self.home.store, self.home.vault
         with audited(
             store,
@@ -132,6 +152,19 @@ class ProviderOAuth:
             {"connector_key": connector_key},
         ) as summary:
             manifest, provider = self._provider(connector_key)
+            given = dict(settings or {})
+            Runtime.check_setup_names(manifest, "setting", given)
+            if connection_id is not None:
+                store.connection(connection_id)
+                config = store.connection_config(connection_id, connector_key)
+                given = {**config.settings, **given}
+                stored = {
+                    name: vault.open(connection_id, connector_key, name, sealed)
+                    for name, sealed in config.sealed_secrets.items()
+                    if name in ("client_id", "client_secret")
+                }
+                client_id = client_id or stored.get("client_id")
+                client_secret = client_secret or stored.get("client_secret")
             client_id = client_id or provider.client_id
             if not client_id:
                 raise InvalidRequest(
@@ -147,12 +180,6 @@ class ProviderOAuth:
                     f"{connector_key} needs the client_secret of the registered app",
                     param="client_secret",
                 )
-            given = dict(settings or {})
-            Runtime.check_setup_names(manifest, "setting", given)
-            if connection_id is not None:
-                store.connection(connection_id)
-                stored = store.connection_config(connection_id, connector_key).settings
-                given = {**stored, **given}
             effective = {
                 **{s.name: s.default for s in manifest.settings if s.default is not None},
                 **given,

@@ -87,7 +87,7 @@ def changes_page(
             assert change.data is not None
             data.append(
                 record_body(
-                    scope.stream.name,
+                    scope.stream,
                     change.connection_id,
                     change.record_key,
                     change.data,

@@ -7,7 +7,8 @@ from typing import Any
 from ownstream.errors import ConnectionNotFound, UnknownStream
 from ownstream.grants.scope import scope_for
 from ownstream.home import Home
-from ownstream.model import Bearer, ReadScope
+from ownstream.model import Bearer, ReadScope, StreamDefinition
+from ownstream.records import with_fetch_urls
 
 Warnings = list[dict[str, Any]]
 
@@ -32,18 +33,19 @@ def connection_entry(connection_id: str, labels: dict[str, str | None]) -> dict[
 
 
 def record_body(
-    stream: str,
+    definition: StreamDefinition,
     connection_id: str,
     key: str,
     data: dict[str, Any],
     emitted_at: str,
     labels: dict[str, str | None],
 ) -> dict[str, Any]:
+    """A record as PDPP serves it; each `blob_ref` the data holds gets its `fetch_url`."""
     return {
         "object": "record",
         "id": key,
-        "stream": stream,
-        "data": data,
+        "stream": definition.name,
+        "data": with_fetch_urls(definition, data),
         "emitted_at": emitted_at,
         **attribution(connection_id, labels),
     }

@@ -51,25 +51,25 @@ def values(payload: dict[str, Any], param: str, **kinds: type) -> list[Any]:
 
 
 def page_position(
-    vault: Vault, cursor: str | None, stream: str, order: str
+    vault: Vault, cursor: str | None, stream: str, order: str, shape: str | None = None
 ) -> RecordPosition | None:
-    """Where a page cursor of `stream` in `order` left off (None: from the start)."""
+    """Where a page cursor of `stream` in `order` (and, with the owner's filters, of their
+    `shape`) left off (None: from the start)."""
     if cursor is None:
         return None
     position = decode(vault, "page", cursor)
-    if position.get("s") != stream or position.get("o") != order:
-        raise InvalidCursor("cursor belongs to another stream or order", param="cursor")
+    if (position.get("s"), position.get("o"), position.get("f")) != (stream, order, shape):
+        raise InvalidCursor("cursor belongs to another stream, order or filter", param="cursor")
     return RecordPosition(*values(position, "cursor", v=str, c=str, r=str))
 
 
-def page_cursor(vault: Vault, stream: str, order: str, last: StoredRecord) -> str:
+def page_cursor(
+    vault: Vault, stream: str, order: str, last: StoredRecord, shape: str | None = None
+) -> str:
     """The cursor that continues a page after `last`."""
-    return encode(
-        vault,
-        "page",
-        {"s": stream, "o": order, "v": last.cursor_value, "c": last.connection_id,
-         "r": last.record_key},
-    )
+    position = {"s": stream, "o": order, "v": last.cursor_value, "c": last.connection_id,
+                "r": last.record_key}
+    return encode(vault, "page", position if shape is None else {**position, "f": shape})
 
 
 def search_position(vault: Vault, cursor: str | None, q: str) -> int | None:

@@ -29,11 +29,18 @@ from ownstream.model import (
     StreamDefinition,
 )
 from ownstream.reads.common import Warnings, attribution, connection_entry, scopes
-from ownstream.registry.definitions import aggregable, value_types
+from ownstream.registry.definitions import (
+    TYPE_KEYWORD,
+    aggregable,
+    exact_filterable,
+    expand_declarations,
+    value_types,
+)
 
 SHARED_CONNECTOR_ID = "shared-definitions"
 SHARED_SOURCE = {"kind": "connector", "id": "urn:ownstream:shared-definitions"}
 NOT_GRANTED = "field_not_granted"
+OWNER_ONLY = "owner_only"  # filters and expansions are the owner's (PDPP core §8)
 # the order agents read aggregation flags in (`a=count_distinct|group_by|…`)
 FLAG_ORDER = ("count_distinct", "group_by", "group_by_time", "sum", "min", "max")
 FRESHNESS_RUNS = 50  # a connection's newest runs that freshness considers
@@ -46,20 +53,33 @@ def _flag(declared: bool, granted: bool) -> dict[str, Any]:
     return flag
 
 
+def _owner_flag(declared: bool, granted: bool, owner: bool) -> dict[str, Any]:
+    flag = _flag(declared, granted)
+    if declared and granted and not owner:
+        flag.update(usable=False, reason=OWNER_ONLY)
+    return flag
+
+
 def field_capabilities(
-    definition: StreamDefinition, granted: tuple[str, ...]
+    definition: StreamDefinition, granted: tuple[str, ...], owner: bool
 ) -> dict[str, dict[str, Any]]:
     """Every field of the definition, what the stream declares for it and what this bearer
-    may use. Ownstream declares no record filters, so no field is filterable."""
+    may use. Exact filters (any top-level scalar field) and range filters (declared) are the
+    owner's: a client sees them declared but not usable (`owner_only`)."""
     declared = definition.aggregations
     found = {}
     for name, prop in definition.schema.get("properties", {}).items():
         ok = name in granted
+        ops = definition.range_ops(name)
         found[name] = {
             "schema": prop,
+            **({"type": prop[TYPE_KEYWORD]} if TYPE_KEYWORD in prop else {}),
             "granted": ok,
-            "exact_filter": _flag(False, ok),
-            "range_filter": _flag(False, ok),
+            "exact_filter": _owner_flag(exact_filterable(name, prop), ok, owner),
+            "range_filter": {
+                **_owner_flag(bool(ops), ok, owner),
+                **({"operators": list(ops)} if ops else {}),
+            },
             "lexical_search": _flag(name in definition.searchable_fields, ok),
             "semantic_search": _flag(False, ok),
             "aggregation": {
@@ -87,6 +107,11 @@ def compact_flags(capabilities: dict[str, Any]) -> str:
     usable = [k for k in FLAG_ORDER if capabilities["aggregation"][k]["usable"]]
     if usable:
         flags.append("a=" + "|".join(usable))
+    filters = ["eq"] if capabilities["exact_filter"]["usable"] else []
+    if capabilities["range_filter"]["usable"]:
+        filters += capabilities["range_filter"]["operators"]
+    if filters:
+        flags.append("f=" + "|".join(filters))
     return ",".join(flags)
 
 
@@ -144,10 +169,11 @@ def stream_freshness(per_connection: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def stream_metadata(
-    home: Home, scope: ReadScope, connections: dict[str, Connection]
+    home: Home, scope: ReadScope, connections: dict[str, Connection], *, owner: bool
 ) -> dict[str, Any]:
-    """A stream's metadata for a bearer: the whole shared definition, what the bearer may use
-    of it, and the readable connections (those in `connections`, which still exist)."""
+    """A stream's metadata for a bearer (`owner` or a client): the whole shared definition,
+    what the bearer may use of it, and the readable connections (those in `connections`,
+    which still exist)."""
     definition = scope.stream
     readable = [c for c in scope.connection_ids if c in connections]
     labels = {c: connections[c].client_display_name for c in readable}
@@ -155,11 +181,21 @@ def stream_metadata(
         {"connection_id": c, **connection_freshness(home, definition.name, connections[c])}
         for c in readable
     ]
-    query: dict[str, Any] = {"range_filters": {}}
+    query: dict[str, Any] = {
+        "range_filters": {name: list(ops) for name, ops in definition.range_filters}
+    }
+    if any(r.expandable for r in definition.relationships):
+        query["expand"] = expand_declarations(definition)
     if definition.aggregations is not None:
         query["aggregations"] = definition.aggregations.to_dict()
     if definition.searchable_fields:
         query["search"] = {"lexical_fields": list(definition.searchable_fields)}
+    described = {
+        **({"relationships": [r.to_dict() for r in definition.relationships]}
+           if definition.relationships else {}),
+        **({"views": [{"id": v.id, "label": v.label, "fields": list(v.fields)}
+                      for v in definition.views]} if definition.views else {}),
+    }
     return {
         "object": "stream_metadata",
         "name": definition.name,
@@ -172,9 +208,22 @@ def stream_metadata(
         "consent_time_field": definition.consent_time_field,
         "selection": {"fields": True, "resources": True},
         "granted_fields": list(scope.fields),
-        "field_capabilities": field_capabilities(definition, scope.fields),
-        "expand_capabilities": [],
+        "field_capabilities": field_capabilities(definition, scope.fields, owner),
+        "expand_capabilities": [
+            {
+                **{k: v for k, v in entry.items() if k != "name"},
+                **relation.to_dict(),
+                "usable": owner,
+                **({} if owner else {"reason": OWNER_ONLY}),
+            }
+            for relation, entry in zip(
+                [r for r in definition.relationships if r.expandable],
+                expand_declarations(definition),
+                strict=True,
+            )
+        ],
         "query": query,
+        **described,
         "freshness": stream_freshness(
             [{k: v for k, v in f.items() if k != "connection_id"} for f in freshness]
         ),
@@ -209,9 +258,12 @@ def live_connections(home: Home, ids: list[str]) -> dict[str, Connection]:
     return {c.connection_id: c for c in home.store.connections(connection_ids=sorted(set(ids)))}
 
 
-def metadata_for(home: Home, scope: ReadScope, warnings: Warnings) -> dict[str, Any]:
-    """`GET /v1/streams/{stream}`."""
-    body = stream_metadata(home, scope, live_connections(home, list(scope.connection_ids)))
+def metadata_for(
+    home: Home, scope: ReadScope, warnings: Warnings, *, owner: bool
+) -> dict[str, Any]:
+    """`GET /v1/streams/{stream}`, for the owner or a client."""
+    connections = live_connections(home, list(scope.connection_ids))
+    body = stream_metadata(home, scope, connections, owner=owner)
     return {**body, "meta": {"warnings": warnings}}
 
 
@@ -257,7 +309,7 @@ def schema_document(
             (
                 SHARED_CONNECTOR_ID,
                 SHARED_SOURCE,
-                [stream_metadata(home, s, connections) for s in found],
+                [stream_metadata(home, s, connections, owner=False) for s in found],
             )
         )
     else:
@@ -273,7 +325,7 @@ def schema_document(
                 )
                 if fed:
                     narrowed = ReadScope(scope.stream, fed, scope.fields)
-                    streams.append(stream_metadata(home, narrowed, connections))
+                    streams.append(stream_metadata(home, narrowed, connections, owner=True))
             entries.append((key, _connector_source(manifest), streams))
     if connector_id is not None:
         entries = [e for e in entries if e[0] == connector_id]

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
 from ownstream.errors import (
     AmbiguousConnection,
+    ConnectionNotFound,
     InvalidArgument,
     InvalidRequest,
     NotFound,
 )
-from ownstream.grants.scope import display_names, readable_streams
+from ownstream.grants.scope import display_names, readable_streams, scope_for
 from ownstream.home import Home
-from ownstream.model import Bearer, ReadScope
+from ownstream.model import Bearer, FieldFilter, ReadScope
 from ownstream.reads import cursors
 from ownstream.reads.changes import changes_page
 from ownstream.reads.common import (
@@ -26,6 +28,7 @@ from ownstream.reads.common import (
     scopes,
 )
 from ownstream.reads.metadata import SHARED_CONNECTOR_ID
+from ownstream.reads.query import NO_QUERY, OwnerQuery, foreign_value
 from ownstream.search import matches, parse_query
 from ownstream.store.base import StoredRecord
 
@@ -46,35 +49,88 @@ def list_records(
     order: str | None,
     changes_since: str | None,
     warnings: Warnings,
+    query: OwnerQuery = NO_QUERY,
 ) -> dict[str, Any]:
-    """A page of the stream's records, or of its change feed with `changes_since`."""
+    """A page of the stream's records, or of its change feed with `changes_since`; the
+    owner's query (filters, view, expansions, sort) shapes a page."""
     size = page_size(limit, DEFAULT_LIMIT, MAX_LIMIT, warnings)
+    scope = query.narrow(scope)
     if changes_since is not None:
+        if query.filters or query.expand or query.order:
+            raise InvalidRequest(
+                "filters, expansions and sort shape pages, not change feeds",
+                param="changes_since",
+            )
         changes = changes_page(
             home, who, scope, changes_since=changes_since, cursor=cursor, limit=size
         )
         return {**changes, "meta": {"count": {"kind": "none"}, "warnings": warnings}}
-    order = order or "desc"
+    if order is not None and query.order is not None and order != query.order:
+        raise InvalidRequest("sort and order disagree", param="sort")
+    order = query.order or order or "desc"
     if order not in ("asc", "desc"):
         raise InvalidArgument("order must be asc or desc", param="order")
     stream = scope.stream.name
-    after = cursors.page_position(home.vault, cursor, stream, order)
+    shape = query.fingerprint() if query.filters else None
+    after = cursors.page_position(home.vault, cursor, stream, order, shape)
     page, has_more = home.store.records_page(scope, limit=size, order=order, after=after)
     note_read(home, who, stream, [r.connection_id for r in page])
     labels = display_names(home.store, sorted({r.connection_id for r in page}))
-    body: dict[str, Any] = {
+    data = []
+    for r in page:
+        body = record_body(scope.stream, r.connection_id, r.record_key, r.data, r.emitted_at,
+                           labels)
+        data.append(_expanded(home, who, query, r, body, labels))
+    listing: dict[str, Any] = {
         "object": "list",
         "url": f"/v1/streams/{stream}/records",
-        "data": [
-            record_body(stream, r.connection_id, r.record_key, r.data, r.emitted_at, labels)
-            for r in page
-        ],
+        "data": data,
         "has_more": has_more,
         "meta": {"count": {"kind": "none"}, "warnings": warnings},
     }
     if has_more:
-        body["next_cursor"] = cursors.page_cursor(home.vault, stream, order, page[-1])
-    return body
+        listing["next_cursor"] = cursors.page_cursor(home.vault, stream, order, page[-1], shape)
+    return listing
+
+
+def _expanded(
+    home: Home,
+    who: Bearer,
+    query: OwnerQuery,
+    record: StoredRecord,
+    body: dict[str, Any],
+    labels: dict[str, str | None],
+) -> dict[str, Any]:
+    """The record body with each requested relation under `expanded`: the related records
+    of the same connection whose foreign key is this record's key (a `has_one` relation
+    gives the first, or null; a `has_many` one a bounded list)."""
+    if not query.expand:
+        return body
+    expanded: dict[str, Any] = {}
+    for expansion in query.expand:
+        relation, target = expansion.relation, expansion.target
+        one = relation.cardinality == "has_one"
+        value = foreign_value(target, relation.foreign_key, record.record_key)
+        found: list[StoredRecord] = []
+        more = False
+        try:
+            child: ReadScope | None = scope_for(
+                who, home.store, home.catalog, target.name, connection_id=record.connection_id
+            )
+        except ConnectionNotFound:  # the connection has no path that emits the related stream
+            child = None
+        if child is not None and value is not None:
+            narrowed = replace(child, filters=(FieldFilter(relation.foreign_key, "eq", value),))
+            found, more = home.store.records_page(narrowed, limit=1 if one else expansion.limit)
+        bodies = [
+            record_body(target, c.connection_id, c.record_key, c.data, c.emitted_at, labels)
+            for c in found
+        ]
+        if one:
+            expanded[relation.name] = bodies[0] if bodies else None
+        else:
+            expanded[relation.name] = {"object": "list", "data": bodies, "has_more": more}
+    return {**body, "expanded": expanded}
 
 
 def find_record(
@@ -99,16 +155,20 @@ def find_record(
 
 
 def get_record(
-    home: Home, who: Bearer, scope: ReadScope, record_id: str, warnings: Warnings
+    home: Home,
+    who: Bearer,
+    scope: ReadScope,
+    record_id: str,
+    warnings: Warnings,
+    query: OwnerQuery = NO_QUERY,
 ) -> dict[str, Any]:
-    record, labels = find_record(home, scope, record_id)
+    record, labels = find_record(home, query.narrow(scope), record_id)
     note_read(home, who, scope.stream.name, [record.connection_id])
     body = record_body(
-        scope.stream.name, record.connection_id, record.record_key, record.data,
+        scope.stream, record.connection_id, record.record_key, record.data,
         record.emitted_at, labels,
     )
-    body["meta"] = {"warnings": warnings}
-    return body
+    return {**_expanded(home, who, query, record, body, labels), "meta": {"warnings": warnings}}
 
 
 def _connector_ids(

@@ -9,7 +9,15 @@ from typing import Any
 import jsonschema_rs
 
 from ownstream.errors import IncompatibleDefinition, InvalidDefinition
-from ownstream.model import AGGREGATION_KINDS, Aggregations, StreamDefinition
+from ownstream.model import (
+    AGGREGATION_KINDS,
+    RANGE_OPS,
+    Aggregations,
+    RangeOp,
+    Relationship,
+    StreamDefinition,
+    View,
+)
 
 STREAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
@@ -17,6 +25,12 @@ MAX_SEARCHABLE_FIELDS = 8  # the search index has this many field slots
 AGGREGABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # safe in a JSON path as is
 SCALAR_TYPES = frozenset({"string", "integer", "number", "boolean"})
 NUMERIC_TYPES = frozenset({"integer", "number"})
+TYPE_KEYWORD = "x_pdpp_type"  # a field's PDPP type where JSON Schema has none: `blob_ref`
+BLOB_REF = "blob_ref"
+RELATION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_EXPAND_LIMIT = 100
+
+Fail = Callable[[str, str], InvalidDefinition]
 
 
 def parse_definition(raw: Any, *, shared: bool = True) -> StreamDefinition:
@@ -80,6 +94,7 @@ def parse_definition(raw: Any, *, shared: bool = True) -> StreamDefinition:
     aggregations = raw.get("aggregations")
     if aggregations is not None:
         aggregations = _parse_aggregations(aggregations, properties, fail)
+    relationships = _parse_relationships(raw.get("relationships", []), raw.get("expand", []), fail)
     return StreamDefinition(
         name=name,
         version=version,
@@ -92,6 +107,10 @@ def parse_definition(raw: Any, *, shared: bool = True) -> StreamDefinition:
         searchable_fields=tuple(searchable),
         union_fields=tuple(union),
         aggregations=aggregations,
+        blob_fields=_blob_fields(schema, fail),
+        range_filters=_parse_range_filters(raw.get("range_filters", {}), properties, fail),
+        relationships=relationships,
+        views=_parse_views(raw.get("views", []), properties, fail),
         shared=shared,
     )
 
@@ -107,6 +126,20 @@ def time_format(prop: Any) -> str | None:
         return None
     found = prop.get("format")
     return found if found in ("date", "date-time") else None
+
+
+def exact_filterable(name: str, prop: Any) -> bool:
+    """A top-level field of one scalar type, with a name safe in a JSON path: the owner may
+    filter it by exact value."""
+    types = value_types(prop)
+    return len(types) == 1 and types <= SCALAR_TYPES and bool(AGGREGABLE_NAME.match(name))
+
+
+def rangeable(prop: Any) -> bool:
+    """Whether a field's values have an order a range filter can use: numbers, dates and
+    date-times."""
+    types = value_types(prop)
+    return (bool(types) and types <= NUMERIC_TYPES) or time_format(prop) is not None
 
 
 def aggregable(kind: str, prop: Any) -> bool:
@@ -125,9 +158,7 @@ def aggregable(kind: str, prop: Any) -> bool:
     return types <= SCALAR_TYPES
 
 
-def _parse_aggregations(
-    raw: Any, properties: dict[str, Any], fail: Callable[[str, str], InvalidDefinition]
-) -> Aggregations:
+def _parse_aggregations(raw: Any, properties: dict[str, Any], fail: Fail) -> Aggregations:
     if not isinstance(raw, dict):
         raise fail("aggregations must be an object", "aggregations")
     unknown = sorted(set(raw) - {"count", *AGGREGATION_KINDS})
@@ -149,6 +180,150 @@ def _parse_aggregations(
                 raise fail(f"{param}: field {name!r} has a type {kind} cannot use", param)
         declared[kind] = tuple(dict.fromkeys(names))
     return Aggregations(count=count, **declared)
+
+
+def _local(schema: dict[str, Any], prop: Any) -> Any:
+    """A property's schema, following one local `$ref` into `$defs`."""
+    ref = prop.get("$ref") if isinstance(prop, dict) else None
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return schema.get("$defs", {}).get(ref.removeprefix("#/$defs/"), prop)
+    return prop
+
+
+def _is_blob_ref(prop: Any, fail: Fail, path: str) -> bool:
+    kind = prop.get(TYPE_KEYWORD) if isinstance(prop, dict) else None
+    if kind is None:
+        return False
+    if kind != BLOB_REF:
+        raise fail(f"{path}: {TYPE_KEYWORD} {kind!r} is not a known type ({BLOB_REF})", "schema")
+    if _types(prop) - {"object", "null"}:
+        raise fail(f"{path}: a {BLOB_REF} field holds an object", "schema")
+    return True
+
+
+def _blob_fields(schema: dict[str, Any], fail: Fail) -> tuple[str, ...]:
+    """Paths of the `blob_ref` fields: a top-level field (`photo`), or a field of the object
+    (`cover.blob_ref`) or of the array of objects (`attachments[].blob_ref`) a top-level field
+    holds. A `blob_ref` marked deeper is refused rather than silently never honoured."""
+    found: list[str] = []
+    for name, raw_prop in schema["properties"].items():
+        prop = _local(schema, raw_prop)
+        if _is_blob_ref(prop, fail, name):
+            found.append(name)
+            continue
+        holder, head = prop, name
+        if isinstance(prop, dict) and "array" in _types(prop):
+            holder, head = _local(schema, prop.get("items")), f"{name}[]"
+        inner = holder.get("properties") if isinstance(holder, dict) else None
+        for sub, sub_prop in (inner or {}).items():
+            if _is_blob_ref(_local(schema, sub_prop), fail, f"{head}.{sub}"):
+                found.append(f"{head}.{sub}")
+    if _count_marks(schema, schema["properties"]) != len(found):
+        raise fail(
+            f"a {BLOB_REF} field must be top-level or one level inside a top-level field",
+            "schema",
+        )
+    return tuple(found)
+
+
+def _count_marks(schema: dict[str, Any], value: Any, seen: frozenset[str] = frozenset()) -> int:
+    """How many schemas in `value` are marked as `blob_ref`, following local `$ref`s into
+    `$defs` (each definition counted where it is used; a recursive one once per path)."""
+    if isinstance(value, list):
+        return sum(_count_marks(schema, v, seen) for v in value)
+    if not isinstance(value, dict):
+        return 0
+    ref = value.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and ref not in seen:
+        return _count_marks(schema, _local(schema, value), seen | {ref})
+    own = 1 if value.get(TYPE_KEYWORD) == BLOB_REF else 0
+    return own + sum(_count_marks(schema, v, seen) for k, v in value.items() if k != "$defs")
+
+
+def _parse_range_filters(
+    raw: Any, properties: dict[str, Any], fail: Fail
+) -> tuple[tuple[str, tuple[RangeOp, ...]], ...]:
+    """`{field: [operators]}`: numbers, dates and date-times, compared as values and instants."""
+    if not isinstance(raw, dict):
+        raise fail("range_filters must be an object of field: [operators]", "range_filters")
+    found: list[tuple[str, tuple[RangeOp, ...]]] = []
+    for name, ops in raw.items():
+        param = f"range_filters.{name}"
+        if name not in properties:
+            raise fail(f"{param}: {name!r} is not a field of the schema", param)
+        prop = properties[name]
+        if not rangeable(prop):
+            raise fail(f"{param}: only numbers, dates and date-times have ranges", param)
+        if not isinstance(ops, list) or not ops or any(op not in RANGE_OPS for op in ops):
+            raise fail(f"{param} must list operators among {', '.join(RANGE_OPS)}", param)
+        found.append((name, tuple(op for op in RANGE_OPS if op in ops)))
+    return tuple(found)
+
+
+def _limit(entry: dict[str, Any], key: str, default: int, fail: Fail, param: str) -> int:
+    value = entry.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_EXPAND_LIMIT:
+        raise fail(f"{param}.{key} must be an integer from 1 to {MAX_EXPAND_LIMIT}", param)
+    return value
+
+
+def _parse_relationships(raw: Any, expand: Any, fail: Fail) -> tuple[Relationship, ...]:
+    """`relationships` (name, related stream, its foreign key to this record's key,
+    `has_one`/`has_many`) and `expand`, which of them the owner may expand, with limits."""
+    if not isinstance(raw, list) or not isinstance(expand, list):
+        raise fail("relationships and expand must be lists", "relationships")
+    expandable: dict[str, dict[str, Any]] = {}
+    for entry in expand:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str):
+            raise fail("each expand entry needs the name of a relationship", "expand")
+        expandable[name] = entry
+    found: list[Relationship] = []
+    for entry in raw:
+        if not isinstance(entry, dict):
+            raise fail("each relationship must be an object", "relationships")
+        name, stream, key = entry.get("name"), entry.get("stream"), entry.get("foreign_key")
+        cardinality = entry.get("cardinality")
+        param = f"relationships.{name}"
+        if not isinstance(name, str) or not RELATION_NAME.match(name):
+            raise fail(f"relationship name {name!r} must match {RELATION_NAME.pattern}", param)
+        if not isinstance(stream, str) or not STREAM_NAME.match(stream):
+            raise fail(f"{param}.stream must name a stream", param)
+        if not isinstance(key, str) or not key:
+            raise fail(f"{param}.foreign_key must name a field of {stream}", param)
+        if cardinality not in ("has_one", "has_many"):
+            raise fail(f"{param}.cardinality must be has_one or has_many", param)
+        limits = expandable.pop(name, None)
+        if limits is not None and cardinality == "has_one" and (
+            "default_limit" in limits or "max_limit" in limits
+        ):
+            raise fail(f"expand.{name}: a has_one relation takes no limits", "expand")
+        default = _limit(limits or {}, "default_limit", 10, fail, f"expand.{name}")
+        maximum = _limit(limits or {}, "max_limit", 50, fail, f"expand.{name}")
+        if default > maximum:
+            raise fail(f"expand.{name}: default_limit is above max_limit", "expand")
+        found.append(
+            Relationship(name, stream, key, cardinality, limits is not None, default, maximum)
+        )
+    if expandable:
+        raise fail(f"expand names undeclared relationship(s) {sorted(expandable)}", "expand")
+    return tuple(found)
+
+
+def _parse_views(raw: Any, properties: dict[str, Any], fail: Fail) -> tuple[View, ...]:
+    """`views`: named field lists the owner may read a stream through (`view=`)."""
+    if not isinstance(raw, list):
+        raise fail("views must be a list", "views")
+    found: list[View] = []
+    for entry in raw:
+        view_id = entry.get("id") if isinstance(entry, dict) else None
+        if not isinstance(view_id, str) or not RELATION_NAME.match(view_id):
+            raise fail(f"view id {view_id!r} must match {RELATION_NAME.pattern}", "views")
+        fields = entry.get("fields")
+        if not isinstance(fields, list) or not fields or any(f not in properties for f in fields):
+            raise fail(f"views.{view_id}.fields must name fields of the schema", "views")
+        found.append(View(view_id, tuple(fields), str(entry.get("label", ""))))
+    return tuple(found)
 
 
 def _no_remote_refs(uri: str) -> Any:
@@ -196,9 +371,39 @@ def definition_document(definition: StreamDefinition) -> dict[str, Any]:
             if definition.aggregations is not None
             else {}
         ),
+        **(
+            {"range_filters": {name: list(ops) for name, ops in definition.range_filters}}
+            if definition.range_filters
+            else {}
+        ),
+        **(
+            {
+                "relationships": [r.to_dict() for r in definition.relationships],
+                "expand": expand_declarations(definition),
+            }
+            if definition.relationships
+            else {}
+        ),
+        **(
+            {"views": [{"id": v.id, "label": v.label, "fields": list(v.fields)}
+                       for v in definition.views]}
+            if definition.views
+            else {}
+        ),
         "description": definition.description,
         "schema": definition.schema,
     }
+
+
+def expand_declarations(definition: StreamDefinition) -> list[dict[str, Any]]:
+    """The definition's `expand` entries: its expandable relations, with their limits."""
+    return [
+        {"name": r.name}
+        if r.cardinality == "has_one"
+        else {"name": r.name, "default_limit": r.default_limit, "max_limit": r.max_limit}
+        for r in definition.relationships
+        if r.expandable
+    ]
 
 
 def _types(prop: Any) -> frozenset[str]:

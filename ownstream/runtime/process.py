@@ -47,8 +47,11 @@ class Transport(Protocol):
 
 
 class InProcessTransport:
-    def __init__(self, entry: str, start: Mapping[str, Any], env: Mapping[str, str]) -> None:
-        self._messages = drive(load_entry(entry), start, env)
+    """Message dicts from Python in this process: an SDK generator driven here, or messages
+    the runtime makes itself (the lines of an owner's push)."""
+
+    def __init__(self, messages: Iterator[Mapping[str, Any]]) -> None:
+        self._messages = messages
 
     def messages(self) -> Iterator[bytes | Mapping[str, Any]]:
         yield from self._messages
@@ -134,5 +137,5 @@ def open_transport(
         if os.environ.get("OWNSTREAM_CONNECTOR_TRANSPORT") == "subprocess":
             command = [sys.executable, "-m", "ownstream.runtime.sdk", manifest.python_entry]
             return SubprocessTransport(command, start, env, None)
-        return InProcessTransport(manifest.python_entry, start, env)
+        return InProcessTransport(drive(load_entry(manifest.python_entry), start, env))
     return SubprocessTransport(resolve_command(manifest), start, env, manifest.base_dir)

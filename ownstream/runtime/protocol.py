@@ -1,8 +1,8 @@
 """The connector → runtime wire protocol: parse and validate every message, in order.
 
-Each message becomes one small dataclass (`Identity`, `Record`, `Rejected`, `Omitted`, `State`,
-`Gap`, `Progress`, `Credentials`, `Done`); the runtime `match`es on them. Two kinds of failure,
-kept apart on purpose:
+Each message becomes one small dataclass (`Identity`, `Record`, `BlobFile`, `Rejected`,
+`Omitted`, `State`, `Gap`, `Progress`, `Credentials`, `Done`); the runtime `match`es on them.
+Two kinds of failure, kept apart on purpose:
 - a *record* that breaks its stream's contract (key ≠ primary key of data, schema mismatch,
   delete on an append-only stream), and an input entry the connector itself could not read
   (REJECT), are rejected with a reason and counted; the run goes on;
@@ -16,6 +16,7 @@ once here, which both proves it is JSON and gives the store the bytes it writes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,13 +26,15 @@ import orjson
 from ownstream.clock import now_iso
 from ownstream.errors import ProtocolViolation
 from ownstream.model import ConnectorManifest, IdentityEvidence, RecordWrite, StreamDefinition
-from ownstream.records import canonical_key, message_key
+from ownstream.records import blob_ref_problem, blob_refs, canonical_key, message_key
 from ownstream.registry.definitions import record_validator
 
 DONE_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 MAX_LINE_BYTES = 16 * 1024 * 1024
 MAX_REASON_CHARS = 80
 MAX_DETAIL_CHARS = 500
+BLOB_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,16 @@ class Identity:
 @dataclass(frozen=True)
 class Record:
     write: RecordWrite
+
+
+@dataclass(frozen=True)
+class BlobFile:
+    """Content the connector wrote into its run's blob area (a file name there), with the
+    sha256 and size it computed; the runtime copies it into the blob store and checks both."""
+
+    file: str
+    sha256: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -109,7 +122,18 @@ class Done:
     error: dict[str, Any] | None
 
 
-Message = Identity | Record | Rejected | Omitted | State | Gap | Progress | Credentials | Done
+Message = (
+    Identity
+    | Record
+    | BlobFile
+    | Rejected
+    | Omitted
+    | State
+    | Gap
+    | Progress
+    | Credentials
+    | Done
+)
 
 
 def _short(value: Any, limit: int) -> str:
@@ -164,13 +188,15 @@ class MessageValidator:
         kind = message.get("type")
         if self.finished:
             raise ProtocolViolation(f"{kind} after DONE: DONE must be the last message")
-        if self.identify_only and kind in ("RECORD", "STATE", "REJECT", "OMIT"):
+        if self.identify_only and kind in ("RECORD", "BLOB", "STATE", "REJECT", "OMIT"):
             raise ProtocolViolation(f"{kind} in an identify run: only IDENTITY and DONE belong")
         match kind:
             case "IDENTITY":
                 return self._identity(message)
             case "RECORD":
                 return self._record(message)
+            case "BLOB":
+                return self._blob(message)
             case "REJECT":
                 return self._reject(message)
             case "OMIT":
@@ -251,6 +277,10 @@ class MessageValidator:
             problem = self._schema_check(definition)(data)
             if problem is not None:
                 return reject("schema_mismatch", problem)
+            for name, ref in blob_refs(definition, data):
+                problem = blob_ref_problem(ref)
+                if problem is not None:
+                    return reject("invalid_blob_ref", f"{name}: {problem}")
         return Record(
             RecordWrite(
                 stream=stream,
@@ -261,6 +291,17 @@ class MessageValidator:
                 encoded=encoded,
             )
         )
+
+    def _blob(self, message: Mapping[str, Any]) -> BlobFile:
+        self.saw_data = True
+        name, sha, size = message.get("file"), message.get("sha256"), message.get("size_bytes")
+        if not isinstance(name, str) or not BLOB_FILE_NAME.fullmatch(name):
+            raise ProtocolViolation("BLOB file must be a plain file name in the run's blob area")
+        if not isinstance(sha, str) or not SHA256_HEX.fullmatch(sha):
+            raise ProtocolViolation("BLOB sha256 must be 64 lowercase hex digits")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ProtocolViolation("BLOB size_bytes must be a non-negative integer")
+        return BlobFile(name, sha, size)
 
     def _reject(self, message: Mapping[str, Any]) -> Rejected:
         stream = message.get("stream")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ownstream.blobs import BlobStore
 from ownstream.clock import now_iso, random_id, stable_id
 from ownstream.credentials import Vault, fingerprint
 from ownstream.errors import (
@@ -152,6 +153,7 @@ class Runtime:
         store: Store,
         catalog: Catalog,
         vault: Vault,
+        blobs: BlobStore,
         *,
         owner_id: str = "owner",
         batch_size: int = BATCH_SIZE,
@@ -161,6 +163,7 @@ class Runtime:
         self.store = store
         self.catalog = catalog
         self.vault = vault
+        self.blobs = blobs
         self.owner_id = owner_id
         self.batch_size = batch_size
         self.on_progress = on_progress
@@ -349,7 +352,9 @@ class Runtime:
         mode = "incremental" if state else "full_refresh"
         session = RunSession(self, manifest, mode, trigger, connection)
         session.begin(run_id)
-        return session.execute(self._start_message(run_id, mode, manifest, state), env)
+        session.blob_area = self._blob_area(manifest)
+        start = self._start_message(run_id, mode, manifest, state, blob_area=session.blob_area)
+        return session.execute(start, env)
 
     def _connection_env(self, connection_id: str, manifest: ConnectorManifest) -> dict[str, str]:
         config = self.store.connection_config(connection_id, manifest.connector_key)
@@ -381,13 +386,21 @@ class Runtime:
         env = {s.env: settings[s.name] for s in manifest.settings if s.name in settings}
         env.update({s.env: secrets[s.name] for s in manifest.secrets if s.name in secrets})
         return env
-    @staticmethod
+    def _blob_area(self, manifest: ConnectorManifest) -> Path | None:
+        """A private folder for the connector's blob content, when a stream it emits has
+        `blob_ref` fields (the session removes it when it ends)."""
+        if not any(s.blob_fields for s in manifest.streams):
+            return None
+        return self.blobs.run_area()
+
     def _start_message(
+        self,
         run_id: str,
         mode: str,
         manifest: ConnectorManifest,
         state: dict[str, Any] | None,
         artifact: ArtifactInfo | None = None,
+        blob_area: Path | None = None,
     ) -> dict[str, Any]:
         start: dict[str, Any] = {
             "type": "START",
@@ -402,6 +415,8 @@ class Runtime:
                 "name": artifact.name,
                 "sha256": artifact.sha256,
             }
+        if blob_area is not None:
+            start["blobs"] = {"dir": str(blob_area), "max_bytes": self.blobs.max_bytes}
         return start
     # imports --------------------------------------------------------------------------------
     def import_artifact(
@@ -445,7 +460,10 @@ class Runtime:
             requested_connection_id=connection_id,
             allow_recreate=allow_recreate,
         )
-        start = self._start_message(batch_id, "full_refresh", manifest, None, artifact)
+        session.blob_area = self._blob_area(manifest)
+        start = self._start_message(
+            batch_id, "full_refresh", manifest, None, artifact, session.blob_area
+        )
         outcome = session.execute(start, self._env(manifest, self._defaults(manifest), {}))
         if outcome.status != "succeeded":
             error = outcome.error or {}

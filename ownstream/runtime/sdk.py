@@ -6,6 +6,10 @@
         yield credentials(access_token=new_token)  # after a refresh, for the next runs
         yield state("listening_history", {"after": 123})
 
+Content (a photo, an attachment) is written with `store_blob`, streamed into the run's blob
+area, and handed over with the BLOB message it returns, before the record that carries its
+`blob_ref`.
+
 `drive` runs such a generator in-process; `python -m ownstream.runtime.sdk module:function`
 runs the same generator as a subprocess speaking JSON lines, with identical semantics: the SDK
 appends DONE (succeeded, or failed with the error a `ConnectorError` carries).
@@ -13,19 +17,24 @@ appends DONE (succeeded, or failed with the error a `ConnectorError` carries).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import orjson
 
 from ownstream.clock import now_iso
+from ownstream.records import MEDIA_TYPE, blob_id_for
 
 Message = dict[str, Any]
+CHUNK_BYTES = 1 << 20
 Collect = Callable[["Start", Mapping[str, str]], Iterable[Message]]
 
 
@@ -38,14 +47,24 @@ class StreamScope:
 
 
 @dataclass(frozen=True)
+class BlobArea:
+    """Where this run writes blob content (a private folder) and how large one may be."""
+
+    directory: Path
+    max_bytes: int
+
+
+@dataclass(frozen=True)
 class Start:
-    """What the runtime asks of this run. `state` is this connection's own checkpoints."""
+    """What the runtime asks of this run. `state` is this connection's own checkpoints;
+    `blobs` is None when none of its streams has a `blob_ref` field."""
 
     run_id: str
     collection_mode: str  # full_refresh | incremental | identify
     streams: tuple[StreamScope, ...]
     state: Mapping[str, Any]
     artifact: Mapping[str, Any] | None = None
+    blobs: BlobArea | None = None
 
     @classmethod
     def from_message(cls, message: Mapping[str, Any]) -> Start:
@@ -62,12 +81,14 @@ class Start:
                     until=time_range.get("until"),
                 )
             )
+        blobs = message.get("blobs")
         return cls(
             run_id=message["run_id"],
             collection_mode=message["collection_mode"],
             streams=tuple(streams),
             state=message.get("state") or {},
             artifact=message.get("artifact"),
+            blobs=BlobArea(Path(blobs["dir"]), int(blobs["max_bytes"])) if blobs else None,
         )
 
     def wants(self, stream: str) -> bool:
@@ -133,6 +154,65 @@ def record(
     if op is not None:
         message["op"] = op
     return message
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """Content written to the run's blob area: yield `message` (BLOB) before the record whose
+    `blob_ref` field holds `ref`."""
+
+    message: Message
+    ref: dict[str, Any]
+
+    @property
+    def sha256(self) -> str:
+        return str(self.ref["sha256"])
+
+    @property
+    def size(self) -> int:
+        return int(self.ref["size_bytes"])
+
+
+def file_chunks(handle: IO[bytes]) -> Iterator[bytes]:
+    """A binary file read a chunk at a time (never by lines, which may be any length)."""
+    return iter(lambda: handle.read(CHUNK_BYTES), b"")
+
+
+def store_blob(start: Start, chunks: Iterable[bytes], mime_type: str) -> StoredBlob | None:
+    """Write content into the run's blob area chunk by chunk (`file_chunks` reads a file),
+    hashing it as it goes, so it is never held whole. None when the run has no blob area or
+    the content is over its size limit: reading stops at the limit (a decompression bomb
+    costs no more than the limit) and nothing is kept."""
+    area = start.blobs
+    if area is None:
+        return None
+    descriptor, name = tempfile.mkstemp(prefix="blob-", dir=area.directory)
+    digest, size, kept = hashlib.sha256(), 0, False
+    try:
+        with os.fdopen(descriptor, "wb") as out:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > area.max_bytes:
+                    return None
+                digest.update(chunk)
+                out.write(chunk)
+        kept = True
+    finally:
+        if not kept:
+            os.unlink(name)
+    sha = digest.hexdigest()
+    return StoredBlob(
+        {"type": "BLOB", "file": Path(name).name, "sha256": sha, "size_bytes": size},
+        {
+            "blob_id": blob_id_for(sha),
+            "mime_type": mime_type if MEDIA_TYPE.fullmatch(mime_type) else DEFAULT_MEDIA_TYPE,
+            "size_bytes": size,
+            "sha256": sha,
+        },
+    )
+
+
+DEFAULT_MEDIA_TYPE = "application/octet-stream"
 
 
 def state(stream: str, cursor: Any) -> Message:

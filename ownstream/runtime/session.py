@@ -11,7 +11,10 @@ Commit rules (docs/protocol.md):
   taken over writes nothing more;
 - CREDENTIALS a run hands back are sealed and stored for its connection at once, in their own
   transaction fenced by the lease: they stay whatever the run's outcome (a refreshed token is
-  valid regardless, and a rotated refresh token would otherwise be lost).
+  valid regardless, and a rotated refresh token would otherwise be lost);
+- BLOB content is copied from the run's blob area into the blob store as it arrives, checked
+  against the hash and size the connector gave, held by the stage and then placed; a record may
+  reference only a blob its run handed over or its connection already has.
 While the connector works, a heartbeat renews the lease; a killed process stops renewing it,
 so its stage is reclaimed within about a minute.
 """
@@ -24,10 +27,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ownstream.credentials import fingerprint
 from ownstream.errors import (
+    BlobTooLarge,
     IdentityMismatch,
     OwnstreamError,
     ProtocolViolation,
@@ -43,8 +48,10 @@ from ownstream.model import (
     RecordWrite,
     Tally,
 )
+from ownstream.records import blob_refs
 from ownstream.runtime.process import Transport, open_transport
 from ownstream.runtime.protocol import (
+    BlobFile,
     Credentials,
     Done,
     Gap,
@@ -191,6 +198,8 @@ class Session(ABC):
         self.heartbeat: Heartbeat | None = None
         self.ambiguous = 0  # coarse entries a record rule could not pair: kept apart
         self.transport: Transport | None = None
+        self.blob_area: Path | None = None  # where the connector writes blob content
+        self.held: dict[str, int] = {}  # blobs the stage holds, with their sizes
         self.outcome = RunOutcome(
             run_id=None,
             connection_id=connection.connection_id if connection else None,
@@ -205,8 +214,10 @@ class Session(ABC):
     def execute(self, start: dict[str, Any], env: dict[str, str]) -> RunOutcome:
         with ExitStack() as stack:
             stack.callback(self._stop_heartbeat)
+            if self.blob_area is not None:
+                stack.callback(self.runtime.blobs.remove_area, self.blob_area)
             try:
-                transport = self.transport = open_transport(self.manifest, start, env)
+                transport = self.transport = self._transport(start, env)
             except OwnstreamError as exc:
                 return self._stop(exc.code, exc.message, publish=False)
             stack.callback(transport.close)
@@ -248,6 +259,10 @@ class Session(ABC):
                     self._stop("internal_error", f"{type(exc).__name__}: {exc}", publish=False)
                 raise
 
+    def _transport(self, start: dict[str, Any], env: dict[str, str]) -> Transport:
+        """Where the messages come from: the manifest's connector."""
+        return open_transport(self.manifest, start, env)
+
     def _check_lease(self) -> None:
         if self.heartbeat is not None and self.heartbeat.lost is not None:
             raise self.heartbeat.lost
@@ -261,11 +276,21 @@ class Session(ABC):
             case Record(write=write):
                 self._before_data()
                 tally.parsed += 1
+                problem = self._blob_problem(write)
+                if problem is not None:
+                    tally.reject(
+                        problem[0],
+                        {"stream": write.stream, "key": write.record_key, "detail": problem[1]},
+                    )
+                    return
                 tally.accepted += 1
                 self.pending.setdefault(write.stream, []).append(write)
                 self.pending_count += 1
                 if self.pending_count >= self.runtime.batch_size:
                     self._flush()
+            case BlobFile() as blob:
+                self._before_data()
+                self._take_blob(blob)
             case Rejected(rejection=rejection):
                 self._before_data()
                 tally.parsed += 1
@@ -311,6 +336,64 @@ class Session(ABC):
                         "records": tally.parsed,
                     }
                 )
+
+    def _take_blob(self, blob: BlobFile) -> None:
+        """Copy handed-over content into the blob store, checked against the hash and size the
+        connector gave; the stage holds the blob before its file is placed."""
+        if self.blob_area is None:
+            raise ProtocolViolation(
+                "BLOB in a run without a blob area: none of its streams has a blob_ref field"
+            )
+        source = self.blob_area / blob.file
+        blobs = self.runtime.blobs
+        try:
+            received = blobs.receive_file(source)
+        except FileNotFoundError as exc:
+            raise ProtocolViolation(f"BLOB names no file of the run's blob area: {exc}") from exc
+        except BlobTooLarge:
+            self.outcome.tally.omit("blob_too_large", 1)  # the SDK never hands one over
+            return
+        finally:
+            source.unlink(missing_ok=True)
+        if (received.sha256, received.size) != (blob.sha256, blob.size):
+            blobs.discard(received)
+            raise ProtocolViolation(
+                f"BLOB {blob.file}: the file holds {received.size} bytes with sha256 "
+                f"{received.sha256}, not the {blob.size} bytes and sha256 the message gives"
+            )
+        try:
+            self.store.hold_blobs(self._stage(), [received.blob_id])
+        except BaseException:
+            blobs.discard(received)
+            raise
+        blobs.place(received)
+        self.held[received.blob_id] = received.size
+
+    def _blob_problem(self, write: RecordWrite) -> tuple[str, str] | None:
+        """Why a record's blob references cannot stand (a rejection reason and detail), or
+        None: each must name a blob this run handed over or its connection already has, with
+        that blob's size."""
+        definition = self.manifest.stream(write.stream)
+        if write.op != "upsert" or definition is None or not definition.blob_fields:
+            return None
+        refs = [ref for _, ref in blob_refs(definition, write.data)]
+        unknown = sorted({ref["blob_id"] for ref in refs} - self.held.keys())
+        if unknown:
+            for blob_id in self.store.hold_known_blobs(self._stage(), unknown):
+                size = self.runtime.blobs.size(blob_id)
+                if size is not None:
+                    self.held[blob_id] = size
+        for ref in refs:
+            size = self.held.get(ref["blob_id"])
+            if size is None:
+                return (
+                    "unknown_blob",
+                    f"{ref['blob_id']} was not handed over in this run, and no record of "
+                    "this connection has it",
+                )
+            if size != ref["size_bytes"]:
+                return ("blob_size_mismatch", f"{ref['blob_id']} holds {size} bytes")
+        return None
 
     @abstractmethod
     def _store_credentials(self, handed_back: Credentials) -> None:
@@ -412,6 +495,12 @@ class Session(ABC):
         return acquisition
 
     def _ended(self, published: bool) -> None:
+        if any(s.blob_fields for s in self.manifest.streams):
+            try:
+                self.runtime.blobs.collect(self.store)
+            except Exception:
+                # the files stay until a worker pass collects them; the run's outcome stands
+                log.exception("collecting blobs after %s failed", self.outcome.run_id)
         tally = self.outcome.tally
         log.log(
             logging.INFO if self.outcome.status == "succeeded" else logging.WARNING,

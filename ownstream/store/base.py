@@ -142,6 +142,16 @@ class AggregateResult:
 
 
 @dataclass(frozen=True)
+class BlobAccess:
+    """A record through which a bearer reaches a blob: its stream and connection (for the
+    access log), and the media type it gives the blob."""
+
+    mime_type: str
+    stream: str
+    connection_id: str
+
+
+@dataclass(frozen=True)
 class StreamCount:
     connection_id: str
     stream: str
@@ -543,6 +553,18 @@ class Store(AuthStore, Protocol):
         """Stage one batch in one short transaction, fenced by the lease."""
         ...
 
+    def hold_blobs(self, acquisition: Acquisition, blob_ids: Sequence[str]) -> None:
+        """The stage holds these blobs (its connector handed them over) until it is published
+        or abandoned, so their files survive until the records referencing them are
+        committed. Fenced by the lease. The caller places a blob's file after holding it."""
+        ...
+
+    def hold_known_blobs(self, acquisition: Acquisition, blob_ids: Sequence[str]) -> set[str]:
+        """Hold, for the stage, those of these blobs that a record of its connection already
+        references (any version) or the stage holds, and return them: a record may name a
+        blob only if its connection has it. Fenced by the lease."""
+        ...
+
     def save_run_credentials(
         self, acquisition: Acquisition, sealed_secrets: dict[str, tuple[bytes, str]]
     ) -> None:
@@ -568,6 +590,14 @@ class Store(AuthStore, Protocol):
     def active_lease(self, connection_id: str) -> Lease | None: ...
 
     def connection_state(self, connection_id: str, connector_key: str) -> dict[str, Any]: ...
+
+    def put_connection_state(
+        self, connection_id: str, connector_key: str, states: dict[str, Any]
+    ) -> None:
+        """Replace one path's checkpoints of a connection (the owner's push path keeps its
+        client's sync state here, outside any stage); `ConnectionNotFound` for a connection
+        that does not exist."""
+        ...
 
     def runs(self, connection_id: str | None = None, limit: int = 100) -> list[RunRecord]: ...
 
@@ -635,6 +665,25 @@ class Store(AuthStore, Protocol):
         """One aggregation over exactly the records the scope can see (connections, window,
         resources, published versions). Groups are ordered by count descending then key
         ascending, time buckets by time; a missing value is the `None` group, ordered last."""
+        ...
+
+    def readable_blob(self, scopes: Sequence[ReadScope], blob_id: str) -> BlobAccess | None:
+        """One query: a live, published record visible to one of the scopes (connections,
+        window, resources, filters) that references the blob in a field of the scope (the
+        first by record id); None otherwise, an unknown blob alike."""
+        ...
+
+    # blob garbage ----------------------------------------------------------------------------
+    def queue_unused_blobs(self, blob_ids: Sequence[str]) -> int:
+        """Queue for collection those of these blobs no record references and no stage holds
+        (a sweep of the blob directory finds them); how many were queued. Dropping a
+        reference or a hold queues its blob by itself."""
+        ...
+
+    def collect_blob_garbage(self, delete: Callable[[str], None]) -> int:
+        """Call `delete` for every queued blob still unused, inside the transaction that
+        checked it (so no stage can take a hold in between), and empty the queue; how many
+        were deleted. A `delete` that raises leaves the queue as it was."""
         ...
 
     # grants and tokens ---------------------------------------------------------------------
@@ -711,5 +760,9 @@ class Store(AuthStore, Protocol):
         connection_id: str | None = None,
         actor_kind: str | None = None,
         operation: str | None = None,
+        before: int | None = None,
         limit: int = 200,
-    ) -> list[AuditEvent]: ...
+    ) -> list[AuditEvent]:
+        """The newest `limit` events of the filter, newest first; with `before`, only the
+        events numbered (`seq`) below it: the next page of the trail."""
+        ...

@@ -23,6 +23,8 @@ import orjson
 
 from ownstream.model import AcquisitionPath, RecordRule, RecordWrite, StreamDefinition
 from ownstream.records import (
+    BLOB_ID,
+    blob_refs,
     changed_fields,
     consent_time,
     is_coarse,
@@ -31,6 +33,34 @@ from ownstream.records import (
     merge,
     sortable,
 )
+
+OWNER_EDITOR = "owner"
+"""The connector key of the owner's own edits (a record delete): an authoritative path."""
+
+
+@dataclass(frozen=True)
+class BlobUse:
+    """A blob a record's head references, in the top-level field a grant projects."""
+
+    field: str
+    blob_id: str
+    mime_type: str
+
+
+def blob_uses(definition: StreamDefinition, data: dict[str, Any]) -> tuple[BlobUse, ...]:
+    """The blobs `data` references at the definition's blob paths (well-formed refs only; the
+    runtime refuses records with others), each (field, blob) once."""
+    found: dict[tuple[str, str], BlobUse] = {}
+    for name, ref in blob_refs(definition, data):
+        if isinstance(ref, dict) and isinstance(ref.get("blob_id"), str):
+            blob_id = ref["blob_id"]
+            if BLOB_ID.fullmatch(blob_id):
+                mime = ref.get("mime_type")
+                found.setdefault(
+                    (name, blob_id),
+                    BlobUse(name, blob_id, mime if isinstance(mime, str) else ""),
+                )
+    return tuple(found.values())
 
 
 @dataclass(frozen=True)
@@ -65,6 +95,7 @@ class Head:
     deleted: bool
     paths: frozenset[str]
     match_key: str | None
+    blobs: tuple[BlobUse, ...] = ()  # what a live head references; a tombstone references none
 
 
 @dataclass(frozen=True)
@@ -208,6 +239,9 @@ def plan_batch(
       united); a merge that changes nothing is a sighting (`duplicate`);
     - a delete removes a record only the writing path evidences; another path's evidence
       defers it (`skipped`); a delete of an unknown or deleted key changes nothing;
+    - the owner's delete (`OWNER_EDITOR`) is authoritative: it removes the record whatever
+      evidences it, and a later write brings the record back only when it carries data the
+      deleted record did not have (a re-sighting of what the owner deleted is `skipped`);
     - several writes of one key in a batch fold into one new version;
     - under a record rule (`Matching`), a coarse record and a precise one of the same event
       (`reconcile`) become one record, keyed precisely.
@@ -341,6 +375,10 @@ def _absorb(
 def _delete(state: _Working, connector: str, stats: BatchStats) -> None:
     if state.deleted:
         stats.duplicate += 1
+    elif connector == OWNER_EDITOR:
+        stats.deleted += 1
+        state.deleted = state.touched = True
+        state.paths = frozenset({OWNER_EDITOR})  # the owner's word is its only evidence now
     elif state.paths - {connector}:
         stats.skipped += 1  # another path evidences it: not ours to remove
     else:
@@ -359,6 +397,11 @@ def _upsert(
     point = consent_time(definition, write.data)
     if point is not None:
         stats.widen(point, point)
+    if state.deleted and OWNER_EDITOR in state.paths:
+        if _merged(definition, state.data, write.data, other_paths=False) == state.data:
+            stats.skipped += 1  # what the owner deleted, seen again: it stays deleted
+            return
+        state.paths = frozenset()  # new data from the source: the record starts over
     other_paths = bool(state.paths - {connector})
     state.paths = state.paths | {connector}
     if state.deleted:
@@ -375,13 +418,7 @@ def _upsert(
         stats.duplicate += 1
         state.sighted = True
         return
-    merged = merge(
-        state.data,
-        write.data,
-        semantics=definition.semantics,
-        other_paths=other_paths,
-        union_fields=definition.union_fields,
-    )
+    merged = _merged(definition, state.data, write.data, other_paths=other_paths)
     if rule is not None:
         merged = keep_finer_time(rule, state.data, merged)
     if merged == state.data:
@@ -391,6 +428,18 @@ def _upsert(
     stats.updated += 1
     state.rewrite(merged, write.encoded if merged is write.data else None)
     state.touched = True
+
+
+def _merged(
+    definition: StreamDefinition, old: dict[str, Any], new: dict[str, Any], *, other_paths: bool
+) -> dict[str, Any]:
+    return merge(
+        old,
+        new,
+        semantics=definition.semantics,
+        other_paths=other_paths,
+        union_fields=definition.union_fields,
+    )
 
 
 def _settle(
@@ -456,6 +505,9 @@ def _head(
         deleted=state.deleted,
         paths=state.paths,
         match_key=match_key(rule, state.data) if rule is not None else None,
+        blobs=() if state.deleted or not definition.blob_fields else blob_uses(
+            definition, state.data
+        ),
     )
 
 

@@ -4,7 +4,12 @@ Written from the published contract (the reference contract's public read manife
 ownstream deliberately differs, the schema here says so next to the difference:
 - `query.search.lexical_fields` is allowed, as the lexical retrieval profile requires, though
   the contract's `query` object does not list it;
-- `available_connections[].display_name` is optional: ownstream never shows a placeholder label.
+- `available_connections[].display_name` is optional: ownstream never shows a placeholder label;
+- an `expand_capabilities` entry says whether this bearer may use it (`usable`, with `reason`
+  `owner_only` for a client: expansion is the owner's).
+Some shapes are tighter than the contract, where ownstream always sends what it leaves optional:
+an `aggregation` has every one of its echo keys, and `limit`, `groups` and `other_count`
+exactly when it is grouped (`value` exactly when it is not).
 """
 
 from __future__ import annotations
@@ -53,6 +58,17 @@ FRESHNESS = closed(
     captured_at={"type": "string", "format": "date-time"},
     last_attempted_at={"type": "string", "format": "date-time"},
 )
+EXPAND_CAPABILITY = closed(
+    ["name", "stream", "cardinality", "foreign_key", "usable"],
+    name=NON_EMPTY,
+    stream=NON_EMPTY,
+    cardinality={"enum": ["has_one", "has_many"]},
+    foreign_key=NON_EMPTY,
+    default_limit=COUNT,
+    max_limit=COUNT,
+    usable={"type": "boolean"},
+    reason=STRING,
+)
 GRANTED_CONNECTION = closed(["connection_id"], connection_id=NON_EMPTY, display_name=NON_EMPTY)
 NAMES = {"type": "array", "items": STRING}
 STREAM_METADATA = open_(
@@ -67,7 +83,7 @@ STREAM_METADATA = open_(
         "type": "object",
         "additionalProperties": {"oneOf": [NON_EMPTY, FIELD_CAPABILITY]},
     },
-    expand_capabilities={"type": "array", "maxItems": 0},
+    expand_capabilities={"type": "array", "items": EXPAND_CAPABILITY},
     freshness=FRESHNESS,
     granted_connections={"type": "array", "items": GRANTED_CONNECTION},
     query=closed(
@@ -203,30 +219,45 @@ SEARCH = open_(
     ),
 )
 GRANULARITIES = ["minute", "hour", "day", "week", "month", "quarter", "year"]
-AGGREGATION = closed(
-    ["object", "stream", "metric", "filtered_record_count"],
-    object={"const": "aggregation"},
-    stream=STRING,
-    metric={"enum": ["count", "sum", "min", "max", "count_distinct"]},
-    field=NULLABLE_STRING,
-    group_by=NULLABLE_STRING,
-    group_by_time=NULLABLE_STRING,
-    granularity={"enum": [*GRANULARITIES, None]},
-    time_zone=NULLABLE_STRING,
-    approximate={"type": "boolean"},
-    filtered_record_count=COUNT,
-    limit={"type": "integer", "minimum": 1, "maximum": 100},
-    groups={
-        "type": "array",
-        "items": closed(
-            ["key", "count"],
-            key={"type": ["string", "number", "integer", "boolean", "null"]},
-            count=COUNT,
-        ),
+AGGREGATION_BASE = [
+    "object", "stream", "metric", "field", "group_by", "group_by_time", "granularity",
+    "time_zone", "approximate", "filtered_record_count",
+]
+GROUPED_KEYS = ["limit", "groups", "other_count"]
+AGGREGATION = {
+    **closed(
+        AGGREGATION_BASE,
+        object={"const": "aggregation"},
+        stream=STRING,
+        metric={"enum": ["count", "sum", "min", "max", "count_distinct"]},
+        field=NULLABLE_STRING,
+        group_by=NULLABLE_STRING,
+        group_by_time=NULLABLE_STRING,
+        granularity={"enum": [*GRANULARITIES, None]},
+        time_zone=NULLABLE_STRING,
+        approximate={"type": "boolean"},
+        filtered_record_count=COUNT,
+        limit={"type": "integer", "minimum": 1, "maximum": 100},
+        groups={
+            "type": "array",
+            "items": closed(
+                ["key", "count"],
+                key={"type": ["string", "number", "integer", "boolean", "null"]},
+                count=COUNT,
+            ),
+        },
+        other_count=COUNT,
+        value={"type": ["number", "integer", "string", "null"]},
+    ),
+    # grouped (by a field or by time): limit, groups and other_count, and no value;
+    # otherwise a value and none of the three
+    "if": {"properties": {"group_by": {"type": "null"}, "group_by_time": {"type": "null"}}},
+    "then": {
+        "required": ["value"],
+        "not": {"anyOf": [{"required": [key]} for key in GROUPED_KEYS]},
     },
-    other_count=COUNT,
-    value={"type": ["number", "integer", "string", "null"]},
-)
+    "else": {"required": GROUPED_KEYS, "not": {"required": ["value"]}},
+}
 WINDOW = closed(
     ["text", "total_chars", "start_chars", "end_chars", "limit_chars", "complete", "has_more",
      "match_start_chars", "match_end_chars", "next_offset_chars", "previous_offset_chars"],

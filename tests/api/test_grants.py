@@ -6,6 +6,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import httpx2
 import pytest
 
 from ownstream.clock import utc_now
@@ -15,7 +16,7 @@ from .conftest import World, assert_error, make_notes
 LH = "listening_history"
 
 
-def _strip_request_id(response: Any) -> dict[str, Any]:
+def _strip_request_id(response: httpx2.Response) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     body["error"].pop("request_id")
     return body

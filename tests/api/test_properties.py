@@ -37,6 +37,7 @@ from ownstream.records import search_text
 from tests.services.postgres import backend_environment
 
 from .conftest import SECRET_WORDS, World, assert_error, build_standard, make_notes
+from .contract import assert_shape
 
 STREAMS = ("listening_history", "saved_tracks", "playlists", "profile", "notes")
 MISSING_CONNECTION = "cin_" + "f" * 24
@@ -306,13 +307,13 @@ def test_records_details_and_metadata_stay_inside_the_grant(
             assert shared["connector_id"] == "shared-definitions"
             assert [m["name"] for m in shared["streams"]] == names
             for meta in shared["streams"]:
-                listed = granted[meta["name"]]
-                assert meta["granted_fields"] == list(listed.fields)
+                shown = granted[meta["name"]]
+                assert meta["granted_fields"] == list(shown.fields)
                 assert [f for f, c in meta["field_capabilities"].items() if c["granted"]] == [
-                    f for f in ds.definition(meta["name"]).fields if f in listed.fields
+                    f for f in ds.definition(meta["name"]).fields if f in shown.fields
                 ]
                 assert {c["connection_id"] for c in meta["granted_connections"]} <= set(
-                    listed.instance_ids
+                    shown.instance_ids
                 )
             continue
         stream = data.draw(st.sampled_from(STREAMS), "stream")
@@ -607,6 +608,7 @@ def test_aggregations_equal_a_fold_over_the_grants_pages(ds: Dataset, data: st.D
             for record in page["data"]
         ]
         got = response.json()
+        assert_shape("aggregation", got)
         expected = fold_aggregate(records, params, definition)
         assert {k: got[k] for k in expected} == expected, (params, narrowing)
         assert got["approximate"] is False

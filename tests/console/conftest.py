@@ -64,6 +64,8 @@ def install_ticker(world: World) -> None:
         "display_name": "Ticker (test connector)", "source": "ticker",
         "acquisition_method": "provider_api", "identity": {"claim": "ticker_account"},
         "run": {"command": [sys.executable, "connector.py"]},
+        # the owner may schedule it (it is not enrolled by itself)
+        "refresh_policy": {"recommended_mode": "manual", "background_safe": True},
         "streams": [{"definition": "notes"}],
     }), encoding="utf-8")
     world.home.catalog.add_manifest(folder, world.store)

@@ -1,7 +1,9 @@
 """The console in a real browser (Playwright driving the system Chromium) against a real
 server on a loopback port: sign-in by link (once), the overview, uploads joining by rule or
 becoming their own connection, a run followed to completion, rename, revoking a grant,
-deleting after typed confirmation, and a POST without the CSRF token refused.
+deleting after typed confirmation, a POST without the CSRF token refused, connecting and
+reconnecting by OAuth at the Spotify double, and every page's controls labelled and its main
+actions reachable with the keyboard.
 
 One server and one browser serve the whole module (the tests run in order and build on each
 other's state where noted); each test opens its own signed-in page."""
@@ -17,6 +19,9 @@ import pytest
 
 from ownstream.auth.console import mint_link
 from ownstream.dev.spotify_data import generate_catalog, generate_user, write_archive
+from ownstream.dev.spotify_double import SpotifyDouble
+from ownstream.owner import ConnectionOperations
+from ownstream.owner.provider_oauth import CALLBACK_PATH
 from tests.api.conftest import World
 from tests.services.server import serving
 
@@ -173,3 +178,83 @@ def test_a_post_without_the_csrf_token_is_refused(live: Live, page: Page) -> Non
     )
     assert status == 400
     assert live.world.store.connection(alice).display_name == "Alice notebook"
+
+
+SPOTIFY_APP = "console-app"
+
+
+@pytest.fixture(scope="module")
+def spotify(live: Live) -> Iterator[SpotifyDouble]:
+    listener = generate_user("ann", seed=7, plays=30, catalog=generate_catalog(seed=4, artists=8))
+    with SpotifyDouble([listener]) as double:
+        double.register_client(SPOTIFY_APP, [live.url + CALLBACK_PATH])
+        yield double
+
+
+def test_connecting_and_reconnecting_by_oauth(
+    live: Live, page: Page, spotify: SpotifyDouble
+) -> None:
+    page.goto(f"{live.url}/console/connect/spotify")
+    form = page.locator('form[action="/console/connect/spotify/oauth"]')
+    form.locator('input[name="client_id"]').fill(SPOTIFY_APP)
+    base = spotify.base_url
+    for name, value in (("api_base_url", base), ("token_url", f"{base}/api/token"),
+                        ("authorization_url", f"{base}/authorize")):
+        form.locator(f'input[name="setting:{name}"]').fill(value)
+    form.locator("button", has_text="Connect with Spotify").click()
+    page.click("button:has-text('Agree')")  # the double's consent page
+    page.wait_for_selector("[role=status]:has-text('Connected spotify as spotify_user_id=ann')")
+    connection_id = page.url.split("/console/connections/")[1].split("?")[0]
+    assert live.world.store.connection(connection_id).source == "spotify"
+
+    spotify.revoke_access("ann", SPOTIFY_APP)
+    [failed] = ConnectionOperations(live.world.home).run(connection_id)
+    assert failed.status == "failed"
+    page.goto(f"{live.url}/console/connections/{connection_id}")
+    assert f"--connection {connection_id}" in page.inner_text("code.remediation")
+    page.click("#connection-header button:has-text('Reconnect')")
+    page.click("button:has-text('Agree')")
+    page.wait_for_selector("[role=status]:has-text('Reconnected spotify')")
+    [recovered] = ConnectionOperations(live.world.home).run(connection_id)
+    assert recovered.status == "succeeded"
+
+
+UNLABELLED = """() => Array.from(document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea, button')).filter((el) => {
+  const text = (node) => Boolean(node && node.textContent.trim());
+  const named = el.tagName === "BUTTON" ? text(el) : Array.from(el.labels || []).some(text);
+  const aria = (el.getAttribute("aria-label") || "").trim();
+  const ids = (el.getAttribute("aria-labelledby") || "").split(/\\s+/).filter(Boolean);
+  return !(named || aria || ids.some((id) => text(document.getElementById(id))));
+}).map((el) => el.outerHTML.slice(0, 120))"""
+FOCUSED = "() => (document.activeElement.innerText || '').trim()"
+
+
+def test_every_control_is_labelled_and_the_main_actions_take_the_keyboard(
+    live: Live, page: Page
+) -> None:
+    """A cheap check per page: controls have an accessible label (a <label>, aria-label or
+    aria-labelledby; buttons their text), and Tab alone reaches the page's main actions."""
+    ticker, alice = live.world.conns["ticker"], live.world.conns["alice"]
+    pages = {
+        "/console/": {"Skip to content", "Import", "Sign out"},
+        f"/console/connections/{alice}": {"Rename", "Run now", "Delete…"},
+        f"/console/connections/{ticker}": {"Run now", "Save schedule"},
+        f"/console/connections/{alice}/delete": {"Delete this connection"},
+        "/console/import": {"Upload and import"},
+        "/console/connect": {"Spotify (Web API)"},
+        "/console/connect/spotify": {"Connect with Spotify", "Connect"},
+        "/console/records": {"Show"},
+        "/console/access": {"Revoke"},
+        "/console/audit": {"Filter"},
+    }
+    for path, actions in pages.items():
+        page.goto(f"{live.url}{path}")
+        assert page.evaluate(UNLABELLED) == [], path
+        missing = set(actions)
+        for _ in range(250):
+            page.keyboard.press("Tab")
+            missing.discard(page.evaluate(FOCUSED))
+            if not missing:
+                break
+        assert not missing, (path, missing)

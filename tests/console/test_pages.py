@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
 import pytest
+from typer.testing import CliRunner
 
-from ownstream.owner import ConnectionOperations
+from ownstream.api import console_reads
+from ownstream.cli.main import app as cli_app
+from ownstream.dev.spotify_data import generate_catalog, generate_user, write_archive
+from ownstream.owner import AccessOperations, ConnectionOperations
 
 from .conftest import Console, notes_file
 
@@ -21,32 +27,110 @@ def audit_trail(console: Console, connection_id: str) -> list[tuple[str, str, st
     return [(e.actor_kind, e.operation, e.outcome) for e in reversed(events)]
 
 
+Event = tuple[str, str, str, list[str]]
+
+
+def appended(
+    console: Console, action: Callable[[], object], until: str | None = None
+) -> list[Event]:
+    """The audit events one action appended, as (actor, operation, outcome, summary keys);
+    `until` waits for the event a background run appends when it ends."""
+    store = console.world.store
+    newest = store.audit_events(limit=1)
+    before = newest[0].seq if newest else 0
+    action()
+    deadline = time.monotonic() + 30
+    while True:
+        found = [e for e in reversed(store.audit_events(limit=50)) if e.seq > before]
+        if until is None or any(e.operation == until for e in found):
+            break
+        assert time.monotonic() < deadline, found
+        time.sleep(0.05)
+    return [(e.actor_kind, e.operation, e.outcome, sorted(e.summary)) for e in found]
+
+
 def test_console_actions_leave_the_audit_events_the_owner_api_leaves(
-    owner_console: Console,
+    owner_console: Console, tmp_path: Path
 ) -> None:
-    alice, bob = (owner_console.world.conns[n] for n in ("alice", "bob"))
-    api_calls = [
-        ("PATCH", f"/v1/owner/connections/{bob}", {"display_name": "Bob's notes"}),
-        ("PATCH", f"/v1/owner/connections/{bob}", {"display_name": " "}),
-        ("POST", f"/v1/owner/connections/{bob}/revoke", None),
-        ("POST", f"/v1/owner/connections/{bob}/reactivate", None),
-        ("POST", f"/v1/owner/connections/{bob}/schedule/pause", None),
+    """Each pair: the owner API (or the CLI, which has the only `connect` besides OAuth) on one
+    connection, then the console on its sibling (or the same one)."""
+    world = owner_console.world
+    alice, bob, ticker = (world.conns[n] for n in ("alice", "bob", "ticker"))
+    grants = [world.grant([{"name": "notes"}])[0].grant_id for _ in range(2)]
+    tokens = [AccessOperations(world.home).mint_owner_token()[1].token_id for _ in range(2)]
+    api, post = owner_console.owner, owner_console.post
+
+    def cli_connect(account: str) -> None:
+        data = notes_file(tmp_path, account)
+        ran = CliRunner().invoke(cli_app, ["--home", str(world.home.path), "connect",
+                                           "notes-api", "--setting", f"data={data}"])
+        assert ran.exit_code == 0, ran.output
+
+    def upload(account: str) -> None:
+        assert upload_form(owner_console, notes_file(tmp_path, account)).status_code == 201
+
+    def imported(account: str) -> None:
+        body = notes_file(tmp_path, account).read_bytes()
+        assert api("POST", "/v1/owner/imports?connector=notes-export",
+                   content=body).status_code == 201
+
+    schedule = {"enabled": True, "interval_seconds": 1800}
+    pairs: list[tuple[str, Callable[[], object], Callable[[], object], str | None]] = [
+        ("rename",
+         lambda: api("PATCH", f"/v1/owner/connections/{bob}", json={"display_name": "Bob's"}),
+         lambda: post(f"/console/connections/{alice}/rename", display_name="Alice's"), None),
+        ("rename refused",
+         lambda: api("PATCH", f"/v1/owner/connections/{bob}", json={"display_name": " "}),
+         lambda: post(f"/console/connections/{alice}/rename", display_name=" "), None),
+        ("revoke", lambda: api("POST", f"/v1/owner/connections/{bob}/revoke"),
+         lambda: post(f"/console/connections/{alice}/revoke"), None),
+        ("reactivate", lambda: api("POST", f"/v1/owner/connections/{bob}/reactivate"),
+         lambda: post(f"/console/connections/{alice}/reactivate"), None),
+        ("run", lambda: api("POST", f"/v1/owner/connections/{bob}/run"),
+         lambda: post(f"/console/connections/{alice}/run"), "run_finished"),
+        ("import", lambda: imported("bob"), lambda: upload("alice"), None),
+        ("connect", lambda: cli_connect("dora"),
+         lambda: post("/console/connect/notes-api",
+                      **{"setting:data": str(notes_file(tmp_path, "erin"))}), None),
+        ("schedule", lambda: api("PUT", f"/v1/owner/connections/{ticker}/schedule",
+                                 json=schedule),
+         lambda: post(f"/console/connections/{ticker}/schedule/set", interval_minutes="30",
+                      enabled="on"), None),
+        ("pause", lambda: api("POST", f"/v1/owner/connections/{ticker}/schedule/pause"),
+         lambda: post(f"/console/connections/{ticker}/schedule/pause"), None),
+        ("resume", lambda: api("POST", f"/v1/owner/connections/{ticker}/schedule/resume"),
+         lambda: post(f"/console/connections/{ticker}/schedule/resume"), None),
+        ("pause without a schedule",
+         lambda: api("POST", f"/v1/owner/connections/{bob}/schedule/pause"),
+         lambda: post(f"/console/connections/{alice}/schedule/pause"), None),
+        ("grant revoke", lambda: api("POST", f"/v1/owner/grants/{grants[0]}/revoke"),
+         lambda: post(f"/console/grants/{grants[1]}/revoke"), None),
+        ("token revoke", lambda: api("POST", f"/v1/owner/tokens/{tokens[0]}/revoke"),
+         lambda: post(f"/console/tokens/{tokens[1]}/revoke"), None),
     ]
-    for method, path, body in api_calls:
-        owner_console.owner(method, path, json=body)
-    console_posts = [
-        (f"/console/connections/{alice}/rename", {"display_name": "Alice's notes"}),
-        (f"/console/connections/{alice}/rename", {"display_name": " "}),
-        (f"/console/connections/{alice}/revoke", {}),
-        (f"/console/connections/{alice}/reactivate", {}),
-        (f"/console/connections/{alice}/schedule/pause", {}),
-    ]
-    statuses = [owner_console.post(path, **form).status_code for path, form in console_posts]
-    assert statuses == [303, 400, 303, 303, 404]
-    assert audit_trail(owner_console, alice)[-5:] == audit_trail(owner_console, bob)[-5:]
-    assert [op for _, op, _ in audit_trail(owner_console, alice)[-5:]] == [
-        "rename", "rename", "revoke", "reactivate", "schedule_pause"]
-    assert owner_console.world.store.connection(alice).display_name == "Alice's notes"
+    seen = {}
+    for name, by_api, by_console, until in pairs:
+        expected = appended(owner_console, by_api, until)
+        assert expected, name
+        assert appended(owner_console, by_console, until) == expected, name
+        seen[name] = [(op, outcome) for _, op, outcome, _ in expected]
+    assert seen == {
+        "rename": [("rename", "succeeded")],
+        "rename refused": [("rename", "refused")],
+        "revoke": [("revoke", "succeeded")],
+        "reactivate": [("reactivate", "succeeded")],
+        "run": [("run", "started"), ("run_finished", "succeeded")],
+        "import": [("import", "succeeded")],
+        "connect": [("connect", "succeeded")],
+        "schedule": [("schedule", "succeeded")],
+        "pause": [("schedule_pause", "succeeded")],
+        "resume": [("schedule_resume", "succeeded")],
+        "pause without a schedule": [("schedule_pause", "refused")],
+        "grant revoke": [("grant_revoke", "succeeded")],
+        "token revoke": [("token_revoke", "succeeded")],
+    }
+    assert world.store.connection(alice).display_name == "Alice's"
+    assert world.store.grant(grants[1]).revoked_at is not None
 
 
 def test_delete_shows_what_goes_and_what_stays_and_needs_the_typed_name(
@@ -78,8 +162,15 @@ def test_a_post_without_the_csrf_token_is_refused(owner_console: Console) -> Non
     assert owner_console.world.store.connection(alice).display_name == "Alice notebook"
 
 
-def upload_form(console: Console, path: Path, *, csrf: bool = True) -> httpx2.Response:
-    data = {"connector": "notes-export"}
+def upload_form(
+    console: Console,
+    path: Path,
+    *,
+    csrf: bool = True,
+    connector: str = "notes-export",
+    connection_id: str = "",
+) -> httpx2.Response:
+    data = {"connector": connector, "connection_id": connection_id}
     if csrf:
         data = {"csrf_token": console.csrf("/console/import"), **data}
     response: httpx2.Response = console.http.post(
@@ -104,6 +195,41 @@ def test_an_uploaded_archive_joins_by_rule_or_becomes_its_own_connection(
     assert not list((world.home.path / "uploads").iterdir())  # every upload's file is gone
     [event] = world.store.audit_events(operation="import", limit=1)
     assert event.actor_kind == "owner" and event.summary["status"] == "duplicate"
+
+
+def test_an_upload_without_identity_joins_the_connection_the_owner_names(
+    owner_console: Console, tmp_path: Path
+) -> None:
+    world = owner_console.world
+    catalog = generate_catalog(seed=3, artists=8)
+    first, second = (
+        write_archive(generate_user(name, seed=i, plays=30, catalog=catalog), tmp_path / name,
+                      include_identity=False)
+        for i, name in enumerate(("anon", "anon-later"), start=1)
+    )
+    created = upload_form(owner_console, first, connector="spotify-export")
+    assert created.status_code == 201 and "no identity found: a new connection" in created.text
+    [receipt] = world.store.batches(connector_key="spotify-export")
+    target = receipt.connection_id
+    page = owner_console.http.get("/console/import")
+    assert f'<option value="{target}">' in page.text  # offered as a target
+
+    named = upload_form(owner_console, second, connector="spotify-export", connection_id=target)
+    assert named.status_code == 201, named.text
+    assert "Joined" in named.text and "the owner named this connection" in named.text
+    assert f'href="/console/connections/{target}"' in named.text
+    assert [b.connection_id for b in world.store.batches(connector_key="spotify-export")] == [
+        target, target]
+    assert len([c for c in world.store.connections() if c.source == "spotify"]) == 1
+    [event] = world.store.audit_events(operation="import", limit=1)
+    assert event.connection_id == target and event.outcome == "succeeded"
+
+    # a named connection is refused when the archive proves another account
+    alice, bob = world.conns["alice"], world.conns["bob"]
+    refused = upload_form(owner_console, notes_file(tmp_path, "alice"), connection_id=bob)
+    assert refused.status_code == 409 and 'role="alert"' in refused.text
+    assert [b.connection_id for b in world.store.batches(connector_key="notes-export")
+            if b.connection_id in (alice, bob)] == []
 
 
 def test_a_forged_upload_writes_nothing(owner_console: Console, tmp_path: Path) -> None:
@@ -198,3 +324,78 @@ def test_records_page_with_cursors_and_search_with_provenance(
     forged = owner_console.http.get("/console/records", params={"stream": "notes",
                                                                 "cursor": "pg1.nope"})
     assert forged.status_code == 400 and "cursor" in forged.text
+
+
+AUDIT_ROW = re.compile(
+    r'<tr class="outcome-(\w+)"><td>[^<]*</td><td>(\w+)</td><td>(\w+)</td><td>\w+</td>\s*'
+    r'<td>(?:<a href="/console/connections/([\w-]+)">|<code>([\w-]+)</code>)?'
+)
+
+
+def audit_rows(text: str) -> list[tuple[str, str, str, str]]:
+    """(actor, operation, outcome, connection id) of each row of an audit page."""
+    return [(actor, op, outcome, linked or plain)
+            for outcome, actor, op, linked, plain in AUDIT_ROW.findall(text)]
+
+
+def test_the_audit_page_filters_by_connection_actor_and_action(owner_console: Console) -> None:
+    world = owner_console.world
+    alice, bob = world.conns["alice"], world.conns["bob"]
+    for name in ("One", "Two"):
+        owner_console.post(f"/console/connections/{alice}/rename", display_name=name)
+    owner_console.post(f"/console/connections/{bob}/rename", display_name="Bob's")
+    world.store.append_audit(actor_kind="scheduler", connection_id=bob, operation="run",
+                             outcome="failed", summary={})
+    owner_console.post(f"/console/connections/{bob}/delete", confirm=bob)
+
+    def rows(**params: str) -> list[tuple[str, str, str, str]]:
+        page = owner_console.http.get("/console/audit", params=params)
+        assert page.status_code == 200
+        return audit_rows(page.text)
+
+    everything = rows()
+    assert len(everything) == len(world.store.audit_events(limit=1000))
+    assert rows(connection_id=alice) == [("owner", "rename", "succeeded", alice)] * 2
+    assert rows(operation="rename", connection_id=bob) == [
+        ("owner", "rename", "succeeded", bob)]  # a deleted connection is still filterable
+    assert rows(actor_kind="scheduler") == [("scheduler", "run", "failed", bob)]
+    assert rows(actor_kind="scheduler", operation="rename") == []
+    assert {op for _, op, _, _ in rows(operation="delete")} == {"delete"}
+    page = owner_console.http.get("/console/audit", params={"connection_id": bob})
+    assert f'<option value="{bob}" selected>{bob} (deleted)</option>' in page.text
+    assert "No events." in owner_console.http.get(
+        "/console/audit", params={"operation": "nothing"}).text
+
+
+def test_the_audit_page_pages_to_older_events(
+    owner_console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console_reads, "AUDIT_PAGE", 4)
+    store = owner_console.world.store
+    alice = owner_console.world.conns["alice"]
+    for i in range(7):
+        owner_console.post(f"/console/connections/{alice}/rename", display_name=f"Alice {i}")
+    expected = [(e.actor_kind, e.operation, e.outcome, e.connection_id or "")
+                for e in store.audit_events(limit=1000)]
+    renames = [e for e in expected if e[1] == "rename"]
+
+    def walk(url: str) -> list[tuple[str, str, str, str]]:
+        shown: list[tuple[str, str, str, str]] = []
+        for _ in range(50):
+            page = owner_console.http.get(url)
+            assert page.status_code == 200
+            found = audit_rows(page.text)
+            assert 0 < len(found) <= 4
+            shown += found
+            if shown != found:
+                assert "Newest events</a>" in page.text
+            older = re.search(r'<a href="([^"]+)" rel="next">Older events</a>', page.text)
+            if older is None:
+                return shown
+            url = older.group(1).replace("&amp;", "&")
+        raise AssertionError("paging did not end")
+
+    assert walk("/console/audit") == expected
+    assert walk(f"/console/audit?operation=rename&connection_id={alice}") == renames
+    bad = owner_console.http.get("/console/audit", params={"before": "x"})
+    assert bad.status_code == 400

@@ -129,7 +129,15 @@ def test_first_sync_collects_every_shape_of_message(
     assert isinstance(content, bytes)
     [attachment] = by_subject["The raw footage"]["attachments"]
     assert attachment["sha256"] == hashlib.sha256(content).hexdigest()
-    assert attachment["size"] == len(content) and "blob_ref" not in attachment
+    assert attachment["size"] == len(content)
+    assert attachment["blob_ref"] == {  # the content is stored, named by its hash
+        "blob_id": f"blob_sha256_{attachment['sha256']}",
+        "mime_type": "video/mp4",
+        "size_bytes": len(content),
+        "sha256": attachment["sha256"],
+    }
+    with ops.home.blobs.open(attachment["blob_ref"]["blob_id"]) as stored:
+        assert stored.read() == content
 
     folders = records(ops, connection_id, "mail_folders")
     counts = {data["name"]: data["message_count"] for data in folders.values()}

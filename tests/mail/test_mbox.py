@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,25 @@ def test_files_that_are_not_exports_fail_before_anything_is_stored(
         ops.import_artifact("mbox", empty)
     assert nothing.value.extra["connector_error"]["code"] == "unrecognized_archive"
     assert ops.home.store.connections() == []
+
+
+def test_attachment_content_is_stored_as_blobs_within_the_size_limit(
+    tmp_path: Path, box: Any, ops: ConnectionOperations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OWNSTREAM_MAX_BLOB_BYTES", str(512 * 1024))  # below the 1 MiB video
+    result = ops.import_artifact("mbox", write_takeout(box, tmp_path / "takeout.zip"))
+    assert result.receipt.counts["omitted"] == {"attachment_too_large": 1}
+    found = records(ops, result.receipt.connection_id)
+    attachments = [a for r in found.values() for a in r.get("attachments", [])]
+    [video] = [a for a in attachments if a["content_type"] == "video/mp4"]
+    assert "blob_ref" not in video and video["size"] == 2**20  # metadata, no content
+    stored = [a for a in attachments if "blob_ref" in a]
+    assert stored and len(stored) == len(attachments) - 1
+    blobs = ops.home.blobs
+    for attachment in stored:
+        ref = attachment["blob_ref"]
+        assert ref["sha256"] == attachment["sha256"] and ref["size_bytes"] == attachment["size"]
+        with blobs.open(ref["blob_id"]) as content:
+            data = content.read()
+        assert len(data) == attachment["size"]
+        assert hashlib.sha256(data).hexdigest() == attachment["sha256"]

@@ -23,12 +23,15 @@ from typing import Any
 
 import anyio
 import httpx2
+import jsonschema_rs
 import pytest
 from fastapi import FastAPI
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types import TextContent, TextResourceContents
 
 from ownstream.api.app import create_app
+from ownstream.home import Home
 from ownstream.reads import cursors
 from tests.api.conftest import World, make_notes
 from tests.auth.conftest import notes_world
@@ -126,18 +129,54 @@ async def stdio_client(home: Path, token: str) -> AsyncIterator[Client]:
         yield client
 
 
+def connect_to(home: Home, transport: str) -> Connect:
+    """Opens an SDK client session on `home` as a token, over `transport` (http or stdio)."""
+    if transport == "http":
+        return lambda token: mcp_over_http(
+            create_app(home, BASE), headers={"Authorization": f"Bearer {token}"}
+        )
+    return lambda token: stdio_client(home.path, token)
+
+
 @pytest.fixture(params=["http", "stdio"])
 def connect(request: pytest.FixtureRequest, mcp_world: McpWorld) -> Connect:
     """Opens an SDK client session as a token, over the transport of the parameter."""
-    if request.param == "http":
-        return lambda token: mcp_over_http(
-            create_app(mcp_world.world.home, BASE), headers={"Authorization": f"Bearer {token}"}
-        )
-    return lambda token: stdio_client(mcp_world.home_path, token)
+    return connect_to(mcp_world.world.home, request.param)
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    """Run a scenario in a thread of its own: the test process's main thread may already hold
-    Playwright's event loop (the session's Chromium, when a browser test ran first)."""
-    with ThreadPoolExecutor(max_workers=1) as thread:
-        thread.submit(anyio.run, scenario).result()
+    """Run the scenario in a thread of its own: a browser test earlier in this test process
+    leaves Playwright's event loop running on the main thread (its Chromium lives for the
+    session), where `anyio.run` would refuse to start another."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(anyio.run, scenario).result()
+
+
+def text(block: Any) -> str:
+    """The text of a tool result's content block or of a resource's contents."""
+    assert isinstance(block, TextContent | TextResourceContents), block
+    return block.text
+
+
+async def call(client: Client, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """A successful call's structured content (its text is that content, after a summary)."""
+    result = await client.call_tool(name, args)
+    assert not result.is_error, result.content
+    structured: dict[str, Any] = result.structured_content
+    assert text(result.content[0])
+    return structured
+
+
+async def failure(
+    client: Client, name: str, args: dict[str, Any], output_schema: Any = None
+) -> dict[str, Any]:
+    """A tool error's PDPP error object. The SDK's Python client does not check a failed
+    call's structured content against the tool's output schema, but other clients (the
+    TypeScript SDK's) do: with `output_schema`, so does this."""
+    result = await client.call_tool(name, args)
+    assert result.is_error, result.structured_content
+    error: dict[str, Any] = result.structured_content["error"]
+    assert text(result.content[0]).startswith(f"{error['code']}: ")
+    if output_schema is not None:
+        assert jsonschema_rs.validator_for(output_schema).is_valid(result.structured_content)
+    return error

@@ -19,6 +19,7 @@ from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAu
 from ownstream.api.app import create_app
 from ownstream.auth.console import mint_link
 from ownstream.grants.tokens import token_hash
+from ownstream.mcp.tools import TOOLS
 from tests.auth.test_serve import Served
 
 from .conftest import BASE, GRANTED, McpWorld, build_mcp_world, mcp_over_http, run
@@ -194,7 +195,8 @@ def test_mcp_on_a_real_server(served: Served) -> None:
             httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http,
             Client(streamable_http_client(f"{served.url}/mcp", http_client=http)) as client,
         ):
-            assert len((await client.list_tools()).tools) == 7
+            listed = (await client.list_tools()).tools
+            assert [t.name for t in listed] == [t.name for t in TOOLS]
             page = await client.call_tool("query_records", {"stream": "notes", "limit": 3})
             assert not page.is_error, page.content
             assert len(page.structured_content["data"]["data"]) == 3

@@ -6,53 +6,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import jsonschema_rs
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from mcp_types import TextContent, TextResourceContents
 
 from ownstream.mcp.bounds import LIST_TEXT_CHARS, RECORD_TEXT_CHARS, bound_page
 from ownstream.mcp.handles import RecordHandle
 from ownstream.owner import AccessOperations
 from tests.api.conftest import SECRET_WORDS
 
-from .conftest import LONG_BODY, Connect, McpWorld, run
+from .conftest import LONG_BODY, Connect, McpWorld, call, failure, run, text
 
 TOOLS = {
     "schema", "list_streams", "query_records", "search", "fetch", "read_record_field",
-    "aggregate",
+    "aggregate", "fetch_blob",
 }
-
-
-def text(block: Any) -> str:
-    """The text of a tool result's content block or of a resource's contents."""
-    assert isinstance(block, TextContent | TextResourceContents), block
-    return block.text
-
-
-async def call(client: Client, name: str, args: dict[str, Any]) -> dict[str, Any]:
-    """A successful call's structured content (its text is that content, after a summary)."""
-    result = await client.call_tool(name, args)
-    assert not result.is_error, result.content
-    structured: dict[str, Any] = result.structured_content
-    assert text(result.content[0])
-    return structured
-
-
-async def failure(
-    client: Client, name: str, args: dict[str, Any], output_schema: Any = None
-) -> dict[str, Any]:
-    """A tool error's PDPP error object. The SDK's Python client does not check a failed
-    call's structured content against the tool's output schema, but other clients (the
-    TypeScript SDK's) do: with `output_schema`, so does this."""
-    result = await client.call_tool(name, args)
-    assert result.is_error, result.structured_content
-    error: dict[str, Any] = result.structured_content["error"]
-    assert text(result.content[0]).startswith(f"{error['code']}: ")
-    if output_schema is not None:
-        assert jsonschema_rs.validator_for(output_schema).is_valid(result.structured_content)
-    return error
 
 
 def test_lists_the_tools_and_resources(connect: Connect, mcp_world: McpWorld) -> None:

@@ -65,6 +65,7 @@ def test_delete_erases_one_connection_and_nothing_else(lab: Lab) -> None:
         "connection_id": ann,
         "records_per_stream": per_stream,
         "records": sum(per_stream.values()),
+        "blobs_deleted": 0,
     }
     assert set(lab.counts(ann).values()) == {0}
     assert lab.counts(ben) == before["ben"] and lab.counts(cy) == before["cy"]
@@ -296,7 +297,7 @@ def test_a_run_that_lost_its_lease_cannot_write_a_deleted_connection_back(
 
     monkeypatch.setattr(spotify_connector, "collect", stalls_after_identity)
     box: dict[str, Any] = {}
-    runtime = Runtime(slow.store, slow.catalog, slow.vault, heartbeat_seconds=600)
+    runtime = Runtime(slow.store, slow.catalog, slow.vault, slow.blobs, heartbeat_seconds=600)
     worker = threading.Thread(
         target=lambda: box.setdefault("outcomes", runtime.run_connection(ann))
     )

@@ -8,6 +8,7 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,16 +115,22 @@ def test_the_access_log_counts_reads_in_memory_and_never_their_contents(lab: Lab
 
 def test_the_data_directory_is_the_owners_alone(tmp_path: Path) -> None:
     home = Home(tmp_path / "data")
-    home.store.close()
+    store = home.store
     home.vault  # noqa: B018 - creates secret.key
+    on_sqlite = store.capabilities.backend == "sqlite"
+    # while the store is open (it has written its schema), the WAL and its index exist too;
+    # PostgreSQL's database is a server's, not a file here: the key is the home's secret
+    names = ["secret.key"]
+    if on_sqlite:
+        names += ["ownstream.db", "ownstream.db-wal", "ownstream.db-shm"]
     assert stat.S_IMODE(os.stat(home.path).st_mode) == 0o700
-    for name in ("ownstream.db", "ownstream.db-wal", "ownstream.db-shm", "secret.key"):
-        path = home.path / name
-        if path.exists():
-            assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+    for name in names:
+        assert stat.S_IMODE((home.path / name).stat().st_mode) == 0o600, name
     assert loose_permissions(home.path) == []
-    if home.store.capabilities.backend != "sqlite":
-        return  # the database is a server's, not a file here: the key is the home's secret
+    store.close()
+    if not on_sqlite:
+        assert sorted(p.name for p in home.path.iterdir()) == ["secret.key"]
+        return
     (home.path / "ownstream.db").chmod(0o644)
     assert loose_permissions(home.path) == [str(home.path / "ownstream.db")]
     Home(home.path).store  # noqa: B018 - opening the store tightens its files again
@@ -141,6 +148,25 @@ def test_responses_are_never_cached_and_inputs_are_bounded(lab: Lab) -> None:
                   params={"limit": limit})
     lab.error("PATCH", f"/v1/owner/connections/{ann}", 400, "invalid_argument",
               json={"display_name": "x" * 121})
+
+
+def test_the_audit_trail_pages_by_event_number(lab: Lab) -> None:
+    ann = lab.connect("ann")
+    for turn in range(5):
+        lab.ok("PATCH", f"/v1/owner/connections/{ann}", json={"display_name": f"Ann {turn}"})
+    whole = lab.ok("GET", "/v1/owner/audit", params={"connection_id": ann})
+    assert whole["has_more"] is False and whole["next_before"] is None
+    walked: list[int] = []
+    params: dict[str, Any] = {"connection_id": ann, "limit": 2}
+    while True:
+        page = lab.ok("GET", "/v1/owner/audit", params=params)
+        walked += [event["seq"] for event in page["data"]]
+        if not page["has_more"]:
+            break
+        assert page["next_before"] == page["data"][-1]["seq"]
+        params["before"] = page["next_before"]
+    assert walked == [event["seq"] for event in whole["data"]] and len(walked) >= 6
+    lab.error("GET", "/v1/owner/audit", 400, "invalid_argument", params={"before": "x"})
 
 
 def test_requests_are_logged_without_tokens_or_queries(

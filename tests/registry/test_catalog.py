@@ -301,6 +301,75 @@ def test_invalid_aggregations_name_the_operation(
     assert caught.value.param == param
 
 
+def test_blob_fields_range_filters_relations_and_views_are_parsed(
+    catalog: Catalog, store: MemoryRegistrations
+) -> None:
+    document: dict[str, Any] = copy.deepcopy(AGGREGABLE)
+    properties = document["schema"]["properties"]
+    blob = {"type": "object", "x_pdpp_type": "blob_ref"}
+    properties["photo"] = blob
+    properties["files"] = {"type": "array", "items": {"$ref": "#/$defs/file"}}
+    properties["cover"] = {"type": "object", "properties": {"blob_ref": blob}}
+    document["schema"]["$defs"] = {
+        "file": {"type": "object", "properties": {"name": {}, "blob_ref": blob}}
+    }
+    document.update(
+        range_filters={"amount": ["lt", "gte"], "at": ["gt"], "day": ["lte"]},
+        relationships=[
+            {"name": "parts", "stream": "things", "foreign_key": "label",
+             "cardinality": "has_many"},
+            {"name": "parent", "stream": "things", "foreign_key": "id",
+             "cardinality": "has_one"},
+        ],
+        expand=[{"name": "parts", "default_limit": 5, "max_limit": 20}],
+        views=[{"id": "brief", "label": "Brief", "fields": ["id", "label"]}],
+    )
+    definition = catalog.add_definition(document, store)
+    assert definition.blob_fields == ("photo", "files[].blob_ref", "cover.blob_ref")
+    assert definition.range_filters == (("amount", ("gte", "lt")), ("at", ("gt",)),
+                                        ("day", ("lte",)))
+    parts, parent = definition.relationships
+    assert (parts.expandable, parts.default_limit, parts.max_limit) == (True, 5, 20)
+    assert not parent.expandable
+    assert definition.view("brief") is not None and definition.view("full") is None
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"prop_photo": {"type": "string", "x_pdpp_type": "blob_ref"}}, "schema"),
+        ({"prop_photo": {"type": "object", "x_pdpp_type": "photo"}}, "schema"),
+        ({"prop_deep": {"type": "object", "properties": {"a": {"type": "object", "properties": {
+            "b": {"x_pdpp_type": "blob_ref"}}}}}}, "schema"),  # too deep to be honoured
+        ({"range_filters": {"label": ["gte"]}}, "range_filters.label"),  # not ordered
+        ({"range_filters": {"amount": ["between"]}}, "range_filters.amount"),
+        ({"range_filters": {"missing": ["gt"]}}, "range_filters.missing"),
+        ({"relationships": [{"name": "x", "stream": "things", "foreign_key": "id",
+                             "cardinality": "many"}]}, "relationships.x"),
+        ({"expand": [{"name": "nothing"}]}, "expand"),
+        ({"relationships": [{"name": "x", "stream": "things", "foreign_key": "id",
+                             "cardinality": "has_one"}],
+          "expand": [{"name": "x", "max_limit": 5}]}, "expand"),
+        ({"relationships": [{"name": "x", "stream": "things", "foreign_key": "id",
+                             "cardinality": "has_many"}],
+          "expand": [{"name": "x", "default_limit": 50, "max_limit": 5}]}, "expand"),
+        ({"views": [{"id": "v", "fields": ["missing"]}]}, "views"),
+    ],
+)
+def test_invalid_declarations_name_what_is_wrong(
+    catalog: Catalog, store: MemoryRegistrations, change: dict[str, Any], param: str
+) -> None:
+    document: dict[str, Any] = copy.deepcopy(AGGREGABLE)
+    for key, value in change.items():
+        if key.startswith("prop_"):
+            document["schema"]["properties"][key[5:]] = value
+        else:
+            document[key] = value
+    with pytest.raises(InvalidDefinition) as caught:
+        catalog.add_definition(document, store)
+    assert caught.value.param == param
+
+
 # ------------------------------------------------------------------------------------------
 # manifests
 # ------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from ownstream.errors import ProtocolViolation
 from ownstream.model import ConnectorManifest
 from ownstream.registry.manifests import parse_manifest
 from ownstream.runtime.protocol import (
+    BlobFile,
     Done,
     Gap,
     Identity,
@@ -225,6 +226,63 @@ def test_keys_canonicalize_like_the_primary_key() -> None:
 def test_a_delete_needs_only_the_key_fields() -> None:
     parsed = validator().parse(record("items", "a", {"id": "a"}, op="delete"))
     assert isinstance(parsed, Record) and parsed.write.op == "delete"
+
+
+def blob_validator() -> MessageValidator:
+    """The scripted manifest with a `blob_ref` field (`image`) on items."""
+    document = json.loads((CONNECTORS / "scripted" / "manifest.json").read_text())
+    document["streams"][0]["schema"]["properties"]["image"] = {
+        "type": "object", "x_pdpp_type": "blob_ref"
+    }
+    return MessageValidator(parse_manifest(document, lambda name: None), ("items",))
+
+
+SHA = "ab" * 32
+IMAGE = {"blob_id": f"blob_sha256_{SHA}", "mime_type": "image/png", "size_bytes": 3, "sha256": SHA}
+
+
+def test_a_blob_message_names_a_file_with_its_hash_and_size() -> None:
+    parsed = blob_validator().parse(
+        {"type": "BLOB", "file": "blob-1.png", "sha256": SHA, "size_bytes": 3}
+    )
+    assert parsed == BlobFile("blob-1.png", SHA, 3)
+    for bad in (
+        {"file": "../escape", "sha256": SHA, "size_bytes": 3},
+        {"file": "a/b", "sha256": SHA, "size_bytes": 3},
+        {"file": ".hidden", "sha256": SHA, "size_bytes": 3},
+        {"file": "ok", "sha256": SHA.upper(), "size_bytes": 3},
+        {"file": "ok", "sha256": SHA, "size_bytes": -1},
+        {"file": "ok", "sha256": SHA, "size_bytes": True},
+    ):
+        with pytest.raises(ProtocolViolation, match="BLOB"):
+            blob_validator().parse({"type": "BLOB", **bad})
+    with pytest.raises(ProtocolViolation, match="BLOB in an identify run"):
+        validator(scope=(), identify_only=True).parse(
+            {"type": "BLOB", "file": "x", "sha256": SHA, "size_bytes": 1}
+        )
+
+
+def test_a_blob_ref_that_is_not_an_object_breaks_the_schema() -> None:
+    parsed = blob_validator().parse(record("items", "a", {"id": "a", "image": IMAGE["blob_id"]}))
+    assert isinstance(parsed, Rejected) and parsed.rejection.reason == "schema_mismatch"
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        {**IMAGE, "blob_id": "blob_1"},
+        {**IMAGE, "sha256": "cd" * 32},
+        {**IMAGE, "size_bytes": "3"},
+        {**IMAGE, "mime_type": "png"},
+        {**IMAGE, "mime_type": "text/html\r\nX-Injected: 1"},
+        {**IMAGE, "fetch_url": "/v1/blobs/elsewhere"},
+    ],
+)
+def test_a_malformed_blob_ref_rejects_its_record(image: Any) -> None:
+    parsed = blob_validator().parse(record("items", "a", {"id": "a", "image": image}))
+    assert isinstance(parsed, Rejected) and parsed.rejection.reason == "invalid_blob_ref"
+    fine = blob_validator().parse(record("items", "a", {"id": "a", "image": IMAGE}))
+    assert isinstance(fine, Record)
 
 
 # ------------------------------------------------------------------------------------------

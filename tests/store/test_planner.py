@@ -348,3 +348,27 @@ def test_a_write_identical_to_the_held_bytes_is_a_duplicate_without_decoding_eit
     result = plan_batch(definition(), API, STAGE, {"a": current}, [write])
     assert (result.stats.duplicate, result.inserts, result.versions) == (1, [], [])
     assert "data" not in current.__dict__  # never decoded
+
+
+def test_a_head_lists_the_blobs_its_data_references_and_a_tombstone_none() -> None:
+    blob = "blob_sha256_" + "a" * 64
+    photos = StreamDefinition(
+        name="photos",
+        version=1,
+        semantics="mutable_state",
+        primary_key=("id",),
+        schema={"type": "object", "properties": {"id": {}, "image": {}, "files": {}}},
+        blob_fields=("image", "files[].blob_ref"),
+    )
+    image = {"blob_id": blob, "mime_type": "image/png", "size_bytes": 1, "sha256": "a" * 64}
+    data = {"id": "p", "image": image, "files": [{"blob_ref": image}, {"name": "no content"}]}
+    plan = plan_batch(photos, API, STAGE, {}, [RecordWrite("photos", "p", data, "t")])
+    [insert] = plan.inserts
+    assert [(u.field, u.blob_id, u.mime_type) for u in insert.head.blobs] == [
+        ("image", blob, "image/png"),
+        ("files", blob, "image/png"),
+    ]
+    held = CurrentRecord(1, orjson.dumps(data), 1, False, frozenset({"notes-api"}), STAGE, "t")
+    gone = RecordWrite("photos", "p", {"id": "p"}, "t", op="delete")
+    [tombstone] = plan_batch(photos, API, STAGE + 1, {"p": held}, [gone]).versions
+    assert tombstone.head.deleted and tombstone.head.blobs == ()

@@ -43,6 +43,7 @@ from ownstream.connectors.mail import (
     build_record,
     normalize_folder,
 )
+from ownstream.connectors.mail.attachments import Attachments
 from ownstream.connectors.mail.keys import BODY_HEAD_FETCH, parse_headers, split_message
 from ownstream.runtime.sdk import ConnectorError, Message, Start, identity, progress, record, skip
 from ownstream.runtime.sdk import state as state_message
@@ -289,6 +290,7 @@ class _Session:
         self.pending: list[tuple[str, int, KeyBasis]] = []  # new copies awaiting their key
         self.keys = KeyAssigner()
         self.rejections = Rejections()
+        self.attachments = Attachments(start)
 
     # step 1 -----------------------------------------------------------------------------------
     def plan(self) -> Iterator[Message]:
@@ -419,13 +421,12 @@ class _Session:
                     data = fetched.get(uid)
                     if data is None:  # gone since step 1: the next run sees where it went
                         continue
-                    message = self._record(name, uid, key, data, changed[key])
-                    if message is not None:
-                        yield message
+                    yield from self._record(name, uid, key, data, changed[key])
                 done += len(batch)
                 yield progress("fetching messages", stream=MESSAGES, count=done, total=len(chosen))
         for key in sorted(set(before) - set(after)):
             yield record(MESSAGES, key, {"message_id": key}, op="delete")
+        yield from self.attachments.report()
         yield from self.rejections.report(MESSAGES)
 
     def _by_size(self, entries: list[tuple[int, str]]) -> Iterator[list[tuple[int, str]]]:
@@ -448,7 +449,9 @@ class _Session:
 
     def _record(
         self, folder: str, uid: int, key: str, data: Mapping[bytes, Any], summary: Summary
-    ) -> Message | None:
+    ) -> list[Message]:
+        """The message's record, after the BLOB messages of its attachments; nothing when it
+        is rejected."""
         raw = data.get(b"BODY[]") or b""
         block, _ = split_message(raw)
         try:
@@ -460,11 +463,13 @@ class _Session:
                 flags=summary.flags,
                 fallback_date=_aware(data.get(b"INTERNALDATE")),
                 fallback_source="internaldate",
+                blobs=self.attachments,
             )
         except Rejected as exc:
+            self.attachments.discard()
             self.rejections.reject(exc.reason, exc.detail, f"{folder} UID {uid}")
-            return None
-        return record(MESSAGES, key, built)
+            return []
+        return [*self.attachments.handed_over(), record(MESSAGES, key, built)]
 
     def folder_records(self) -> Iterator[Message]:
         for listed in self.listed:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from email import policy
 from email.header import decode_header, make_header
@@ -39,6 +39,11 @@ _PARSER = BytesParser(policy=policy.default)
 _CANONICAL = policy.default.clone(linesep="\r\n")
 _IDENTIFYING = ("from", "to", "subject", "date", "message-id")
 _BODY_TYPES = ("text/plain", "text/html")
+
+
+BlobSink = Callable[[Iterable[bytes], str], dict[str, Any] | None]
+"""Stores an attachment's decoded content (chunks, and its media type) as a blob and answers
+its `blob_ref`, or None when the content is not stored."""
 
 
 class Rejected(Exception):
@@ -88,9 +93,11 @@ def build_record(
     labels: Iterable[str] = (),
     fallback_date: datetime | None = None,
     fallback_source: str | None = None,
+    blobs: BlobSink | None = None,
 ) -> dict[str, Any]:
     """The record of one message. `headers` is its parsed header block (keys.parse_headers);
-    `fallback_date` (with its `fallback_source`) stands in for a missing or unusable Date."""
+    `fallback_date` (with its `fallback_source`) stands in for a missing or unusable Date;
+    `blobs`, when given, stores each attachment's content (its `blob_ref`)."""
     if not is_message(headers):
         raise Rejected("not_a_message", "no From, To, Subject, Date or Message-ID header")
     if len(raw) > MAX_MESSAGE_BYTES:
@@ -104,7 +111,7 @@ def build_record(
     header_id = normalize_message_id(first(headers, "message-id"))
     references = message_ids(first(headers, "references"))
     in_reply_to = message_ids(first(headers, "in-reply-to"))
-    body = _Body()
+    body = _Body(blobs)
     for part in _leaves(message):
         body.add(part)
     senders = _addresses(message, headers, "from")
@@ -178,10 +185,11 @@ class _Capped:
 
 
 class _Body:
-    def __init__(self) -> None:
+    def __init__(self, blobs: BlobSink | None) -> None:
         self.text = _Capped()
         self.html = _Capped()
         self.attachments: list[dict[str, Any]] = []
+        self.blobs = blobs
 
     def add(self, part: Message) -> None:
         content_type = part.get_content_type()
@@ -194,7 +202,11 @@ class _Body:
             else:
                 self.html.add(html_to_text(text))
             return
-        size, digest = _content_digest(part)
+        stored = None if self.blobs is None else self.blobs(_content(part), content_type)
+        if stored is not None:
+            size, digest = stored["size_bytes"], stored["sha256"]
+        else:
+            size, digest = _digest(_content(part))
         content_id = str(part.get("content-id") or "").strip().strip("<>").strip()
         attachment = {
             "filename": filename,
@@ -203,6 +215,7 @@ class _Body:
             "sha256": digest,
             "content_id": content_id or None,
             "disposition": disposition,
+            "blob_ref": stored,
         }
         self.attachments.append({k: v for k, v in attachment.items() if v is not None})
 
@@ -228,8 +241,8 @@ def _decoded_text(part: Message) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _content_digest(part: Message) -> tuple[int, str]:
-    """Size and sha256 of a part's decoded content, hashed as it is decoded.
+def _content(part: Message) -> Iterator[bytes]:
+    """A part's decoded content, a chunk at a time.
 
     Base64 (all large attachments) is decoded a chunk at a time, so the decoded content is
     never held whole. Other encodings carry text, whose line ends are made CRLF (its
@@ -238,36 +251,39 @@ def _content_digest(part: Message) -> tuple[int, str]:
     if part.get_content_type() == "message/rfc822" and part.is_multipart():
         inner = part.get_payload(0)
         assert isinstance(inner, Message)
-        content = inner.as_bytes(policy=_CANONICAL)
-        return len(content), hashlib.sha256(content).hexdigest()
+        yield inner.as_bytes(policy=_CANONICAL)
+        return
     encoding = str(part.get("content-transfer-encoding") or "").strip().lower()
     # The stored text itself: get_payload() first encodes all of it to look for surrogates,
     # a transient copy as large as the attachment.
     payload = getattr(part, "_payload", None)
     if encoding == "base64" and isinstance(payload, str):
-        return _base64_digest(payload)
+        yield from _base64_chunks(payload)
+        return
     data = part.get_payload(decode=True)
     content = data if isinstance(data, bytes) else b""
-    content = content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    return len(content), hashlib.sha256(content).hexdigest()
+    yield content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def _base64_digest(encoded: str) -> tuple[int, str]:
+def _digest(chunks: Iterable[bytes]) -> tuple[int, str]:
+    """Size and sha256 of content, hashed as it is decoded."""
     digest = hashlib.sha256()
     size = 0
+    for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _base64_chunks(encoded: str) -> Iterator[bytes]:
     carry = ""
     for start in range(0, len(encoded), _BASE64_CHUNK):
         text = carry + _NOT_BASE64.sub("", encoded[start : start + _BASE64_CHUNK])
         usable = len(text) - len(text) % 4
-        chunk = _a2b(text[:usable])
-        digest.update(chunk)
-        size += len(chunk)
+        yield _a2b(text[:usable])
         carry = text[usable:]
     if carry.rstrip("="):
-        chunk = _a2b(carry + "=" * (-len(carry) % 4))
-        digest.update(chunk)
-        size += len(chunk)
-    return size, digest.hexdigest()
+        yield _a2b(carry + "=" * (-len(carry) % 4))
 
 
 def _a2b(text: str) -> bytes:

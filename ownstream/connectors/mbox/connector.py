@@ -34,6 +34,7 @@ from ownstream.connectors.mail import (
     build_record,
     normalize_folder,
 )
+from ownstream.connectors.mail.attachments import Attachments
 from ownstream.connectors.mail.keys import Headers, address_of, first, parse_headers, split_message
 from ownstream.connectors.mail.message import decode_raw_header, is_message
 from ownstream.connectors.mbox.reader import RawMessage, is_mbox, read_messages
@@ -336,6 +337,7 @@ class _Import:
         """Pass two: one record per key, each message parsed once."""
         emitted: set[str] = set()
         duplicates = expunged = done = 0
+        attachments = Attachments(self.start)
         for entry in self.entries(self.rejections):
             if entry.expunged:
                 expunged += 1
@@ -357,11 +359,14 @@ class _Import:
                     labels=placement.labels,
                     fallback_date=entry.entry.received,
                     fallback_source="mbox_from_line",
+                    blobs=attachments,
                 )
             except Rejected as exc:
+                attachments.discard()
                 self.rejections.reject(exc.reason, exc.detail, entry.where)
                 continue
             emitted.add(entry.key)
+            yield from attachments.handed_over()
             yield record(MESSAGES, entry.key, data)
         if duplicates:
             yield progress(
@@ -376,6 +381,7 @@ class _Import:
                 stream=MESSAGES,
                 count=expunged,
             )
+        yield from attachments.report()
         yield from self.rejections.report(MESSAGES)
 
 

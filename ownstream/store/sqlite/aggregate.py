@@ -29,13 +29,12 @@ from ownstream.store.base import (
     TimeGrouping,
 )
 from ownstream.store.sqlite.database import SQLiteBase, marks
-from ownstream.store.sqlite.reads import scope_filters, visible
+from ownstream.store.sqlite.reads import MOMENT, scope_filters, visible
 
 DAY = 86_400
 # datetime.fromtimestamp works between years 1 and 9999; keep a day clear of both ends
 EARLIEST, LATEST = -62_135_596_800 + DAY, 253_402_300_799 - DAY
 DATA = "CAST(r.data AS TEXT)"
-MOMENT = "%Y-%m-%dT%H:%M:%fZ"  # the shape of `consent_time` (and of `clock.iso`)
 
 
 def _bucket(granularity: str, moment: str, modifiers: str) -> str:

@@ -152,6 +152,33 @@ class Collection(ConnectionRecords):
         with self._tx() as db:
             self._hold_lease(db, acquisition)
 
+    def hold_blobs(self, acquisition: Acquisition, blob_ids: Sequence[str]) -> None:
+        with self._tx() as db:
+            self._hold_lease(db, acquisition)
+            db.executemany(
+                "INSERT OR IGNORE INTO blob_holds (stage, blob_id) VALUES (?, ?)",
+                [(acquisition.stage, blob_id) for blob_id in blob_ids],
+            )
+
+    def hold_known_blobs(self, acquisition: Acquisition, blob_ids: Sequence[str]) -> set[str]:
+        if not blob_ids:
+            return set()
+        with self._tx() as db:
+            self._hold_lease(db, acquisition)
+            known = self._connection_blobs(acquisition.connection_id, blob_ids) | {
+                row[0]
+                for row in db.execute(
+                    f"SELECT blob_id FROM blob_holds WHERE stage = ? AND blob_id IN "
+                    f"({marks(len(blob_ids))})",
+                    [acquisition.stage, *blob_ids],
+                )
+            }
+            db.executemany(
+                "INSERT OR IGNORE INTO blob_holds (stage, blob_id) VALUES (?, ?)",
+                [(acquisition.stage, blob_id) for blob_id in sorted(known)],
+            )
+        return known
+
     def _hold_lease(self, db: sqlite3.Connection, acquisition: Acquisition) -> None:
         """Fence a write: only the run holding its connection's lease may write, so a run
         whose lease was taken over (or whose connection was deleted) cannot."""
@@ -358,6 +385,14 @@ class Collection(ConnectionRecords):
                 f"VALUES ({marks(15)})",
                 inserts,
             )
+            self._add_blob_refs(
+                db,
+                [
+                    (row[0], use)
+                    for row, insert in zip(inserts, plan.inserts, strict=True)
+                    for use in insert.head.blobs
+                ],
+            )
         parked, updates = [], []
         for version in plan.versions:
             previous, head, change = version.previous, version.head, version.change
@@ -400,6 +435,15 @@ class Collection(ConnectionRecords):
                 f"INSERT INTO records (record_id, parked, {_COPY_COLUMNS}) "
                 f"SELECT ?, ?, {_COPY_COLUMNS} FROM records WHERE record_id = ?",
                 parked,
+            )
+        if definition.blob_fields and plan.versions:
+            # a parked copy keeps what the published head referenced; the head now references
+            # what its new version does (a version this stage wrote before is simply replaced)
+            self._copy_blob_refs(db, [(copy_id, head_id) for copy_id, _, head_id in parked])
+            self._replace_blob_refs(
+                db,
+                [v.record_id for v in plan.versions],
+                [(v.record_id, use) for v in plan.versions for use in v.head.blobs],
             )
         self._unindex(db, stream, connection_id, fields, unindex)
         if updates:
@@ -511,6 +555,7 @@ class Collection(ConnectionRecords):
             )
             if publication.receipt is not None:
                 self._save_receipt(db, publication.receipt)
+            self._release_holds(db, "?", [stage])
             db.execute(
                 "INSERT OR IGNORE INTO stage_cleanup (stage, connection_id, kind, queued_at) "
                 "VALUES (?, ?, 'published', ?)",
@@ -597,6 +642,7 @@ class Collection(ConnectionRecords):
             with self._tx() as db:
                 db.execute("DELETE FROM record_changes WHERE stage = ?", (stage,))
                 db.execute("DELETE FROM stage_stats WHERE stage = ?", (stage,))
+                self._release_holds(db, "?", [stage])
                 # an import is all or nothing: a failed one leaves no run (the audit trail
                 # keeps the attempt); a failed run of a connection stays in its history
                 db.execute(
@@ -624,6 +670,7 @@ class Collection(ConnectionRecords):
                 for (stream, connection_id), items in _live_by_scope(rows).items():
                     self._unindex(db, stream, connection_id, self._search_fields(db, stream), items)
                 ids = [row[0] for row in rows]
+                self._drop_blob_refs(db, ids)
                 db.execute(f"DELETE FROM records WHERE record_id IN ({marks(len(ids))})", ids)
 
     def _restore_parked(self, stage: int) -> None:
@@ -655,6 +702,8 @@ class Collection(ConnectionRecords):
                         )
                         if not deleted:
                             self._index(db, stream, connection_id, fields, [(head_id, restored)])
+                        self._move_blob_refs(db, copy_id, head_id)
+                    self._drop_blob_refs(db, [copy_id])
                     db.execute("DELETE FROM records WHERE record_id = ?", (copy_id,))
 
     def _remove_inserts(self, stage: int) -> None:
@@ -677,6 +726,7 @@ class Collection(ConnectionRecords):
                 ).items():
                     self._unindex(db, stream, connection_id, self._search_fields(db, stream), items)
                 ids = [row[1] for row in rows]
+                self._drop_blob_refs(db, ids)
                 db.execute(f"DELETE FROM records WHERE record_id IN ({marks(len(ids))})", ids)
 
     def _revert_sightings(self, stage: int) -> None:
@@ -736,6 +786,24 @@ class Collection(ConnectionRecords):
             (connection_id, connector_key),
         )
         return {stream: orjson.loads(cursor) for stream, cursor in rows}
+
+    def put_connection_state(
+        self, connection_id: str, connector_key: str, states: dict[str, Any]
+    ) -> None:
+        with self._tx() as db:
+            self.connection(connection_id)
+            db.execute(
+                "DELETE FROM connection_state WHERE connection_id = ? AND connector_key = ?",
+                (connection_id, connector_key),
+            )
+            db.executemany(
+                "INSERT INTO connection_state (connection_id, connector_key, stream, cursor, "
+                "run_id, updated_at) VALUES (?, ?, ?, ?, '', ?)",
+                [
+                    (connection_id, connector_key, stream, dumps(cursor), self._now())
+                    for stream, cursor in states.items()
+                ],
+            )
 
     def runs(self, connection_id: str | None = None, limit: int = 100) -> list[RunRecord]:
         where, params = self._where([("connection_id = ?", connection_id)])

@@ -18,6 +18,7 @@ from ownstream.store.base import (
     NewConnection,
     PathAttachment,
 )
+from ownstream.store.sqlite.blobs import BlobReferences
 from ownstream.store.sqlite.database import dumps, marks
 from ownstream.store.sqlite.search_index import SearchIndex
 
@@ -41,7 +42,7 @@ CONNECTION_TABLES = (
 )
 
 
-class ConnectionRecords(SearchIndex):
+class ConnectionRecords(SearchIndex, BlobReferences):
     # registrations ------------------------------------------------------------------------
     def registrations(self, kind: str) -> list[tuple[dict[str, Any], str | None]]:
         rows = self._db().execute(
@@ -381,8 +382,8 @@ class ConnectionRecords(SearchIndex):
         return sum(self._purge(connection_id) for (connection_id,) in pending)
 
     def _purge(self, connection_id: str) -> int:
-        """Remove a deleted connection's records, versions, provenance and search rows, a
-        chunk per transaction so no writer waits long."""
+        """Remove a deleted connection's records, versions, provenance, search rows, blob
+        references and holds, a chunk per transaction so no writer waits long."""
         removed = 0
         while True:
             with self._tx() as db:
@@ -392,6 +393,9 @@ class ConnectionRecords(SearchIndex):
                     (connection_id, PURGE_CHUNK),
                 ).fetchall()
                 if not rows:
+                    self._release_holds(
+                        db, "SELECT run_seq FROM runs WHERE connection_id = ?", [connection_id]
+                    )
                     for table in ("record_changes", "record_evidence"):
                         db.execute(
                             f"DELETE FROM {table} WHERE stage IN "
@@ -418,6 +422,7 @@ class ConnectionRecords(SearchIndex):
                     self._unindex(db, stream, connection_id, self._search_fields(db, stream), items)
                 ids = [row[0] for row in rows]
                 id_marks = marks(len(ids))
+                self._drop_blob_refs(db, ids)
                 db.execute(f"DELETE FROM record_changes WHERE record_id IN ({id_marks})", ids)
                 db.execute(f"DELETE FROM record_evidence WHERE record_id IN ({id_marks})", ids)
                 db.execute(f"DELETE FROM records WHERE record_id IN ({id_marks})", ids)

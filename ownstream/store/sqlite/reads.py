@@ -35,8 +35,15 @@ def visible(row: str, connection: str) -> str:
     )
 
 
+_COMPARE = {"eq": "=", "gte": ">=", "gt": ">", "lte": "<=", "lt": "<"}
+MOMENT = "%Y-%m-%dT%H:%M:%fZ"  # the shape of `consent_time` (and of `clock.iso`)
+
+
 def scope_filters(scope: ReadScope, alias: str = "") -> tuple[list[str], list[Any]]:
-    """SQL conditions for a scope's time window and resources on `records`."""
+    """SQL conditions for a scope's time window, resources and request filters on `records`.
+
+    A filter compares the field's JSON value with the typed value; a date-time compares as a
+    UTC instant (the consent-time field reads the normalized `consent_time` column)."""
     col = f"{alias}." if alias else ""
     filters: list[str] = []
     params: list[Any] = []
@@ -51,6 +58,17 @@ def scope_filters(scope: ReadScope, alias: str = "") -> tuple[list[str], list[An
     if scope.resources is not None:
         filters.append(f"{col}record_key IN ({marks(len(scope.resources))})")
         params.extend(scope.resources)
+    for found in scope.filters:
+        compare = _COMPARE[found.op]
+        value = json_extract = f"json_extract(CAST({col}data AS TEXT), ?)"
+        if found.moment and found.field == scope.stream.consent_time_field:
+            filters.append(f"{col}consent_time {compare} ?")
+        else:
+            if found.moment:
+                value = f"strftime('{MOMENT}', {json_extract})"
+            filters.append(f"{value} {compare} ?")
+            params.append(f"$.{found.field}")
+        params.append(found.value)
     return filters, params
 
 

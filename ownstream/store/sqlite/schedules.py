@@ -124,6 +124,7 @@ class ScheduleRecords(SQLiteBase):
         connection_id: str | None = None,
         actor_kind: str | None = None,
         operation: str | None = None,
+        before: int | None = None,
         limit: int = 200,
     ) -> list[AuditEvent]:
         where, params = self._where(
@@ -131,6 +132,7 @@ class ScheduleRecords(SQLiteBase):
                 ("connection_id = ?", connection_id),
                 ("actor_kind = ?", actor_kind),
                 ("operation = ?", operation),
+                ("seq < ?", before),
             ]
         )
         rows = self._db().execute(

@@ -342,3 +342,33 @@ CREATE TABLE IF NOT EXISTS provider_authorizations (
     outcome BLOB                      -- JSON: who was connected, or why it was refused
 );
 CREATE INDEX IF NOT EXISTS provider_authorizations_expiry ON provider_authorizations (expires_at);
+
+-- Blobs (content-addressed files under the blob directory, never in the database): which
+-- blobs each record row references (heads and parked versions, staged or published), by the
+-- top-level field a grant projects and with the producer's media type. A blob is readable
+-- through a visible record that references it in a granted field; its file is deleted when
+-- nothing references or holds it any more.
+CREATE TABLE IF NOT EXISTS record_blobs (
+    record_id INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    blob_id TEXT NOT NULL,
+    mime_type TEXT NOT NULL,
+    PRIMARY KEY (record_id, field, blob_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS record_blobs_by_blob ON record_blobs (blob_id);
+
+-- Blobs a stage holds: handed over by its connector (or named by its records) before the
+-- records referencing them are committed; released when the stage is published or abandoned.
+CREATE TABLE IF NOT EXISTS blob_holds (
+    stage INTEGER NOT NULL,
+    blob_id TEXT NOT NULL,
+    PRIMARY KEY (stage, blob_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blob_holds_by_blob ON blob_holds (blob_id);
+
+-- Blobs that may have lost their last reference or hold; `collect_blob_garbage` deletes the
+-- files of those still unused and empties the queue.
+CREATE TABLE IF NOT EXISTS blob_garbage (
+    blob_id TEXT PRIMARY KEY,
+    queued_at TEXT NOT NULL
+);

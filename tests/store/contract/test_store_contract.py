@@ -437,6 +437,12 @@ def test_audit_and_access_counts(harness: Harness) -> None:
     assert [e.operation for e in harness.store.audit_events(actor_kind="client")] == [
         "grant_revoke"
     ]
+    # paging by number: newest first, each page below the last event of the one before
+    newest_two = harness.store.audit_events(connection_id=a, limit=2)
+    assert [e.operation for e in newest_two] == ["rename", "run"]
+    rest = harness.store.audit_events(connection_id=a, before=newest_two[-1].seq, limit=2)
+    assert [e.summary for e in rest] == [{"n": "rename"}]
+    assert rest[0].seq < newest_two[-1].seq
     day = "2024-03-01"
     harness.store.add_access_counts([AccessCount(day, "app", "grt_1", "notes", a, 1, 10)])
     harness.store.add_access_counts([AccessCount(day, "app", "grt_1", "notes", a, 2, 5)])
