@@ -121,6 +121,7 @@ class ScheduleRecords(PostgresBase):
         connection_id: str | None = None,
         actor_kind: str | None = None,
         operation: str | None = None,
+        before: int | None = None,
         limit: int = 200,
     ) -> list[AuditEvent]:
         where, params = self._where(
@@ -128,6 +129,7 @@ class ScheduleRecords(PostgresBase):
                 ("connection_id = %s", connection_id),
                 ("actor_kind = %s", actor_kind),
                 ("operation = %s", operation),
+                ("seq < %s", before),
             ]
         )
         rows = self._rows(
