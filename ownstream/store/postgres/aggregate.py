@@ -25,17 +25,12 @@ from ownstream.store.base import (
     TimeGrouping,
 )
 from ownstream.store.postgres.database import PostgresBase
-from ownstream.store.postgres.reads import scope_filters, visible
+from ownstream.store.postgres.reads import DATE_TIME_SHAPE, scope_filters, visible
 
 VALUE = "convert_from(r.data, 'UTF8')::jsonb -> %s"  # the field's JSON value, as `v`
 TEXT = "(v #>> '{}')"
-# The shapes of RFC 3339 dates and date-times (what a `date` or `date-time` field holds once
-# validated): anything else is no moment, never a failed cast.
+# The shape of an RFC 3339 date (what a `date` field holds once validated; date-times: reads.py)
 DATE_SHAPE = "'^[0-9]{4}-[0-9]{2}-[0-9]{2}$'"
-DATE_TIME_SHAPE = (
-    "'^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?"
-    "([Zz]|[+-][0-9]{2}:[0-9]{2})$'"
-)
 BUCKET_FORMATS = {"minute": 'YYYY-MM-DD"T"HH24:MI', "hour": 'YYYY-MM-DD"T"HH24:00'}
 DAY_FORMAT = "YYYY-MM-DD"
 GRANULARITIES = frozenset(("minute", "hour", "day", "week", "month", "quarter", "year"))

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ownstream.model import ReadScope
+from ownstream.model import FieldFilter, ReadScope
 from ownstream.records import project
 from ownstream.search import MAX_SEARCHABLE_FIELDS, Term
 from ownstream.store.base import (
@@ -60,8 +60,24 @@ _MATCHES = (
 _COLUMNS = "SELECT r.record_id, r.connection_id, r.stream, r.record_key, r.data, r.emitted_at"
 
 
+_COMPARE = {"eq": "=", "gte": ">=", "gt": ">", "lte": "<=", "lt": "<"}
+# The shape of an RFC 3339 date-time (what a `date-time` field holds once validated): anything
+# else is no moment, never a failed cast.
+DATE_TIME_SHAPE = (
+    "'^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?"
+    "([Zz]|[+-][0-9]{2}:[0-9]{2})$'"
+)
+# A moment as `consent_time` (and `clock.iso`) spell it: UTC, to the nearest millisecond
+MOMENT = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
+
+
 def scope_filters(scope: ReadScope, alias: str = "") -> tuple[list[str], list[Any]]:
-    """SQL conditions for a scope's time window and resources on `records`."""
+    """SQL conditions for a scope's time window, resources and request filters on `records`.
+
+    A filter compares the field's JSON value, when it has the filter value's JSON type, with
+    the value (strings byte-ordered, numbers as numbers); a date-time compares as a UTC
+    instant to the millisecond, as SQLite's `strftime` does (the consent-time field reads the
+    normalized `consent_time` column)."""
     col = f"{alias}." if alias else ""
     filters: list[str] = []
     params: list[Any] = []
@@ -76,7 +92,34 @@ def scope_filters(scope: ReadScope, alias: str = "") -> tuple[list[str], list[An
     if scope.resources is not None:
         filters.append(f"{col}record_key = ANY(%s)")
         params.append(list(scope.resources))
+    for found in scope.filters:
+        compare = _COMPARE[found.op]
+        if found.moment and found.field == scope.stream.consent_time_field:
+            filters.append(f"{col}consent_time {compare} %s")
+            params.append(found.value)
+            continue
+        value, uses = _typed_value(found, f"(convert_from({col}data, 'UTF8')::jsonb -> %s)")
+        filters.append(f"{value} {compare} %s")
+        params += [found.field] * uses + [found.value]
     return filters, params
+
+
+def _typed_value(found: FieldFilter, json_value: str) -> tuple[str, int]:
+    """SQL for the field's value typed as the filter's value (NULL when it is missing or of
+    another JSON type), and how many times it names the field (`json_value` takes it)."""
+    text = f"({json_value} #>> '{{}}')"
+    if found.moment:
+        instant = f"date_trunc('milliseconds', {text}::timestamptz + interval '500 microseconds')"
+        return (
+            f"CASE WHEN jsonb_typeof({json_value}) = 'string' AND {text} ~ {DATE_TIME_SHAPE} "
+            f"THEN to_char({instant} AT TIME ZONE 'UTC', '{MOMENT}') END COLLATE \"C\"",
+            3,
+        )
+    if isinstance(found.value, bool):
+        return f"CASE WHEN jsonb_typeof({json_value}) = 'boolean' THEN {text}::boolean END", 2
+    if isinstance(found.value, int | float):
+        return f"CASE WHEN jsonb_typeof({json_value}) = 'number' THEN {text}::numeric END", 2
+    return f"CASE WHEN jsonb_typeof({json_value}) = 'string' THEN {text} END COLLATE \"C\"", 2
 
 
 def _qualifies(alias: str) -> str:
