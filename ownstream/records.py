@@ -244,6 +244,12 @@ def blob_refs(definition: StreamDefinition, data: dict[str, Any]) -> list[tuple[
     return found
 
 
+def blob_field_names(definition: StreamDefinition) -> set[str]:
+    """The top-level fields the definition's blob paths live in (`attachments[].blob_ref` →
+    `attachments`): the fields a grant must project for a blob to be read through them."""
+    return {path.partition(".")[0].removesuffix("[]") for path in definition.blob_fields}
+
+
 def with_fetch_urls(definition: StreamDefinition, data: dict[str, Any]) -> dict[str, Any]:
     """`data` with a `fetch_url` (`/v1/blobs/{blob_id}`) in each well-formed `blob_ref`, as a
     resource server serves records (PDPP core §4: producers never write one). Only the

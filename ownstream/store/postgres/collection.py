@@ -55,7 +55,14 @@ from ownstream.store.base import (
     StreamBatch,
     Writes,
 )
-from ownstream.store.planner import BatchPlan, BatchStats, CurrentRecord, Matching, plan_batch
+from ownstream.store.planner import (
+    BatchPlan,
+    BatchStats,
+    BlobUse,
+    CurrentRecord,
+    Matching,
+    plan_batch,
+)
 from ownstream.store.postgres.connections import ConnectionRecords, connection_lock
 from ownstream.store.postgres.database import Connection as Db
 from ownstream.store.postgres.database import dumps
@@ -203,6 +210,26 @@ class Collection(ConnectionRecords):
     def renew_lease(self, acquisition: Acquisition) -> None:
         with self._tx() as db:
             self._hold_lease(db, acquisition)
+
+    def hold_blobs(self, acquisition: Acquisition, blob_ids: Sequence[str]) -> None:
+        with self._tx() as db:
+            self._hold_lease(db, acquisition)
+            self._take_holds(db, acquisition.stage, blob_ids)
+
+    def hold_known_blobs(self, acquisition: Acquisition, blob_ids: Sequence[str]) -> set[str]:
+        if not blob_ids:
+            return set()
+        with self._tx() as db:
+            self._hold_lease(db, acquisition)
+            known = self._connection_blobs(db, acquisition.connection_id, blob_ids) | {
+                row[0]
+                for row in db.execute(
+                    "SELECT blob_id FROM blob_holds WHERE stage = %s AND blob_id = ANY(%s)",
+                    (acquisition.stage, list(blob_ids)),
+                )
+            }
+            self._take_holds(db, acquisition.stage, sorted(known))
+        return known
 
     def _hold_lease(self, db: Db, acquisition: Acquisition) -> None:
         """Fence a write: only the run holding its connection's lease may write, so a run
@@ -370,6 +397,7 @@ class Collection(ConnectionRecords):
             else []
         )
         changes = _Columns(5)
+        blob_refs: list[tuple[int, BlobUse]] = []
         if plan.inserts:
             # COPY: the bulk of an import, and the cheapest way in
             with db.cursor().copy(
@@ -389,6 +417,8 @@ class Collection(ConnectionRecords):
                         )
                     )
                     changes.add(record_id, 1, "insert", None, None)
+                    blob_refs += [(record_id, use) for use in head.blobs]
+            self._add_blob_refs(db, blob_refs)
         parked = _Columns(3)
         updates = _Columns(11)
         for version in plan.versions:
@@ -414,6 +444,16 @@ class Collection(ConnectionRecords):
                 "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS u "
                 "(record_id, parked, source) JOIN records r ON r.record_id = u.source",
                 parked.arrays(),
+            )
+        if definition.blob_fields and plan.versions:
+            # a parked copy keeps what the published head referenced; the head now references
+            # what its new version does (a version this stage wrote before is simply replaced)
+            copies, _, heads = parked.arrays()
+            self._copy_blob_refs(db, list(zip(copies, heads, strict=True)))
+            self._replace_blob_refs(
+                db,
+                [v.record_id for v in plan.versions],
+                [(v.record_id, use) for v in plan.versions for use in v.head.blobs],
             )
         if updates:
             db.execute(
@@ -510,6 +550,7 @@ class Collection(ConnectionRecords):
                 )
             if publication.receipt is not None:
                 self._save_receipt(db, publication.receipt)
+            self._release_holds(db, "%s", [stage])
             self._queue_cleanup(db, stage, connection_id, "published")
             db.execute(
                 "DELETE FROM run_leases WHERE connection_id = %s AND run_id = %s",
@@ -635,6 +676,7 @@ class Collection(ConnectionRecords):
             if kind == "abandoned":
                 db.execute("DELETE FROM record_changes WHERE stage = %s", (stage,))
                 db.execute("DELETE FROM stage_stats WHERE stage = %s", (stage,))
+                self._release_holds(db, "%s", [stage])
                 # an import is all or nothing: a failed one leaves no run (the audit trail
                 # keeps the attempt); a failed run of a connection stays in its history
                 db.execute(
@@ -642,19 +684,21 @@ class Collection(ConnectionRecords):
                 )
             db.execute("DELETE FROM stage_cleanup WHERE stage = %s", (stage,))
 
-    @staticmethod
-    def _drop_parked(db: Db, stage: int) -> bool:
+    def _drop_parked(self, db: Db, stage: int) -> bool:
         """After publication: the versions the stage superseded are garbage. Done when none
         are left."""
-        removed = db.execute(
-            "DELETE FROM records WHERE record_id IN "
-            "(SELECT record_id FROM records WHERE parked = %s AND parked <> 0 LIMIT %s)",
-            (stage, CLEANUP_CHUNK),
-        ).rowcount
-        return removed == 0
+        removed = [
+            row[0]
+            for row in db.execute(
+                "DELETE FROM records WHERE record_id IN (SELECT record_id FROM records "
+                "WHERE parked = %s AND parked <> 0 LIMIT %s) RETURNING record_id",
+                (stage, CLEANUP_CHUNK),
+            )
+        ]
+        self._drop_blob_refs(db, removed)
+        return not removed
 
-    @staticmethod
-    def _restore_parked(db: Db, stage: int) -> bool:
+    def _restore_parked(self, db: Db, stage: int) -> bool:
         """After abandonment: each head the stage rewrote gets its parked version back."""
         copies = db.execute(
             "SELECT c.record_id, h.record_id FROM records c LEFT JOIN records h "
@@ -673,13 +717,13 @@ class Collection(ConnectionRecords):
                 "JOIN records c ON c.record_id = u.copy_id WHERE h.record_id = u.head_id",
                 ([c for c, _ in restore], [h for _, h in restore]),
             )
-        db.execute(
-            "DELETE FROM records WHERE record_id = ANY(%s)", ([copy_id for copy_id, _ in copies],)
-        )
+        self._move_blob_refs(db, restore)
+        dropped = [copy_id for copy_id, _ in copies]
+        self._drop_blob_refs(db, dropped)
+        db.execute("DELETE FROM records WHERE record_id = ANY(%s)", (dropped,))
         return False
 
-    @staticmethod
-    def _remove_inserts(db: Db, stage: int) -> bool:
+    def _remove_inserts(self, db: Db, stage: int) -> bool:
         """After abandonment: records the stage created are removed, with their insert
         entries of the change log (the rest of the stage's entries go last)."""
         created = [
@@ -692,9 +736,15 @@ class Collection(ConnectionRecords):
         ]
         if not created:
             return True
-        db.execute(
-            "DELETE FROM records WHERE record_id = ANY(%s) AND stage = %s", (created, stage)
-        )
+        removed = [
+            row[0]
+            for row in db.execute(
+                "DELETE FROM records WHERE record_id = ANY(%s) AND stage = %s "
+                "RETURNING record_id",
+                (created, stage),
+            )
+        ]
+        self._drop_blob_refs(db, removed)
         return False
 
     @staticmethod
@@ -748,6 +798,25 @@ class Collection(ConnectionRecords):
             (connection_id, connector_key),
         )
         return {stream: orjson.loads(cursor) for stream, cursor in rows}
+
+    def put_connection_state(
+        self, connection_id: str, connector_key: str, states: dict[str, Any]
+    ) -> None:
+        with self._tx() as db:
+            self.connection(connection_id)
+            db.execute(
+                "DELETE FROM connection_state WHERE connection_id = %s AND connector_key = %s",
+                (connection_id, connector_key),
+            )
+            now = self._now()
+            db.cursor().executemany(
+                "INSERT INTO connection_state (connection_id, connector_key, stream, cursor, "
+                "run_id, updated_at) VALUES (%s, %s, %s, %s, '', %s)",
+                [
+                    (connection_id, connector_key, stream, dumps(cursor), now)
+                    for stream, cursor in states.items()
+                ],
+            )
 
     def runs(self, connection_id: str | None = None, limit: int = 100) -> list[RunRecord]:
         where, params = self._where([("connection_id = %s", connection_id)])

@@ -21,6 +21,7 @@ from ownstream.store.base import (
     NewConnection,
     PathAttachment,
 )
+from ownstream.store.postgres.blobs import BlobReferences
 from ownstream.store.postgres.database import Connection as Db
 from ownstream.store.postgres.database import dumps
 from ownstream.store.postgres.search_index import SearchIndex
@@ -55,7 +56,7 @@ def connection_lock(db: Db, connection_id: str) -> None:
     db.execute("SELECT pg_advisory_xact_lock(hashtext('connection:' || %s))", (connection_id,))
 
 
-class ConnectionRecords(SearchIndex):
+class ConnectionRecords(SearchIndex, BlobReferences):
     # registrations ------------------------------------------------------------------------
     def registrations(self, kind: str) -> list[tuple[dict[str, Any], str | None]]:
         rows = self._rows(
@@ -380,10 +381,10 @@ class ConnectionRecords(SearchIndex):
         return sum(self._purge(connection_id, wait=False) for (connection_id,) in pending)
 
     def _purge(self, connection_id: str, *, wait: bool) -> int:
-        """Remove a deleted connection's records, versions and provenance, a chunk per
-        transaction so no writer waits long. Each chunk locks the connection's
-        `deleted_connections` row: two processes never purge one connection at once (`wait`
-        False skips a connection another process is purging)."""
+        """Remove a deleted connection's records, versions, provenance, blob references and
+        holds, a chunk per transaction so no writer waits long. Each chunk locks the
+        connection's `deleted_connections` row: two processes never purge one connection at
+        once (`wait` False skips a connection another process is purging)."""
         removed = 0
         lock = "FOR UPDATE" if wait else "FOR UPDATE SKIP LOCKED"
         while True:
@@ -402,6 +403,9 @@ class ConnectionRecords(SearchIndex):
                     )
                 ]
                 if not ids:
+                    self._release_holds(
+                        db, "SELECT run_seq FROM runs WHERE connection_id = %s", [connection_id]
+                    )
                     for table in ("record_changes", "record_evidence", "stage_stats",
                                   "stage_cleanup"):
                         db.execute(
@@ -415,6 +419,7 @@ class ConnectionRecords(SearchIndex):
                         (self._now(), connection_id),
                     )
                     return removed
+                self._drop_blob_refs(db, ids)
                 db.execute("DELETE FROM record_changes WHERE record_id = ANY(%s)", (ids,))
                 db.execute("DELETE FROM record_evidence WHERE record_id = ANY(%s)", (ids,))
                 db.execute("DELETE FROM records WHERE record_id = ANY(%s)", (ids,))

@@ -338,3 +338,28 @@ CREATE TABLE IF NOT EXISTS provider_authorizations (
     outcome bytea
 );
 CREATE INDEX IF NOT EXISTS provider_authorizations_expiry ON provider_authorizations (expires_at);
+
+-- Blobs (content-addressed files under the blob directory, never in the database): which
+-- blobs each record row references, the holds of running stages, and the queue of blobs
+-- that may have lost their last use (see blobs.py for how collection stays safe when several
+-- processes hold and collect at once).
+CREATE TABLE IF NOT EXISTS record_blobs (
+    record_id bigint NOT NULL,
+    field text COLLATE "C" NOT NULL,
+    blob_id text COLLATE "C" NOT NULL,
+    mime_type text NOT NULL,
+    PRIMARY KEY (record_id, field, blob_id)
+);
+CREATE INDEX IF NOT EXISTS record_blobs_by_blob ON record_blobs (blob_id);
+
+CREATE TABLE IF NOT EXISTS blob_holds (
+    stage bigint NOT NULL,
+    blob_id text COLLATE "C" NOT NULL,
+    PRIMARY KEY (stage, blob_id)
+);
+CREATE INDEX IF NOT EXISTS blob_holds_by_blob ON blob_holds (blob_id);
+
+CREATE TABLE IF NOT EXISTS blob_garbage (
+    blob_id text COLLATE "C" PRIMARY KEY,
+    queued_at text COLLATE "C" NOT NULL
+);

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 
 from ownstream.model import ReadScope
+from ownstream.records import blob_field_names
 from ownstream.store.base import BlobAccess
 from ownstream.store.planner import BlobUse
 from ownstream.store.sqlite.database import SQLiteBase, chunks, marks
@@ -125,7 +126,8 @@ class BlobReferences(SQLiteBase):
         applies them), or None."""
         clauses, params = [], []
         for scope in scopes:
-            fields = [f for f in scope.fields if f in _top_fields(scope.stream.blob_fields)]
+            names = blob_field_names(scope.stream)
+            fields = [f for f in scope.fields if f in names]
             if not fields or not scope.connection_ids:
                 continue
             filters, extra = scope_filters(scope, "r")
@@ -195,7 +197,3 @@ class BlobReferences(SQLiteBase):
                     f"DELETE FROM blob_garbage WHERE blob_id IN ({marks(len(queued))})", queued
                 )
 
-
-def _top_fields(blob_fields: tuple[str, ...]) -> set[str]:
-    """The top-level fields blob paths live in (`attachments[].blob_ref` → `attachments`)."""
-    return {path.partition(".")[0].removesuffix("[]") for path in blob_fields}

@@ -1,4 +1,5 @@
-"""Several processes writing one database: leases, fencing, schedule claims, clean-ups.
+"""Several processes writing one database: leases, fencing, schedule claims, clean-ups, blob
+holds against the blob collector.
 
 Each store here has its own pool, as a separate process would; the races are real ones
 between PostgreSQL sessions, made deterministic where it matters by holding a row lock from a
@@ -20,6 +21,7 @@ import pytest
 from ownstream.clock import iso
 from ownstream.errors import ConnectionRunActive, RunLeaseLost
 from ownstream.store.base import Binding
+from ownstream.store.postgres import PostgresStore
 from tests.store.contract.conftest import Clock, Harness, note
 
 from .conftest import OpenStore
@@ -188,3 +190,57 @@ def test_processes_finishing_one_clean_up_at_once_leave_exactly_what_one_would(
     with psycopg.connect(sweepers[0].url) as db:
         assert db.execute("SELECT count(*) FROM stage_cleanup").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM records WHERE parked <> 0").fetchone() == (0,)
+
+
+BLOB = "blob_sha256_" + "d" * 64
+
+
+def test_a_hold_waits_for_a_collection_in_progress_and_keeps_the_blob(
+    open_store: OpenStore, pg: Harness, postgres_url: str
+) -> None:
+    a = pg.connection("a")
+    stage = pg.stage(a)
+    assert pg.store.queue_unused_blobs([BLOB]) == 1  # a file no record knows, say
+    deleting, finish = threading.Event(), threading.Event()
+    deleted: list[str] = []
+
+    def delete(blob_id: str) -> None:
+        deleting.set()
+        assert finish.wait(30)
+        deleted.append(blob_id)
+
+    collector, collect_errors = in_thread(lambda: open_store().collect_blob_garbage(delete))
+    assert deleting.wait(30)
+    # the stage's connector hands over the same content meanwhile: its hold (and so the
+    # placing of its file) waits until the deletion has committed
+    holder, hold_errors = in_thread(lambda: pg.store.hold_blobs(stage, [BLOB]))
+    waiting_for_locks(postgres_url, 1)
+    finish.set()
+    collector.join(30)
+    holder.join(30)
+    assert not collect_errors and not hold_errors
+    assert deleted == [BLOB]
+    assert pg.store.queue_unused_blobs([BLOB]) == 0  # held now
+    collected: list[str] = []
+    pg.store.collect_blob_garbage(collected.append)
+    assert collected == []
+
+
+def test_a_collection_waits_for_a_hold_in_flight_and_then_sees_it(
+    open_store: OpenStore, pg: Harness, postgres_url: str
+) -> None:
+    a = pg.connection("a")
+    stage = pg.stage(a)
+    store = pg.store
+    assert isinstance(store, PostgresStore)
+    assert store.queue_unused_blobs([BLOB]) == 1
+    collected: list[str] = []
+    with store._tx():  # the hold's transaction, not yet committed
+        store.hold_blobs(stage, [BLOB])
+        collector, errors = in_thread(
+            lambda: open_store().collect_blob_garbage(collected.append)
+        )
+        waiting_for_locks(postgres_url, 1)
+    collector.join(30)
+    assert not errors
+    assert collected == []  # it saw the hold once it could look
