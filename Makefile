@@ -21,8 +21,9 @@ demo: setup
 	$(BIN)/python -m ownstream.dev.demo
 
 # Two passes: everything on SQLite (the store contract and the PostgreSQL-only tests on both
-# backends), then the read-surface, owner and Spotify end-to-end suites again on PostgreSQL.
-BOTH_BACKENDS := tests/api tests/owner tests/test_spotify_end_to_end.py
+# backends), then the read-surface, owner, owner-query, blob and Spotify end-to-end suites
+# again on PostgreSQL.
+BOTH_BACKENDS := tests/api tests/owner tests/queries tests/blobs tests/test_spotify_end_to_end.py
 
 test: setup
 	tools/ensure-services

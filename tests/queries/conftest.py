@@ -17,6 +17,7 @@ from ownstream.api.app import create_app
 from ownstream.grants.issue import issue_grant
 from ownstream.home import Home
 from ownstream.owner import AccessOperations
+from tests.services.postgres import backend_environment
 
 TASKS: dict[str, Any] = {
     "name": "tasks",
@@ -195,9 +196,12 @@ def build(root: Path) -> TaskWorld:
 
 
 @pytest.fixture(scope="module")
-def shared_tasks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TaskWorld]:
+def shared_tasks(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[TaskWorld]:
     """Read-only: tests that write build their own."""
-    world = build(tmp_path_factory.mktemp("tasks"))
+    with backend_environment(request):
+        world = build(tmp_path_factory.mktemp("tasks"))
     yield world
     world.home.store.close()
 
