@@ -192,9 +192,8 @@ def audit(request: Request) -> Response:
             raise InvalidArgument("before must be an audit event's number", param="before")
         before = int(raw_before) if raw_before is not None else None
         events, older = _audit_page(store, chosen, before)
-        everything = store.audit_events(limit=5 * AUDIT_PAGE)
+        vocabulary = store.audit_vocabulary()
         names = {c.connection_id: c.display_name for c in store.connections()}
-        seen = {e.connection_id for e in everything if e.connection_id}
         filters = {k: v for k, v in chosen.items() if v}
         return owner_page(
             "audit.html",
@@ -204,9 +203,11 @@ def audit(request: Request) -> Response:
             events=events,
             chosen=chosen,
             names=names,
-            connection_choices=sorted(seen | set(names), key=lambda c: names.get(c, c)),
-            actor_choices=sorted(set(ACTORS) | {e.actor_kind for e in everything}),
-            operation_choices=sorted({e.operation for e in everything}),
+            connection_choices=sorted(
+                set(vocabulary.connection_ids) | set(names), key=lambda c: names.get(c, c)
+            ),
+            actor_choices=sorted(set(ACTORS) | set(vocabulary.actor_kinds)),
+            operation_choices=list(vocabulary.operations),
             limit=AUDIT_PAGE,
             older_url=f"/console/audit?{urlencode({**filters, 'before': older})}"
             if older is not None

@@ -390,6 +390,16 @@ class AuditEvent:
 
 
 @dataclass(frozen=True)
+class AuditVocabulary:
+    """Every actor kind, operation and connection id the whole trail holds: what a filter of
+    it can choose from, however old the events that used them."""
+
+    actor_kinds: tuple[str, ...]
+    operations: tuple[str, ...]
+    connection_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class DeleteCounts:
     records_per_stream: dict[str, int]
 
@@ -766,3 +776,5 @@ class Store(AuthStore, Protocol):
         """The newest `limit` events of the filter, newest first; with `before`, only the
         events numbered (`seq`) below it: the next page of the trail."""
         ...
+
+    def audit_vocabulary(self) -> AuditVocabulary: ...

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from ownstream.store.base import AuditEvent, Schedule
+from ownstream.store.base import AuditEvent, AuditVocabulary, Schedule
 from ownstream.store.postgres.database import PostgresBase, dumps
 
 _SCHEDULE_COLUMNS = (
@@ -114,6 +114,19 @@ class ScheduleRecords(PostgresBase):
                 "summary) VALUES (%s, %s, %s, %s, %s, %s)",
                 (self._now(), actor_kind, connection_id, operation, outcome, dumps(summary)),
             )
+
+    def audit_vocabulary(self) -> AuditVocabulary:
+        def distinct(column: str) -> tuple[str, ...]:
+            rows = self._rows(
+                f"SELECT DISTINCT {column} FROM audit_events WHERE {column} IS NOT NULL "
+                f"ORDER BY {column}",
+                [],
+            )
+            return tuple(str(value) for (value,) in rows)
+
+        return AuditVocabulary(
+            distinct("actor_kind"), distinct("operation"), distinct("connection_id")
+        )
 
     def audit_events(
         self,

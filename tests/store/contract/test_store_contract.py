@@ -443,6 +443,10 @@ def test_audit_and_access_counts(harness: Harness) -> None:
     rest = harness.store.audit_events(connection_id=a, before=newest_two[-1].seq, limit=2)
     assert [e.summary for e in rest] == [{"n": "rename"}]
     assert rest[0].seq < newest_two[-1].seq
+    vocabulary = harness.store.audit_vocabulary()
+    assert vocabulary.actor_kinds == ("client", "owner")
+    assert vocabulary.operations == ("grant_revoke", "rename", "run")
+    assert vocabulary.connection_ids == (a,)
     day = "2024-03-01"
     harness.store.add_access_counts([AccessCount(day, "app", "grt_1", "notes", a, 1, 10)])
     harness.store.add_access_counts([AccessCount(day, "app", "grt_1", "notes", a, 2, 5)])
