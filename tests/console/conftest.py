@@ -1,13 +1,14 @@
 """Console fixtures: the client-access notes world (alice and bob by API, carol by export),
 with a rule that joins a notes export to its API connection, a `ticker` connector that runs
-slowly and reports progress, and a signed-in browser-like HTTP client."""
+slowly and reports progress, a `flaky` connector that skips and fails as its plan says, and a
+signed-in browser-like HTTP client."""
 
 from __future__ import annotations
 
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,18 +56,48 @@ out.flush()
 '''
 
 
-def install_ticker(world: World) -> None:
-    folder = world.root / "ticker"
+FLAKY_SCRIPT = '''\
+"""Does what its plan file says: emits these notes, skips what it lists, ends as told."""
+import json
+import os
+import sys
+
+start = json.loads(sys.stdin.readline())
+with open(os.environ["FLAKY_PLAN"], encoding="utf-8") as handle:
+    plan = json.load(handle)
+out = [{"type": "IDENTITY", "claim": "flaky_account", "value": plan["account"]}]
+done = {"type": "DONE", "status": "succeeded", "records_emitted": 0}
+if start.get("collection_mode") != "identify":
+    for note in plan["notes"]:
+        out.append({"type": "RECORD", "stream": "notes", "key": note["note_id"], "data": note})
+    for gap in plan["gaps"]:
+        out.append({"type": "SKIP_RESULT", "stream": "notes", **gap})
+    done["records_emitted"] = len(plan["notes"])
+    if plan["error"] is not None:
+        done.update(status="failed", error=plan["error"])
+out.append(done)
+for message in out:
+    sys.stdout.write(json.dumps(message) + "\\n")
+sys.stdout.flush()
+'''
+
+
+def install_script(
+    world: World, key: str, display_name: str, script: str, **manifest: Any
+) -> None:
+    """A connector of the `notes` stream whose program is `script`; it may be scheduled (it is
+    not enrolled by itself)."""
+    folder = world.root / key
     folder.mkdir()
-    (folder / "connector.py").write_text(TICKER_SCRIPT, encoding="utf-8")
+    (folder / "connector.py").write_text(script, encoding="utf-8")
     (folder / "manifest.json").write_text(json.dumps({
-        "protocol_version": "0.1.0", "connector_key": "ticker", "version": "1.0.0",
-        "display_name": "Ticker (test connector)", "source": "ticker",
-        "acquisition_method": "provider_api", "identity": {"claim": "ticker_account"},
+        "protocol_version": "0.1.0", "connector_key": key, "version": "1.0.0",
+        "display_name": display_name, "source": key,
+        "acquisition_method": "provider_api", "identity": {"claim": f"{key}_account"},
         "run": {"command": [sys.executable, "connector.py"]},
-        # the owner may schedule it (it is not enrolled by itself)
         "refresh_policy": {"recommended_mode": "manual", "background_safe": True},
         "streams": [{"definition": "notes"}],
+        **manifest,
     }), encoding="utf-8")
     world.home.catalog.add_manifest(folder, world.store)
 
@@ -74,11 +105,31 @@ def install_ticker(world: World) -> None:
 def console_world(root: Path) -> World:
     world = notes_world(root)
     world.home.catalog.add_rule(NOTES_RULE, world.store)
-    install_ticker(world)
+    install_script(world, "ticker", "Ticker (test connector)", TICKER_SCRIPT)
     result = world.home.runtime().connect("ticker", secrets={}, settings={},
                                           display_name="Ticker")
     world.conns["ticker"] = result.connection.connection_id
+    install_script(world, "flaky", "Flaky (test connector)", FLAKY_SCRIPT,
+                   setup={"secrets": [], "settings": [{"name": "plan", "env": "FLAKY_PLAN"}]})
+    plan = plan_flaky(world, [])
+    result = world.home.runtime().connect("flaky", secrets={}, settings={"plan": str(plan)},
+                                          display_name="Flaky feed")
+    world.conns["flaky"] = result.connection.connection_id
     return world
+
+
+def plan_flaky(
+    world: World,
+    notes: list[dict[str, Any]],
+    gaps: Sequence[dict[str, Any]] = (),
+    error: dict[str, Any] | None = None,
+) -> Path:
+    """What the `flaky` connector does on its next run: emit `notes`, then a SKIP_RESULT per
+    gap, then fail with `error` (if one is given)."""
+    path = world.root / "flaky-plan.json"
+    plan = {"account": "fay", "notes": notes, "gaps": list(gaps), "error": error}
+    path.write_text(json.dumps(plan), encoding="utf-8")
+    return path
 
 
 def notes_file(root: Path, account: str, count: int = 3, name: str | None = None) -> Path:

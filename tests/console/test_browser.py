@@ -2,8 +2,8 @@
 server on a loopback port: sign-in by link (once), the overview, uploads joining by rule or
 becoming their own connection, a run followed to completion, rename, revoking a grant,
 deleting after typed confirmation, a POST without the CSRF token refused, connecting and
-reconnecting by OAuth at the Spotify double, and every page's controls labelled and its main
-actions reachable with the keyboard.
+reconnecting by OAuth at the Spotify double, every page's controls labelled and its main
+actions reachable with the keyboard, and no page wider than a 360-pixel screen.
 
 One server and one browser serve the whole module (the tests run in order and build on each
 other's state where noted); each test opens its own signed-in page."""
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx2
 import pytest
 
 from ownstream.auth.console import mint_link
@@ -23,9 +24,10 @@ from ownstream.dev.spotify_double import SpotifyDouble
 from ownstream.owner import ConnectionOperations
 from ownstream.owner.provider_oauth import CALLBACK_PATH
 from tests.api.conftest import World
+from tests.auth.conftest import Flows, pkce
 from tests.services.server import serving
 
-from .conftest import console_world, notes_file
+from .conftest import console_world, notes_file, plan_flaky
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -258,3 +260,58 @@ def test_every_control_is_labelled_and_the_main_actions_take_the_keyboard(
             if not missing:
                 break
         assert not missing, (path, missing)
+
+
+WIDTHS = "() => [document.scrollingElement.scrollWidth, document.scrollingElement.clientWidth]"
+
+
+def test_no_page_scrolls_sideways_at_360_pixels(live: Live, chromium: Browser) -> None:
+    """Every console page at a phone's width, with long words in it (URLs, ids, a purpose
+    code, an error), a failed run, a known gap, a pending request and a receipt: tables may
+    scroll inside their box, the page never does."""
+    world = live.world
+    plan_flaky(world, [{"note_id": "f1", "title": "one", "updated_at": "2024-02-03T08:00:00Z"}],
+               [{"reason": "rate_limited", "message": "page_4_of_the_notes_listing_was_skipped",
+                 "recovery_hint": {"action": "retry"}}],
+               {"code": "upstream_down", "message": "https://notes.example/api/v2/notes?page=4 "
+                "answered 503", "recovery_hint": {"action": "reconnect"}})
+    flaky = world.conns["flaky"]
+    [failed] = ConnectionOperations(world.home).run(flaky)
+    world.grant([{"name": "notes"}], client_id="a-client-with-a-rather-long-identifier")
+    with httpx2.Client(base_url=live.url) as http:
+        flows = Flows(world, http)
+        client = flows.register(client_name="Reading Lamp",
+                                redirect_uris=["http://127.0.0.1/callback"])
+        request_uri = flows.par(client, pkce()[1]).json()["request_uri"]
+        consent = flows.consent_path(client, request_uri)
+    paths = [
+        "/console/", "/console/import", "/console/connect", "/console/records",
+        "/console/records?stream=notes&q=imported", "/console/access", "/console/audit",
+        consent, "/oauth/device", f"/console/connections/{world.conns['alice']}/delete",
+        f"/console/connections/{flaky}/runs/{failed.run_id}",
+        *(f"/console/connect/{key}" for key in sorted(world.home.catalog.manifests)),
+        *(f"/console/connections/{c.connection_id}" for c in world.store.connections()),
+    ]
+    context = chromium.new_context(viewport={"width": 360, "height": 740})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.goto(mint_link(world.store, live.url))
+        wide = {}
+        for path in paths:
+            response = page.goto(f"{live.url}{path}")
+            assert response is not None and response.status == 200, path
+            scroll_width, client_width = page.evaluate(WIDTHS)
+            if scroll_width > client_width:
+                wide[path] = scroll_width
+        page.goto(f"{live.url}/console/import")
+        page.select_option('select[name="connector"]', "notes-export")
+        page.set_input_files('input[name="archive"]', str(notes_file(live.files, "bob")))
+        page.click("text=Upload and import")
+        page.wait_for_selector(".receipt")
+        scroll_width, client_width = page.evaluate(WIDTHS)
+        if scroll_width > client_width:
+            wide["the receipt"] = scroll_width
+        assert client_width == 360 and wide == {}
+    finally:
+        context.close()

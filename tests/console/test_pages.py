@@ -1,14 +1,19 @@
 """The console over HTTP: actions leave the audit events the owner API leaves, delete needs its
 typed confirmation, uploads stream into a private file (console form and owner API alike),
-live progress comes from this process or from the database, records page with cursors."""
+live progress comes from this process or from the database, records page with cursors; the
+overview's cards (coverage drawn per path, next run, known gaps), a connection's timeline
+(counts, errors, each gap's action) and the access page (last use, pending requests)."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -18,8 +23,10 @@ from ownstream.api import console_reads
 from ownstream.cli.main import app as cli_app
 from ownstream.dev.spotify_data import generate_catalog, generate_user, write_archive
 from ownstream.owner import AccessOperations, ConnectionOperations
+from tests.api.conftest import make_notes
+from tests.auth.conftest import Flows, pkce
 
-from .conftest import Console, notes_file
+from .conftest import Console, notes_file, plan_flaky
 
 
 def audit_trail(console: Console, connection_id: str) -> list[tuple[str, str, str]]:
@@ -399,3 +406,180 @@ def test_the_audit_page_pages_to_older_events(
     assert walk(f"/console/audit?operation=rename&connection_id={alice}") == renames
     bad = owner_console.http.get("/console/audit", params={"before": "x"})
     assert bad.status_code == 400
+
+
+def card(page: str, connection_id: str) -> str:
+    """One connection's card on the overview."""
+    found = re.search(
+        rf'<article class="card" aria-labelledby="card-{connection_id}">(.*?)</article>', page,
+        re.S)
+    assert found is not None, connection_id
+    return found.group(1)
+
+
+def text_of(fragment: str) -> str:
+    """What a piece of a page reads as: tags dropped, entities decoded, spaces collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
+
+
+def fact(card_html: str, name: str) -> str:
+    found = re.search(rf"<dt>{name}</dt>\s*<dd>(.*?)</dd>", card_html, re.S)
+    assert found is not None, name
+    return text_of(found.group(1))
+
+
+RATE_LIMITED = {"reason": "rate_limited", "message": "notes after page 3 skipped: rate limited",
+                "recovery_hint": {"action": "retry", "retryable": True}}
+UPSTREAM_DOWN = {"code": "upstream_down", "message": "the notes service answered 503",
+                 "recovery_hint": {"action": "reconnect"}}
+FLAKY_NOTES = [{"note_id": "f1", "title": "one", "updated_at": "2024-02-03T08:00:00.000Z"},
+               {"note_id": "f2", "title": "two", "updated_at": "2024-09-10T08:00:00.000Z"}]
+
+
+def run_flaky(console: Console, *, gaps: Sequence[dict[str, Any]] = (),
+              error: dict[str, Any] | None = None) -> str:
+    """One run of the `flaky` connection as its plan says; returns its status."""
+    world = console.world
+    plan_flaky(world, FLAKY_NOTES, gaps, error)
+    [outcome] = world.home.runtime().run_connection(world.conns["flaky"])
+    return outcome.status
+
+
+def test_an_overview_card_draws_each_paths_coverage_with_the_next_run_and_known_gaps(
+    owner_console: Console, tmp_path: Path
+) -> None:
+    world = owner_console.world
+    alice, carol, flaky = (world.conns[n] for n in ("alice", "carol", "flaky"))
+    assert upload_form(owner_console, notes_file(tmp_path, "alice")).status_code == 201
+    assert run_flaky(owner_console, gaps=[RATE_LIMITED]) == "succeeded"
+    owner_console.post(f"/console/connections/{flaky}/schedule/set", interval_minutes="90",
+                       enabled="on")
+    page = owner_console.http.get("/console/")
+    assert page.status_code == 200
+
+    # alice's two paths: the API's period (her notes' dates) and the export's (2025-04-01..03)
+    alice_card = card(page.text, alice)
+    dates = sorted(n["updated_at"] for n in make_notes("alice"))
+    api_period = (dates[0][:10], dates[-1][:10])
+    covered = [f"notes-api · notes: {api_period[0]} to {api_period[1]}",
+               "notes-export · notes: 2025-04-01 to 2025-04-03"]
+    desc = re.search(r'<desc id="cov-[\w-]+-d">(.*?)</desc>', alice_card)
+    assert desc is not None and text_of(desc.group(1)) == "; ".join(covered)
+    bars = re.findall(r'<rect x="([\d.]+)" y="\d+" width="([\d.]+)" height="10" rx="2" '
+                      r'fill="(#\w+)"><title>(.*?)</title></rect>', alice_card)
+    assert [text_of(label) for *_, label in bars] == covered
+    (api_x, api_w, api_fill, _), (export_x, _, export_fill, _) = bars
+    assert api_fill != export_fill  # a colour per acquisition path
+    # the API's bar spans the whole axis; the export's starts where April 1 falls on it
+    low, high = (datetime.fromisoformat(d) for d in api_period)
+    april = datetime(2025, 4, 1)
+    assert (float(api_x), float(api_w)) == (1.0, 718.0)
+    assert float(export_x) == pytest.approx((april - low) / (high - low) * 718 + 1, abs=0.1)
+    assert f">{api_period[0]}</text>" in alice_card and f">{api_period[1]}</text>" in alice_card
+
+    # the next scheduled run, or why there is none
+    schedule = world.store.schedule(flaky)
+    assert schedule is not None and schedule.next_due_at is not None
+    flaky_card = card(page.text, flaky)
+    assert fact(flaky_card, "Next run") == schedule.next_due_at
+    assert fact(alice_card, "Next run") == "not scheduled"
+    assert fact(card(page.text, carol), "Next run") == "archives only: import a newer one"
+
+    # the known gap of flaky's latest run, and the retry its hint asks for
+    assert fact(flaky_card, "Last run").startswith("succeeded · ")
+    gaps = re.search(r'<ul class="gaps">(.*?)</ul>', flaky_card, re.S)
+    assert gaps is not None
+    assert text_of(gaps.group(1)) == "recoverable notes after page 3 skipped: rate limited"
+    assert "known gap" in text_of(flaky_card)
+    assert f'action="/console/connections/{flaky}/run"' in flaky_card
+    assert ">Retry now</button>" in flaky_card
+    assert '<ul class="gaps">' not in alice_card
+
+
+def timeline(page: str) -> list[tuple[str, str]]:
+    """(status, text) of each entry of a connection's run and import timeline, newest first."""
+    found = re.search(r'<ol class="timeline">(.*?)</ol>', page, re.S)
+    assert found is not None
+    return [(status, text_of(entry)) for status, entry in
+            re.findall(r'<li class="status-(\w+)">(.*?)</li>', found.group(1), re.S)]
+
+
+def test_a_connections_timeline_shows_counts_errors_and_each_gaps_recovery_action(
+    owner_console: Console, tmp_path: Path
+) -> None:
+    world = owner_console.world
+    alice, flaky = world.conns["alice"], world.conns["flaky"]
+    assert run_flaky(owner_console, gaps=[RATE_LIMITED]) == "succeeded"
+    assert run_flaky(owner_console, error=UPSTREAM_DOWN) == "failed"
+    page = owner_console.http.get(f"/console/connections/{flaky}").text
+    failed, gapped = timeline(page)
+    assert failed[0] == "failed" and gapped[0] == "succeeded"
+    assert "nothing changed" in failed[1] and "the notes service answered 503" in failed[1]
+    assert '<p class="error">the notes service answered 503</p>' in page
+    assert "actionable the notes service answered 503 Reconnect" in failed[1]
+    assert "2 new" in gapped[1]
+    assert "recoverable notes after page 3 skipped: rate limited Retry now" in gapped[1]
+    # the actions: reconnect (a set-up form for this connection), retry (run it now)
+    reconnect = f'<a class="button" href="/console/connect/flaky?connection_id={flaky}">Reconnect'
+    assert reconnect in page
+    form = owner_console.http.get("/console/connect/flaky", params={"connection_id": flaky})
+    assert form.status_code == 200 and "Flaky feed" in form.text
+    retry = owner_console.post(f"/console/connections/{flaky}/run")
+    assert retry.status_code == 303 and "/runs/" in retry.headers["location"]
+    [*_, (kind, ended)] = events(owner_console, f"{retry.headers['location']}/events")
+    assert kind == "finished" and ended["status"] == "failed"  # it fails as planned
+
+    # an import: its counts and the records it refused, with the reason
+    bad = tmp_path / "alice-bad.json"
+    bad.write_text(json.dumps({"account": "alice", "deleted": [], "notes": [
+        {"note_id": "z1", "title": "fine", "updated_at": "2025-05-01T09:00:00.000Z"},
+        {"note_id": "z2", "bogus": 1}]}))
+    assert upload_form(owner_console, bad).status_code == 201
+    page = owner_console.http.get(f"/console/connections/{alice}").text
+    imported, collected = timeline(page)
+    assert imported[0] == "succeeded" and imported[1].startswith("Import of alice-bad.json")
+    assert "1 new 1 rejected" in imported[1]
+    assert "<li>rejected <code>schema_mismatch</code>: 1<br>" in page
+    assert "e.g. notes z2 data: Additional properties are not allowed" in imported[1]
+    assert collected[0] == "succeeded" and collected[1].startswith("Run ")
+    assert "12 new" in collected[1] and "rejected" not in collected[1]
+
+
+def test_the_access_page_shows_a_grants_last_use_and_links_a_pending_request(
+    owner_console: Console,
+) -> None:
+    world = owner_console.world
+    flows = Flows(world, owner_console.http)
+    client = flows.register(client_name="Reading Lamp",
+                            redirect_uris=["http://127.0.0.1/callback"])
+    _, tokens = flows.code_flow(client)
+    [grant] = [g for g in world.store.grants() if g.client_id == client.client_id]
+
+    def grant_card() -> str:
+        page = owner_console.http.get("/console/access")
+        found = re.search(rf'<article [^>]*id="grant-{grant.grant_id}">(.*?)</article>',
+                          page.text, re.S)
+        assert found is not None
+        return text_of(found.group(1))
+
+    assert "Tokens: 1 · last used never" in grant_card()
+    read = flows.read(tokens["access_token"], "/v1/streams/notes/records")
+    assert read.status_code == 200
+    shown = grant_card()  # the page writes the use counted in memory before it reads
+    [token] = [t for t in world.store.tokens() if t.grant_id == grant.grant_id]
+    assert token.last_used_at is not None
+    assert f"Tokens: 1 · last used {token.last_used_at}" in shown
+
+    # a request waiting for the owner, linked to its consent page
+    _, challenge = pkce()
+    request_uri = flows.par(client, challenge).json()["request_uri"]
+    consent = flows.consent_path(client, request_uri)
+    page = owner_console.http.get("/console/access")
+    requests = re.search(r'<section id="requests".*?</section>', page.text, re.S)
+    assert requests is not None
+    assert f'<a href="{consent}">Reading Lamp</a>' in requests.group(0)
+    opened = owner_console.http.get(consent)
+    assert opened.status_code == 200 and "Reading Lamp" in opened.text
+    assert 'name="decision" value="approve"' in opened.text
+    overview = owner_console.http.get("/console/").text
+    assert "1 request waiting for your decision" in overview
