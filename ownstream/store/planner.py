@@ -265,6 +265,7 @@ def plan_batch(
         else:
             _upsert(definition, rule, state, write, connector, stats)
     for target_key, write in fills:
+        _widen(definition, write.data, stats)
         _fill(working, current, target_key, write.data, connector, stats)
     for coarse_key, target_key in absorbed:
         _absorb(working, current, coarse_key, target_key)
@@ -386,6 +387,13 @@ def _delete(state: _Working, connector: str, stats: BatchStats) -> None:
         state.deleted = state.touched = True
 
 
+def _widen(definition: StreamDefinition, data: dict[str, Any], stats: BatchStats) -> None:
+    """Every record a batch evidences is in its window, whether it changed anything or not."""
+    point = consent_time(definition, data)
+    if point is not None:
+        stats.widen(point, point)
+
+
 def _upsert(
     definition: StreamDefinition,
     rule: RecordRule | None,
@@ -394,9 +402,7 @@ def _upsert(
     connector: str,
     stats: BatchStats,
 ) -> None:
-    point = consent_time(definition, write.data)
-    if point is not None:
-        stats.widen(point, point)
+    _widen(definition, write.data, stats)
     if state.deleted and OWNER_EDITOR in state.paths:
         if _merged(definition, state.data, write.data, other_paths=False) == state.data:
             stats.skipped += 1  # what the owner deleted, seen again: it stays deleted

@@ -282,6 +282,11 @@ def test_a_coarse_entry_fills_the_precise_record_of_the_same_event() -> None:
     filled = held_play(RecordWrite("plays", "p1", version.head.data, ""), 1, "api")
     again = plan_plays([COARSE], {"p1": filled}, BASIC)
     assert not again.versions and again.stats.duplicate == 1
+    # either way the batch evidenced that play: its time is in the batch's window
+    for outcome in (result, again):
+        assert (outcome.stats.window_start, outcome.stats.window_end) == (
+            "2024-03-01T10:15:00.000Z", "2024-03-01T10:15:00.000Z"
+        )
 
 
 def test_a_precise_record_absorbs_the_coarse_one_held_before_it() -> None:
