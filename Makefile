@@ -27,6 +27,7 @@ test: setup
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench.versus $(if $(QUICK),--quick,)
 
 lint: setup
 	$(BIN)/ruff check ownstream tests bench
