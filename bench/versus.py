@@ -254,6 +254,8 @@ def datasette_server(db: Path) -> contextlib.AbstractContextManager[str]:
         raise RuntimeError("no `datasette` beside this interpreter (pip install -e '.[bench]')")
     port = _free_port()
     command = [script, "serve", str(db), "--host", "127.0.0.1", "--port", str(port)]
+    # facet suggestions decorate its HTML pages: off, they would cost it seconds a table page
+    command += ["--setting", "suggest_facets", "off"]
     return server(command, port, "/-/versions.json")
 
 
@@ -752,7 +754,8 @@ def render(results: dict[str, Any], command: str) -> str:
             f"{CONCURRENCY} threads, each with its own keep-alive connection, for "
             f"{results.get('seconds', SECONDS):.0f} s per side, {ROUNDS} rounds, the order "
             "swapped each round; ownstream with a client grant's token for `listening_history`, "
-            "Datasette's table JSON API newest first (`_sort_desc=ts`), pages of "
+            "Datasette's table JSON API newest first (`_sort_desc=ts`; `suggest_facets` off, which "
+            "would otherwise add seconds of facet probes to every table page), pages of "
             f"{PAGE_LIMIT}, searches of {SEARCH_LIMIT} hits (Datasette adds its count of the "
             "matches, as it does by default). The deep page starts 80 % down (ownstream's sealed "
             "cursor; Datasette's own `_next` token). Search terms come from the baseline's FTS "
