@@ -478,7 +478,10 @@ def _head(
     return Head(
         record_key=key,
         data=state.data,
-        encoded=state.encoded if state.encoded is not None else orjson.dumps(state.data),
+        # a copy of its exact length: orjson's result keeps its whole (~4 KiB) output buffer
+        encoded=state.encoded
+        if state.encoded is not None
+        else bytes(memoryview(orjson.dumps(state.data))),
         emitted_at=state.emitted_at,
         cursor_value=sortable(state.data.get(cursor_field)) if cursor_field else "",
         consent_time=consent_time(definition, state.data),

@@ -340,7 +340,9 @@ class _Importer:
         def each(file: _File, document: Any) -> Iterator[Message]:
             streams = _KIND_STREAMS[file.kind or ""]
             stream = streams[0] if len(streams) == 1 else None
-            for index, entry in enumerate(document):
+            for index in range(len(document)):
+                # each entry is let go once read: a parsed file need not outlive its records
+                entry, document[index] = document[index], None
                 try:
                     yield from parse(entry_object(entry))
                 except Malformed as problem:
