@@ -9,6 +9,7 @@ abandoned stage) run in short transactions too, and resume after a crash.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from datetime import timedelta
@@ -50,6 +51,7 @@ _COPY_COLUMNS = (
 )
 
 
+@functools.lru_cache(maxsize=1024)  # a stream's records share a handful of path sets
 def _paths_text(paths: frozenset[str]) -> str:
     return "," + ",".join(sorted(paths)) + ","
 
