@@ -12,12 +12,16 @@ baseline taken in the same run on the same machine:
    and what the published-version condition costs that SQL;
 4. search (selective, mid, unselective terms; with and without `connection_id`) vs the same
    FTS5 query;
-5. `changes_since` after 1 % of records changed vs a full sync from `beginning`, and vs the
+5. aggregations over every record (a count by day in UTC and in a zone, a count grouped by a
+   field, a sum) and field windows of one record's body (by offset, around a match) vs the
+   plain SQL computing the same answer, with and without the published-version condition;
+6. `changes_since` after 1 % of records changed vs a full sync from `beginning`, and vs the
    same change-feed SQL walked straight;
-6. deleting one connection of 3 vs the same deletes in plain SQL, and siblings' page latency;
-7. the freeze check: owner writes and client reads against `ownstream serve` while large
+7. deleting one connection of 3 vs the same deletes in plain SQL, and siblings' page latency;
+8. the freeze check: owner writes and client reads against `ownstream serve` while large
    imports run, vs the same requests with no import; what publishing costs a 10k vs a
-   100k-or-more record import, and the importing process's peak RSS.
+   100k-or-more record import, and the importing process's peak RSS;
+9. mail: an mbox import vs the stdlib parsing it, and an IMAP first sync vs imapclient alone.
 
 Heavy writes run in child processes so each reports its own peak RSS (VmHWM). The table is
 printed and written to docs/benchmarks.md (a `--quick` run to bench/out/benchmarks-quick.md, so
@@ -54,7 +58,7 @@ from typing import Any
 
 import orjson
 
-from bench import mail, workload
+from bench import mail, reads, workload
 from bench.workload import STREAM, percentile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,9 +75,9 @@ FLOOR_TXN_ROWS = 50_000
 FULL_SYNC_BUDGET_SECONDS = 120.0
 DLT_MODULES = ("dlt", "sqlalchemy", "alembic")  # dlt's SQLite destination needs all three
 DLT_RECORDS = 250_000  # dlt loads at most this many (its rate, ~3k rec/s, is size-independent)
-SMALL_IMPORT = 10_000  # the small side of the publish-cost pair
+SMALL_IMPORT = 10_000  # the small side of the publish-cost pair (half the run's size below 20k)
 SMALL_ACCOUNTS = ("sa", "sb", "sc")  # three small imports: their median publish is the figure
-LARGE_ACCOUNT = "lg"  # the large import: the run's size, at least 10 x SMALL_IMPORT
+LARGE_ACCOUNT = "lg"  # the large import: the run's size, at least 10 x the small side
 FREEZE_PACE_SECONDS = 0.1  # one round (an owner write, two client reads) this often
 FREEZE_IDLE_ROUNDS = 50  # rounds with no import running: the baseline (fewer if --repeats is)
 FREEZE_BUDGET_SECONDS = 1800.0  # the imports get this long; the request loop stops with them
@@ -141,12 +145,32 @@ class Layout:
         return UPDATE_SHARE * self.size / sum(counts[a] for a in API_ACCOUNTS)
 
     @property
+    def small_import(self) -> int:
+        """SMALL_IMPORT, less only for runs smaller than `--quick` (the smoke test's)."""
+        return max(1, min(SMALL_IMPORT, self.size // 2))
+
+    @property
     def large_import(self) -> int:
-        return max(self.size, 10 * SMALL_IMPORT)
+        return max(self.size, 10 * self.small_import)
 
     def import_sizes(self) -> dict[str, int]:
         """The freeze check's imports, in the order they run: three small, then the large."""
-        return {**dict.fromkeys(SMALL_ACCOUNTS, SMALL_IMPORT), LARGE_ACCOUNT: self.large_import}
+        small = self.small_import
+        return {**dict.fromkeys(SMALL_ACCOUNTS, small), LARGE_ACCOUNT: self.large_import}
+
+    def mail_sizes(self) -> dict[str, int]:
+        """Messages of the mail section: full, quick, or scaled down below the quick size."""
+        if self.size > QUICK_SIZE:
+            return {
+                "mbox_messages": mail.FULL_MBOX_MESSAGES,
+                "imap_messages": mail.FULL_IMAP_MESSAGES,
+            }
+        share = self.size / QUICK_SIZE
+        return {
+            # the importer reports its progress (and so its RSS) every 1,000 messages
+            "mbox_messages": max(1_000, round(mail.QUICK_MBOX_MESSAGES * share)),
+            "imap_messages": max(50, round(mail.QUICK_IMAP_MESSAGES * share)),
+        }
 
     def import_dir(self, account: str) -> Path:
         return self.data / f"{account}-import"
@@ -171,7 +195,7 @@ def _write_updates(source: Path, target: Path, fraction: float) -> int:
 def generate_data(layout: Layout) -> dict[str, Any]:
     """Write every file the run needs (reused when a previous run left the same ones)."""
     stamp = layout.data / "stamp.json"
-    wanted = {"size": layout.size, "seed": SEED, "version": 2}
+    wanted = {"size": layout.size, "seed": SEED, "version": 3}
     if stamp.exists() and orjson.loads(stamp.read_bytes()) == wanted:
         log("reusing generated data")
         return {"seconds": 0.0, "reused": True}
@@ -386,7 +410,7 @@ def child_ingest(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# 1a/2/6. the executemany floor (child) --------------------------------------------------------
+# 1a/2/7. the executemany floor (child) --------------------------------------------------------
 def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     """The least SQL a store could issue for the same rows: no lookups, no plan, no lease."""
     from ownstream.store.sqlite.connections import PURGE_CHUNK
@@ -525,7 +549,7 @@ def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
         reimported += len(rows)
     reimport_seconds = time.perf_counter() - started
 
-    # 6. delete floor: the store's purge statements, chunk by chunk. A contentless index
+    # 7. delete floor: the store's purge statements, chunk by chunk. A contentless index
     # forgets a row only when handed the values it indexed, so each chunk's data is read back.
     victim = connections[API_ACCOUNTS[0]]
     scope = scopes[victim]
@@ -580,7 +604,9 @@ def _take(handle: Any, wanted: int) -> list[bytes]:
 def child_dlt(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
     os.environ["DLT_DATA_DIR"] = str(layout.work / "dlt" / "data")
-    import dlt  # the bench extra
+    # dlt is an optional comparison dependency (the `bench` extra), typed only when installed:
+    # where it is not (a `.[dev]` environment), mypy can neither find it nor type its decorator
+    import dlt  # type: ignore[import-not-found, unused-ignore]
 
     folder = layout.work / "dlt"
     shutil.rmtree(folder, ignore_errors=True)
@@ -589,7 +615,9 @@ def child_dlt(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     share = min(1.0, DLT_RECORDS / layout.size)
     files = [(layout.records_file(a), math.ceil(layout.counts()[a] * share)) for a in accounts]
 
-    @dlt.resource(name=STREAM, write_disposition="merge", primary_key="id")
+    @dlt.resource(  # type: ignore[untyped-decorator, unused-ignore]
+        name=STREAM, write_disposition="merge", primary_key="id"
+    )
     def messages() -> Iterator[list[dict[str, Any]]]:
         for path, wanted in files:
             left = wanted
@@ -674,18 +702,20 @@ def child_profile(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# 7. the freeze check's imports (child) --------------------------------------------------------
+# 8. the freeze check's imports (child) --------------------------------------------------------
 def _timed_store(path: Path) -> Any:
     """The SQLite store, timing each `publish`: how long its transaction waited for the write
     lock and then held it, apart from the clean-up it runs after committing."""
     from ownstream.model import Acquisition
     from ownstream.store.base import Publication
-    from ownstream.store.planner import BatchStats
     from ownstream.store.sqlite import SQLiteStore
 
     class TimedStore(SQLiteStore):
-        publishes: list[dict[str, float]]
-        transactions: list[tuple[float, float]]  # (waited, held) of each outermost transaction
+        def __init__(self, path: Path) -> None:
+            self.publishes: list[dict[str, float]] = []
+            # (waited, held) of each outermost transaction; opening the store already runs some
+            self.transactions: list[tuple[float, float]] = []
+            super().__init__(path)
 
         @contextlib.contextmanager
         def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -698,19 +728,15 @@ def _timed_store(path: Path) -> Any:
             if not nested:
                 self.transactions.append((held - begin, time.perf_counter() - held))
 
-        def publish(self, acquisition: Acquisition, publication: Publication) -> BatchStats:
+        def publish(self, acquisition: Acquisition, publication: Publication) -> None:
             self.transactions = []
-            stats = super().publish(acquisition, publication)
+            super().publish(acquisition, publication)
             (waited, held), *cleanup = self.transactions
             self.publishes.append(
                 {"waited": waited, "held": held, "cleanup": sum(w + h for w, h in cleanup)}
             )
-            return stats
 
-    store = TimedStore(path)
-    store.publishes = []
-    store.transactions = []
-    return store
+    return TimedStore(path)
 
 
 def child_imports(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
@@ -951,7 +977,8 @@ def page_cases(
     merged: list[str] | None,
     single_label: str = "1 connection",
 ) -> list[PageCase]:
-    from ownstream.api import cursors
+    from ownstream.reads import cursors
+    from ownstream.store.base import StoredRecord
 
     cases = []
     shapes: list[tuple[str, list[str], str | None]] = [(single_label, [single], single)]
@@ -962,17 +989,15 @@ def page_cases(
         if narrowed is not None:
             base["connection_id"] = narrowed
         cases.append(PageCase(f"first page, {label}", base, *_page_query(db, ids, None)))
-        position = _deep_position(db, ids)
-        token = cursors.encode(
-            home.vault,
-            "page",
-            {"s": STREAM, "o": "desc", "v": position[0], "c": position[1], "r": position[2]},
-        )
+        value, connection_id, key = _deep_position(db, ids)
+        # the cursor a page ending on that record hands out (newest first, the default order)
+        last = StoredRecord(connection_id, STREAM, key, {}, "", value)
+        token = cursors.page_cursor(home.vault, STREAM, "desc", last)
         cases.append(
             PageCase(
                 f"deep page (80 %), {label}",
                 {**base, "cursor": token},
-                *_page_query(db, ids, position),
+                *_page_query(db, ids, (value, connection_id, key)),
             )
         )
     return cases
@@ -1120,7 +1145,7 @@ def bench_search(
     return found
 
 
-# 5. changes_since -----------------------------------------------------------------------------
+# 6. changes_since -----------------------------------------------------------------------------
 def page_through(api: Api, params: dict[str, Any], budget: float | None) -> dict[str, Any]:
     """Follow next_cursor to the end (or until `budget` seconds); time the whole walk."""
     path = f"/v1/streams/{STREAM}/records"
@@ -1210,11 +1235,12 @@ def walk_changes_sql(
 
 
 def bench_changes(layout: Layout, home: Any, api: Api, db: sqlite3.Connection) -> dict[str, Any]:
-    from ownstream.api import cursors
     from ownstream.grants.scope import owner_connections
+    from ownstream.reads import cursors
 
     store = home.store
     since = store.change_horizon()
+    # the `next_changes_since` a feed read to its end now would hand out (reads/changes.py)
     token = cursors.encode(home.vault, "since", {"s": STREAM, "e": store.epoch(), "seq": since})
     runtime = home.runtime()
     started = time.perf_counter()
@@ -1260,7 +1286,7 @@ def bench_changes(layout: Layout, home: Any, api: Api, db: sqlite3.Connection) -
     }
 
 
-# 6. delete ------------------------------------------------------------------------------------
+# 7. delete ------------------------------------------------------------------------------------
 def bench_delete(
     home: Any, api: Api, db: sqlite3.Connection, connections: dict[str, str], repeats: int
 ) -> dict[str, Any]:
@@ -1284,7 +1310,7 @@ def bench_delete(
     }
 
 
-# 7. the freeze check ----------------------------------------------------------------------------
+# 8. the freeze check ----------------------------------------------------------------------------
 def _latency(samples: list[float]) -> dict[str, float]:
     """Seconds → the freeze check's summary in milliseconds."""
     ms = [s * 1000 for s in samples]
@@ -1571,6 +1597,7 @@ def build_table(r: dict[str, Any]) -> Table:
             _x(scoped / plain),
             "",
         )
+    _read_surface_rows(t, r["read_surface"])
     ch = r["changes"]
     share = ch["incremental"]["seconds"] / ch["full_seconds"]
     full = ch["full"]
@@ -1580,7 +1607,7 @@ def build_table(r: dict[str, Any]) -> Table:
         else (f" (extrapolated from {full['pages']} of {ch['full_pages']:,} pages)")
     )
     t.add(
-        f"5 changes_since after {ch['changed']:,} records changed "
+        f"6 changes_since after {ch['changed']:,} records changed "
         f"({ch['changed'] / ch['live']:.1%})",
         f"{ch['incremental']['seconds']:.2f} s, {ch['incremental']['pages']} pages",
         f"full sync {ch['full_seconds']:,.1f} s{measured}",
@@ -1589,7 +1616,7 @@ def build_table(r: dict[str, Any]) -> Table:
         share <= 0.05,
     )
     t.add(
-        "5 full sync (changes_since=beginning), time per page of "
+        "6 full sync (changes_since=beginning), time per page of "
         f"{PAGE_LIMIT} at {ch['live']:,} records",
         f"{full['seconds'] / full['pages'] * 1000:,.0f} ms/page over {full['pages']:,} pages",
         "changes_since page "
@@ -1601,14 +1628,14 @@ def build_table(r: dict[str, Any]) -> Table:
     api_page = ch["incremental"]["seconds"] / ch["incremental"]["pages"]
     sql_page = sql_walk["seconds"] / sql_walk["pages"]
     t.add(
-        "5 changes_since after the update pass vs the same change-feed SQL walked straight",
+        "6 changes_since after the update pass vs the same change-feed SQL walked straight",
         f"{api_page * 1000:.3g} ms/page",
         f"SQL {sql_page * 1000:.3g} ms/page",
         _x(api_page / sql_page),
         "",
     )
     t.add(
-        "5 update pass through the runtime (incremental runs)",
+        "6 update pass through the runtime (incremental runs)",
         _rate(ch["changed"], ch["update_seconds"]),
         "",
         "",
@@ -1616,7 +1643,7 @@ def build_table(r: dict[str, Any]) -> Table:
     )
     de = r["delete"]
     t.add(
-        f"6 delete one connection of 3 ({de['records']:,} records)",
+        f"7 delete one connection of 3 ({de['records']:,} records)",
         f"{de['seconds']:.1f} s",
         f"plain SQL deletes {floor['delete_seconds']:.1f} s",
         _x(de["seconds"] / floor["delete_seconds"]),
@@ -1625,7 +1652,7 @@ def build_table(r: dict[str, Any]) -> Table:
     for name in de["before"]:
         before, after = de["before"][name]["api"]["p50"], de["after"][name]["api"]["p50"]
         t.add(
-            f"6 sibling {name}, before → after delete",
+            f"7 sibling {name}, before → after delete",
             f"{_ms(before)} → {_ms(after)}",
             "",
             _x(after / before),
@@ -1638,16 +1665,43 @@ def build_table(r: dict[str, Any]) -> Table:
     return t
 
 
+def _read_surface_rows(t: Table, found: dict[str, Any]) -> None:
+    """Aggregations and field windows (bench/reads.py) against their SQL floors."""
+    for name, case in found["aggregate"].items():
+        api, sql, visible = case["api"], case["sql"], case["visible"]
+        compared = (
+            "" if case["compared"] else f"; shifted {reads.ZONE_BASELINE_OFFSET}, not compared"
+        )
+        t.add(
+            f"5 aggregate {name} over {case['records']:,} records",
+            f"p50 {_ms(api['p50'])} · p95 {_ms(api['p95'])}",
+            f"SQL p50 {_ms(sql['p50'])}; with the published-version condition "
+            f"{_ms(visible['p50'])}{compared}",
+            _x(api["p50"] / sql["p50"]),
+            "",
+        )
+    for name, case in found["field_window"].items():
+        api, sql = case["api"], case["sql"]
+        t.add(
+            f"5 field window: {name} of `body`, one record",
+            f"p50 {_ms(api['p50'])} · p95 {_ms(api['p95'])} · p99 {_ms(api['p99'])}",
+            f"SQL substr p50 {_ms(sql['p50'])}",
+            _x(api["p50"] / sql["p50"]),
+            "",
+        )
+
+
 def _freeze_rows(t: Table, r: dict[str, Any]) -> None:
     fr = r["freeze"]
     imports = fr["imports"]
     small = [v for k, v in imports.items() if k != LARGE_ACCOUNT]
     large = imports[LARGE_ACCOUNT]
-    label = f"{len(small)} x {SMALL_IMPORT:,} + {large['records']:,}-record imports"
+    small_size = small[0]["records"]
+    label = f"{len(small)} x {small_size:,} + {large['records']:,}-record imports"
     for kind, busy in fr["busy"].items():
         idle = fr["idle"][kind]
         t.add(
-            f"7 freeze check: {kind} during {label} ({busy['n']:,} requests)",
+            f"8 freeze check: {kind} during {label} ({busy['n']:,} requests)",
             f"p95 {_ms(busy['p95'])} · max {_ms(busy['max'])} · "
             f"{busy['slow_share']:.1%} over {SLOW_SECONDS:.0f} s",
             f"no import: p95 {_ms(idle['p95'])} · max {_ms(idle['max'])}",
@@ -1658,7 +1712,7 @@ def _freeze_rows(t: Table, r: dict[str, Any]) -> None:
     first_import = r["ingest"]["per_account_seconds"][EXPORT_ACCOUNT]
     exported = r["ingest"]["per_account_records"][EXPORT_ACCOUNT]
     t.add(
-        f"7 import while serving ({large['records']:,} records) vs the import of 1 (no server)",
+        f"8 import while serving ({large['records']:,} records) vs the import of 1 (no server)",
         _rate(large["records"], large["seconds"]),
         _rate(exported, first_import),
         _x(large["records"] / large["seconds"] / (exported / first_import)),
@@ -1675,8 +1729,8 @@ def _freeze_rows(t: Table, r: dict[str, Any]) -> None:
         )
 
     t.add(
-        f"7 publish: its transaction at the end of a {large['records']:,}- vs a "
-        f"{SMALL_IMPORT:,}-record import (median of {len(small)}), while serving",
+        f"8 publish: its transaction at the end of a {large['records']:,}- vs a "
+        f"{small_size:,}-record import (median of {len(small)}), while serving",
         held(large_publish),
         held(small_publish),
         _x(ratio),
@@ -1685,7 +1739,7 @@ def _freeze_rows(t: Table, r: dict[str, Any]) -> None:
     )
     small_rss = max(v["rss_peak"] for v in small)
     t.add(
-        f"7 peak RSS of the importing process after the {SMALL_IMPORT:,}- and the "
+        f"8 peak RSS of the importing process after the {small_size:,}- and the "
         f"{large['records']:,}-record imports",
         f"{small_rss:.0f} → {large['rss_peak']:.0f} MiB",
         f"at start {fr['start_rss']:.0f} MiB",
@@ -1715,6 +1769,7 @@ def render(results: dict[str, Any], table: Table, command: str) -> str:
     from ownstream.store.sqlite.database import CACHE_KIB
 
     m = results["machine"]
+    small_import = results["freeze"]["imports"][SMALL_ACCOUNTS[0]]["records"]
     lines = [
         "# Benchmarks",
         "",
@@ -1750,7 +1805,17 @@ def render(results: dict[str, Any], table: Table, command: str) -> str:
         "search (the stream's indexed fields, then the MATCH scoped by stream and connection "
         "tokens) straight on the same database file, without the API around them; the "
         "*published-version condition* rows time the page statement alone with and without "
-        "that condition (without it, it is the query schema 1 ran); the change-feed baseline "
+        "that condition (without it, it is the query schema 1 ran); the aggregation rows (5) "
+        f"take {reads.AGGREGATE_REPEATS} samples after one warm-up, and their floors "
+        "run the same count, `GROUP BY` or sum on the records table alone, over every live row "
+        "of the 3 connections, without grant scoping or the published-version condition (the "
+        "run first checks that every live row is a published head, so both count the same "
+        "records; the row also gives the floor's time with that condition, through the "
+        "connections join the store uses), and the zoned count's floor shifts every moment by "
+        f"one fixed offset ({reads.ZONE_BASELINE_OFFSET}) where the API follows the zone's "
+        "rules, so its time is measured but its answer is not compared; the field-window floors "
+        "take the same `substr` of the record's `body` (by offset, and around the first "
+        "`instr` of the term) in SQL; the change-feed baseline "
         "walks the same pages with the store's change-feed query; the re-import floor is one "
         "`INSERT … ON CONFLICT DO UPDATE … WHERE data changed` per line, records table only; "
         "the delete floor runs the store's purge statements on the floor database (a "
@@ -1766,13 +1831,13 @@ def render(results: dict[str, Any], table: Table, command: str) -> str:
         f"sync that does not finish within {FULL_SYNC_BUDGET_SECONDS:.0f} s is extrapolated from "
         "its pages so far.",
         "",
-        "The freeze check (7) runs rounds of one owner write (a new grant via `POST "
+        "The freeze check (8) runs rounds of one owner write (a new grant via `POST "
         "/v1/owner/grants` and a rename via `PATCH /v1/owner/connections/…`, in turn) and two "
         "client reads (a first page and a selective search, with a client grant's token), "
         f"one round every {FREEZE_PACE_SECONDS * 1000:.0f} ms, against `ownstream serve`: "
         "first with nothing else running (the baseline), then while one process imports "
-        f"{len(SMALL_ACCOUNTS)} archives of {SMALL_IMPORT:,} records and one of the run's size "
-        f"(at least {10 * SMALL_IMPORT:,}), each into a new connection, one after another; the "
+        f"{len(SMALL_ACCOUNTS)} archives of {small_import:,} records and one of the run's size "
+        f"(at least {10 * small_import:,}), each into a new connection, one after another; the "
         "loop stops when that process exits. That process times each `publish`: how long its "
         "transaction waited for the write lock and then held it (the ratio compares the time "
         "held), and apart from it the clean-up it runs after committing; it reports its VmHWM "
@@ -1848,20 +1913,17 @@ def run_suite(layout: Layout, *, with_dlt: bool, repeats: int) -> dict[str, Any]
                 "pages": bench_pages(remote, db, cases, repeats),
                 "detail": bench_detail(remote, db, single, repeats),
             }
-        step("5. changes_since after an update pass")
+        step("5. aggregations and field windows")
+        results["read_surface"] = reads.bench_reads(api, db, owned, measure, repeats)
+        step("6. changes_since after an update pass")
         results["changes"] = bench_changes(layout, home, api, db)
-        step("6. delete one connection")
+        step("7. delete one connection")
         results["delete"] = bench_delete(home, api, db, connections, repeats)
     db.close()
-    step("7. freeze check: requests to `ownstream serve` while imports run")
+    step("8. freeze check: requests to `ownstream serve` while imports run")
     results["freeze"] = bench_freeze(layout, token, connections[API_ACCOUNTS[1]], repeats)
-    step("8. mail: mbox import and IMAP first sync")
-    quick = layout.size <= QUICK_SIZE
-    results["mail"] = mail.run(
-        layout.work / "mail",
-        mbox_messages=mail.QUICK_MBOX_MESSAGES if quick else mail.FULL_MBOX_MESSAGES,
-        imap_messages=mail.QUICK_IMAP_MESSAGES if quick else mail.FULL_IMAP_MESSAGES,
-    )
+    step("9. mail: mbox import and IMAP first sync")
+    results["mail"] = mail.run(layout.work / "mail", **layout.mail_sizes())
     results["elapsed"] = time.perf_counter() - started
     results["load"] = [*loads, os.getloadavg()[0]]
     return results
@@ -1870,7 +1932,13 @@ def run_suite(layout: Layout, *, with_dlt: bool, repeats: int) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_SIZE:,} records")
-    parser.add_argument("--size", type=int, default=None, help=f"records (default {FULL_SIZE:,})")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help=f"records (default {FULL_SIZE:,}; below {QUICK_SIZE:,}, the freeze check's imports "
+        "and the mail section shrink too)",
+    )
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: temp)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--no-dlt", action="store_true", help="skip the dlt baseline")

@@ -11,6 +11,7 @@ an update pass) are computed from an original file line by line, never loaded wh
 
 from __future__ import annotations
 
+import calendar
 import itertools
 import random
 import time
@@ -115,6 +116,10 @@ def _iso(moment: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
 
+def _epoch(text: str) -> int:
+    return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+
+
 def _plant(draw: Callable[[], float], words: list[str]) -> None:
     for term, rate in RATES.items():
         if draw() < rate:
@@ -138,15 +143,25 @@ LABEL_SETS = tuple(
 )
 
 
-def generate(account: str, count: int, seed: int, *, first: int = 0) -> Iterator[dict[str, Any]]:
-    """`count` messages of one account, oldest first, ids `{account}-{n:08d}` from `first`."""
+def generate(
+    account: str,
+    count: int,
+    seed: int,
+    *,
+    first: int = 0,
+    after: int | None = None,
+    step: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """`count` messages of one account, oldest first, ids `{account}-{n:08d}` from `first`,
+    spread over SPAN_SECONDS from EPOCH; or, given `after` (epoch seconds) and `step` (the mean
+    seconds between two messages), continuing another file's timeline at its pace."""
     rng = random.Random(f"{seed}:{account}:{first}")
     draw = rng.random
     vocab = vocabulary(seed)
     text_source = Text(vocab, rng)
     people = _people(rng, vocab, account, 300)
-    step = max(1, SPAN_SECONDS // max(count, 1))
-    moment = EPOCH + first * step
+    step = step or max(1, SPAN_SECONDS // max(count, 1))
+    moment = EPOCH + first * step if after is None else after
     for n in range(first, first + count):
         moment += _between(draw, 1, 2 * step - 1) if step > 1 else 1
         body = text_source.words(draw, _between(draw, *BODY_WORDS))
@@ -211,11 +226,13 @@ def overlapping(
     rng = random.Random(f"{seed}:{account}:overlap")
     vocab = vocabulary(seed)
     every = max(1, round(keep / max(1, round(total * changed))))
-    last = 0
+    last, sent = 0, EPOCH
     for index, record in enumerate(itertools.islice(read_jsonl(source), keep)):
-        last = int(record["id"].rsplit("-", 1)[1])
+        last, sent = int(record["id"].rsplit("-", 1)[1]), _epoch(record["sent_at"])
         yield _edit(record, rng, vocab) if index % every == every - 1 else record
-    yield from generate(account, total - keep, seed, first=last + 1 + total)
+    # the new records follow the last kept one at the same pace (sent within the span's end)
+    pace = max(1, SPAN_SECONDS // max(total, 1))
+    yield from generate(account, total - keep, seed, first=last + 1 + total, after=sent, step=pace)
 
 
 def updates(source: Path, seed: int, *, fraction: float) -> Iterator[dict[str, Any]]:

@@ -22,6 +22,7 @@ from ownstream.errors import (
 )
 from ownstream.identity import Resolution, ResolutionContext, linking_rule, resolve
 from ownstream.model import (
+    AcquisitionMethod,
     AttachedPath,
     Connection,
     ConnectionIdentity,
@@ -38,7 +39,9 @@ STREAM = StreamDefinition(
 CLAIM = "user_id"
 
 
-def manifest(key: str, method: str = "provider_api", claim: str | None = CLAIM) -> Any:
+def manifest(
+    key: str, method: AcquisitionMethod = "provider_api", claim: str | None = CLAIM
+) -> Any:
     return ConnectorManifest(
         connector_key=key, version="1", display_name=key, source="svc",
         acquisition_method=method, streams=(STREAM,), identity_claim=claim, command=("x",),

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
+from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,10 +28,11 @@ from ownstream.api import (
     provider_oauth,
 )
 from ownstream.api.responses import JSONBody
-from ownstream.auth.discovery import normalize_public_url
+from ownstream.auth.discovery import MCP_PATH, normalize_public_url
 from ownstream.clock import random_id
 from ownstream.errors import UnsupportedVersion
 from ownstream.home import Home
+from ownstream.mcp.http import McpEndpoint
 
 log = logging.getLogger("ownstream.http")
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -121,11 +123,14 @@ def create_app(home: Home, public_url: str | None = None) -> FastAPI:
     """The app; `public_url` is the base URL clients see (`serve --public-url`), else the URL
     each request reached."""
 
+    mcp_endpoint = McpEndpoint(home)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         home.usage.start()
         try:
-            yield
+            async with mcp_endpoint.running():
+                yield
         finally:
             home.usage.stop()
             home.background.join(SHUTDOWN_GRACE_SECONDS)
@@ -153,6 +158,9 @@ def create_app(home: Home, public_url: str | None = None) -> FastAPI:
     app.include_router(console.router)
     app.include_router(console_imports.router)
     app.include_router(console_reads.router)
+    app.router.routes.append(
+        Route(MCP_PATH, mcp_endpoint, methods=["POST"], include_in_schema=False)
+    )
     app.mount(
         "/console/static",
         StaticFiles(packages=[("ownstream.console", "static")]),

@@ -90,17 +90,18 @@ Fields = Annotated[list[str] | None, Depends(fields_param)]
 
 @router.get("/v1/streams")
 def list_streams(current: Annotated[Read, allow(())]) -> JSONBody:
-    entries = metadata.list_streams(home(current.request), current.who, current.connection_id)
     return JSONBody(
-        {"object": "list", "data": entries, "has_more": False,
-         "meta": {"warnings": current.warnings}}
+        metadata.list_streams(
+            home(current.request), current.who, current.connection_id, current.warnings
+        )
     )
 
 
 @router.get("/v1/streams/{stream}")
 def get_stream(stream: str, current: Annotated[Read, allow(())]) -> JSONBody:
-    body = metadata.metadata_for(home(current.request), current.scope(stream))
-    return JSONBody({**body, "meta": {"warnings": current.warnings}})
+    return JSONBody(
+        metadata.metadata_for(home(current.request), current.scope(stream), current.warnings)
+    )
 
 
 @router.get("/v1/streams/{stream}/records")

@@ -29,19 +29,37 @@ TYPES = {
 }
 
 
-def bearer_challenge(request: Request) -> str:
-    """RFC 6750 §3 with RFC 9728 §5: where a client finds out how to get a token."""
-    metadata = public_url(request) + RESOURCE_METADATA_PATH
+def bearer_challenge(request: Request, resource_metadata: str | None = None) -> str:
+    """RFC 6750 §3 with RFC 9728 §5: where a client finds out how to get a token (the REST
+    surface's metadata unless another resource, such as MCP, names its own)."""
+    metadata = resource_metadata or public_url(request) + RESOURCE_METADATA_PATH
     challenge = f'Bearer resource_metadata="{metadata}"'
     if request.headers.get("authorization"):
         challenge += ', error="invalid_token"'
     return challenge
 
 
-def envelope(request: Request, status: int, body: dict[str, object]) -> JSONBody:
-    request_id = getattr(request.state, "request_id", "")
-    error = {"type": TYPES.get(status, "api_error"), **body, "request_id": request_id}
-    headers = {"WWW-Authenticate": bearer_challenge(request)} if status == 401 else {}
+def error_body(status: int, body: dict[str, object], request_id: str | None) -> dict[str, object]:
+    """The PDPP error object: its type (from the status), code, message and details."""
+    error = {"type": TYPES.get(status, "api_error"), **body}
+    if request_id is not None:
+        error["request_id"] = request_id
+    return error
+
+
+def envelope(
+    request: Request,
+    status: int,
+    body: dict[str, object],
+    *,
+    resource_metadata: str | None = None,
+) -> JSONBody:
+    error = error_body(status, body, getattr(request.state, "request_id", ""))
+    headers = (
+        {"WWW-Authenticate": bearer_challenge(request, resource_metadata)}
+        if status == 401
+        else {}
+    )
     return JSONBody({"error": error}, status_code=status, headers=headers)
 
 

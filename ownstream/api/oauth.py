@@ -28,6 +28,7 @@ from ownstream.auth.authorizations import (
 from ownstream.auth.discovery import (
     Endpoints,
     authorization_server_metadata,
+    mcp_resource_metadata,
     protected_resource_metadata,
 )
 from ownstream.auth.server import (
@@ -85,6 +86,11 @@ def to_response(result: OAuthResponse) -> Response:
 @router.get(paths.RESOURCE_METADATA_PATH)
 def resource_metadata(request: Request) -> dict[str, Any]:
     return protected_resource_metadata(endpoints(request))
+
+
+@router.get(paths.RESOURCE_METADATA_PATH + paths.MCP_PATH)
+def mcp_metadata(request: Request) -> dict[str, Any]:
+    return mcp_resource_metadata(endpoints(request))
 
 
 @router.get(paths.AUTHORIZATION_SERVER_METADATA_PATH)

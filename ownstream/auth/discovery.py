@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ownstream.auth import DATA_ACCESS_TYPE, DEVICE_GRANT_TYPE, SCOPE
 from ownstream.errors import InvalidArgument
+from ownstream.reads.records import SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT
 
 RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
 AUTHORIZATION_SERVER_METADATA_PATH = "/.well-known/oauth-authorization-server"
@@ -56,7 +57,18 @@ class Endpoints:
     @property
     def resources(self) -> tuple[str, str]:
         """The RFC 8707 resources a token may be bound to: the REST surface and MCP."""
-        return self.base, self.base + MCP_PATH
+        return self.base, self.mcp
+
+    @property
+    def mcp(self) -> str:
+        """The hosted MCP endpoint, which is also its own protected resource."""
+        return self.base + MCP_PATH
+
+    @property
+    def mcp_resource_metadata(self) -> str:
+        """RFC 9728 §3.1: the metadata of the resource `…/mcp` lives at the well-known path
+        with the resource's path appended."""
+        return self.base + RESOURCE_METADATA_PATH + MCP_PATH
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -82,27 +94,58 @@ def capabilities() -> dict[str, Any]:
             "endpoint": "/v1/search",
             "cross_stream": True,
             "snippets": True,
-            "default_limit": 10,
-            "max_limit": 50,
+            "default_limit": SEARCH_DEFAULT_LIMIT,
+            "max_limit": SEARCH_MAX_LIMIT,
         }
+    }
+
+
+def mcp_discovery(endpoints: Endpoints) -> dict[str, Any]:
+    """Where an assistant finds the MCP adapter: an adapter over the `/v1` reads, client
+    tokens only."""
+    return {
+        "endpoint": endpoints.mcp,
+        "transport": "streamable_http",
+        "resource_metadata": endpoints.mcp_resource_metadata,
+        "no_owner_token": True,
+        "setup_intent": "grant_scoped_read",
+    }
+
+
+def _resource(
+    endpoints: Endpoints, resource: str, name: str, token_kinds: list[str]
+) -> dict[str, Any]:
+    """The RFC 9728 fields of one of this server's protected resources."""
+    return {
+        "resource": resource,
+        "resource_name": name,
+        "authorization_servers": [endpoints.base],
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": [SCOPE],
+        "pdpp_core_query_base": endpoints.url("/v1"),
+        "pdpp_token_kinds_supported": token_kinds,
     }
 
 
 def protected_resource_metadata(endpoints: Endpoints) -> dict[str, Any]:
     return {
-        "resource": endpoints.base,
-        "resource_name": "ownstream",
-        "authorization_servers": [endpoints.base],
-        "bearer_methods_supported": ["header"],
-        "scopes_supported": [SCOPE],
-        "pdpp_core_query_base": endpoints.url("/v1"),
-        "pdpp_token_kinds_supported": ["owner", "client"],
+        **_resource(endpoints, endpoints.base, "ownstream", ["owner", "client"]),
         "pdpp_self_export_supported": True,
         "pdpp_agent_discovery": {
             "agent_connect_endpoint": endpoints.url(AGENT_CONNECT),
             "cli": {"no_owner_token": True},
+            "mcp": mcp_discovery(endpoints),
         },
         "capabilities": capabilities(),
+    }
+
+
+def mcp_resource_metadata(endpoints: Endpoints) -> dict[str, Any]:
+    """RFC 9728 metadata of the MCP endpoint: the resource an MCP client names (RFC 8707) in
+    the authorization code flow; only client tokens are accepted there."""
+    return {
+        **_resource(endpoints, endpoints.mcp, "ownstream MCP", ["client"]),
+        "pdpp_agent_discovery": {"mcp": mcp_discovery(endpoints)},
     }
 
 

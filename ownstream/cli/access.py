@@ -1,4 +1,4 @@
-"""`ownstream grants|token|access-log|serve`: who may read, and the server they read from."""
+"""`ownstream grants|token|access-log|serve|mcp`: who may read, and the servers they read from."""
 
 from __future__ import annotations
 
@@ -252,3 +252,20 @@ def serve(
         stop.set()
         if loop.is_alive():
             loop.join(SHUTDOWN_GRACE_SECONDS)
+
+
+@handles_errors
+def mcp(
+    ctx: typer.Context,
+    token_file: Path | None = typer.Option(
+        None,
+        "--token-file",
+        help="A file holding the client token (else OWNSTREAM_TOKEN); never pass a token "
+        "as an argument.",
+    ),
+    log_level: str = typer.Option("warning", "--log-level"),
+) -> None:
+    """Serve MCP on stdin/stdout for a desktop assistant, reading as one client token."""
+    from ownstream.mcp.stdio import read_token, serve_stdio
+
+    serve_stdio(home_of(ctx), read_token(token_file), log_level)

@@ -28,7 +28,7 @@ from ownstream.model import (
     ReadScope,
     StreamDefinition,
 )
-from ownstream.reads.common import attribution, connection_entry, scopes
+from ownstream.reads.common import Warnings, attribution, connection_entry, scopes
 from ownstream.registry.definitions import aggregable, value_types
 
 SHARED_CONNECTOR_ID = "shared-definitions"
@@ -209,9 +209,10 @@ def live_connections(home: Home, ids: list[str]) -> dict[str, Connection]:
     return {c.connection_id: c for c in home.store.connections(connection_ids=sorted(set(ids)))}
 
 
-def metadata_for(home: Home, scope: ReadScope) -> dict[str, Any]:
+def metadata_for(home: Home, scope: ReadScope, warnings: Warnings) -> dict[str, Any]:
     """`GET /v1/streams/{stream}`."""
-    return stream_metadata(home, scope, live_connections(home, list(scope.connection_ids)))
+    body = stream_metadata(home, scope, live_connections(home, list(scope.connection_ids)))
+    return {**body, "meta": {"warnings": warnings}}
 
 
 def _connector_source(manifest: ConnectorManifest) -> dict[str, Any]:
@@ -302,8 +303,9 @@ def schema_document(
     return body
 
 
-
-def list_streams(home: Home, who: Bearer, connection_id: str | None) -> list[dict[str, Any]]:
+def list_streams(
+    home: Home, who: Bearer, connection_id: str | None, warnings: Warnings
+) -> dict[str, Any]:
     """`GET /v1/streams`: one entry per readable (stream, connection) with its count and last
     update, both within the grant's window and resources."""
     found = scopes(who, home, [d.name for d in readable_streams(who, home.catalog)], connection_id)
@@ -338,4 +340,4 @@ def list_streams(home: Home, who: Bearer, connection_id: str | None) -> list[dic
                     "last_updated": last,
                 }
             )
-    return entries
+    return {"object": "list", "data": entries, "has_more": False, "meta": {"warnings": warnings}}

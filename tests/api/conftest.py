@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -265,18 +265,18 @@ class World:
 
     def get(
         self, path: str, token: str | None = None, params: Any = None, **kw: Any
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return self.http.get(path, params=params, headers=headers, **kw)
 
-    def cget(self, path: str, token: str, params: Any = None) -> httpx.Response:
+    def cget(self, path: str, token: str, params: Any = None) -> httpx2.Response:
         """A client read: whatever it answers, it carries a Request-Id and no provenance."""
         response = self.get(path, token, params)
         assert response.headers.get("Request-Id", "").startswith("req_")
         assert_no_provenance(response.text, self.provenance_strings())
         return response
 
-    def post(self, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
+    def post(self, path: str, token: str | None = None, **kw: Any) -> httpx2.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return self.http.post(path, headers=headers, **kw)
 
@@ -354,7 +354,7 @@ def assert_no_provenance(body: Any, forbidden: set[str]) -> None:
     assert not leaked, f"client response leaks provenance {leaked}: {text[:300]}"
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+def assert_error(response: httpx2.Response, status: int, code: str) -> dict[str, Any]:
     """The PDPP envelope, with the Request-Id header matching the body's request_id."""
     assert response.status_code == status, response.text
     body = response.json()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -52,9 +52,9 @@ class Registered:
     secret: str | None
 
     @property
-    def auth(self) -> httpx.Auth:
+    def auth(self) -> httpx2.Auth:
         """HTTP Basic for a confidential client; nothing (the base `Auth`) for a public one."""
-        return httpx.BasicAuth(self.client_id, self.secret) if self.secret else httpx.Auth()
+        return httpx2.BasicAuth(self.client_id, self.secret) if self.secret else httpx2.Auth()
 
     def form(self, **fields: Any) -> dict[str, Any]:
         """A token-endpoint form: a public client names itself, a confidential one uses Basic."""
@@ -66,7 +66,7 @@ class Flows:
     """One owner's server, the owner's browser session and a client's HTTP calls."""
 
     world: World
-    http: httpx.Client  # a TestClient on the app
+    http: httpx2.Client  # a TestClient on the app
 
     @property
     def store(self) -> Any:
@@ -93,7 +93,7 @@ class Flows:
             token_endpoint_auth_method="client_secret_basic" if confidential else "none",
         )
 
-    def par(self, client: Registered, challenge: str, **fields: Any) -> httpx.Response:
+    def par(self, client: Registered, challenge: str, **fields: Any) -> httpx2.Response:
         form = {
             "response_type": "code",
             "redirect_uri": REDIRECT,
@@ -105,7 +105,7 @@ class Flows:
         }
         return self.http.post("/oauth/par", data=client.form(**form), auth=client.auth)
 
-    def authorize(self, client: Registered, challenge: str, **params: Any) -> httpx.Response:
+    def authorize(self, client: Registered, challenge: str, **params: Any) -> httpx2.Response:
         """A plain authorization request (no PAR), as an MCP client sends it."""
         query = {
             "response_type": "code",
@@ -127,10 +127,10 @@ class Flows:
         assert response.status_code == 303, response.text
         return urlsplit(response.headers["location"]).path
 
-    def token(self, client: Registered, **fields: Any) -> httpx.Response:
+    def token(self, client: Registered, **fields: Any) -> httpx2.Response:
         return self.http.post("/oauth/token", data=client.form(**fields), auth=client.auth)
 
-    def exchange(self, client: Registered, code: str, verifier: str) -> httpx.Response:
+    def exchange(self, client: Registered, code: str, verifier: str) -> httpx2.Response:
         return self.token(
             client,
             grant_type="authorization_code",
@@ -139,7 +139,7 @@ class Flows:
             code_verifier=verifier,
         )
 
-    def read(self, token: str, path: str, **params: Any) -> httpx.Response:
+    def read(self, token: str, path: str, **params: Any) -> httpx2.Response:
         return self.http.get(path, params=params, headers={"Authorization": f"Bearer {token}"})
 
     # the owner ------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ class Flows:
         assert found is not None
         return page.text, found.group(1)
 
-    def decide(self, path: str, **form: Any) -> httpx.Response:
+    def decide(self, path: str, **form: Any) -> httpx2.Response:
         _, csrf = self.consent_form(path)
         return self.http.post(path, data={"csrf_token": csrf, **form}, follow_redirects=False)
 
@@ -192,7 +192,7 @@ class Flows:
         assert response.status_code == 200, response.text
         return code, response.json()
 
-    def owner(self, method: str, path: str, **kw: Any) -> httpx.Response:
+    def owner(self, method: str, path: str, **kw: Any) -> httpx2.Response:
         return self.http.request(method, path, headers=self.owner_headers, **kw)
 
     def audit(self, operation: str) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from ownstream.api.app import create_app
 from ownstream.auth.discovery import normalize_public_url, url_for_bind
 from ownstream.errors import InvalidArgument
+from ownstream.reads.records import SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT
 
 from .conftest import BASE, Flows
 
@@ -23,8 +24,21 @@ def test_protected_resource_metadata(flows: Flows) -> None:
     assert body["pdpp_agent_discovery"] == {
         "agent_connect_endpoint": f"{BASE}/oauth/agent-connect",
         "cli": {"no_owner_token": True},
+        "mcp": {
+            "endpoint": f"{BASE}/mcp",
+            "transport": "streamable_http",
+            "resource_metadata": f"{BASE}/.well-known/oauth-protected-resource/mcp",
+            "no_owner_token": True,
+            "setup_intent": "grant_scoped_read",
+        },
     }
-    assert body["capabilities"]["lexical_retrieval"]["supported"] is True
+    search = body["capabilities"]["lexical_retrieval"]
+    assert search["supported"] is True
+    # what it advertises is what /v1/search applies
+    assert (search["default_limit"], search["max_limit"]) == (
+        SEARCH_DEFAULT_LIMIT,
+        SEARCH_MAX_LIMIT,
+    )
 
 
 def test_authorization_server_metadata(flows: Flows) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -105,15 +105,15 @@ class Console:
         assert found is not None, page.text
         return found.group(1)
 
-    def post(self, path: str, **form: Any) -> httpx.Response:
-        response: httpx.Response = self.http.post(
+    def post(self, path: str, **form: Any) -> httpx2.Response:
+        response: httpx2.Response = self.http.post(
             path, data={"csrf_token": self.csrf(), **form}, follow_redirects=False
         )
         return response
 
-    def owner(self, method: str, path: str, **kw: Any) -> httpx.Response:
+    def owner(self, method: str, path: str, **kw: Any) -> httpx2.Response:
         headers = {"Authorization": f"Bearer {self.world.owner_token}"}
-        response: httpx.Response = self.http.request(method, path, headers=headers, **kw)
+        response: httpx2.Response = self.http.request(method, path, headers=headers, **kw)
         return response
 
 

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from ownstream.owner import ConnectionOperations
@@ -78,11 +78,11 @@ def test_a_post_without_the_csrf_token_is_refused(owner_console: Console) -> Non
     assert owner_console.world.store.connection(alice).display_name == "Alice notebook"
 
 
-def upload_form(console: Console, path: Path, *, csrf: bool = True) -> httpx.Response:
+def upload_form(console: Console, path: Path, *, csrf: bool = True) -> httpx2.Response:
     data = {"connector": "notes-export"}
     if csrf:
         data = {"csrf_token": console.csrf("/console/import"), **data}
-    response: httpx.Response = console.http.post(
+    response: httpx2.Response = console.http.post(
         "/console/import", data=data,
         files={"archive": (path.name, path.read_bytes(), "application/json")},
     )

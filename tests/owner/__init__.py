@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -200,9 +200,9 @@ class Lab:
         return self.store.runs(connection_id, limit=1000)
 
     # -- the owner API ------------------------------------------------------------------------
-    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
         headers = {"Authorization": f"Bearer {self.owner_token}"}
-        response: httpx.Response = self.http.request(method, path, headers=headers, **kwargs)
+        response: httpx2.Response = self.http.request(method, path, headers=headers, **kwargs)
         self.assert_no_secret(response.text)
         return response
 

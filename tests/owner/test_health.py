@@ -11,7 +11,7 @@ import pytest
 
 from ownstream.clock import iso, parse_iso
 from ownstream.health import HealthEvidence, Verdict, verdict
-from ownstream.store.base import RunRecord, Schedule
+from ownstream.store.base import RunRecord, RunStatus, Schedule
 
 from . import Lab, custom_manifest
 
@@ -37,7 +37,7 @@ def gap(action: str, severity: str = "recoverable", stream: str | None = "saved_
 
 
 def run(
-    status: str = "succeeded",
+    status: RunStatus = "succeeded",
     *,
     at: float = 600,
     gaps: tuple[dict[str, Any], ...] = (),

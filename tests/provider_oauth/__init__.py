@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import httpx2
 
 from ownstream.owner import ProviderOAuth
 from ownstream.owner.provider_oauth import CALLBACK_PATH, StartedAuthorization
@@ -46,9 +46,9 @@ class OAuthLab(Lab):
         assert location.startswith(REDIRECT_URI + "?"), location
         return location
 
-    def callback(self, location: str) -> httpx.Response:
+    def callback(self, location: str) -> httpx2.Response:
         """The browser follows Spotify's redirect to the server's callback."""
-        response: httpx.Response = self.http.get(location)
+        response: httpx2.Response = self.http.get(location)
         self.assert_no_secret(response.text)
         return response
 

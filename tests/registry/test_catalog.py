@@ -18,6 +18,7 @@ from ownstream.errors import (
     UnknownConnector,
     UnknownStream,
 )
+from ownstream.model import IdentityRule
 from ownstream.registry import Catalog
 from ownstream.registry.manifests import parse_manifest, resolve_command
 
@@ -144,7 +145,8 @@ def test_a_compatible_inline_claim_uses_the_shared_definition(
     del document["streams"][0]["schema"]["properties"]["mood"]
     manifest = catalog.add_manifest(write(tmp_path / "api", document), store)
     assert manifest.stream("journal_entries") is catalog.definition("journal_entries")
-    assert "mood" in manifest.stream("journal_entries").fields
+    stream = manifest.stream("journal_entries")
+    assert stream is not None and "mood" in stream.fields
 
 
 def test_a_reference_to_an_unknown_or_other_version_definition_fails(
@@ -195,7 +197,7 @@ def test_a_standalone_definition_must_agree_with_an_inline_one(
         catalog.add_definition(clash, store)
 
 
-BASE_DEFINITION = {
+BASE_DEFINITION: dict[str, Any] = {
     "name": "things", "semantics": "mutable_state", "primary_key": ["id"],
     "schema": {"type": "object", "properties": {"id": {"type": "string"}, "n": {}},
                "required": ["id"]},
@@ -471,6 +473,7 @@ def test_a_rule_must_match_its_connectors_source_and_claim(
         catalog.add_rule(wrong_claim, store)
     assert caught.value.param == "paths"
     rule = catalog.add_rule(load("journal_rule.json"), store)
+    assert isinstance(rule, IdentityRule)
     assert rule.connector_keys == ("journal-api", "journal-export")
 
     # and the other way round: a connector registered after a rule that names it

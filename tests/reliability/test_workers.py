@@ -88,7 +88,7 @@ def test_a_worker_survives_database_errors_and_logs_them(
     rows(owner, "UPDATE schedules SET next_due_at = ?", (PAST,))
     runtime = owner.runtime()
     worker = Worker(runtime)
-    worker.store = Flaky(runtime.store, failures=3)  # type: ignore[assignment]
+    worker.store = Flaky(runtime.store, failures=3)
     stop = threading.Event()
     with caplog.at_level(logging.ERROR, logger="ownstream.scheduler"):
         thread = threading.Thread(target=worker.run_forever, args=(stop, 0.01), daemon=True)

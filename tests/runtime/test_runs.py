@@ -65,9 +65,16 @@ def test_records_are_staged_in_batches_and_published_at_the_end(scripted: Any) -
     thread, box = in_background(lambda: scripted.runtime(batch_size=2).run_connection(cid))
     wait_for(started)
     # mid-run: two full batches and the STATE's flush are written (each in its own short
-    # transaction), but staged: no reader sees them yet, and no checkpoint is saved
-    with scripted.db() as db:
-        staged = db.execute("SELECT record_key FROM records ORDER BY record_key").fetchall()
+    # transaction), but staged: no reader sees them yet, and no checkpoint is saved. The
+    # connector touches the marker once its lines are in the pipe, maybe before the runtime
+    # has read them, so wait for the flush itself.
+    deadline = time.monotonic() + 20
+    while True:
+        with scripted.db() as db:
+            staged = db.execute("SELECT record_key FROM records ORDER BY record_key").fetchall()
+        if len(staged) >= 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert [key for (key,) in staged] == ["r1", "r2", "r3", "r4", "r5"]
     assert scripted.records(cid, "items") == {}
     assert scripted.state(cid, "scripted") == {}

@@ -15,11 +15,12 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 FORMAT = "journal-export/1"
 
 
-def emit(message: dict) -> None:
+def emit(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
     sys.stdout.flush()
 

@@ -24,6 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def emit(line: str) -> None:
@@ -31,7 +32,7 @@ def emit(line: str) -> None:
     sys.stdout.flush()
 
 
-def play(steps: list[dict]) -> int:
+def play(steps: list[dict[str, Any]]) -> int:
     for step in steps:
         if "type" in step:
             emit(json.dumps(step, separators=(",", ":")))
