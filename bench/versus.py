@@ -12,8 +12,9 @@ bytes written). Disk is the database and its WAL after the import, per imported 
 down by SQLite's `dbstat`. Requests/s come from a bounded loopback load generator (4 threads,
 each its own keep-alive connection, for a fixed time), run against the two servers in turn, the
 order swapped every round. Every ratio compares figures measured in the same run; nothing here
-asserts a time. `make bench` runs it after `bench.run` and writes docs/benchmarks-versus.md (a
-`--quick` run: bench/out/benchmarks-versus-quick.md).
+asserts a time. `make bench` runs it after `bench.run`; it writes its own section of
+docs/benchmarks.md ("Against sqlite-utils and Datasette", between its markers: the rest of the file
+is left as it is) or, with `--quick`, bench/out/benchmarks-versus-quick.md.
 """
 
 from __future__ import annotations
@@ -63,13 +64,8 @@ RSS_LIMIT_MIB = 128
 FLAT_GROWTH = 1.25
 START_MARK = "<!-- versus:start -->"
 END_MARK = "<!-- versus:end -->"
-REPORT = REPO / "docs" / "benchmarks-versus.md"
+REPORT = REPO / "docs" / "benchmarks.md"
 QUICK_REPORT = REPO / "bench" / "out" / "benchmarks-versus-quick.md"
-LINK = (
-    "ownstream against sqlite-utils and Datasette on a Spotify archive (import time, memory, "
-    "disk, requests/s): [benchmarks-versus.md](benchmarks-versus.md), from `python -m "
-    "bench.versus`."
-)
 # What the issue's table (issue 18) measured before the work: pages must stay this far ahead.
 PAGE_LEAD = {"first page": 2.6, "deep page (80 %)": 49.0}
 
@@ -742,7 +738,7 @@ def render(results: dict[str, Any], command: str) -> str:
     return "\n".join(
         [
             START_MARK,
-            "## ownstream vs sqlite-utils and Datasette (`python -m bench.versus`)",
+            "## Against sqlite-utils and Datasette (`python -m bench.versus`)",
             "",
             f"Produced by `{command}` on {results['date']:%Y-%m-%d %H:%M} UTC, on a generated "
             f"extended-history archive of {results['plays']:,} music plays "
@@ -787,32 +783,15 @@ def render(results: dict[str, Any], command: str) -> str:
 
 
 def write_report(text: str, target: Path) -> None:
+    """Replace this report's section of `target` (between its markers), or add it at the end."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    intro = (
-        "# Benchmarks: ownstream vs sqlite-utils and Datasette\n\n"
-        "Regenerate with `make bench` (after `bench.run`) or `python -m bench.versus` "
-        "(`--quick` writes bench/out/benchmarks-versus-quick.md).\n\n"
-    )
-    old = target.read_text(encoding="utf-8") if target.exists() else intro
+    old = target.read_text(encoding="utf-8") if target.exists() else "# Benchmarks\n"
     start, end = old.find(START_MARK), old.find(END_MARK)
     if start >= 0 and end > start:
         text = old[:start] + text.rstrip("\n") + old[end + len(END_MARK) :]
     else:
         text = old.rstrip("\n") + "\n\n" + text
     target.write_text(text, encoding="utf-8")
-
-
-def link_from_benchmarks() -> None:
-    """docs/benchmarks.md (rewritten whole by `bench.run`) links to this report at its top."""
-    main_report = REPO / "docs" / "benchmarks.md"
-    if not main_report.exists():
-        return
-    lines = main_report.read_text(encoding="utf-8").split("\n")
-    if LINK in lines:
-        return
-    at = 1 if lines and lines[0].startswith("# ") else 0
-    lines[at:at] = ["", LINK]
-    main_report.write_text("\n".join(lines), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -852,8 +831,6 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (QUICK_REPORT if args.quick else REPORT)
     if str(output) != "-":
         write_report(text, output)
-        if output == REPORT:
-            link_from_benchmarks()
         log(f"wrote {output}")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
