@@ -34,6 +34,7 @@ bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
 	$(BIN)/python -m bench.scale $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench.versus $(if $(QUICK),--quick,)
 
 lint: setup
 	$(BIN)/ruff check ownstream tests bench

@@ -153,11 +153,17 @@ class MessageValidator:
     saw_identity: bool = False
     finished: bool = False
     _validators: dict[str, Callable[[Any], str | None]] = field(default_factory=dict)
+    _in_scope: dict[str, StreamDefinition] = field(default_factory=dict)
 
     def definition(self, stream: str) -> StreamDefinition:
-        found = self.manifest.stream(stream)
-        if found is None or stream not in self.scope:
-            raise ProtocolViolation(f"stream {stream!r} is not in this run's scope", param=stream)
+        found = self._in_scope.get(stream)
+        if found is None:
+            found = self.manifest.stream(stream)
+            if found is None or stream not in self.scope:
+                raise ProtocolViolation(
+                    f"stream {stream!r} is not in this run's scope", param=stream
+                )
+            self._in_scope[stream] = found  # asked once per record: looked up once per stream
         return found
 
     def _schema_check(self, definition: StreamDefinition) -> Callable[[Any], str | None]:
@@ -270,7 +276,9 @@ class MessageValidator:
                 f"({expected!r})",
             )
         try:
-            encoded = orjson.dumps(data)
+            # a copy of its exact length: orjson's result keeps its whole (~4 KiB) output
+            # buffer, and a batch holds thousands of these until it is written
+            encoded = bytes(memoryview(orjson.dumps(data)))
         except TypeError as exc:
             return reject("not_json", f"data is not JSON: {exc}")
         if op == "upsert":

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import orjson
 
+from ownstream.clock import parse_iso
 from ownstream.model import AcquisitionPath, RecordRule, RecordWrite, StreamDefinition
 from ownstream.records import (
     BLOB_ID,
@@ -98,13 +99,41 @@ class Head:
     blobs: tuple[BlobUse, ...] = ()  # what a live head references; a tombstone references none
 
 
+def stored_match_key(rule: RecordRule, data: dict[str, Any]) -> str | None:
+    """The match key a store keeps and looks records up by: the rule's time window (fixed-width
+    hex) and then the rule's match key. Two records share it exactly when they share
+    `records.match_key`, and an index on it grows at its end as time-ordered records arrive,
+    so an import dirties a few index pages per batch rather than one per record."""
+    key = match_key(rule, data)
+    if key is None:
+        return None
+    window = int(parse_iso(data[rule.time_field]).timestamp()) // rule.window_seconds
+    return f"{window:010x}{key[:12]}"
+
+
+class MatchKeys:
+    """`stored_match_key` under one rule, computed once per data object of a batch (the
+    store's lookup, the pairing and the heads all ask for the same writes' keys)."""
+
+    def __init__(self, rule: RecordRule) -> None:
+        self.rule = rule
+        self._known: dict[int, tuple[dict[str, Any], str | None]] = {}
+
+    def __call__(self, data: dict[str, Any]) -> str | None:
+        known = self._known.get(id(data))
+        if known is None or known[0] is not data:
+            known = self._known[id(data)] = (data, stored_match_key(self.rule, data))
+        return known[1]
+
+
 @dataclass(frozen=True)
 class Matching:
     """A stream's record rule, and the live records (by key, also in `current`) that share a
-    match key with the batch's writes."""
+    stored match key with the batch's writes."""
 
     rule: RecordRule
-    candidates: Mapping[str, Sequence[str]]  # match key -> record keys
+    candidates: Mapping[str, Sequence[str]]  # stored match key -> record keys
+    keys: MatchKeys
 
 
 @dataclass(frozen=True)
@@ -253,6 +282,7 @@ def plan_batch(
     fills: list[tuple[str, RecordWrite]] = []
     absorbed: list[tuple[str, str]] = []
     rule = matching.rule if matching is not None else None
+    keys = matching.keys if matching is not None else None
     if matching is not None:
         incoming, fills, absorbed, stats.ambiguous = reconcile(matching, current, incoming)
     for write in incoming:
@@ -271,7 +301,7 @@ def plan_batch(
         _absorb(working, current, coarse_key, target_key)
         stats.merged_with_existing += 1
     for key, state in working.items():
-        _settle(definition, rule, plan, stage, key, state)
+        _settle(definition, keys, plan, stage, key, state)
     return plan
 
 
@@ -289,11 +319,11 @@ def reconcile(
     twins report the ambiguity as well). Returns the writes left to fold, the fills (precise
     key, coarse write), the absorptions (coarse key, precise key) and the ambiguous count.
     """
-    rule = matching.rule
+    rule, keys = matching.rule, matching.keys
     coarse_in: dict[str, list[int]] = {}
     precise_in: dict[str, list[int]] = {}
     for index, write in enumerate(incoming):
-        key = match_key(rule, write.data) if write.op == "upsert" else None
+        key = keys(write.data) if write.op == "upsert" else None
         if key is not None:
             group = coarse_in if is_coarse(rule, write.data) else precise_in
             group.setdefault(key, []).append(index)
@@ -450,7 +480,7 @@ def _merged(
 
 def _settle(
     definition: StreamDefinition,
-    rule: RecordRule | None,
+    keys: MatchKeys | None,
     plan: BatchPlan,
     stage: int,
     key: str,
@@ -461,7 +491,7 @@ def _settle(
     if current is None:
         if state.touched:
             plan.inserts.append(
-                Insert(_head(definition, rule, key, state, 1), Change("insert", 1, None, None))
+                Insert(_head(definition, keys, key, state, 1), Change("insert", 1, None, None))
             )
             plan.stats.count_delta += 0 if state.deleted else 1
         return
@@ -483,7 +513,7 @@ def _settle(
         NewVersion(
             record_id=current.record_id,
             previous=current,
-            head=_head(definition, rule, key, state, change.version),
+            head=_head(definition, keys, key, state, change.version),
             change=change,
             park=current.stage != stage,
         )
@@ -492,7 +522,7 @@ def _settle(
 
 def _head(
     definition: StreamDefinition,
-    rule: RecordRule | None,
+    keys: MatchKeys | None,
     key: str,
     state: _Working,
     version: int,
@@ -503,14 +533,17 @@ def _head(
     return Head(
         record_key=key,
         data=state.data,
-        encoded=state.encoded if state.encoded is not None else orjson.dumps(state.data),
+        # a copy of its exact length: orjson's result keeps its whole (~4 KiB) output buffer
+        encoded=state.encoded
+        if state.encoded is not None
+        else bytes(memoryview(orjson.dumps(state.data))),
         emitted_at=state.emitted_at,
         cursor_value=sortable(state.data.get(cursor_field)) if cursor_field else "",
         consent_time=consent_time(definition, state.data),
         version=version,
         deleted=state.deleted,
         paths=state.paths,
-        match_key=match_key(rule, state.data) if rule is not None else None,
+        match_key=keys(state.data) if keys is not None else None,
         blobs=() if state.deleted or not definition.blob_fields else blob_uses(
             definition, state.data
         ),

@@ -375,7 +375,7 @@ def test_hand_made_archive_edge_cases(tmp_path: Path) -> None:
             "reason_end": "trackdone",
         },
         {
-            "ts": "2025-02-03T05:00:00Z",
+            "ts": "2025-02-03T06:00:00.250+01:00",  # not Spotify's form: still read as a moment
             "username": "x",
             "ms_played": 60000,
             "master_metadata_track_name": None,
@@ -426,6 +426,7 @@ def test_hand_made_archive_edge_cases(tmp_path: Path) -> None:
     assert coarse["played_at"] == "2025-02-03T04:05:00.000Z"
     (episode,) = records(messages, "podcast_listening")
     assert (episode["show_name"], episode["episode_name"]) == ("A Podcast", "Episode 1")
+    assert episode["played_at"] == "2025-02-03T05:00:00.250Z"
     (malformed,) = of_type(messages, "REJECT")
     assert malformed["stream"] == "listening_history" and malformed["reason"] == "invalid_time"
     assert malformed["key"] == "StreamingHistory_music_10.json#1"

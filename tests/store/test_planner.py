@@ -9,12 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ownstream.model import AcquisitionPath, RecordRule, RecordWrite, StreamDefinition
-from ownstream.records import match_key
 from ownstream.store.planner import (
     BatchPlan,
     Change,
     CurrentRecord,
     Matching,
+    MatchKeys,
     plan_batch,
     reconstruct,
 )
@@ -258,12 +258,13 @@ def held_play(write: RecordWrite, record_id: int, path: str) -> CurrentRecord:
 def plan_plays(
     writes: list[RecordWrite], held: dict[str, CurrentRecord], path: AcquisitionPath
 ) -> BatchPlan:
+    keys = MatchKeys(RULE)
     candidates: dict[str, list[str]] = {}
     for key, record in held.items():
-        found = match_key(RULE, record.data)
+        found = keys(record.data)
         if found is not None:
             candidates.setdefault(found, []).append(key)
-    return plan_batch(PLAYS, path, STAGE, held, writes, Matching(RULE, candidates))
+    return plan_batch(PLAYS, path, STAGE, held, writes, Matching(RULE, candidates, keys))
 
 
 PRECISE = play("p1", "2024-03-01T10:15:42.120Z", "millisecond", uri="spotify:track:1")

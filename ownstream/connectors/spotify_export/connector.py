@@ -112,6 +112,7 @@ _KIND_SHAPE: dict[str, type] = {
 # Operating-system litter that is not part of what Spotify sent.
 _JUNK = re.compile(r"(^|/)(__MACOSX/|\.DS_Store$|Thumbs\.db$|desktop\.ini$)", re.IGNORECASE)
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_UTC_SECOND = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -340,7 +341,9 @@ class _Importer:
         def each(file: _File, document: Any) -> Iterator[Message]:
             streams = _KIND_STREAMS[file.kind or ""]
             stream = streams[0] if len(streams) == 1 else None
-            for index, entry in enumerate(document):
+            for index in range(len(document)):
+                # each entry is let go once read: a parsed file need not outlive its records
+                entry, document[index] = document[index], None
                 try:
                     yield from parse(entry_object(entry))
                 except Malformed as problem:
@@ -379,8 +382,10 @@ class _Importer:
         """Extended history: `ts` (UTC, to the second) is when the listen ended, as in the Web
         API. An entry is a track, an episode or an audiobook chapter by which names it has."""
         ended = moment(entry, "ts", parse_iso)
+        ts = entry["ts"]
         common = {
-            "played_at": iso(ended),
+            # Spotify writes `ts` as UTC to the second: its rendering is then a suffix away
+            "played_at": ts[:19] + ".000Z" if _UTC_SECOND.fullmatch(ts) else iso(ended),
             "played_at_precision": "second",
             "ms_played": field(entry, "ms_played", int),
             "platform": text(entry, "platform"),

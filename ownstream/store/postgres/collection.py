@@ -43,7 +43,6 @@ import orjson
 from ownstream.clock import iso
 from ownstream.errors import ConnectionNotFound, ConnectionRunActive, NotFound, RunLeaseLost
 from ownstream.model import Acquisition, AcquisitionPath, StreamDefinition
-from ownstream.records import match_key
 from ownstream.store.base import (
     BatchReceipt,
     Binding,
@@ -61,6 +60,7 @@ from ownstream.store.planner import (
     BlobUse,
     CurrentRecord,
     Matching,
+    MatchKeys,
     plan_batch,
 )
 from ownstream.store.postgres.connections import ConnectionRecords, connection_lock
@@ -327,10 +327,11 @@ class Collection(ConnectionRecords):
     ) -> Matching:
         """The live records sharing a match key with the batch (added to `current`)."""
         assert batch.rule is not None
+        keys = MatchKeys(batch.rule)
         wanted = {
             key
             for write in batch.records
-            if write.op == "upsert" and (key := match_key(batch.rule, write.data)) is not None
+            if write.op == "upsert" and (key := keys(write.data)) is not None
         }
         candidates: dict[str, list[str]] = {}
         found = self._heads(db, connection_id, batch.definition.name, "match_key", sorted(wanted))
@@ -338,7 +339,7 @@ class Collection(ConnectionRecords):
             if key is not None and not record.deleted:
                 current.setdefault(record_key, record)
                 candidates.setdefault(key, []).append(record_key)
-        return Matching(batch.rule, candidates)
+        return Matching(batch.rule, candidates, keys)
 
     @staticmethod
     def _heads(

@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 
 from ownstream.model import RecordRule
-from ownstream.records import match_key, search_text
+from ownstream.records import search_text
 from ownstream.store.base import Rekey, RekeyReport
+from ownstream.store.planner import stored_match_key
 from ownstream.store.postgres.connections import connection_lock
 from ownstream.store.postgres.database import Connection as Db
 from ownstream.store.postgres.search_index import SearchIndex, entry
@@ -40,8 +41,8 @@ class RecordRekeys(SearchIndex):
         while True:
             with self._tx() as db:
                 rows = db.execute(
-                    "SELECT record_id, connection_id, record_key, data, deleted FROM records "
-                    "WHERE stream = %s AND parked = 0 AND record_id > %s "
+                    "SELECT record_id, connection_id, record_key, data, deleted, match_key "
+                    "FROM records WHERE stream = %s AND parked = 0 AND record_id > %s "
                     "ORDER BY record_id LIMIT %s",
                     (stream, last, REKEY_CHUNK),
                 ).fetchall()
@@ -71,16 +72,17 @@ class RecordRekeys(SearchIndex):
         busy = _busy_connections(db, sorted({row[1] for row in rows}))
         fields = self._search_fields(db, stream)
         found: list[tuple[int, str, str, dict[str, Any], bool, str, dict[str, Any]]] = []
-        for record_id, connection_id, key, raw, deleted in rows:
+        for record_id, connection_id, key, raw, deleted, stored in rows:
             if connection_id in busy:
                 report.deferred += 1
                 continue
             data = orjson.loads(raw)
-            result = rekey(data)
-            if result is None or result == (key, data):
+            new_key, new_data = rekey(data) or (key, data)
+            fresh = stored_match_key(rule, new_data) if rule is not None else stored
+            if (new_key, new_data) == (key, data) and fresh == stored:
                 report.unchanged += 1
                 continue
-            found.append((record_id, connection_id, key, data, deleted, *result))
+            found.append((record_id, connection_id, key, data, deleted, new_key, new_data))
         taken = _held_keys(db, stream, {(f[1], f[5]) for f in found if f[5] != f[2]})
         updates = []
         for record_id, connection_id, key, data, deleted, new_key, new_data in found:
@@ -98,7 +100,7 @@ class RecordRekeys(SearchIndex):
                     new_key,
                     orjson.dumps(new_data),
                     rule is not None,
-                    match_key(rule, new_data) if rule is not None else None,
+                    stored_match_key(rule, new_data) if rule is not None else None,
                     reindex,
                     entry(stream, connection_id, fields, new_data) if reindex else None,
                     record_id,

@@ -9,6 +9,7 @@ abandoned stage) run in short transactions too, and resume after a crash.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from datetime import timedelta
@@ -19,7 +20,6 @@ import orjson
 from ownstream.clock import iso
 from ownstream.errors import ConnectionRunActive, NotFound, RunLeaseLost
 from ownstream.model import Acquisition, AcquisitionPath, StreamDefinition
-from ownstream.records import match_key
 from ownstream.store.base import (
     BatchReceipt,
     Binding,
@@ -31,7 +31,14 @@ from ownstream.store.base import (
     StreamBatch,
     Writes,
 )
-from ownstream.store.planner import BatchPlan, BatchStats, CurrentRecord, Matching, plan_batch
+from ownstream.store.planner import (
+    BatchPlan,
+    BatchStats,
+    CurrentRecord,
+    Matching,
+    MatchKeys,
+    plan_batch,
+)
 from ownstream.store.sqlite.connections import ConnectionRecords
 from ownstream.store.sqlite.database import chunks, dumps, dumps_text, marks
 
@@ -44,6 +51,7 @@ _COPY_COLUMNS = (
 )
 
 
+@functools.lru_cache(maxsize=1024)  # a stream's records share a handful of path sets
 def _paths_text(paths: frozenset[str]) -> str:
     return "," + ",".join(sorted(paths)) + ","
 
@@ -272,10 +280,11 @@ class Collection(ConnectionRecords):
     ) -> Matching:
         """The live records sharing a match key with the batch (added to `current`)."""
         assert batch.rule is not None
+        keys = MatchKeys(batch.rule)
         wanted = {
             key
             for write in batch.records
-            if write.op == "upsert" and (key := match_key(batch.rule, write.data)) is not None
+            if write.op == "upsert" and (key := keys(write.data)) is not None
         }
         candidates: dict[str, list[str]] = {}
         found = self._heads(db, connection_id, batch.definition.name, "match_key", sorted(wanted))
@@ -283,7 +292,7 @@ class Collection(ConnectionRecords):
             if key is not None and not record.deleted:
                 current.setdefault(record_key, record)
                 candidates.setdefault(key, []).append(record_key)
-        return Matching(batch.rule, candidates)
+        return Matching(batch.rule, candidates, keys)
 
     def _current(
         self, db: sqlite3.Connection, connection_id: str, stream: str, keys: Sequence[str]

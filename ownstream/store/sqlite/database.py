@@ -23,7 +23,13 @@ from ownstream.clock import iso, random_id, utc_now
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 60_000
-CACHE_KIB = 32 * 1024  # page cache per connection: batches are short, so it need not be large
+# Page cache per connection: batches are short, so it need not be large (an import's peak RSS:
+# 165 MiB at 32 MiB, 149 at 16, 148 at 8, in the same import time, at 300,000 plays)
+CACHE_KIB = 16 * 1024
+# Checkpoint once the WAL holds this many pages (32 MiB), not SQLite's 1,000: an import's batches
+# rewrite the same key-index pages, which a checkpoint then copies (and syncs) once per few
+# batches instead of after every one (at 300,000 records: 15 % fewer bytes written).
+CHECKPOINT_PAGES = 8192
 CHUNK = 500  # keys per IN (...) lookup, well under SQLite's parameter limit
 
 
@@ -99,6 +105,7 @@ class SQLiteBase:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA journal_size_limit = 67108864")
+            db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             db.execute("PRAGMA temp_store = MEMORY")

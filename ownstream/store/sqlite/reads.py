@@ -8,6 +8,7 @@ it was not superseded by a published stage (`visible`).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,9 @@ from ownstream.store.base import (
 )
 from ownstream.store.sqlite.database import marks
 from ownstream.store.sqlite.search_index import SLOTS, SearchIndex, scope_token
+
+SEARCH_PROBE = 256  # term-only candidates below which a search joins them to records instead
+_HIT_COLUMNS = "r.connection_id, r.stream, r.record_key, r.data, r.emitted_at"
 
 
 def visible(row: str, connection: str) -> str:
@@ -361,13 +365,20 @@ class ReadQueries(SearchIndex):
     ) -> tuple[list[SearchHit], bool]:
         """Newest-first hits over (granted ∩ searchable) fields of each scope's stream.
 
-        The grant is part of the MATCH: each stream's clause names its stream token, its
+        The grant is part of every query: each stream's clause names its stream token, its
         granted connections' tokens and only its visible field columns, so hidden text never
         produces a hit. Newest-first (record id) order keeps any term's cost bounded by the page.
+
+        Two plans give the same hits. When the terms alone (in the visible columns) match fewer
+        than `SEARCH_PROBE` rows below the position, those rows are every candidate: joining
+        them to `records` applies the grant exactly, and a rare term never walks the scope
+        tokens' posting lists (every row of a stream or connection). Otherwise the scope goes
+        into the MATCH, so a common term outside the grant never starves a page.
         """
         db = self._db()
-        clauses, filter_sql, filter_params = [], [], []
         words = " AND ".join(_quoted(t.text) + (" *" if t.prefix else "") for t in terms)
+        groups: dict[str, list[tuple[str, list[Any]]]] = {}  # column filter -> scope filters
+        clauses, filter_sql, filter_params = [], [], []
         for scope in scopes:
             indexed = self._search_fields(db, scope.stream.name)
             visible_slots = [
@@ -375,33 +386,38 @@ class ReadQueries(SearchIndex):
             ]
             if not visible_slots or not scope.connection_ids:
                 continue
+            columns = f"{{{' '.join(visible_slots)}}}"
             connections = " OR ".join(
                 _quoted(scope_token("c", c)) for c in sorted(scope.connection_ids)
             )
             clauses.append(
                 f"(scope : {_quoted(scope_token('s', scope.stream.name))} AND "
-                f"scope : ({connections}) AND {{{' '.join(visible_slots)}}} : ({words}))"
+                f"scope : ({connections}) AND {columns} : ({words}))"
             )
             filters, extra = scope_filters(scope, "r")
             granted = f"r.connection_id IN ({marks(len(scope.connection_ids))})"
-            filter_sql.append(" AND ".join(["r.stream = ?", granted, *filters]))
-            filter_params += [scope.stream.name, *sorted(scope.connection_ids), *extra]
+            condition = " AND ".join(["r.stream = ?", granted, *filters])
+            params = [scope.stream.name, *sorted(scope.connection_ids), *extra]
+            filter_sql.append(condition)
+            filter_params += params
+            groups.setdefault(columns, []).append((condition, params))
         if not clauses:
             return [], False
-        sql = (
-            "SELECT f.rowid, r.connection_id, r.stream, r.record_key, r.data, r.emitted_at "
-            "FROM search_index f JOIN records r ON r.record_id = f.rowid "
-            "JOIN connections k ON k.connection_id = r.connection_id "
-            f"WHERE search_index MATCH ? AND r.deleted = 0 AND {visible('r', 'k')} "
-            f"AND (({') OR ('.join(filter_sql)}))"
-            + (" AND f.rowid < ?" if before is not None else "")
-            + " ORDER BY f.rowid DESC LIMIT ?"
-        )
-        params: list[Any] = [" OR ".join(clauses), *filter_params]
-        if before is not None:
-            params.append(before)
-        params.append(limit + 1)
-        rows = db.execute(sql, params).fetchall()
+        rows = self._search_candidates(db, groups, words, limit=limit, before=before)
+        if rows is None:
+            sql = (
+                f"SELECT f.rowid, {_HIT_COLUMNS} FROM search_index f "
+                "JOIN records r ON r.record_id = f.rowid "
+                "JOIN connections k ON k.connection_id = r.connection_id "
+                f"WHERE search_index MATCH ? AND r.deleted = 0 AND {visible('r', 'k')} "
+                f"AND (({') OR ('.join(filter_sql)}))"
+                + (" AND f.rowid < ?" if before is not None else "")
+                + " ORDER BY f.rowid DESC LIMIT ?"
+            )
+            args: list[Any] = [" OR ".join(clauses), *filter_params]
+            if before is not None:
+                args.append(before)
+            rows = db.execute(sql, [*args, limit + 1]).fetchall()
         fields_by_stream = {s.stream.name: frozenset(s.fields) for s in scopes}
         hits = [
             SearchHit(
@@ -415,3 +431,43 @@ class ReadQueries(SearchIndex):
             for row in rows[:limit]
         ]
         return hits, len(rows) > limit
+
+    def _search_candidates(
+        self,
+        db: sqlite3.Connection,
+        groups: dict[str, list[tuple[str, list[Any]]]],
+        words: str,
+        *,
+        limit: int,
+        before: int | None,
+    ) -> list[Any] | None:
+        """The page from the term-only candidates, or None when the terms match too many rows
+        (in some column group) for their candidates to be enumerated cheaply."""
+        selects, params = [], []
+        below = " AND rowid < ?" if before is not None else ""
+        for columns, scoped in groups.items():
+            probe = [f"{columns} : ({words})", *([before] if before is not None else [])]
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT rowid FROM search_index WHERE search_index MATCH ?"
+                    f"{below} ORDER BY rowid DESC LIMIT ?",
+                    [*probe, SEARCH_PROBE],
+                )
+            ]
+            if len(ids) >= SEARCH_PROBE:
+                return None
+            if ids:
+                selects.append(
+                    f"SELECT r.record_id, {_HIT_COLUMNS} FROM records r "
+                    "JOIN connections k ON k.connection_id = r.connection_id "
+                    f"WHERE r.record_id IN ({marks(len(ids))}) AND r.deleted = 0 "
+                    f"AND {visible('r', 'k')} "
+                    f"AND (({') OR ('.join(condition for condition, _ in scoped)}))"
+                )
+                params += [*ids, *(p for _, extra in scoped for p in extra)]
+        if not selects:
+            return []
+        # UNION: a row two groups both found (one stream in two scopes) is one hit
+        sql = " UNION ".join(selects) + " ORDER BY 1 DESC LIMIT ?"
+        return db.execute(sql, [*params, limit + 1]).fetchall()

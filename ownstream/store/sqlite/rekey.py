@@ -22,8 +22,9 @@ from typing import Any
 import orjson
 
 from ownstream.model import RecordRule
-from ownstream.records import match_key, search_text
+from ownstream.records import search_text
 from ownstream.store.base import Rekey, RekeyReport
+from ownstream.store.planner import stored_match_key
 from ownstream.store.sqlite.database import chunks, dumps_text, marks
 from ownstream.store.sqlite.search_index import SearchIndex
 
@@ -43,7 +44,8 @@ class RecordRekeys(SearchIndex):
         while True:
             with self._tx() as db:
                 rows = db.execute(
-                    "SELECT record_id, connection_id, record_key, data, deleted FROM records "
+                    "SELECT record_id, connection_id, record_key, data, deleted, match_key "
+                    "FROM records "
                     "WHERE stream = ? AND parked = 0 AND record_id > ? ORDER BY record_id LIMIT ?",
                     (stream, last, REKEY_CHUNK),
                 ).fetchall()
@@ -73,16 +75,17 @@ class RecordRekeys(SearchIndex):
         busy = _busy_connections(db)
         fields = self._search_fields(db, stream)
         found: list[tuple[int, str, str, dict[str, Any], bool, str, dict[str, Any]]] = []
-        for record_id, connection_id, key, raw, deleted in rows:
+        for record_id, connection_id, key, raw, deleted, stored in rows:
             if connection_id in busy:
                 report.deferred += 1
                 continue
             data = orjson.loads(raw)
-            result = rekey(data)
-            if result is None or result == (key, data):
+            new_key, new_data = rekey(data) or (key, data)
+            fresh = stored_match_key(rule, new_data) if rule is not None else stored
+            if (new_key, new_data) == (key, data) and fresh == stored:
                 report.unchanged += 1
                 continue
-            found.append((record_id, connection_id, key, data, bool(deleted), *result))
+            found.append((record_id, connection_id, key, data, bool(deleted), new_key, new_data))
         taken = self._held_keys(db, stream, {(f[1], f[5]) for f in found if f[5] != f[2]})
         updates, unindex, index = [], [], []
         for record_id, connection_id, key, data, deleted, new_key, new_data in found:
@@ -97,7 +100,7 @@ class RecordRekeys(SearchIndex):
                     new_key,
                     orjson.dumps(new_data),
                     rule is not None,
-                    match_key(rule, new_data) if rule is not None else None,
+                    stored_match_key(rule, new_data) if rule is not None else None,
                     record_id,
                 )
             )

@@ -6,8 +6,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import orjson
+
 from ownstream.model import ReadScope, RecordWrite
+from ownstream.records import match_key
 from ownstream.search import parse_query
+from ownstream.store.planner import stored_match_key
+from tests.rawdb import RawDb
 from tests.store.test_planner import PLAYS as PLANNED_PLAYS
 from tests.store.test_planner import RULE
 
@@ -148,3 +153,39 @@ def test_a_taken_key_is_a_conflict_not_an_overwrite(harness: Harness) -> None:
     report = harness.store.rekey_records("plays", moved, upgrade="move-back")
     assert report is not None and (report.rekeyed, report.conflicts) == (1, 1)
     assert sorted(keys(harness, first)) == ["p3", "p4"]
+
+
+def test_match_keys_of_the_previous_format_are_refreshed(harness: Harness) -> None:
+    """A database whose match keys are the bare rule keys (format 1) gets the stored format
+    (the time window first) from a re-key that keeps every key, and pairs records again."""
+    first = harness.connection("a")
+    acquisition = harness.stage(first, "plays-api")
+    harness.write(acquisition, [play("p1", "alpha", precision="second")], PLAYS, RULE)
+    harness.publish(acquisition)
+    raw = RawDb(harness.store)
+    try:
+        (data,) = raw.execute("SELECT data FROM records WHERE record_key = 'p1'").fetchone()
+        held = orjson.loads(bytes(data))
+        raw.execute("UPDATE records SET match_key = ?", (match_key(RULE, held),))
+
+        def stored() -> str:
+            value: str = raw.execute("SELECT match_key FROM records").fetchone()[0]
+            return value
+
+        assert stored() != stored_match_key(RULE, held)
+        report = harness.store.rekey_records(
+            "plays", lambda _data: None, upgrade="plays:mk", rule=RULE
+        )
+        assert report is not None and (report.rekeyed, report.unchanged) == (1, 0)
+        assert stored() == stored_match_key(RULE, held)
+    finally:
+        raw.close()
+    coarse = play("c1", "Alpha", 0, precision="minute", ms_played=181_000)
+    acquisition = harness.stage(first, "plays-export")
+    stats = harness.write(acquisition, [coarse], PLAYS, RULE)
+    harness.publish(acquisition)
+    assert stats.merged_with_existing == 1 and keys(harness, first) == ["p1"]
+    again = harness.store.rekey_records(
+        "plays", lambda _data: None, upgrade="plays:mk2", rule=RULE
+    )
+    assert again is not None and (again.rekeyed, again.unchanged) == (0, 1)
