@@ -216,7 +216,7 @@ class SpotifyUser:
 
 
 @dataclass(frozen=True)
-class Catalog:
+class SpotifyCatalog:
     """Artists, albums and tracks (and podcasts and audiobooks) shared between users so their
     libraries overlap realistically."""
 
@@ -416,7 +416,7 @@ def _show_name(rng: random.Random) -> str:
 
 def generate_catalog(
     *, seed: int, artists: int = 120, shows: int = 12, audiobooks: int = 4
-) -> Catalog:
+) -> SpotifyCatalog:
     """A catalog of `artists` artists with 1-4 albums of 5-14 tracks each (~25 tracks/artist),
     `shows` podcasts of 20-120 episodes and `audiobooks` audiobooks of 8-30 chapters."""
     if artists < 1:
@@ -461,7 +461,7 @@ def generate_catalog(
                     )
                 )
     episodes, chapters = _spoken_catalog(random.Random(f"{seed}/spoken"), shows, audiobooks)
-    return Catalog(tuple(artist_list), tuple(albums), tuple(tracks), episodes, chapters)
+    return SpotifyCatalog(tuple(artist_list), tuple(albums), tuple(tracks), episodes, chapters)
 
 
 def _spoken_catalog(
@@ -524,7 +524,7 @@ class _Taste:
     everything: tuple[SpotifyTrack, ...]
 
     @classmethod
-    def build(cls, rng: random.Random, catalog: Catalog) -> _Taste:
+    def build(cls, rng: random.Random, catalog: SpotifyCatalog) -> _Taste:
         favourites = rng.sample(catalog.artists, min(len(catalog.artists), rng.randint(25, 60)))
         rank = {artist.id: i for i, artist in enumerate(favourites)}
         tracks: list[SpotifyTrack] = []
@@ -665,7 +665,7 @@ def generate_user(
     plays: int = 3000,
     years: float = 3.0,
     now: datetime | None = None,
-    catalog: Catalog | None = None,
+    catalog: SpotifyCatalog | None = None,
     episodes: int | None = None,
     chapters: int | None = None,
 ) -> SpotifyUser:
@@ -760,7 +760,7 @@ _MIN_SPOKEN_GAP_MS = 5 * 60_000
 
 def _spoken_listening(
     rng: random.Random,
-    catalog: Catalog,
+    catalog: SpotifyCatalog,
     history: Sequence[Play],
     episodes: int,
     chapters: int,

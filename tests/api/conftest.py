@@ -24,9 +24,7 @@ from fastapi.testclient import TestClient
 
 from ownstream.api.app import create_app
 from ownstream.dev.spotify_data import (
-    Catalog as SpotifyCatalog,
-)
-from ownstream.dev.spotify_data import (
+    SpotifyCatalog,
     SpotifyUser,
     generate_catalog,
     generate_user,
