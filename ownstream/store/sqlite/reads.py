@@ -458,8 +458,9 @@ class ReadQueries(SearchIndex):
             if len(ids) >= SEARCH_PROBE:
                 return None
             if ids:
+                # NOT INDEXED: by rowid, never a walk of the scope's connections on records_page
                 selects.append(
-                    f"SELECT r.record_id, {_HIT_COLUMNS} FROM records r "
+                    f"SELECT r.record_id, {_HIT_COLUMNS} FROM records r NOT INDEXED "
                     "JOIN connections k ON k.connection_id = r.connection_id "
                     f"WHERE r.record_id IN ({marks(len(ids))}) AND r.deleted = 0 "
                     f"AND {visible('r', 'k')} "
