@@ -17,6 +17,7 @@ from ownstream.connectors.spotify import connector as api_connector
 from ownstream.connectors.spotify import listen_key, play_id
 from ownstream.connectors.spotify_export import connector
 from ownstream.connectors.spotify_export.connector import collect
+from ownstream.connectors.spotify_export.json_array import READ_AHEAD
 from ownstream.dev.spotify_data import (
     ArchiveKind,
     SpotifyUser,
@@ -25,6 +26,7 @@ from ownstream.dev.spotify_data import (
     write_archive,
 )
 from ownstream.dev.spotify_double import SpotifyDouble
+from ownstream.runtime.sdk import drive
 
 from . import done, of_type, records, run, start_message
 
@@ -386,6 +388,30 @@ def test_a_history_cut_off_after_many_entries_is_rejected_whole_in_orjsons_words
     prefix = "" if as_folder else "MyData/"
     expected = f"{prefix}StreamingHistory_music_0.json is not valid JSON ({refused.value})"
     assert rejection["detail"] == expected
+
+
+@pytest.mark.parametrize("replacement", [b"[", b"[]"], ids=["broken", "rewritten"])
+def test_a_history_that_changes_while_it_is_imported_fails_the_import(
+    tmp_path: Path, replacement: bytes
+) -> None:
+    """A folder's history rewritten after its first record was emitted: its records so far
+    cannot stand, whether what is left is broken or valid JSON. (The survey read it whole.)"""
+    entries = [
+        history_entry(f"2025-01-{1 + n // 1440:02} {n // 60 % 24:02}:{n % 60:02}", "A", f"T{n}")
+        for n in range(6000)
+    ]
+    history = tmp_path / "StreamingHistory_music_0.json"
+    history.write_bytes(json.dumps(entries, indent=2).encode())
+    assert history.stat().st_size > 2 * READ_AHEAD
+    messages: list[dict[str, Any]] = []
+    for message in drive(collect, start_message(artifact=tmp_path, streams=EVERY_STREAM), {}):
+        if message["type"] == "RECORD" and not records(messages, "listening_history"):
+            history.write_bytes(replacement)
+        messages.append(message)
+    assert 0 < len(records(messages, "listening_history")) < len(entries)
+    error = done(messages)["error"]
+    assert error["code"] == "corrupt_archive"
+    assert error["message"] == "StreamingHistory_music_0.json changed while the archive was read"
 
 
 def test_an_archive_whose_every_file_is_unreadable_is_corrupt(tmp_path: Path) -> None:
