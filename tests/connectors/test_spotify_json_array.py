@@ -26,6 +26,19 @@ def chunked(data: bytes, size: int) -> Iterator[bytes]:
     return iter([data[i : i + size] for i in range(0, len(data), size)])
 
 
+class Counted:
+    """`data` in chunks of 4 KiB, counting the chunks read."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pulled = 0
+
+    def chunks(self) -> Iterator[bytes]:
+        for chunk in chunked(self.data, 4096):
+            self.pulled += 1
+            yield chunk
+
+
 def streamed(data: bytes, size: int) -> list[Any] | None:
     """The items read from `data` in chunks of `size` bytes, or None when it is refused."""
     try:
@@ -141,18 +154,10 @@ def test_an_item_as_deep_as_orjson_allows_in_the_array(depth: int) -> None:
 
 def test_an_item_is_yielded_before_the_rest_of_the_stream_is_read() -> None:
     entry = {"ts": "2025-01-01T00:00:00Z", "master_metadata_track_name": "x" * 100}
-    data = json.dumps([entry] * 50_000, indent=2).encode()
-    pulled = 0
-
-    def chunks() -> Iterator[bytes]:
-        nonlocal pulled
-        for chunk in chunked(data, 4096):
-            pulled += 1
-            yield chunk
-
-    items = array_items(chunks())
+    source = Counted(json.dumps([entry] * 50_000, indent=2).encode())
+    items = array_items(source.chunks())
     assert next(items) == entry
-    assert pulled <= READ_AHEAD // 4096 + 1 < len(data) // 4096
+    assert source.pulled <= READ_AHEAD // 4096 + 1 < len(source.data) // 4096
     assert sum(1 for _ in items) == 49_999
 
 
@@ -160,3 +165,10 @@ def test_a_long_item_spanning_many_chunks() -> None:
     item = {"text": "}" * 300_000, "nested": [[["]"] * 1000]]}
     data = json.dumps([item, 1, item]).encode()
     assert streamed(data, 1000) == [item, 1, item]
+
+
+def test_an_item_too_deep_for_orjson_is_refused_without_reading_on() -> None:
+    source = Counted(b"[" + b"[" * (16 * READ_AHEAD))
+    with pytest.raises(NotAnArray):
+        next(array_items(source.chunks()))
+    assert source.pulled <= READ_AHEAD // 4096 + 1

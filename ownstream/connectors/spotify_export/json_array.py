@@ -28,7 +28,9 @@ ORJSON_DEPTH_LIMIT = 1024
 
 _BOM = b"\xef\xbb\xbf"
 _INK = re.compile(rb"[^ \t\n\r]")
-_STRUCTURE = re.compile(rb'["\[\]{}]')
+# what comes before the next bracket, strings included: no match while the buffer ends first
+# (inside a string, or before the bracket)
+_TO_BRACKET = re.compile(rb'(?:[^"\[\]{}]++|"(?:[^"\\]++|\\.)*+")*+(?=[\[\]{}])', re.DOTALL)
 # the rest of a string once its opening quote is read: no match while the closing quote is
 # still to come (the buffer ends inside the string)
 _STRING_REST = re.compile(rb'(?:[^"\\]++|\\.)*+"', re.DOTALL)
@@ -64,18 +66,14 @@ def _item_at(buffer: bytes, start: int) -> tuple[Any, int] | None:
     if first in _OPEN:
         depth, end = 0, start
         while True:
-            found = _STRUCTURE.search(buffer, end)
-            if found is None:
+            run = _TO_BRACKET.match(buffer, end)
+            if run is None:
                 return None
-            end = found.end()
-            mark = buffer[end - 1]
-            if mark == 0x22:  # '"'
-                rest = _STRING_REST.match(buffer, end)
-                if rest is None:
-                    return None
-                end = rest.end()
-            elif mark in _OPEN:
+            end = run.end() + 1
+            if buffer[end - 1] in _OPEN:
                 depth += 1
+                if depth == ORJSON_DEPTH_LIMIT:  # with the array's level, deeper than orjson reads
+                    raise NotAnArray
             else:
                 depth -= 1
                 if depth == 0:
