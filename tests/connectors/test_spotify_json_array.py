@@ -56,6 +56,11 @@ def whole(data: bytes) -> list[Any] | None:
     return document if isinstance(document, list) else None
 
 
+def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    keys = st.text(st.characters(codec="utf-8"), max_size=4)
+    return st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4)
+
+
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -63,10 +68,7 @@ json_values = st.recursive(
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(st.characters(codec="utf-8"), max_size=8)
     | st.sampled_from(["}", "]", '"', "\\", "{", "é", "\u2028"]),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.text(st.characters(codec="utf-8"), max_size=4), inner, max_size=4)
-    ),
+    containers,
     max_leaves=12,
 )
 
