@@ -10,12 +10,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from ownstream.connectors.spotify import connector as api_connector
 from ownstream.connectors.spotify import listen_key, play_id
 from ownstream.connectors.spotify_export import connector
 from ownstream.connectors.spotify_export.connector import collect
+from ownstream.connectors.spotify_export.json_array import READ_AHEAD
 from ownstream.dev.spotify_data import (
     ArchiveKind,
     SpotifyUser,
@@ -24,6 +26,7 @@ from ownstream.dev.spotify_data import (
     write_archive,
 )
 from ownstream.dev.spotify_double import SpotifyDouble
+from ownstream.runtime.sdk import drive
 
 from . import done, of_type, records, run, start_message
 
@@ -344,6 +347,73 @@ def test_a_file_that_is_not_json_is_rejected_and_the_rest_imported(tmp_path: Pat
     assert "MyData/StreamingHistory_music_0.json" in detail
 
 
+@pytest.mark.parametrize("as_folder", [False, True])
+def test_a_history_cut_off_after_many_entries_is_rejected_whole_in_orjsons_words(
+    tmp_path: Path, as_folder: bool
+) -> None:
+    """Histories are read entry by entry, but a file broken after thousands of good entries is
+    still rejected whole, before any of its entries is emitted, with what orjson says of it."""
+    whole = json.dumps(
+        [history_entry(f"2025-01-01 {n // 60:02}:{n % 60:02}", "A", f"T{n}") for n in range(1440)],
+        indent=2,
+    ).encode()
+    cut = whole[: len(whole) - 300]
+    members = {
+        "MyData/Userdata.json": b'{"username": "x"}',
+        "MyData/StreamingHistory_music_0.json": cut,
+        "MyData/StreamingHistory_music_1.json": json.dumps(
+            [history_entry("2025-01-02 10:00", "A", "T")]
+        ).encode(),
+    }
+    if as_folder:
+        for name, data in members.items():
+            (tmp_path / name).parent.mkdir(exist_ok=True)
+            (tmp_path / name).write_bytes(data)
+        path = tmp_path / "MyData"
+    else:
+        path = make_zip(tmp_path / "cut.zip", members)
+    messages = import_archive(path)
+    assert done(messages)["status"] == "succeeded"
+    assert [r["played_at"] for r in records(messages, "listening_history")] == [
+        "2025-01-02T10:00:00.000Z"
+    ]
+    (rejection,) = of_type(messages, "REJECT")
+    with pytest.raises(orjson.JSONDecodeError) as refused:
+        orjson.loads(cut)
+    assert (rejection["key"], rejection["reason"], rejection["stream"]) == (
+        "StreamingHistory_music_0.json",
+        "invalid_json",
+        None,
+    )
+    prefix = "" if as_folder else "MyData/"
+    expected = f"{prefix}StreamingHistory_music_0.json is not valid JSON ({refused.value})"
+    assert rejection["detail"] == expected
+
+
+@pytest.mark.parametrize("replacement", [b"[", b"[]"], ids=["broken", "rewritten"])
+def test_a_history_that_changes_while_it_is_imported_fails_the_import(
+    tmp_path: Path, replacement: bytes
+) -> None:
+    """A folder's history rewritten after its first record was emitted: its records so far
+    cannot stand, whether what is left is broken or valid JSON. (The survey read it whole.)"""
+    entries = [
+        history_entry(f"2025-01-{1 + n // 1440:02} {n // 60 % 24:02}:{n % 60:02}", "A", f"T{n}")
+        for n in range(6000)
+    ]
+    history = tmp_path / "StreamingHistory_music_0.json"
+    history.write_bytes(json.dumps(entries, indent=2).encode())
+    assert history.stat().st_size > 2 * READ_AHEAD
+    messages: list[dict[str, Any]] = []
+    for message in drive(collect, start_message(artifact=tmp_path, streams=EVERY_STREAM), {}):
+        if message["type"] == "RECORD" and not records(messages, "listening_history"):
+            history.write_bytes(replacement)
+        messages.append(message)
+    assert 0 < len(records(messages, "listening_history")) < len(entries)
+    error = done(messages)["error"]
+    assert error["code"] == "corrupt_archive"
+    assert error["message"] == "StreamingHistory_music_0.json changed while the archive was read"
+
+
 def test_an_archive_whose_every_file_is_unreadable_is_corrupt(tmp_path: Path) -> None:
     path = make_zip(
         tmp_path / "bad.zip",
@@ -389,9 +459,13 @@ def test_hand_made_archive_edge_cases(tmp_path: Path) -> None:
     playlists = {
         "playlists": [
             {"name": "Mix", "lastModifiedDate": "2025-01-01", "description": None, "items": []},
-            {"name": "Mix", "lastModifiedDate": "2025-01-02", "items": [
-                {"track": None, "episode": {"episodeName": "E"}, "addedDate": "2025-01-02"},
-            ]},
+            {
+                "name": "Mix",
+                "lastModifiedDate": "2025-01-02",
+                "items": [
+                    {"track": None, "episode": {"episodeName": "E"}, "addedDate": "2025-01-02"},
+                ],
+            },
         ]
     }
     basic = [

@@ -4,7 +4,8 @@ The archive is untrusted input. Its structure is checked before the first messag
 paths, symlinks, declared sizes (a decompression bomb), and that it holds Spotify data at all;
 any of those fails the import. Then every recognized file is read once to find the account
 (IDENTITY must precede every RECORD) and again, one member at a time, to emit records in a
-deterministic order. Nothing is extracted to disk and no more than one file is held in memory.
+deterministic order. Nothing is extracted to disk; a history file is parsed one entry at a time
+and any other file whole, one at a time.
 
 Bad input never aborts good input: an entry that cannot become a record (a null `ts`, a missing
 name, a wrong type) is REJECTed with a reason and its place (`file.json#index`), and a file that
@@ -20,7 +21,8 @@ import re
 import stat
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +53,7 @@ from ownstream.connectors.spotify.fields import (
     required_text,
     text,
 )
+from ownstream.connectors.spotify_export.json_array import READ_AHEAD, NotAnArray, array_items
 from ownstream.runtime.sdk import (
     ConnectorError,
     Message,
@@ -69,7 +72,8 @@ MAX_COMPRESSION_RATIO = 200
 RATIO_CHECK_MIN_SIZE = 10 * 1024**2
 """...when it decompresses to more than this (small, highly repetitive JSON is normal)."""
 MAX_JSON_FILE_SIZE = 1024**3
-"""A recognized file is parsed whole; beyond this it is refused rather than risk memory."""
+"""A recognized file may be parsed whole (any but a history, or a broken history to say what is
+wrong with it); beyond this it is refused rather than risk memory."""
 
 # Recognized files, by base name, in the order their records are emitted.
 _KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -124,6 +128,10 @@ def _corrupt(message: str) -> ConnectorError:
     return ConnectorError(message, code="corrupt_archive", recovery_action="manual_action_required")
 
 
+def _changed(file: _File) -> ConnectorError:
+    return _corrupt(f"{file.path} changed while the archive was read")
+
+
 def _natural(path: str) -> list[Any]:
     """Sort key putting StreamingHistory_music_10 after _9, as Spotify numbered them."""
     return [int(part) if part.isdigit() else part.casefold() for part in re.split(r"(\d+)", path)]
@@ -138,6 +146,10 @@ def _kind(path: str) -> str | None:
     return next((kind for kind, pattern in _KINDS if pattern.match(base)), None)
 
 
+_Chunks = Generator[bytes, None, None]
+"""A file's bytes as it is read, closed when the generator is."""
+
+
 @dataclass(frozen=True)
 class _File:
     path: str  # relative, "/"-separated, as shown to the owner
@@ -146,16 +158,20 @@ class _File:
 
 
 class _Tree:
-    """The files of an archive, readable one at a time."""
+    """The files of an archive, readable one at a time, whole or as a stream of chunks."""
 
-    def __init__(self, files: list[_File], reader: Callable[[str], bytes]) -> None:
+    def __init__(self, files: list[_File], chunks: Callable[[str], _Chunks]) -> None:
         self.files = files
-        self._reader = reader
+        self._chunks = chunks
 
-    def read(self, file: _File) -> bytes:
+    def chunks(self, file: _File) -> _Chunks:
         if file.size > MAX_JSON_FILE_SIZE:
             raise _unsafe(f"{file.path} is too large to import ({file.size} bytes)")
-        return self._reader(file.path)
+        return self._chunks(file.path)
+
+    def read(self, file: _File) -> bytes:
+        with closing(self.chunks(file)) as chunks:
+            return b"".join(chunks)
 
 
 _READABLE_COMPRESSION = frozenset(
@@ -200,9 +216,11 @@ def _open_zip(path: Path) -> tuple[zipfile.ZipFile, _Tree]:
         archive.close()
         raise
 
-    def read(name: str) -> bytes:
+    def chunks(name: str) -> _Chunks:
         try:
-            return archive.read(members[name])
+            with archive.open(members[name]) as member:
+                while chunk := member.read(READ_AHEAD):
+                    yield chunk
         except (
             zipfile.BadZipFile,
             zlib.error,
@@ -213,7 +231,7 @@ def _open_zip(path: Path) -> tuple[zipfile.ZipFile, _Tree]:
             raise _corrupt(f"{name} could not be read from the archive ({exc})") from None
 
     files = [_File(name, _kind(name), info.file_size) for name, info in members.items()]
-    return archive, _Tree(files, read)
+    return archive, _Tree(files, chunks)
 
 
 def _open_folder(root: Path) -> _Tree:
@@ -229,13 +247,15 @@ def _open_folder(root: Path) -> _Tree:
             if not _JUNK.search(relative):
                 files.append(_File(relative, _kind(relative), full.stat().st_size))
 
-    def read(name: str) -> bytes:
+    def chunks(name: str) -> _Chunks:
         try:
-            return (root / name).read_bytes()
+            with (root / name).open("rb") as handle:
+                while chunk := handle.read(READ_AHEAD):
+                    yield chunk
         except OSError as exc:
             raise _corrupt(f"{name} could not be read ({exc.strerror})") from None
 
-    return _Tree(files, read)
+    return _Tree(files, chunks)
 
 
 class _BadFile(Exception):
@@ -247,6 +267,7 @@ class _BadFile(Exception):
 
 
 def _load(tree: _Tree, file: _File) -> Any:
+    """A recognized file parsed whole, checked to have the shape Spotify exports it in."""
     data = tree.read(file)
     try:
         document = orjson.loads(data.removeprefix(_BOM))
@@ -266,19 +287,41 @@ def _load(tree: _Tree, file: _File) -> Any:
     return document
 
 
-def _usernames(file: _File, document: Any) -> set[str]:
-    if file.kind == "userdata":
-        name = document.get("username")
+def _history(tree: _Tree, file: _File) -> Iterator[Any]:
+    """The entries of a history file (a JSON array), parsed one at a time.
+
+    A file that is no array of JSON values is told apart by parsing it whole, as every file once
+    was, so it is rejected with the same reason and orjson's same words; the survey reads every
+    history through before the first record, so a broken one is rejected before any entry of it
+    is emitted."""
+    with closing(tree.chunks(file)) as chunks:
+        try:
+            yield from array_items(chunks)
+            return
+        except NotAnArray:
+            pass
+    _load(tree, file)  # raises: the file is not JSON, or not an array
+    raise _changed(file)
+
+
+def _document(tree: _Tree, file: _File) -> Any:
+    """What the importer reads of a file: a history's entries one by one, any other file whole."""
+    return _history(tree, file) if _KIND_SHAPE[file.kind or ""] is list else _load(tree, file)
+
+
+def _usernames(tree: _Tree, file: _File) -> set[str]:
+    """The accounts a recognized file names, read through first: a broken file raises _BadFile."""
+    if _KIND_SHAPE[file.kind or ""] is dict:
+        document = _load(tree, file)
+        name = document.get("username") if file.kind == "userdata" else None
         return {name} if isinstance(name, str) and name else set()
-    if file.kind == "extended":
-        return {
-            entry["username"]
-            for entry in document
-            if isinstance(entry, dict)
-            and isinstance(entry.get("username"), str)
-            and entry["username"]
-        }
-    return set()
+    names: set[str] = set()
+    for entry in _history(tree, file):
+        extended = file.kind == "extended" and isinstance(entry, dict)
+        name = entry.get("username") if extended else None
+        if isinstance(name, str) and name:
+            names.add(name)
+    return names
 
 
 def _basic_time(value: str) -> datetime:
@@ -341,9 +384,7 @@ class _Importer:
         def each(file: _File, document: Any) -> Iterator[Message]:
             streams = _KIND_STREAMS[file.kind or ""]
             stream = streams[0] if len(streams) == 1 else None
-            for index in range(len(document)):
-                # each entry is let go once read: a parsed file need not outlive its records
-                entry, document[index] = document[index], None
+            for index, entry in enumerate(document):
                 try:
                     yield from parse(entry_object(entry))
                 except Malformed as problem:
@@ -462,9 +503,10 @@ class _Importer:
 
         return parse
 
-    def _videos(self, file: _File, document: Any) -> Iterator[Message]:
-        if document:
-            yield omit("video_not_modelled", len(document))
+    def _videos(self, file: _File, document: Iterable[Any]) -> Iterator[Message]:
+        count = sum(1 for _ in document)
+        if count:
+            yield omit("video_not_modelled", count)
 
     def _library(self, file: _File, document: Any) -> Iterator[Message]:
         """YourLibrary.json: its tracks are Liked Songs; its other sections are counted."""
@@ -568,7 +610,7 @@ def _import(start: Start, tree: _Tree) -> Iterator[Message]:
     bad: dict[str, _BadFile] = {}
     for file in recognized:
         try:
-            usernames |= _usernames(file, _load(tree, file))
+            usernames |= _usernames(tree, file)
         except _BadFile as problem:
             bad[file.path] = problem
     if len(bad) == len(recognized):
@@ -596,7 +638,10 @@ def _import(start: Start, tree: _Tree) -> Iterator[Message]:
         if unreadable is not None:
             yield reject(None, unreadable.reason, str(unreadable), key=_base_name(file.path))
             continue
-        yield from importer.records(file, _load(tree, file))
+        try:
+            yield from importer.records(file, _document(tree, file))
+        except _BadFile:  # the survey read it through: it broke since
+            raise _changed(file) from None
     for file in unmodelled:
         yield _not_modelled(file.path)
 
