@@ -35,11 +35,28 @@ def test_two_workers_on_one_home_never_overlap(journal_home: Owner) -> None:
         owner.json("connections", "schedule", cid, "--interval", "60")
         connections.append(cid)
     workers = [start(owner, "worker", "--poll", "0.05") for _ in range(2)]
+
+    def enough() -> bool:
+        """Every connection ran at least three times, by both workers between them."""
+        counts = rows(
+            owner,
+            "SELECT connection_id, count(*) FROM runs WHERE trigger = 'schedule' "
+            "AND status = 'succeeded' GROUP BY connection_id",
+        )
+        summaries = rows(
+            owner, "SELECT summary FROM audit_events WHERE operation = 'scheduled_run'"
+        )
+        seen = {json.loads(summary)["worker_id"] for (summary,) in summaries}
+        return len(counts) == 3 and min(n for _, n in counts) >= 3 and len(seen) == 2
+
     try:
-        for _ in range(6):  # the slots come due again and again, for both workers at once
+        # the slots come due again and again, for both workers at once, until each connection
+        # has run often enough (however slowly the workers start on a loaded machine)
+        deadline = time.monotonic() + 90
+        while not enough() and time.monotonic() < deadline:
             rows(owner, "UPDATE schedules SET next_due_at = ?", (PAST,))
             time.sleep(0.7)
-        time.sleep(1.0)
+        time.sleep(1.0)  # a run that started on the last round finishes
     finally:
         for worker in workers:
             worker.terminate()
