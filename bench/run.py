@@ -43,7 +43,6 @@ import os
 import platform
 import pstats
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -59,6 +58,7 @@ from typing import Any
 import orjson
 
 from bench import mail, reads, workload
+from bench.servers import ownstream_server
 from bench.workload import STREAM, percentile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -839,39 +839,9 @@ class Api:
             raise RuntimeError(f"GET {path} {params} → {response.status_code}: {response.text}")
 
 
-@contextlib.contextmanager
-def http_server(layout: Layout) -> Iterator[str]:
+def http_server(layout: Layout) -> contextlib.AbstractContextManager[str]:
     """A real `ownstream serve` (with its worker) on a free loopback port, stopped after."""
-    import httpx
-
-    script = shutil.which("ownstream", path=str(Path(sys.executable).parent))
-    if script is None:
-        raise RuntimeError("no `ownstream` script beside this interpreter (pip install -e .)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [script, "--home", str(layout.home), "serve", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(command, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(base + "/v1/schema", timeout=1.0)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("`ownstream serve` did not start") from None
-                time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    return ownstream_server(layout.home)
 
 
 # 3. reads -------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ import contextlib
 import os
 import platform
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import httpx
 import orjson
 
 from bench import workload
+from bench.servers import free_port, stop
 from bench.workload import STREAM, percentile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -354,13 +354,6 @@ def changes(
 
 
 # 2. scale-out ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def processes(commands: list[list[str]], env: dict[str, str]) -> Iterator[list[Any]]:
     """Child processes for the duration, stopped by their own pids."""
@@ -377,11 +370,7 @@ def processes(commands: list[list[str]], env: dict[str, str]) -> Iterator[list[A
             if process.poll() is None:
                 process.terminate()
         for process in started:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, grace=30)
 
 
 def workers(cluster: Any, work: Path, files: dict[str, Path], sizes: Sizes) -> dict[int, Any]:
@@ -467,8 +456,8 @@ def servers(url: str, work: Path, sizes: Sizes) -> dict[int, Any]:
     env = {**os.environ, "OWNSTREAM_HOME": str(home_dir), "OWNSTREAM_DATABASE_URL": url}
     found = {}
     for count in SCALE_SERVERS:
-        ports = [_free_port() for _ in range(count)]
-        public = f"http://127.0.0.1:{_free_port()}"
+        ports = [free_port() for _ in range(count)]
+        public = f"http://127.0.0.1:{free_port()}"
         commands = [
             [
                 sys.executable,

@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,11 +31,12 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from bench.servers import free_port, ownstream_script, ownstream_server, server
 
 REPO = Path(__file__).resolve().parents[1]
 FULL_PLAYS = 300_000
@@ -138,18 +138,14 @@ def timed(command: list[str], cwd: Path | None = None) -> Run:
     )
 
 
-def _ownstream() -> str:
-    script = shutil.which("ownstream", path=str(Path(sys.executable).parent))
-    if script is None:
-        raise RuntimeError("no `ownstream` script beside this interpreter (pip install -e .)")
-    return script
+def _import_command(archive: Path, home: Path) -> list[str]:
+    command = [ownstream_script(), "--home", str(home), "import", "spotify-export"]
+    return [*command, str(archive), "--json"]
 
 
 def import_ownstream(archive: Path, home: Path) -> Run:
     shutil.rmtree(home, ignore_errors=True)
-    return timed(
-        [_ownstream(), "--home", str(home), "import", "spotify-export", str(archive), "--json"]
-    )
+    return timed(_import_command(archive, home))
 
 
 def import_sqlite_utils(archive: Path, folder: Path, *, again: bool = False) -> Run:
@@ -217,52 +213,11 @@ def db_size(db: Path) -> int:
 
 
 # servers ----------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def server(command: list[str], port: int, probe: str) -> Iterator[str]:
-    """A server process on a loopback port, up when `probe` answers, stopped after."""
-    import httpx
-
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(base + probe, timeout=2.0)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"{command[0]} did not start") from None
-                time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def ownstream_server(home: Path) -> contextlib.AbstractContextManager[str]:
-    port = _free_port()
-    command = [_ownstream(), "--home", str(home), "serve", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--log-level", "warning"]
-    return server(command, port, "/v1/schema")
-
-
 def datasette_server(db: Path) -> contextlib.AbstractContextManager[str]:
     script = shutil.which("datasette", path=str(Path(sys.executable).parent))
     if script is None:
         raise RuntimeError("no `datasette` beside this interpreter (pip install -e '.[bench]')")
-    port = _free_port()
+    port = free_port()
     command = [script, "serve", str(db), "--host", "127.0.0.1", "--port", str(port)]
     # facet suggestions decorate its HTML pages: off, they would cost it seconds a table page
     command += ["--setting", "suggest_facets", "off"]
@@ -571,9 +526,7 @@ def run(work: Path, plays: int, rss_sizes: tuple[int, ...], seconds: float) -> d
     with contextlib.closing(sqlite3.connect(f"file:{su_db}?mode=ro", uri=True)) as opened:
         results["columns"] = len(opened.execute(f"PRAGMA table_info({TABLE})").fetchall())
     step("re-importing the same archive")
-    results["ownstream_again"] = timed(
-        [_ownstream(), "--home", str(home), "import", "spotify-export", str(archive), "--json"]
-    )
+    results["ownstream_again"] = timed(_import_command(archive, home))
     results["sqlite_utils_again"] = import_sqlite_utils(archive, baseline, again=True)
     rss: dict[int, float] = {plays: results["ownstream_import"].rss_mib}
     for size in rss_sizes:
