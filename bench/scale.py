@@ -40,8 +40,9 @@ import httpx
 import orjson
 
 from bench import workload
-from bench.servers import free_port, stop
+from bench.servers import free_port
 from bench.workload import STREAM, percentile
+from ownstream.dev.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 FULL_SIZE = 1_000_000
@@ -370,7 +371,7 @@ def processes(commands: list[list[str]], env: dict[str, str]) -> Iterator[list[A
             if process.poll() is None:
                 process.terminate()
         for process in started:
-            stop(process, grace=30)
+            stop_process(process, grace=30)
 
 
 def workers(cluster: Any, work: Path, files: dict[str, Path], sizes: Sizes) -> dict[int, Any]:

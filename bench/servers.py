@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ownstream.dev.processes import stop_process
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -27,17 +29,6 @@ def ownstream_script() -> str:
     if script is None:
         raise RuntimeError("no `ownstream` script beside this interpreter (pip install -e .)")
     return script
-
-
-def stop(process: subprocess.Popen[bytes] | subprocess.Popen[str], grace: float = 15) -> None:
-    """SIGTERM, then SIGKILL if it has not ended within `grace` seconds."""
-    if process.poll() is None:
-        process.terminate()
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @contextlib.contextmanager
@@ -59,7 +50,7 @@ def server(command: list[str], port: int, probe: str) -> Iterator[str]:
                 time.sleep(0.2)
         yield base
     finally:
-        stop(process)
+        stop_process(process, grace=15)
 
 
 def ownstream_server(home: Path) -> contextlib.AbstractContextManager[str]:

@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ownstream.dev.processes import stop_process
+
 BINARY_CANDIDATES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
 START_TIMEOUT_SECONDS = 20.0
 PASSWD_RELOAD_SECONDS = 1.1
@@ -148,13 +150,8 @@ class Dovecot:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process, grace=10)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> Dovecot:

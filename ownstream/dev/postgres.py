@@ -23,6 +23,8 @@ from types import TracebackType
 
 import psycopg
 
+from ownstream.dev.processes import stop_process
+
 START_TIMEOUT_SECONDS = 30.0
 SUPERUSER = "ownstream"
 PASSWORD_ROLE = "ownstream_pw"
@@ -138,13 +140,9 @@ class PostgresCluster:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()  # "smart" shutdown would wait for clients; SIGTERM is "fast"
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            # SIGTERM is postgres' "fast" shutdown ("smart" would wait for its clients)
+            stop_process(process, grace=20)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> PostgresCluster:
