@@ -27,7 +27,7 @@ AGGREGATE_REPEATS = 5  # a full-size aggregation scans every record: a few sampl
 WINDOW_CHARS = 200
 ZONE = "Europe/Paris"
 ZONE_BASELINE_OFFSET = "+1 hours"  # the SQL floor shifts by one fixed offset, not by the zone
-DATA = "CAST(data AS TEXT)"
+DATA = "record_json(data)"
 
 
 class Client(Protocol):

@@ -257,8 +257,10 @@ def db_bytes(path: Path) -> int:
 
 
 def open_raw(path: Path) -> sqlite3.Connection:
-    """A connection with the store's own pragmas, so baselines get the same page cache."""
+    """A connection with the store's own pragmas, so baselines get the same page cache, and
+    its `record_json` (so SQL reads compressed record data as the store does)."""
     from ownstream.store.sqlite.database import CACHE_KIB
+    from ownstream.store.sqlite.record_codec import RecordCodec, register
 
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     for pragma in (
@@ -268,6 +270,7 @@ def open_raw(path: Path) -> sqlite3.Connection:
         "PRAGMA temp_store = MEMORY",
     ):
         db.execute(pragma)
+    register(db, RecordCodec())
     return db
 
 
@@ -425,6 +428,7 @@ def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     blank = ("",) * (SLOTS - 2)  # subject and body fill f0 and f1, as the store indexes them
     scopes = {c: f"{scope_token('s', STREAM)} {scope_token('c', c)}" for c in connections.values()}
     stages = {c: stage for stage, c in enumerate(connections.values(), start=1)}
+    record_scopes: dict[str, int | None] = {}
     record_id = 0
     sql_seconds = 0.0
     started = time.perf_counter()
@@ -440,6 +444,11 @@ def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
             "VALUES (?, 'owner', 'benchmail', ?, 0, 'active', ?, ?)",
             (connection_id, account, now, now),
         )
+        record_scope = db.execute(
+            "INSERT INTO record_scopes (connection_id, stream) VALUES (?, ?)",
+            (connection_id, STREAM),
+        ).lastrowid
+        record_scopes[connection_id] = record_scope
         for lines in chunks(layout.records_file(account), FLOOR_TXN_ROWS):
             records, changes, index = [], [], []
             for line in lines:
@@ -449,8 +458,7 @@ def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
                 records.append(
                     (
                         record_id,
-                        connection_id,
-                        STREAM,
+                        record_scope,
                         data["id"],
                         stage,
                         line.rstrip(),
@@ -466,9 +474,9 @@ def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
             begin = time.perf_counter()
             db.execute("BEGIN")
             db.executemany(
-                "INSERT INTO records (record_id, connection_id, stream, record_key, stage, "
-                "version, deleted, data, emitted_at, cursor_value, consent_time, updated_at, "
-                "paths) VALUES (?, ?, ?, ?, ?, 1, 0, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO record_rows (record_id, scope, record_key, stage, version, deleted, "
+                "data, emitted_at, cursor_value, consent_time, updated_at, paths) "
+                "VALUES (?, ?, ?, ?, 1, 0, ?, ?, ?, ?, ?, ?)",
                 records,
             )
             db.executemany(
@@ -523,8 +531,7 @@ def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
             rows.append(
                 (
                     record_id,
-                    connection_id,
-                    STREAM,
+                    record_scopes[connection_id],
                     data["id"],
                     stage,
                     line.rstrip(),
@@ -537,10 +544,10 @@ def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
             )
         db.execute("BEGIN")
         db.executemany(
-            "INSERT INTO records (record_id, connection_id, stream, record_key, stage, version, "
-            "deleted, data, emitted_at, cursor_value, consent_time, updated_at, paths) "
-            "VALUES (?, ?, ?, ?, ?, 1, 0, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (connection_id, stream, record_key, parked) DO UPDATE SET "
+            "INSERT INTO record_rows (record_id, scope, record_key, stage, version, deleted, "
+            "data, emitted_at, cursor_value, consent_time, updated_at, paths) "
+            "VALUES (?, ?, ?, ?, 1, 0, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (scope, record_key, parked) DO UPDATE SET "
             "data = excluded.data, stage = excluded.stage, version = version + 1, "
             "updated_at = excluded.updated_at WHERE data != excluded.data",
             rows,
@@ -579,7 +586,7 @@ def child_floor(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
         id_marks = _marks(len(ids))
         db.execute(f"DELETE FROM record_changes WHERE record_id IN ({id_marks})", ids)
         db.execute(f"DELETE FROM record_evidence WHERE record_id IN ({id_marks})", ids)
-        db.execute(f"DELETE FROM records WHERE record_id IN ({id_marks})", ids)
+        db.execute(f"DELETE FROM record_rows WHERE record_id IN ({id_marks})", ids)
         db.execute("COMMIT")
     delete_seconds = time.perf_counter() - started
     db.close()

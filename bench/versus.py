@@ -178,9 +178,9 @@ def child_sqlite_utils(archive: Path, folder: Path, again: bool) -> None:
 
 # disk -------------------------------------------------------------------------------------------
 OWNSTREAM_PARTS = {
-    "records": "records (rows: data and columns)",
+    "record_rows": "record rows (data: zstd against a per-stream dictionary; columns)",
     "records_page": "records_page index (pages)",
-    "sqlite_autoindex_records_1": "records key index (unique)",
+    "sqlite_autoindex_record_rows_1": "records key index (unique)",
     "records_match": "records_match index (record rules)",
     "records_parked": "records_parked index",
     "record_changes": "record_changes (change log)",
@@ -188,6 +188,8 @@ OWNSTREAM_PARTS = {
     "changes_by_record": "changes_by_record index",
     "record_evidence": "record_evidence (sightings)",
     "evidence_by_stage": "evidence_by_stage index",
+    "record_dictionaries": "record dictionaries (zstd, one per connection and stream)",
+    "record_scopes": "record scopes (connection and stream of each scope number)",
 }
 SQLITE_UTILS_PARTS = {TABLE: f"{TABLE} (rows)", f"sqlite_autoindex_{TABLE}_1": "primary key index"}
 

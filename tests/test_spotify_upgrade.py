@@ -27,6 +27,7 @@ from ownstream.model import ConnectionIdentity, RecordWrite
 from ownstream.registry import Catalog
 from ownstream.store.base import Binding, NewConnection, PathAttachment, Publication, StreamBatch
 from ownstream.store.sqlite import SQLiteStore
+from ownstream.store.sqlite.record_codec import RecordCodec, register
 
 USER = "ana.upgrade"
 EMITTED = "2026-01-01T00:00:00.000Z"
@@ -122,8 +123,9 @@ def version_1_home(tmp_path: Path, listener: SpotifyUser) -> Iterator[Path]:
 
 def snapshot(home_dir: Path) -> tuple[list[tuple[Any, ...]], int, str]:
     with sqlite3.connect(home_dir / "ownstream.db") as db:
+        register(db, RecordCodec())
         records = db.execute(
-            "SELECT record_id, record_key, data, version, deleted FROM records "
+            "SELECT record_id, record_key, record_json(data), version, deleted FROM records "
             "WHERE stream = 'listening_history' ORDER BY record_id"
         ).fetchall()
         (changes,) = db.execute("SELECT count(*) FROM record_changes").fetchone()

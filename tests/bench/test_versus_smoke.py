@@ -66,5 +66,5 @@ def test_tiny_versus_reports_every_figure(tmp_path: Path) -> None:
     text = report.read_text(encoding="utf-8")
     absent = [figure for figure in FIGURES if f"| {figure}" not in text]
     assert not absent, f"figures missing from the report: {absent}\n{text}"
-    assert "| records (rows: data and columns) |" in text, text
+    assert "| record rows (data: zstd against a per-stream dictionary; columns) |" in text, text
     assert text.count("<!-- versus:start -->") == 1

@@ -103,3 +103,17 @@ def test_change_tokens_of_version_1_expire_and_history_keeps_its_diffs(upgraded:
             "AND fields IS NOT NULL"
         ).fetchone()[0]
     assert ops.get("insert", 0) > 0 and inserts_with_fields == 0
+
+
+def test_record_ids_stay_above_every_id_ever_given_after_the_upgrade(upgraded: Home) -> None:
+    """Version 3 moves records to `record_rows`: its id sequence continues the old one, so an
+    id a deleted record had (search rows and history key on it) is never given again."""
+    (old_seq,) = _v1().execute(
+        "SELECT seq FROM sqlite_sequence WHERE name = 'records'"
+    ).fetchone()
+    upgraded.store  # noqa: B018 - opening the store upgrades it
+    with sqlite3.connect(upgraded.path / "ownstream.db") as db:
+        sequences = dict(db.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
+        kinds = dict(db.execute("SELECT name, type FROM sqlite_master").fetchall())
+    assert sequences.get("record_rows") == old_seq and "records" not in sequences
+    assert kinds["records"] == "view" and kinds["record_rows"] == "table"

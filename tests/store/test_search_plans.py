@@ -147,7 +147,7 @@ def test_candidate_and_scoped_plans_agree(
 def test_candidates_are_read_by_record_id(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The candidates' join reads `records` by rowid: given many candidate ids and a scope of a
+    """The candidates' join reads `record_rows` by rowid: given many candidate ids and a scope of a
     few connections, SQLite would otherwise walk every record of those connections on the page
     index (at a million records, 122 ms instead of well under one)."""
     monkeypatch.setattr(reads, "SEARCH_PROBE", 10**6)
@@ -161,6 +161,6 @@ def test_candidates_are_read_by_record_id(
     finally:
         db.set_trace_callback(None)
     assert hits
-    [joined] = [s for s in statements if "FROM records r" in s and "record_id IN" in s]
+    [joined] = [s for s in statements if "FROM record_rows r" in s and "record_id IN" in s]
     plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {joined}"))
     assert "SEARCH r USING INTEGER PRIMARY KEY" in plan, plan

@@ -34,7 +34,7 @@ from ownstream.store.sqlite.reads import MOMENT, scope_filters, visible
 DAY = 86_400
 # datetime.fromtimestamp works between years 1 and 9999; keep a day clear of both ends
 EARLIEST, LATEST = -62_135_596_800 + DAY, 253_402_300_799 - DAY
-DATA = "CAST(r.data AS TEXT)"
+DATA = "record_json(r.data)"
 
 
 def _bucket(granularity: str, moment: str, modifiers: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -46,7 +46,7 @@ LEASE_SECONDS = 60
 CLEANUP_CHUNK = 1000
 
 _COPY_COLUMNS = (
-    "connection_id, stream, record_key, stage, version, deleted, data, emitted_at, "
+    "scope, record_key, stage, version, deleted, data, emitted_at, "
     "cursor_value, consent_time, updated_at, deleted_at, paths, match_key"
 )
 
@@ -313,19 +313,22 @@ class Collection(ConnectionRecords):
         """Heads whose `column` (record_key or match_key) is one of `values`, by record key,
         with their match key."""
         found: dict[str, tuple[str | None, CurrentRecord]] = {}
+        scope = self._record_scope(db, connection_id, stream)
+        if scope is None:
+            return found
         for chunk in chunks(list(values)):
             rows = db.execute(
                 "SELECT record_key, record_id, data, version, deleted, paths, stage, emitted_at, "
-                "match_key FROM records WHERE connection_id = ? AND stream = ? AND parked = 0 "
+                "match_key FROM record_rows WHERE scope = ? AND parked = 0 "
                 f"AND {column} IN ({marks(len(chunk))})",
-                [connection_id, stream, *chunk],
+                [scope, *chunk],
             )
             for key, record_id, data, version, deleted, paths, stage, emitted_at, match in rows:
                 found[key] = (
                     match,
                     CurrentRecord(
                         record_id,
-                        data,
+                        self._record_json(data),
                         version,
                         bool(deleted),
                         _paths(paths),
@@ -338,7 +341,7 @@ class Collection(ConnectionRecords):
     def _next_record_id(self, db: sqlite3.Connection) -> int:
         # the high-water mark, not max(record_id): ids of deleted records are never reused
         row = db.execute(
-            "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'records'"
+            "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'record_rows'"
         ).fetchone()
         return int(row[0]) + 1
 
@@ -357,6 +360,10 @@ class Collection(ConnectionRecords):
         now = self._now()
         fields = self._search_fields(db, stream, definition.searchable_fields)
         next_id = self._next_record_id(db)
+        scope = self._record_scope(db, connection_id, stream, create=True)
+        encode = self._record_encoder(
+            db, connection_id, stream, [insert.head.encoded for insert in plan.inserts]
+        )
         inserts: list[tuple[Any, ...]] = []
         changes: list[tuple[Any, ...]] = []
         index: list[tuple[int, dict[str, Any]]] = []
@@ -366,13 +373,12 @@ class Collection(ConnectionRecords):
             inserts.append(
                 (
                     next_id,
-                    connection_id,
-                    stream,
+                    scope,
                     head.record_key,
                     stage,
                     head.version,
                     int(head.deleted),
-                    head.encoded,
+                    encode(head.encoded),
                     head.emitted_at,
                     head.cursor_value,
                     head.consent_time,
@@ -388,10 +394,9 @@ class Collection(ConnectionRecords):
             next_id += 1
         if inserts:
             db.executemany(
-                "INSERT INTO records (record_id, connection_id, stream, record_key, stage, "
-                "version, deleted, data, emitted_at, cursor_value, consent_time, updated_at, "
-                "deleted_at, paths, match_key) "
-                f"VALUES ({marks(15)})",
+                "INSERT INTO record_rows (record_id, scope, record_key, stage, version, deleted, "
+                "data, emitted_at, cursor_value, consent_time, updated_at, deleted_at, paths, "
+                f"match_key) VALUES ({marks(14)})",
                 inserts,
             )
             self._add_blob_refs(
@@ -419,7 +424,7 @@ class Collection(ConnectionRecords):
                     stage,
                     head.version,
                     int(head.deleted),
-                    head.encoded,
+                    encode(head.encoded),
                     head.cursor_value,
                     head.consent_time,
                     now,
@@ -441,8 +446,8 @@ class Collection(ConnectionRecords):
             )
         if parked:
             db.executemany(
-                f"INSERT INTO records (record_id, parked, {_COPY_COLUMNS}) "
-                f"SELECT ?, ?, {_COPY_COLUMNS} FROM records WHERE record_id = ?",
+                f"INSERT INTO record_rows (record_id, parked, {_COPY_COLUMNS}) "
+                f"SELECT ?, ?, {_COPY_COLUMNS} FROM record_rows WHERE record_id = ?",
                 parked,
             )
         if definition.blob_fields and plan.versions:
@@ -457,7 +462,7 @@ class Collection(ConnectionRecords):
         self._unindex(db, stream, connection_id, fields, unindex)
         if updates:
             db.executemany(
-                "UPDATE records SET stage = ?, version = ?, deleted = ?, data = ?, "
+                "UPDATE record_rows SET stage = ?, version = ?, deleted = ?, data = ?, "
                 "cursor_value = ?, consent_time = ?, updated_at = ?, deleted_at = ?, paths = ?, "
                 "match_key = ? WHERE record_id = ?",
                 updates,
@@ -477,7 +482,7 @@ class Collection(ConnectionRecords):
             )
             mark = acquisition.connector_key + ","
             db.executemany(
-                "UPDATE records SET paths = paths || ? WHERE record_id = ?",
+                "UPDATE record_rows SET paths = paths || ? WHERE record_id = ?",
                 [(mark, s.record_id) for s in plan.sightings if s.add_path],
             )
         stats = plan.stats
@@ -676,11 +681,12 @@ class Collection(ConnectionRecords):
                 rows = self._parked_chunk(db, stage)
                 if not rows:
                     return
-                for (stream, connection_id), items in _live_by_scope(rows).items():
+                live = _live_by_scope(rows, self._record_data)
+                for (stream, connection_id), items in live.items():
                     self._unindex(db, stream, connection_id, self._search_fields(db, stream), items)
                 ids = [row[0] for row in rows]
                 self._drop_blob_refs(db, ids)
-                db.execute(f"DELETE FROM records WHERE record_id IN ({marks(len(ids))})", ids)
+                db.execute(f"DELETE FROM record_rows WHERE record_id IN ({marks(len(ids))})", ids)
 
     def _restore_parked(self, stage: int) -> None:
         """After abandonment: each head the stage rewrote gets its parked version back."""
@@ -696,24 +702,24 @@ class Collection(ConnectionRecords):
                         (connection_id, stream, key),
                     ).fetchone()
                     fields = self._search_fields(db, stream)
-                    restored = orjson.loads(data)
+                    restored = self._record_data(data)
                     if not deleted:
                         self._unindex(db, stream, connection_id, fields, [(copy_id, restored)])
                     if head is not None:
                         head_id, head_data, head_deleted = head
                         if not head_deleted:
-                            staged = orjson.loads(head_data)
+                            staged = self._record_data(head_data)
                             self._unindex(db, stream, connection_id, fields, [(head_id, staged)])
                         db.execute(
-                            f"UPDATE records SET ({_COPY_COLUMNS}) = (SELECT {_COPY_COLUMNS} "
-                            "FROM records WHERE record_id = ?) WHERE record_id = ?",
+                            f"UPDATE record_rows SET ({_COPY_COLUMNS}) = (SELECT {_COPY_COLUMNS} "
+                            "FROM record_rows WHERE record_id = ?) WHERE record_id = ?",
                             (copy_id, head_id),
                         )
                         if not deleted:
                             self._index(db, stream, connection_id, fields, [(head_id, restored)])
                         self._move_blob_refs(db, copy_id, head_id)
                     self._drop_blob_refs(db, [copy_id])
-                    db.execute("DELETE FROM records WHERE record_id = ?", (copy_id,))
+                    db.execute("DELETE FROM record_rows WHERE record_id = ?", (copy_id,))
 
     def _remove_inserts(self, stage: int) -> None:
         """After abandonment: records the stage created are removed."""
@@ -731,12 +737,12 @@ class Collection(ConnectionRecords):
                     return
                 last = rows[-1][0]
                 for (stream, connection_id), items in _live_by_scope(
-                    [(r[1], r[2], r[3], None, r[4], r[5]) for r in rows]
+                    [(r[1], r[2], r[3], None, r[4], r[5]) for r in rows], self._record_data
                 ).items():
                     self._unindex(db, stream, connection_id, self._search_fields(db, stream), items)
                 ids = [row[1] for row in rows]
                 self._drop_blob_refs(db, ids)
-                db.execute(f"DELETE FROM records WHERE record_id IN ({marks(len(ids))})", ids)
+                db.execute(f"DELETE FROM record_rows WHERE record_id IN ({marks(len(ids))})", ids)
 
     def _revert_sightings(self, stage: int) -> None:
         """After abandonment: path marks the stage's sightings added are taken back."""
@@ -754,7 +760,7 @@ class Collection(ConnectionRecords):
                     return
                 if mark is not None:
                     db.executemany(
-                        "UPDATE records SET paths = replace(paths, ?, ',') WHERE record_id = ?",
+                        "UPDATE record_rows SET paths = replace(paths, ?, ',') WHERE record_id = ?",
                         [(mark, record_id) for record_id, add_path in rows if add_path],
                     )
                 db.executemany(
@@ -911,13 +917,13 @@ class Collection(ConnectionRecords):
 
 
 def _live_by_scope(
-    rows: list[tuple[Any, ...]],
+    rows: list[tuple[Any, ...]], decode: Callable[[bytes], dict[str, Any]]
 ) -> dict[tuple[str, str], list[tuple[int, dict[str, Any]]]]:
     """(record_id, connection_id, stream, _, data, deleted) rows → live items per index scope."""
     grouped: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
     for record_id, connection_id, stream, _, data, deleted in rows:
         if not deleted:
             grouped.setdefault((stream, connection_id), []).append(
-                (record_id, orjson.loads(data))
+                (record_id, decode(data))
             )
     return grouped

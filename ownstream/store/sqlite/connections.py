@@ -409,6 +409,11 @@ class ConnectionRecords(SearchIndex, BlobReferences):
                             (connection_id,),
                         )
                     db.execute("DELETE FROM runs WHERE connection_id = ?", (connection_id,))
+                    # the dictionaries hold fragments of the connection's records
+                    for table in ("record_dictionaries", "record_scopes"):
+                        db.execute(
+                            f"DELETE FROM {table} WHERE connection_id = ?", (connection_id,)
+                        )
                     db.execute(
                         "UPDATE deleted_connections SET purged_at = ? WHERE connection_id = ?",
                         (self._now(), connection_id),
@@ -417,7 +422,8 @@ class ConnectionRecords(SearchIndex, BlobReferences):
                 by_stream: dict[str, list[tuple[int, dict[str, Any]]]] = {}
                 for record_id, stream, data, deleted in rows:
                     if not deleted:
-                        by_stream.setdefault(stream, []).append((record_id, orjson.loads(data)))
+                        item = (record_id, self._record_data(data))
+                        by_stream.setdefault(stream, []).append(item)
                 for stream, items in by_stream.items():
                     self._unindex(db, stream, connection_id, self._search_fields(db, stream), items)
                 ids = [row[0] for row in rows]
@@ -425,5 +431,5 @@ class ConnectionRecords(SearchIndex, BlobReferences):
                 self._drop_blob_refs(db, ids)
                 db.execute(f"DELETE FROM record_changes WHERE record_id IN ({id_marks})", ids)
                 db.execute(f"DELETE FROM record_evidence WHERE record_id IN ({id_marks})", ids)
-                db.execute(f"DELETE FROM records WHERE record_id IN ({id_marks})", ids)
+                db.execute(f"DELETE FROM record_rows WHERE record_id IN ({id_marks})", ids)
                 removed += len(ids)

@@ -20,8 +20,9 @@ from typing import Any
 import orjson
 
 from ownstream.clock import iso, random_id, utc_now
+from ownstream.store.sqlite.record_codec import RecordCodec, loader, register
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 60_000
 # Page cache per connection: batches are short, so it need not be large (an import's peak RSS:
 # 165 MiB at 32 MiB, 149 at 16, 148 at 8, in the same import time, at 300,000 plays)
@@ -40,6 +41,10 @@ def dumps(value: Any) -> bytes:
 def dumps_text(value: Any) -> str:
     """JSON as TEXT, for columns SQLite's JSON functions must read."""
     return orjson.dumps(value).decode()
+
+
+def _as_is(data: bytes) -> bytes:
+    return data
 
 
 def marks(count: int) -> str:
@@ -84,6 +89,7 @@ class SQLiteBase:
         self.path = path
         self.clock = clock
         self._local = threading.local()
+        self._codec = RecordCodec()
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
             # created 0600 from the start; SQLite gives its -wal and -shm the same mode. Never
@@ -110,6 +116,7 @@ class SQLiteBase:
             db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             db.execute("PRAGMA temp_store = MEMORY")
             db.execute("PRAGMA foreign_keys = OFF")
+            register(db, self._codec)
             self._local.db = db
             self._local.depth = 0
         return db
@@ -153,6 +160,48 @@ class SQLiteBase:
         if not used:
             return "", []
         return " WHERE " + " AND ".join(c for c, _ in used), [v for _, v in used]
+
+    def _record_json(self, data: bytes) -> bytes:
+        """A stored record's JSON, whether compressed or not (see `record_codec`)."""
+        return self._codec.decode(data, loader(self._db()))
+
+    @staticmethod
+    def _record_scope(
+        db: sqlite3.Connection, connection_id: str, stream: str, *, create: bool = False
+    ) -> int | None:
+        """The number `record_rows` names a connection's stream by (created on the first write).
+
+        Looked up every time, never cached: a number a rolled-back transaction created may be
+        given to another stream later."""
+        row = db.execute(
+            "SELECT scope FROM record_scopes WHERE connection_id = ? AND stream = ?",
+            (connection_id, stream),
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
+        if not create:
+            return None
+        cursor = db.execute(
+            "INSERT INTO record_scopes (connection_id, stream) VALUES (?, ?)",
+            (connection_id, stream),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def _record_encoder(
+        self,
+        db: sqlite3.Connection,
+        connection_id: str,
+        stream: str,
+        batch: Sequence[bytes] = (),
+    ) -> Callable[[bytes], bytes]:
+        """How a connection's stream stores record JSON now (see `record_codec`)."""
+        encode = self._codec.encoder(db, connection_id, stream, batch)
+        return _as_is if encode is None else encode
+
+    def _record_data(self, data: bytes) -> dict[str, Any]:
+        decoded: dict[str, Any] = orjson.loads(self._record_json(data))
+        return decoded
 
     def _meta(self, key: str) -> str | None:
         row = self._db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -159,7 +159,33 @@ def _v1_to_v2(store: SQLiteBase) -> None:
         )
 
 
-STEPS: dict[int, Callable[[SQLiteBase], None]] = {1: _v1_to_v2}
+_V2_TO_V3 = """
+INSERT INTO record_scopes (connection_id, stream)
+    SELECT DISTINCT connection_id, stream FROM records ORDER BY connection_id, stream;
+INSERT INTO record_rows (record_id, scope, record_key, parked, stage, version, deleted, data,
+        emitted_at, cursor_value, consent_time, updated_at, deleted_at, paths, match_key)
+    SELECT r.record_id, s.scope, r.record_key, r.parked, r.stage, r.version, r.deleted, r.data,
+        r.emitted_at, r.cursor_value, r.consent_time, r.updated_at, r.deleted_at, r.paths,
+        r.match_key
+    FROM records r JOIN record_scopes s USING (connection_id, stream) ORDER BY r.record_id;
+DELETE FROM sqlite_sequence WHERE name = 'record_rows';
+UPDATE sqlite_sequence SET name = 'record_rows' WHERE name = 'records';
+DROP TABLE records;
+"""
+
+
+def _v2_to_v3(store: SQLiteBase) -> None:
+    """Rows name their connection and stream by a number (`record_scopes`), read through the
+    `records` view; record data may be compressed (`record_dictionaries`): rows stored before
+    stay JSON, which version 3 reads as well."""
+    with store._tx() as db:
+        run_script(db, schema_script())  # the new tables (the old `records` keeps its name)
+        run_script(db, _V2_TO_V3)
+        run_script(db, schema_script())  # the indexes of `record_rows` and the `records` view
+        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+
+
+STEPS: dict[int, Callable[[SQLiteBase], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def upgrade(store: SQLiteBase, version: int) -> None:

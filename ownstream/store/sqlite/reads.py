@@ -12,8 +12,6 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from ownstream.model import ReadScope
 from ownstream.records import project
 from ownstream.search import Term
@@ -28,7 +26,13 @@ from ownstream.store.sqlite.database import marks
 from ownstream.store.sqlite.search_index import SLOTS, SearchIndex, scope_token
 
 SEARCH_PROBE = 256  # term-only candidates below which a search joins them to records instead
-_HIT_COLUMNS = "r.connection_id, r.stream, r.record_key, r.data, r.emitted_at"
+_HIT_COLUMNS = "s.connection_id, s.stream, r.record_key, r.data, r.emitted_at"
+# search reads `record_rows` (r) and its `record_scopes` (s) itself, not the `records` view:
+# the candidates' join must say NOT INDEXED, which a view cannot take
+_HIT_SOURCE = (
+    "JOIN record_scopes s ON s.scope = r.scope "
+    "JOIN connections k ON k.connection_id = s.connection_id"
+)
 
 
 def visible(row: str, connection: str) -> str:
@@ -64,7 +68,7 @@ def scope_filters(scope: ReadScope, alias: str = "") -> tuple[list[str], list[An
         params.extend(scope.resources)
     for found in scope.filters:
         compare = _COMPARE[found.op]
-        value = json_extract = f"json_extract(CAST({col}data AS TEXT), ?)"
+        value = json_extract = f"json_extract(record_json({col}data), ?)"
         if found.moment and found.field == scope.stream.consent_time_field:
             filters.append(f"{col}consent_time {compare} ?")
         else:
@@ -175,7 +179,7 @@ class ReadQueries(SearchIndex):
                 connection_id=row[0],
                 stream=scope.stream.name,
                 record_key=row[1],
-                data=project(orjson.loads(row[2]), fields),
+                data=project(self._record_data(row[2]), fields),
                 emitted_at=row[3],
                 cursor_value=row[4],
             )
@@ -200,7 +204,11 @@ class ReadQueries(SearchIndex):
         fields = frozenset(scope.fields)
         return [
             StoredRecord(
-                row[0], scope.stream.name, row[1], project(orjson.loads(row[2]), fields), row[3],
+                row[0],
+                scope.stream.name,
+                row[1],
+                project(self._record_data(row[2]), fields),
+                row[3],
                 row[4],
             )
             for row in rows
@@ -342,7 +350,7 @@ class ReadQueries(SearchIndex):
                     connection_id=row[0],
                     stream=scope.stream.name,
                     record_key=row[1],
-                    data=None if row[4] else project(orjson.loads(row[2]), keep),
+                    data=None if row[4] else project(self._record_data(row[2]), keep),
                     emitted_at=row[3],
                     deleted=bool(row[4]),
                     deleted_at=row[5],
@@ -395,8 +403,8 @@ class ReadQueries(SearchIndex):
                 f"scope : ({connections}) AND {columns} : ({words}))"
             )
             filters, extra = scope_filters(scope, "r")
-            granted = f"r.connection_id IN ({marks(len(scope.connection_ids))})"
-            condition = " AND ".join(["r.stream = ?", granted, *filters])
+            granted = f"s.connection_id IN ({marks(len(scope.connection_ids))})"
+            condition = " AND ".join(["s.stream = ?", granted, *filters])
             params = [scope.stream.name, *sorted(scope.connection_ids), *extra]
             filter_sql.append(condition)
             filter_params += params
@@ -407,8 +415,7 @@ class ReadQueries(SearchIndex):
         if rows is None:
             sql = (
                 f"SELECT f.rowid, {_HIT_COLUMNS} FROM search_index f "
-                "JOIN records r ON r.record_id = f.rowid "
-                "JOIN connections k ON k.connection_id = r.connection_id "
+                f"JOIN record_rows r ON r.record_id = f.rowid {_HIT_SOURCE} "
                 f"WHERE search_index MATCH ? AND r.deleted = 0 AND {visible('r', 'k')} "
                 f"AND (({') OR ('.join(filter_sql)}))"
                 + (" AND f.rowid < ?" if before is not None else "")
@@ -425,7 +432,7 @@ class ReadQueries(SearchIndex):
                 connection_id=row[1],
                 stream=row[2],
                 record_key=row[3],
-                data=project(orjson.loads(row[4]), fields_by_stream[row[2]]),
+                data=project(self._record_data(row[4]), fields_by_stream[row[2]]),
                 emitted_at=row[5],
             )
             for row in rows[:limit]
@@ -460,8 +467,8 @@ class ReadQueries(SearchIndex):
             if ids:
                 # NOT INDEXED: by rowid, never a walk of the scope's connections on records_page
                 selects.append(
-                    f"SELECT r.record_id, {_HIT_COLUMNS} FROM records r NOT INDEXED "
-                    "JOIN connections k ON k.connection_id = r.connection_id "
+                    f"SELECT r.record_id, {_HIT_COLUMNS} FROM record_rows r NOT INDEXED "
+                    f"{_HIT_SOURCE} "
                     f"WHERE r.record_id IN ({marks(len(ids))}) AND r.deleted = 0 "
                     f"AND {visible('r', 'k')} "
                     f"AND (({') OR ('.join(condition for condition, _ in scoped)}))"

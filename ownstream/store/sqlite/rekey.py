@@ -16,6 +16,7 @@ stage would orphan the published versions it parked under the old key.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -79,7 +80,7 @@ class RecordRekeys(SearchIndex):
             if connection_id in busy:
                 report.deferred += 1
                 continue
-            data = orjson.loads(raw)
+            data = self._record_data(raw)
             new_key, new_data = rekey(data) or (key, data)
             fresh = stored_match_key(rule, new_data) if rule is not None else stored
             if (new_key, new_data) == (key, data) and fresh == stored:
@@ -88,6 +89,7 @@ class RecordRekeys(SearchIndex):
             found.append((record_id, connection_id, key, data, bool(deleted), new_key, new_data))
         taken = self._held_keys(db, stream, {(f[1], f[5]) for f in found if f[5] != f[2]})
         updates, unindex, index = [], [], []
+        encoders: dict[str, Callable[[bytes], bytes]] = {}
         for record_id, connection_id, key, data, deleted, new_key, new_data in found:
             if new_key != key:
                 if (connection_id, new_key) in taken:
@@ -95,10 +97,12 @@ class RecordRekeys(SearchIndex):
                     continue
                 taken.discard((connection_id, key))
                 taken.add((connection_id, new_key))
+            if connection_id not in encoders:
+                encoders[connection_id] = self._record_encoder(db, connection_id, stream)
             updates.append(
                 (
                     new_key,
-                    orjson.dumps(new_data),
+                    encoders[connection_id](orjson.dumps(new_data)),
                     rule is not None,
                     stored_match_key(rule, new_data) if rule is not None else None,
                     record_id,
@@ -111,7 +115,7 @@ class RecordRekeys(SearchIndex):
                 index.append((connection_id, (record_id, new_data)))
             report.rekeyed += 1
         db.executemany(
-            "UPDATE records SET record_key = ?, data = ?, match_key = "
+            "UPDATE record_rows SET record_key = ?, data = ?, match_key = "
             "CASE WHEN ? THEN ? ELSE match_key END WHERE record_id = ?",
             updates,
         )

@@ -1,4 +1,4 @@
--- ownstream SQLite schema, version 2. Every collected thing is keyed by connection_id.
+-- ownstream SQLite schema, version 3. Every collected thing is keyed by connection_id.
 -- A fresh database is created from this file; older ones are upgraded by `migrations.py`.
 
 CREATE TABLE IF NOT EXISTS meta (
@@ -164,16 +164,24 @@ CREATE INDEX IF NOT EXISTS batches_by_connection ON acquisition_batches (connect
 -- unpublished, the published version it superseded (parked = that stage). A reader of a
 -- connection whose published stage is P sees a row when stage <= P and (parked = 0 or
 -- parked > P): publishing is one update of P, whatever the stage wrote.
-CREATE TABLE IF NOT EXISTS records (
-    record_id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: search rows key on it
+-- Rows name their connection and stream by a small `scope` number (`record_scopes`) so that
+-- neither is repeated as text in every row and index entry; the `records` view reads them
+-- with both, and every read goes through it. Writes go to `record_rows`.
+CREATE TABLE IF NOT EXISTS record_scopes (
+    scope INTEGER PRIMARY KEY,
     connection_id TEXT NOT NULL,
     stream TEXT NOT NULL,
+    UNIQUE (connection_id, stream)
+);
+CREATE TABLE IF NOT EXISTS record_rows (
+    record_id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: search rows key on it
+    scope INTEGER NOT NULL,
     record_key TEXT NOT NULL,
     parked INTEGER NOT NULL DEFAULT 0,
     stage INTEGER NOT NULL,
     version INTEGER NOT NULL,
     deleted INTEGER NOT NULL DEFAULT 0,
-    data BLOB NOT NULL,
+    data BLOB NOT NULL,               -- JSON, or zstd against a dictionary (record_codec.py)
     emitted_at TEXT NOT NULL,
     cursor_value TEXT NOT NULL,       -- sortable text; '' when the record has no cursor value
     consent_time TEXT,                -- normalized UTC ISO of the consent-time field
@@ -181,13 +189,29 @@ CREATE TABLE IF NOT EXISTS records (
     deleted_at TEXT,
     paths TEXT NOT NULL,              -- connector keys that evidenced it, ',k1,k2,'
     match_key TEXT,                   -- its identity under a record rule (NULL: no rule applies)
-    UNIQUE (connection_id, stream, record_key, parked)
+    UNIQUE (scope, record_key, parked)
 );
 CREATE INDEX IF NOT EXISTS records_page
-    ON records (connection_id, stream, cursor_value, record_key) WHERE deleted = 0;
-CREATE INDEX IF NOT EXISTS records_parked ON records (parked) WHERE parked != 0;
+    ON record_rows (scope, cursor_value, record_key) WHERE deleted = 0;
+CREATE INDEX IF NOT EXISTS records_parked ON record_rows (parked) WHERE parked != 0;
 CREATE INDEX IF NOT EXISTS records_match
-    ON records (connection_id, stream, match_key) WHERE match_key IS NOT NULL;
+    ON record_rows (scope, match_key) WHERE match_key IS NOT NULL;
+CREATE VIEW IF NOT EXISTS records AS
+    SELECT r.record_id, s.connection_id, s.stream, r.record_key, r.parked, r.stage, r.version,
+        r.deleted, r.data, r.emitted_at, r.cursor_value, r.consent_time, r.updated_at,
+        r.deleted_at, r.paths, r.match_key, r.scope
+    FROM record_rows r JOIN record_scopes s ON s.scope = r.scope;
+
+-- zstd dictionaries trained on a connection's own records of one stream; `records.data` is
+-- either JSON or a zstd frame naming its dictionary (see record_codec.py). Ids are random and
+-- never reused; deleted with the connection's records.
+CREATE TABLE IF NOT EXISTS record_dictionaries (
+    dictionary_id INTEGER PRIMARY KEY,
+    connection_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    content BLOB NOT NULL,
+    UNIQUE (connection_id, stream)
+);
 
 -- One row per version. Inserts carry no field list; updates list the top-level fields they
 -- changed and those fields' previous values, so every version can be reconstructed.

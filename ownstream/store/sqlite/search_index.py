@@ -73,7 +73,7 @@ class SearchIndex(SQLiteBase):
         ).fetchall()
         for record_id, connection_id, data in rows:
             scope = self._scope(stream, connection_id)
-            loaded = orjson.loads(data)
+            loaded = self._record_data(data)
             if old:
                 db.execute(_DELETE, _row(record_id, scope, old, loaded))
             if new:

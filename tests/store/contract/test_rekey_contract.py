@@ -166,7 +166,8 @@ def test_match_keys_of_the_previous_format_are_refreshed(harness: Harness) -> No
     try:
         (data,) = raw.execute("SELECT data FROM records WHERE record_key = 'p1'").fetchone()
         held = orjson.loads(bytes(data))
-        raw.execute("UPDATE records SET match_key = ?", (match_key(RULE, held),))
+        rows = "record_rows" if raw.backend == "sqlite" else "records"  # SQLite: a view
+        raw.execute(f"UPDATE {rows} SET match_key = ?", (match_key(RULE, held),))
 
         def stored() -> str:
             value: str = raw.execute("SELECT match_key FROM records").fetchone()[0]
