@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 import orjson
 
-from ownstream.clock import parse_iso
 from ownstream.model import AcquisitionPath, RecordRule, RecordWrite, StreamDefinition
 from ownstream.records import (
     BLOB_ID,
@@ -30,7 +29,7 @@ from ownstream.records import (
     consent_time,
     is_coarse,
     keep_finer_time,
-    match_key,
+    match_window,
     merge,
     sortable,
 )
@@ -82,9 +81,13 @@ class CurrentRecord:
         return decoded
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Head:
-    """The columns of a record's head version after the batch."""
+    """The columns of a record's head version after the batch.
+
+    A plan's parts (`Head`, `Change`, `Insert`, `NewVersion`, `Sighting`) are made once per
+    record and only read after: they are not frozen, which makes building one several times
+    cheaper (a frozen dataclass sets each field through `object.__setattr__`)."""
 
     record_key: str
     data: dict[str, Any]
@@ -104,10 +107,10 @@ def stored_match_key(rule: RecordRule, data: dict[str, Any]) -> str | None:
     hex) and then the rule's match key. Two records share it exactly when they share
     `records.match_key`, and an index on it grows at its end as time-ordered records arrive,
     so an import dirties a few index pages per batch rather than one per record."""
-    key = match_key(rule, data)
-    if key is None:
+    found = match_window(rule, data)
+    if found is None:
         return None
-    window = int(parse_iso(data[rule.time_field]).timestamp()) // rule.window_seconds
+    window, key = found
     return f"{window:010x}{key[:12]}"
 
 
@@ -136,7 +139,7 @@ class Matching:
     keys: MatchKeys
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Change:
     """One change-log entry. `prior` holds the previous values of the fields it changed (a
     field absent from `prior` but listed in `fields` did not exist before); inserts carry
@@ -148,13 +151,13 @@ class Change:
     prior: dict[str, Any] | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Insert:
     head: Head
     change: Change
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewVersion:
     """A new version of an existing record. `park` keeps the published head readable until
     the stage is published; a head the stage wrote itself is simply overwritten."""
@@ -166,7 +169,7 @@ class NewVersion:
     park: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Sighting:
     """The stage saw a record it holds unchanged: provenance, and maybe a new path mark."""
 
@@ -331,6 +334,8 @@ def reconcile(
     absorbed: list[tuple[str, str]] = []
     ambiguous = 0
     for key in coarse_in.keys() | precise_in.keys():
+        if key not in matching.candidates and (key not in coarse_in or key not in precise_in):
+            continue  # one kind only, nothing held: the usual case, and nothing to pair
         held = [
             k for k in matching.candidates.get(key, ()) if k in current and not current[k].deleted
         ]
