@@ -222,6 +222,9 @@ class BatchPlan:
     stats: BatchStats = field(default_factory=BatchStats)
 
 
+_NO_PATHS: frozenset[str] = frozenset()
+
+
 class _Working:
     """A key's effective state while the batch is folded onto it.
 
@@ -229,13 +232,34 @@ class _Working:
     bytes, or one incoming write's. A write whose bytes equal them is a duplicate without
     either side being decoded, which keeps a re-import of mostly known records cheap."""
 
+    __slots__ = (
+        "_data",
+        "current",
+        "deleted",
+        "emitted_at",
+        "encoded",
+        "paths",
+        "sighted",
+        "touched",
+    )
+
     def __init__(self, current: CurrentRecord | None) -> None:
         self.current = current
-        self._data: dict[str, Any] | None = None if current is not None else {}
-        self.encoded: bytes | None = current.encoded if current is not None else None
-        self.deleted = current.deleted if current is not None else True
-        self.paths = current.paths if current is not None else frozenset[str]()
-        self.emitted_at = current.emitted_at if current is not None else ""
+        self._data: dict[str, Any] | None
+        self.encoded: bytes | None
+        self.paths: frozenset[str]
+        if current is None:  # a key the store does not hold: no data, as if deleted
+            self._data = {}
+            self.encoded = None
+            self.deleted = True
+            self.paths = _NO_PATHS
+            self.emitted_at = ""
+        else:
+            self._data = None  # decoded from `encoded` when asked
+            self.encoded = current.encoded
+            self.deleted = current.deleted
+            self.paths = current.paths
+            self.emitted_at = current.emitted_at
         self.touched = False  # some write changed data or liveness
         self.sighted = False
 
