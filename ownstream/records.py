@@ -29,6 +29,8 @@ def key_part(value: Any) -> str | None:
 
 def canonical_key(definition: StreamDefinition, data: dict[str, Any]) -> str | None:
     """The canonical record key of `data`: the value itself, or minified JSON for compound keys."""
+    if len(definition.primary_key) == 1:  # the usual key: one field, its value itself
+        return key_part(data.get(definition.primary_key[0]))
     parts = [key_part(data.get(field)) for field in definition.primary_key]
     if any(part is None for part in parts):
         return None
@@ -54,9 +56,11 @@ def sortable(value: Any) -> str:
 
     Records without a cursor value get '', which pages place after every other value.
     """
+    if type(value) is str:
+        return value  # the usual cursor, an ISO time
     if value is None or isinstance(value, bool):
         return ""
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         if value < 0:
             # '-' sorts before every digit; complementing the digits of |value| puts the most
             # negative first (plain '-10' > '-2.5' as text would sort them backwards)
@@ -174,6 +178,13 @@ def keep_finer_time(
 def match_key(rule: RecordRule, data: dict[str, Any]) -> str | None:
     """A record's identity under a record rule: its time's window and its match fields
     (case-folded), hashed; None when the record lacks one of them."""
+    found = match_window(rule, data)
+    return None if found is None else found[1]
+
+
+def match_window(rule: RecordRule, data: dict[str, Any]) -> tuple[int, str] | None:
+    """The window (of `rule.window_seconds`) a record's time falls in, and its `match_key`;
+    None when the record lacks one of them. The time is parsed once for both."""
     value = data.get(rule.time_field)
     if not isinstance(value, str):
         return None
@@ -181,13 +192,14 @@ def match_key(rule: RecordRule, data: dict[str, Any]) -> str | None:
         moment = parse_iso(value)
     except ValueError:
         return None
-    parts = [str(int(moment.timestamp()) // rule.window_seconds)]
+    window = int(moment.timestamp()) // rule.window_seconds
+    parts = [str(window)]
     for name in rule.match_fields:
         field = data.get(name)
         if not isinstance(field, str):
             return None
         parts.append(field.casefold())
-    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:20]
+    return window, hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:20]
 
 
 # blob references ----------------------------------------------------------------------------

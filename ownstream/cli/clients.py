@@ -1,5 +1,8 @@
 """`ownstream clients|authorizations|console-link`: who registered, who asks, and the owner's
-browser sign-in."""
+browser sign-in.
+
+The modules of clients and authorizations (authlib, joserfc, cryptography: about 25 ms) are
+imported by the commands that use them, so every other command starts without them."""
 
 from __future__ import annotations
 
@@ -8,8 +11,6 @@ from pathlib import Path
 import orjson
 import typer
 
-from ownstream.auth.authorizations import approve, authorization_view, deny, status_of
-from ownstream.auth.clients import client_view, delete_client, find_client
 from ownstream.auth.console import PUBLIC_URL_SETTING, mint_link
 from ownstream.auth.discovery import normalize_public_url, url_for_bind
 from ownstream.cli.output import JsonOption, handles_errors, home_of, print_json, table
@@ -24,6 +25,8 @@ authorizations_app = typer.Typer(
 @clients_app.command("list")
 @handles_errors
 def clients_list(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    from ownstream.auth.clients import client_view
+
     store = home_of(ctx).store
     views = [client_view(store, c) for c in store.clients()]
     if as_json:
@@ -43,6 +46,8 @@ def clients_list(ctx: typer.Context, as_json: bool = JsonOption) -> None:
 @clients_app.command("show")
 @handles_errors
 def clients_show(ctx: typer.Context, client_id: str, as_json: bool = JsonOption) -> None:
+    from ownstream.auth.clients import client_view, find_client
+
     store = home_of(ctx).store
     view = client_view(store, find_client(store, client_id))
     if as_json:
@@ -55,6 +60,8 @@ def clients_show(ctx: typer.Context, client_id: str, as_json: bool = JsonOption)
 @handles_errors
 def clients_delete(ctx: typer.Context, client_id: str, as_json: bool = JsonOption) -> None:
     """Delete a client and revoke every grant it holds."""
+    from ownstream.auth.clients import delete_client
+
     result = delete_client(home_of(ctx).store, client_id)
     if as_json:
         print_json(result)
@@ -69,6 +76,8 @@ def authorizations_list(
     status: str = typer.Option("pending", "--status", help="pending, approved, denied, …, all"),
     as_json: bool = JsonOption,
 ) -> None:
+    from ownstream.auth.authorizations import authorization_view, status_of
+
     store = home_of(ctx).store
     views = [
         authorization_view(store, a)
@@ -101,6 +110,8 @@ def authorizations_approve(
     as_json: bool = JsonOption,
 ) -> None:
     """Approve a request as asked, or narrowed by a grant-request-shaped JSON file."""
+    from ownstream.auth.authorizations import approve
+
     decision = None
     if request is not None:
         try:
@@ -125,6 +136,8 @@ def authorizations_approve(
 def authorizations_deny(
     ctx: typer.Context, authorization_id: str, as_json: bool = JsonOption
 ) -> None:
+    from ownstream.auth.authorizations import deny
+
     deny(home_of(ctx).store, authorization_id)
     if as_json:
         print_json({"id": authorization_id, "status": "denied"})

@@ -189,7 +189,8 @@ class MessageValidator:
         return self.parse(message)
 
     def parse(self, message: Any) -> Message:
-        if not isinstance(message, Mapping):
+        # a dict is settled before the (much slower) check against the Mapping ABC
+        if type(message) is not dict and not isinstance(message, Mapping):
             raise ProtocolViolation("a message must be a JSON object")
         kind = message.get("type")
         if self.finished:
@@ -259,18 +260,17 @@ class MessageValidator:
         op = message.get("op", "upsert")
         emitted_at = message.get("emitted_at")
 
-        def reject(reason: str, detail: str) -> Rejected:
-            return Rejected(Rejection(stream, key, reason, detail), counted_as_record=True)
-
         if key is None:
-            return reject("invalid_key", "key must be a string or a list of strings")
+            return _refused(stream, key, "invalid_key", "key must be a string or a list of strings")
         if op not in ("upsert", "delete"):
-            return reject("invalid_op", f"op {op!r} is not upsert or delete")
+            return _refused(stream, key, "invalid_op", f"op {op!r} is not upsert or delete")
         if op == "delete" and definition.semantics != "mutable_state":
-            return reject("delete_on_append_only", f"{stream!r} is append-only")
+            return _refused(stream, key, "delete_on_append_only", f"{stream!r} is append-only")
         expected = canonical_key(definition, data)
         if expected != key:
-            return reject(
+            return _refused(
+                stream,
+                key,
                 "key_mismatch",
                 f"key {key!r} is not the primary key {list(definition.primary_key)} of data "
                 f"({expected!r})",
@@ -280,15 +280,15 @@ class MessageValidator:
             # buffer, and a batch holds thousands of these until it is written
             encoded = bytes(memoryview(orjson.dumps(data)))
         except TypeError as exc:
-            return reject("not_json", f"data is not JSON: {exc}")
+            return _refused(stream, key, "not_json", f"data is not JSON: {exc}")
         if op == "upsert":
             problem = self._schema_check(definition)(data)
             if problem is not None:
-                return reject("schema_mismatch", problem)
-            for name, ref in blob_refs(definition, data):
+                return _refused(stream, key, "schema_mismatch", problem)
+            for name, ref in blob_refs(definition, data) if definition.blob_fields else ():
                 problem = blob_ref_problem(ref)
                 if problem is not None:
-                    return reject("invalid_blob_ref", f"{name}: {problem}")
+                    return _refused(stream, key, "invalid_blob_ref", f"{name}: {problem}")
         return Record(
             RecordWrite(
                 stream=stream,
@@ -397,6 +397,11 @@ class MessageValidator:
             )
         error = message.get("error")
         return Done(str(status), self.records_seen, error if isinstance(error, dict) else None)
+
+
+def _refused(stream: str, key: str | None, reason: str, detail: str) -> Rejected:
+    """A RECORD the runtime refuses: counted toward records_emitted, and rejected."""
+    return Rejected(Rejection(stream, key, reason, detail), counted_as_record=True)
 
 
 def _optional_str(value: Any) -> str | None:

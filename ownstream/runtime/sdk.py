@@ -25,6 +25,7 @@ import tempfile
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
@@ -92,7 +93,18 @@ class Start:
         )
 
     def wants(self, stream: str) -> bool:
-        return any(s.name == stream for s in self.streams)
+        return stream in self._scopes
+
+    def scope(self, stream: str) -> StreamScope | None:
+        """The run's scope of `stream` (its first, should it be listed twice), or None."""
+        return self._scopes.get(stream)
+
+    @cached_property
+    def _scopes(self) -> dict[str, StreamScope]:
+        scopes: dict[str, StreamScope] = {}
+        for scope in self.streams:
+            scopes.setdefault(scope.name, scope)
+        return scopes
 
     @property
     def identify_only(self) -> bool:

@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 import orjson
 
-from ownstream.clock import parse_iso
 from ownstream.model import AcquisitionPath, RecordRule, RecordWrite, StreamDefinition
 from ownstream.records import (
     BLOB_ID,
@@ -30,7 +29,7 @@ from ownstream.records import (
     consent_time,
     is_coarse,
     keep_finer_time,
-    match_key,
+    match_window,
     merge,
     sortable,
 )
@@ -82,9 +81,13 @@ class CurrentRecord:
         return decoded
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Head:
-    """The columns of a record's head version after the batch."""
+    """The columns of a record's head version after the batch.
+
+    A plan's parts (`Head`, `Change`, `Insert`, `NewVersion`, `Sighting`) are made once per
+    record and only read after: they are not frozen, which makes building one several times
+    cheaper (a frozen dataclass sets each field through `object.__setattr__`)."""
 
     record_key: str
     data: dict[str, Any]
@@ -104,10 +107,10 @@ def stored_match_key(rule: RecordRule, data: dict[str, Any]) -> str | None:
     hex) and then the rule's match key. Two records share it exactly when they share
     `records.match_key`, and an index on it grows at its end as time-ordered records arrive,
     so an import dirties a few index pages per batch rather than one per record."""
-    key = match_key(rule, data)
-    if key is None:
+    found = match_window(rule, data)
+    if found is None:
         return None
-    window = int(parse_iso(data[rule.time_field]).timestamp()) // rule.window_seconds
+    window, key = found
     return f"{window:010x}{key[:12]}"
 
 
@@ -136,7 +139,7 @@ class Matching:
     keys: MatchKeys
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Change:
     """One change-log entry. `prior` holds the previous values of the fields it changed (a
     field absent from `prior` but listed in `fields` did not exist before); inserts carry
@@ -148,13 +151,13 @@ class Change:
     prior: dict[str, Any] | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Insert:
     head: Head
     change: Change
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewVersion:
     """A new version of an existing record. `park` keeps the published head readable until
     the stage is published; a head the stage wrote itself is simply overwritten."""
@@ -166,7 +169,7 @@ class NewVersion:
     park: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Sighting:
     """The stage saw a record it holds unchanged: provenance, and maybe a new path mark."""
 
@@ -219,6 +222,9 @@ class BatchPlan:
     stats: BatchStats = field(default_factory=BatchStats)
 
 
+_NO_PATHS: frozenset[str] = frozenset()
+
+
 class _Working:
     """A key's effective state while the batch is folded onto it.
 
@@ -226,13 +232,34 @@ class _Working:
     bytes, or one incoming write's. A write whose bytes equal them is a duplicate without
     either side being decoded, which keeps a re-import of mostly known records cheap."""
 
+    __slots__ = (
+        "_data",
+        "current",
+        "deleted",
+        "emitted_at",
+        "encoded",
+        "paths",
+        "sighted",
+        "touched",
+    )
+
     def __init__(self, current: CurrentRecord | None) -> None:
         self.current = current
-        self._data: dict[str, Any] | None = None if current is not None else {}
-        self.encoded: bytes | None = current.encoded if current is not None else None
-        self.deleted = current.deleted if current is not None else True
-        self.paths = current.paths if current is not None else frozenset[str]()
-        self.emitted_at = current.emitted_at if current is not None else ""
+        self._data: dict[str, Any] | None
+        self.encoded: bytes | None
+        self.paths: frozenset[str]
+        if current is None:  # a key the store does not hold: no data, as if deleted
+            self._data = {}
+            self.encoded = None
+            self.deleted = True
+            self.paths = _NO_PATHS
+            self.emitted_at = ""
+        else:
+            self._data = None  # decoded from `encoded` when asked
+            self.encoded = current.encoded
+            self.deleted = current.deleted
+            self.paths = current.paths
+            self.emitted_at = current.emitted_at
         self.touched = False  # some write changed data or liveness
         self.sighted = False
 
@@ -331,6 +358,8 @@ def reconcile(
     absorbed: list[tuple[str, str]] = []
     ambiguous = 0
     for key in coarse_in.keys() | precise_in.keys():
+        if key not in matching.candidates and (key not in coarse_in or key not in precise_in):
+            continue  # one kind only, nothing held: the usual case, and nothing to pair
         held = [
             k for k in matching.candidates.get(key, ()) if k in current and not current[k].deleted
         ]

@@ -52,11 +52,22 @@ def listen_key(moment: datetime, precision: Precision, *names: str, ordinal: int
     the n-th listen of the same thing in the same minute of a basic history, which has nothing
     finer to tell them by.
     """
-    pattern = "%Y-%m-%dT%H:%M" if precision == "minute" else "%Y-%m-%dT%H:%M:%S"
-    parts = [moment.astimezone(UTC).strftime(pattern), *(name.casefold() for name in names)]
+    parts = [_key_time(moment.astimezone(UTC), precision), *[name.casefold() for name in names]]
     if ordinal > 1:
         parts.append(f"#{ordinal}")
     return hashlib.sha1("|".join(parts).encode("utf-8")).hexdigest()[:20]
+
+
+def _key_time(moment: datetime, precision: Precision) -> str:
+    """A key's time as strftime renders it: `%Y-%m-%dT%H:%M`, and `:%S` unless coarse.
+    %-formatting the fields is about three times faster (f-strings are slower); strftime
+    writes years before 1000 without leading zeros on some platforms, so those keep it."""
+    if moment.year < 1000:
+        return moment.strftime("%Y-%m-%dT%H:%M" if precision == "minute" else "%Y-%m-%dT%H:%M:%S")
+    fields = (moment.year, moment.month, moment.day, moment.hour, moment.minute)
+    if precision == "minute":
+        return "%04d-%02d-%02dT%02d:%02d" % fields  # noqa: UP031
+    return "%04d-%02d-%02dT%02d:%02d:%02d" % (*fields, moment.second)  # noqa: UP031
 
 
 def play_id(
@@ -110,7 +121,7 @@ def scoped_record(start: Start, stream: str, key: str, data: Mapping[str, Any]) 
     The runtime treats a record outside the time range, or a field outside the requested
     fields, as a protocol violation, so the connector filters and projects before emitting.
     """
-    scope = next((s for s in start.streams if s.name == stream), None)
+    scope = start.scope(stream)
     if scope is None:
         return None
     time_field = _CONSENT_TIME.get(stream)

@@ -36,9 +36,11 @@ def entry_object(entry: Any, what: str = "the entry") -> Mapping[str, Any]:
     return entry
 
 
-def field(entry: Mapping[str, Any], name: str, kind: type, *, required: bool = False) -> Any:
+def field(entry: Mapping[str, Any], name: str, kind: type[Any], *, required: bool = False) -> Any:
     """A field's value, or None when it is not provided; a negative integer is out of range."""
-    value = entry.get(name)
+    value: Any = entry.get(name)
+    if type(value) is kind and value != "" and (kind is not int or value >= 0):
+        return value  # the usual case, settled at once: exactly the type, and in range
     if value is None or value == "":
         if required:
             raise Malformed("missing_field", f"{name} is missing")

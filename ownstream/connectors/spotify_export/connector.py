@@ -376,28 +376,30 @@ class _Importer:
         yield from handlers[file.kind](file, document)
 
     def _entries(
-        self, parse: Callable[[Mapping[str, Any]], Iterator[Message]]
+        self, parse: Callable[[Mapping[str, Any]], Message | None]
     ) -> Callable[[_File, Any], Iterator[Message]]:
-        """Apply `parse` to each entry of a history file; one bad entry is rejected alone (under
-        its file's stream, or none for an extended history, whose bad entry may be anything)."""
+        """Apply `parse` to each entry of a history file: the one message an entry makes, if
+        any. One bad entry is rejected alone (under its file's stream, or none for an extended
+        history, whose bad entry may be anything)."""
 
         def each(file: _File, document: Any) -> Iterator[Message]:
             streams = _KIND_STREAMS[file.kind or ""]
             stream = streams[0] if len(streams) == 1 else None
             for index, entry in enumerate(document):
                 try:
-                    yield from parse(entry_object(entry))
+                    message = parse(entry_object(entry))
                 except Malformed as problem:
                     yield rejected(
                         stream, problem, f"{file.path} entry {index}", _where(file, index)
                     )
+                    continue
+                if message is not None:
+                    yield message
 
         return each
 
-    def _emit(self, stream: str, key: str, data: dict[str, Any]) -> Iterator[Message]:
-        message = scoped_record(self.start, stream, key, compact(data))
-        if message is not None:
-            yield message
+    def _emit(self, stream: str, key: str, data: dict[str, Any]) -> Message | None:
+        return scoped_record(self.start, stream, key, compact(data))
 
     def _ordinal(self, first_key: str) -> int:
         seen = self.ordinals.get(first_key, 0) + 1
@@ -417,9 +419,11 @@ class _Importer:
         except Malformed as problem:
             yield rejected(PROFILE, problem, file.path, _where(file, 0))
             return
-        yield from self._emit(PROFILE, user_id, data)
+        message = self._emit(PROFILE, user_id, data)
+        if message is not None:
+            yield message
 
-    def _extended(self, entry: Mapping[str, Any]) -> Iterator[Message]:
+    def _extended(self, entry: Mapping[str, Any]) -> Message | None:
         """Extended history: `ts` (UTC, to the second) is when the listen ended, as in the Web
         API. An entry is a track, an episode or an audiobook chapter by which names it has."""
         ended = moment(entry, "ts", parse_iso)
@@ -473,24 +477,26 @@ class _Importer:
                 "chapter_uri": chapter_uri,
             }
         else:
-            yield omit("content_without_metadata")
-            return
+            return omit("content_without_metadata")
         key = listen_key(ended, "second", *names)
-        yield from self._emit(stream, key, {"play_id": key, **common, **own})
+        return self._emit(stream, key, {"play_id": key, **common, **own})
 
     def _minute_listens(
         self, stream: str, first: tuple[str, str], second: tuple[str, str]
-    ) -> Callable[[Mapping[str, Any]], Iterator[Message]]:
+    ) -> Callable[[Mapping[str, Any]], Message | None]:
         """Entries of a basic history (`endTime`, UTC to the minute, two names, `msPlayed`):
         music (artist, track) or podcasts (show, episode). Each (source field, record field)
         pair names one of the two names a listen is keyed by."""
 
-        def parse(entry: Mapping[str, Any]) -> Iterator[Message]:
+        def parse(entry: Mapping[str, Any]) -> Message | None:
             ended = moment(entry, "endTime", _basic_time)
             names = (required_text(entry, first[0]), required_text(entry, second[0]))
             precision: Precision = "minute"
-            ordinal = self._ordinal(f"{stream}|{listen_key(ended, precision, *names)}")
-            key = listen_key(ended, precision, *names, ordinal=ordinal)
+            first_key = listen_key(ended, precision, *names)
+            ordinal = self._ordinal(f"{stream}|{first_key}")
+            key = (
+                first_key if ordinal == 1 else listen_key(ended, precision, *names, ordinal=ordinal)
+            )
             data = {
                 "play_id": key,
                 "played_at": iso(ended),
@@ -499,7 +505,7 @@ class _Importer:
                 second[1]: names[1],
                 "ms_played": field(entry, "msPlayed", int),
             }
-            yield from self._emit(stream, key, data)
+            return self._emit(stream, key, data)
 
         return parse
 
@@ -516,7 +522,7 @@ class _Importer:
             if section != "tracks" and isinstance(value, list) and value:
                 yield omit(f"library_{_snake(section)}_not_modelled", len(value))
 
-    def _liked_track(self, entry: Mapping[str, Any]) -> Iterator[Message]:
+    def _liked_track(self, entry: Mapping[str, Any]) -> Message | None:
         uri = required_text(entry, "uri")
         data = {
             "track_uri": uri,
@@ -524,7 +530,7 @@ class _Importer:
             "artist_name": required_text(entry, "artist"),
             "album_name": text(entry, "album"),
         }
-        yield from self._emit(SAVED_TRACKS, uri, data)
+        return self._emit(SAVED_TRACKS, uri, data)
 
     def _playlists(self, file: _File, document: Any) -> Iterator[Message]:
         for index, playlist in enumerate(document.get("playlists", [])):
@@ -578,7 +584,9 @@ class _Importer:
                 "item_count": len(raw_items),
                 "items": [compact(item) for item in items],
             }
-            yield from self._emit(PLAYLISTS, playlist_key, data)
+            message = self._emit(PLAYLISTS, playlist_key, data)
+            if message is not None:
+                yield message
 
 
 def _not_modelled(what: str) -> Message:

@@ -1,9 +1,16 @@
 """The items of a JSON array document, parsed one at a time from a stream of byte chunks.
 
 orjson parses a whole document at once; a 9 MB history file then becomes about 25 MiB of
-Python objects held together. Here the array is walked without building it: each item's byte
-span is found, then handed to orjson, so only one item is alive at a time and every value is
-exactly what orjson makes of it.
+Python objects held together. Here the array is read a buffer (`READ_AHEAD` bytes) at a time:
+the whole items the buffer holds are handed to orjson together, so only one buffer's items are
+alive at a time and every value is exactly what orjson makes of it.
+
+A buffer's items are the bytes from the next item to the buffer's last `}`, parsed inside
+brackets: when they parse, they are whole items (a JSON value is self-delimiting, so the walk
+below would find the same ones), and one orjson call per buffer is much cheaper than one per
+item. When they do not (the last `}` is inside a string or a nested object of an item the buffer
+cuts, or the document is damaged), the items are walked one at a time until the next buffer:
+each item's byte span is found, then handed to orjson.
 
 The walk accepts a document only if orjson would: the spans are parsed by orjson, the bytes
 between them may be only JSON whitespace, one comma between two items and the closing bracket
@@ -98,10 +105,11 @@ def array_items(chunks: Iterator[bytes]) -> Iterator[Any]:
     """Each item of the JSON array `chunks` spell (a UTF-8 byte order mark first is allowed, as
     orjson is given the document without it), parsed when it is reached."""
     buffer, at = b"", 0
+    tried = False  # whether the buffer's whole items were parsed together (or could not be)
 
     def pull(least: int) -> bool:
         """Keep what is unread and add at least `least` bytes; False at the end of the stream."""
-        nonlocal buffer, at
+        nonlocal buffer, at, tried
         parts, added = [buffer[at:]], 0
         for chunk in chunks:
             parts.append(chunk)
@@ -110,8 +118,25 @@ def array_items(chunks: Iterator[bytes]) -> Iterator[Any]:
                 break
         if not added:
             return False
-        buffer, at = b"".join(parts), 0
+        buffer, at, tried = b"".join(parts), 0, False
         return True
+
+    def whole_items() -> list[Any]:
+        """The items from `at` to the buffer's last `}` when they are whole items, parsed by one
+        orjson call and moved past; none when they are not. Tried once a buffer."""
+        nonlocal at, tried
+        if tried:
+            return []
+        tried = True
+        end = buffer.rfind(b"}", at) + 1
+        if not end:
+            return []
+        try:
+            items: list[Any] = orjson.loads(b"[" + buffer[at:end] + b"]")
+        except orjson.JSONDecodeError:
+            return []
+        at = end
+        return items
 
     def space() -> bool:
         """Move past whitespace; False when the document ends there."""
@@ -137,11 +162,15 @@ def array_items(chunks: Iterator[bytes]) -> Iterator[Any]:
         at += 1
     else:
         while True:
-            while (item := _item_at(buffer, at)) is None:
-                if not pull(max(len(buffer) - at, READ_AHEAD)):  # doubles a long item's room
-                    raise NotAnArray
-            value, at = item
-            yield value
+            items = whole_items()
+            if items:
+                yield from items
+            else:
+                while (item := _item_at(buffer, at)) is None:
+                    if not pull(max(len(buffer) - at, READ_AHEAD)):  # doubles a long item's room
+                        raise NotAnArray
+                value, at = item
+                yield value
             if not space():
                 raise NotAnArray
             mark = buffer[at]
