@@ -388,7 +388,6 @@ class Collection(ConnectionRecords):
                     head.match_key,
                 )
             )
-            changes.append((stage, next_id, 1, "insert", None, None))
             if not head.deleted:
                 index.append((next_id, head.data))
             next_id += 1
@@ -468,6 +467,15 @@ class Collection(ConnectionRecords):
                 updates,
             )
         self._index(db, stream, connection_id, fields, index)
+        if inserts:
+            # the inserts' ids are consecutive: their change-log rows in one statement (one
+            # AUTOINCREMENT update, not one per row: a quarter of the cost)
+            db.execute(
+                "WITH RECURSIVE ids(id) AS (SELECT ? UNION ALL SELECT id + 1 FROM ids "
+                "WHERE id < ?) INSERT INTO record_changes (stage, record_id, version, op) "
+                "SELECT ?, id, 1, 'insert' FROM ids",
+                (inserts[0][0], inserts[-1][0], stage),
+            )
         if changes:
             db.executemany(
                 "INSERT INTO record_changes (stage, record_id, version, op, fields, prior) "
