@@ -7,6 +7,7 @@ them. Nothing here touches SQL, HTTP or a subprocess.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 Semantics = Literal["append_only", "mutable_state"]
@@ -185,7 +186,12 @@ class ConnectorManifest:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def stream(self, name: str) -> StreamDefinition | None:
-        return next((s for s in self.streams if s.name == name), None)
+        return self._streams_by_name.get(name)
+
+    @cached_property
+    def _streams_by_name(self) -> dict[str, StreamDefinition]:
+        # looked up for every record a run writes
+        return {s.name: s for s in reversed(self.streams)}
 
     @property
     def path(self) -> AcquisitionPath:
