@@ -116,7 +116,7 @@ class SQLiteBase:
             db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             db.execute("PRAGMA temp_store = MEMORY")
             db.execute("PRAGMA foreign_keys = OFF")
-            register(db, self._codec)
+            register(db, self._codec, self._load_dictionary)
             self._local.db = db
             self._local.depth = 0
         return db
@@ -163,7 +163,10 @@ class SQLiteBase:
 
     def _record_json(self, data: bytes) -> bytes:
         """A stored record's JSON, whether compressed or not (see `record_codec`)."""
-        return self._codec.decode(data, loader(self._db()))
+        return self._codec.decode(data, self._load_dictionary)
+
+    def _load_dictionary(self, dictionary_id: int) -> bytes | None:
+        return loader(self._db())(dictionary_id)
 
     @staticmethod
     def _record_scope(
@@ -198,6 +201,10 @@ class SQLiteBase:
         """How a connection's stream stores record JSON now (see `record_codec`)."""
         encode = self._codec.encoder(db, connection_id, stream, batch)
         return _as_is if encode is None else encode
+
+    def _records_data(self, stored: Sequence[bytes]) -> list[dict[str, Any]]:
+        """Several records' data at once (a page of a read; see `RecordCodec.decode_many`)."""
+        return [orjson.loads(d) for d in self._codec.decode_many(stored, self._load_dictionary)]
 
     def _record_data(self, data: bytes) -> dict[str, Any]:
         decoded: dict[str, Any] = orjson.loads(self._record_json(data))

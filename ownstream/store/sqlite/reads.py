@@ -179,11 +179,13 @@ class ReadQueries(SearchIndex):
                 connection_id=row[0],
                 stream=scope.stream.name,
                 record_key=row[1],
-                data=project(self._record_data(row[2]), fields),
+                data=project(data, fields),
                 emitted_at=row[3],
                 cursor_value=row[4],
             )
-            for row in rows[:limit]
+            for row, data in zip(
+                rows[:limit], self._records_data([row[2] for row in rows[:limit]]), strict=True
+            )
         ]
         return page, len(rows) > limit
 
@@ -203,15 +205,8 @@ class ReadQueries(SearchIndex):
         ).fetchall()
         fields = frozenset(scope.fields)
         return [
-            StoredRecord(
-                row[0],
-                scope.stream.name,
-                row[1],
-                project(self._record_data(row[2]), fields),
-                row[3],
-                row[4],
-            )
-            for row in rows
+            StoredRecord(row[0], scope.stream.name, row[1], project(data, fields), row[3], row[4])
+            for row, data in zip(rows, self._records_data([row[2] for row in rows]), strict=True)
         ]
 
     # counts ---------------------------------------------------------------------------------
@@ -350,13 +345,15 @@ class ReadQueries(SearchIndex):
                     connection_id=row[0],
                     stream=scope.stream.name,
                     record_key=row[1],
-                    data=None if row[4] else project(self._record_data(row[2]), keep),
+                    data=None if row[4] else project(data, keep),
                     emitted_at=row[3],
                     deleted=bool(row[4]),
                     deleted_at=row[5],
                     position=(publish_seq, row[6]),
                 )
-                for row in rows
+                for row, data in zip(
+                    rows, self._records_data([row[2] for row in rows]), strict=True
+                )
             )
             if len(page) > limit:
                 return page[:limit], True
@@ -432,10 +429,12 @@ class ReadQueries(SearchIndex):
                 connection_id=row[1],
                 stream=row[2],
                 record_key=row[3],
-                data=project(self._record_data(row[4]), fields_by_stream[row[2]]),
+                data=project(data, fields_by_stream[row[2]]),
                 emitted_at=row[5],
             )
-            for row in rows[:limit]
+            for row, data in zip(
+                rows[:limit], self._records_data([row[4] for row in rows[:limit]]), strict=True
+            )
         ]
         return hits, len(rows) > limit
 

@@ -114,6 +114,29 @@ class RecordCodec:
         if data[:4] != ZSTD_MAGIC:
             return data
         dictionary_id = zstandard.get_frame_parameters(data).dict_id
+        decoded: bytes = self._decompressor(dictionary_id, load).decompress(data)
+        return decoded
+
+    def decode_many(self, stored: Sequence[bytes], load: Loader) -> list[bytes]:
+        """Stored records' JSON, each dictionary's frames in one call. A read serving several
+        requests at once decodes a page this way: zstd lets go of the GIL for each call, and
+        taking it back after each of a hundred sub-microsecond calls, with other threads
+        waiting, costs more than the decoding (3 µs a record instead of 1.2 at 4 threads)."""
+        decoded = list(stored)
+        frames: dict[int, list[int]] = {}
+        for index, data in enumerate(stored):
+            if data[:4] == ZSTD_MAGIC:
+                dictionary_id = zstandard.get_frame_parameters(data).dict_id
+                frames.setdefault(dictionary_id, []).append(index)
+        for dictionary_id, indexes in frames.items():
+            buffers = self._decompressor(dictionary_id, load).multi_decompress_to_buffer(
+                [stored[index] for index in indexes]
+            )
+            for position, index in enumerate(indexes):
+                decoded[index] = buffers[position].tobytes()
+        return decoded
+
+    def _decompressor(self, dictionary_id: int, load: Loader) -> zstandard.ZstdDecompressor:
         decompressors: dict[int, zstandard.ZstdDecompressor] = self._thread_cache(
             "decompressors"
         )
@@ -122,8 +145,7 @@ class RecordCodec:
             decompressor = decompressors[dictionary_id] = zstandard.ZstdDecompressor(
                 dict_data=self._dictionary(dictionary_id, load)
             )
-        decoded: bytes = decompressor.decompress(data)
-        return decoded
+        return decompressor
 
     def _dictionary(self, dictionary_id: int, load: Loader) -> zstandard.ZstdCompressionDict:
         found = self._dictionaries.get(dictionary_id)
@@ -155,10 +177,13 @@ def loader(db: sqlite3.Connection) -> Loader:
     return load
 
 
-def register(db: sqlite3.Connection, codec: RecordCodec) -> None:
+def register(db: sqlite3.Connection, codec: RecordCodec, load: Loader | None = None) -> None:
     """`record_json(data)` on this connection: a stored record's JSON text, for SQL's JSON
-    functions (the store's connections, and anything reading its file straight)."""
-    load = loader(db)
+    functions (the store's connections, and anything reading its file straight). The store
+    passes a `load` that does not hold the connection: a function holding its own connection
+    is a reference cycle, and a connection left to the cycle collector is never closed (nor
+    is its WAL checkpointed) when its thread ends."""
+    load = load or loader(db)
 
     def record_json(data: bytes) -> str:
         return codec.decode(data, load).decode()
