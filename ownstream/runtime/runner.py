@@ -49,7 +49,7 @@ from ownstream.runtime.session import (
 from ownstream.store.base import BatchReceipt, Store
 
 ProgressCallback = Callable[[dict[str, Any]], None]
-BATCH_SIZE = 5000
+BATCH_SIZE = 3000  # records per batch (see docs/protocol.md, commit rules)
 HEARTBEATS_PER_LEASE = 4  # a lease survives a few missed beats (a busy database) before it lapses
 
 

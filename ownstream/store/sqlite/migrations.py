@@ -171,13 +171,16 @@ INSERT INTO record_rows (record_id, scope, record_key, parked, stage, version, d
 DELETE FROM sqlite_sequence WHERE name = 'record_rows';
 UPDATE sqlite_sequence SET name = 'record_rows' WHERE name = 'records';
 DROP TABLE records;
+DROP TABLE search_index;
+DELETE FROM search_fields;
 """
 
 
 def _v2_to_v3(store: SQLiteBase) -> None:
     """Rows name their connection and stream by a number (`record_scopes`), read through the
     `records` view; record data may be compressed (`record_dictionaries`): rows stored before
-    stay JSON, which version 3 reads as well."""
+    stay JSON, which version 3 reads as well. The search index loses its column sizes, so it
+    is rebuilt by `sync_search`."""
     with store._tx() as db:
         run_script(db, schema_script())  # the new tables (the old `records` keeps its name)
         run_script(db, _V2_TO_V3)

@@ -273,9 +273,11 @@ CREATE TABLE IF NOT EXISTS connection_state (
 -- `scope` holds opaque stream and connection tokens so a grant's connections and streams are
 -- part of the MATCH itself; f0..f7 hold the searchable fields in the order `search_fields`
 -- recorded for the stream when its rows were indexed.
+-- No column sizes (`columnsize = 0`): they serve only bm25 ranking, and hits are newest first.
 CREATE VIRTUAL TABLE IF NOT EXISTS search_index USING fts5 (
     scope, f0, f1, f2, f3, f4, f5, f6, f7,
     content = '',
+    columnsize = 0,
     tokenize = 'unicode61 remove_diacritics 2'
 );
 CREATE TABLE IF NOT EXISTS search_fields (
