@@ -264,7 +264,7 @@ class Collection(ConnectionRecords):
                 )
             )
         total = BatchStats()
-        with self._tx() as db:
+        with self._tx(commit_behind=True) as db:
             self._hold_lease(db, acquisition)
             for definition, plan in plans:
                 self._apply(db, acquisition, definition, plan)

@@ -11,6 +11,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from importlib import resources
@@ -41,6 +42,16 @@ def dumps(value: Any) -> bytes:
 def dumps_text(value: Any) -> str:
     """JSON as TEXT, for columns SQLite's JSON functions must read."""
     return orjson.dumps(value).decode()
+
+
+def _commit(db: sqlite3.Connection) -> None:
+    try:
+        db.execute("COMMIT")
+    except BaseException:
+        # a failed COMMIT may leave the transaction open: nothing of it is kept
+        with suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
 
 
 def _as_is(data: bytes) -> bytes:
@@ -90,6 +101,8 @@ class SQLiteBase:
         self.clock = clock
         self._local = threading.local()
         self._codec = RecordCodec()
+        self._committer_lock = threading.Lock()
+        self._committer: ThreadPoolExecutor | None = None
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
             # created 0600 from the start; SQLite gives its -wal and -shm the same mode. Never
@@ -105,6 +118,7 @@ class SQLiteBase:
 
     # connections to the file -----------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
+        self._await_commit()
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -122,8 +136,16 @@ class SQLiteBase:
         return db
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction; nested calls join the outer one (as savepoints)."""
+    def _tx(self, *, commit_behind: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction; nested calls join the outer one (as savepoints).
+
+        With `commit_behind`, the COMMIT of an outer transaction runs on the store's commit
+        thread and the call returns at once: a batch's commit (writing its pages to the WAL,
+        FTS5 flushing its terms, a checkpoint now and then) is one long call into SQLite
+        without the GIL, so it overlaps the caller's work on the next batch. The caller's
+        next use of its connection (`_db`, so any store call on its thread) waits for it and
+        raises its error; readers could not see the batch before its stage is published
+        anyway."""
         db = self._db()
         depth: int = self._local.depth
         name = f"sp{depth}"
@@ -140,9 +162,28 @@ class SQLiteBase:
                 db.execute(f"RELEASE {name}")
             raise
         self._local.depth = depth
-        db.execute("COMMIT" if depth == 0 else f"RELEASE {name}")
+        if depth > 0:
+            db.execute(f"RELEASE {name}")
+        elif commit_behind:
+            self._local.commit = self._commit_thread().submit(_commit, db)
+        else:
+            db.execute("COMMIT")
+
+    def _commit_thread(self) -> ThreadPoolExecutor:
+        with self._committer_lock:
+            if self._committer is None:
+                self._committer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
+            return self._committer
+
+    def _await_commit(self) -> None:
+        """Wait for this thread's commit behind, if one is running; raise its error."""
+        pending: Future[None] | None = getattr(self._local, "commit", None)
+        if pending is not None:
+            self._local.commit = None
+            pending.result()
 
     def close(self) -> None:
+        self._await_commit()
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is not None:
             db.close()
