@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import typer
@@ -24,6 +25,16 @@ def main(
     ),
 ) -> None:
     ctx.obj = {"home": home}
+    tune_garbage_collection()
+
+
+def tune_garbage_collection() -> None:
+    """The command's modules are loaded and live as long as the process: the cyclic collector
+    need not walk them again (`gc.freeze`), and it runs after 10,000 net allocations instead
+    of 700. Records are acyclic and freed as they go; importing 300,000 Spotify plays spent
+    1.55 s of ~15 in the collector with the defaults, 0.21 s with these."""
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 app.add_typer(connectors_app, name="connectors")
