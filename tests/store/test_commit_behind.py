@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ownstream.model import ReadScope
+from ownstream.search import parse_query
 from ownstream.store.sqlite import SQLiteStore, database
 from tests.store.contract.conftest import NOTES, Clock, Harness, note
 
@@ -44,10 +46,10 @@ def test_the_next_store_call_waits_for_the_commit(
     events: list[str] = []
     real = database._commit
 
-    def slow(db: sqlite3.Connection) -> None:
+    def slow(db: sqlite3.Connection, behind: Sequence[tuple[str, Sequence[Any]]]) -> None:
         started.set()
         assert release.wait(10)
-        real(db)
+        real(db, behind)
         events.append("committed")
 
     monkeypatch.setattr(database, "_commit", slow)
@@ -72,7 +74,7 @@ def test_a_failed_commit_surfaces_at_the_next_call_and_keeps_nothing(
     harness.write(stage, [note("n1", title="kept")])
     real = database._commit
 
-    def failing(db: sqlite3.Connection) -> None:
+    def failing(db: sqlite3.Connection, behind: Sequence[tuple[str, Sequence[Any]]]) -> None:
         db.execute("ROLLBACK")  # what a failed COMMIT leaves: nothing of the batch
         raise sqlite3.OperationalError("disk I/O error")
 
@@ -95,3 +97,37 @@ def test_closing_waits_for_the_commit(harness: Harness) -> None:
     harness.write(stage, [note(f"n{i}", title="x" * 200) for i in range(2000)])
     harness.store.close()
     assert _rows(harness) == 2000
+
+
+def test_a_batch_indexed_behind_is_searchable_and_a_failed_one_leaves_no_index_rows(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search rows of a batch are written behind, in its transaction: a batch whose end
+    fails leaves neither its records nor their search rows (a contentless index would
+    otherwise keep terms for rows that do not exist)."""
+    connection_id = harness.connection("a")
+    stage = harness.stage(connection_id)
+    harness.write(stage, [note("n1", title="harbour lighthouse")])
+    real = database._commit
+
+    def failing(db: sqlite3.Connection, behind: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        for sql, params in behind:
+            db.execute(sql, params)
+        db.execute("ROLLBACK")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(database, "_commit", failing)
+    harness.write(stage, [note("n2", title="harbour storm")])
+    monkeypatch.setattr(database, "_commit", real)
+    with pytest.raises(sqlite3.OperationalError):
+        harness.publish(stage)
+    harness.write(stage, [note("n3", title="harbour quiet")])
+    harness.publish(stage)
+    scope = ReadScope(NOTES, (connection_id,), NOTES.fields)
+    hits, _ = harness.store.search([scope], parse_query("harbour"), limit=10, before=None)
+    assert sorted(h.record_key for h in hits) == ["n1", "n3"]
+    assert isinstance(harness.store, SQLiteStore)
+    with sqlite3.connect(harness.store.path) as db:
+        assert db.execute(
+            "SELECT count(*) FROM search_index WHERE search_index MATCH 'storm'"
+        ).fetchone() == (0,)

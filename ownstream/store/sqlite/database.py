@@ -44,11 +44,13 @@ def dumps_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _commit(db: sqlite3.Connection) -> None:
+def _commit(db: sqlite3.Connection, behind: Sequence[tuple[str, Sequence[Any]]]) -> None:
     try:
+        for sql, params in behind:
+            db.execute(sql, params)
         db.execute("COMMIT")
     except BaseException:
-        # a failed COMMIT may leave the transaction open: nothing of it is kept
+        # a failed statement or COMMIT may leave the transaction open: nothing of it is kept
         with suppress(sqlite3.Error):
             db.execute("ROLLBACK")
         raise
@@ -139,35 +141,54 @@ class SQLiteBase:
     def _tx(self, *, commit_behind: bool = False) -> Iterator[sqlite3.Connection]:
         """A write transaction; nested calls join the outer one (as savepoints).
 
-        With `commit_behind`, the COMMIT of an outer transaction runs on the store's commit
-        thread and the call returns at once: a batch's commit (writing its pages to the WAL,
-        FTS5 flushing its terms, a checkpoint now and then) is one long call into SQLite
-        without the GIL, so it overlaps the caller's work on the next batch. The caller's
-        next use of its connection (`_db`, so any store call on its thread) waits for it and
-        raises its error; readers could not see the batch before its stage is published
-        anyway."""
+        With `commit_behind`, the end of an outer transaction runs on the store's commit
+        thread and the call returns at once: the statements its body left for later
+        (`_later`: each one long call into SQLite for a whole batch) and its COMMIT (the WAL
+        write, FTS5 flushing its terms, a checkpoint now and then) run without the GIL, so
+        they overlap the caller's work on its next batch. The caller's next use of its
+        connection (`_db`, so any store call on its thread) waits for them and raises their
+        error, after which nothing of the transaction is kept; readers could not see a
+        batch before its stage is published anyway."""
         db = self._db()
         depth: int = self._local.depth
         name = f"sp{depth}"
         db.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {name}")
+        if depth == 0:
+            self._local.behind = [] if commit_behind else None
+        behind: list[tuple[str, Sequence[Any]]] | None = self._local.behind
+        queued = 0 if behind is None else len(behind)
         self._local.depth = depth + 1
         try:
             yield db
         except BaseException:
             self._local.depth = depth
             if depth == 0:
+                self._local.behind = None
                 db.execute("ROLLBACK")
             else:
+                if behind is not None:
+                    del behind[queued:]  # what the savepoint left for later goes with it
                 db.execute(f"ROLLBACK TO {name}")
                 db.execute(f"RELEASE {name}")
             raise
         self._local.depth = depth
         if depth > 0:
             db.execute(f"RELEASE {name}")
-        elif commit_behind:
-            self._local.commit = self._commit_thread().submit(_commit, db)
+            return
+        self._local.behind = None
+        if behind is not None:
+            self._local.commit = self._commit_thread().submit(_commit, db, behind)
         else:
             db.execute("COMMIT")
+
+    def _later(self, sql: str, params: Sequence[Any]) -> bool:
+        """Leave a statement for the end of a commit-behind transaction (see `_tx`); False,
+        doing nothing, outside one (the caller runs it now, its own way)."""
+        behind: list[tuple[str, Sequence[Any]]] | None = getattr(self._local, "behind", None)
+        if behind is None:
+            return False
+        behind.append((sql, params))
+        return True
 
     def _commit_thread(self) -> ThreadPoolExecutor:
         with self._committer_lock:

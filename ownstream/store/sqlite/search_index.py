@@ -24,6 +24,12 @@ _INSERT = (
     "INSERT INTO search_index (rowid, scope, f0, f1, f2, f3, f4, f5, f6, f7) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# a whole batch in one statement (one call into SQLite, left for a commit behind)
+_INSERT_ROWS = (
+    "INSERT INTO search_index (rowid, scope, f0, f1, f2, f3, f4, f5, f6, f7) "
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
+    "value ->> 6, value ->> 7, value ->> 8, value ->> 9 FROM json_each(?)"
+)
 _DELETE = (
     "INSERT INTO search_index (search_index, rowid, scope, f0, f1, f2, f3, f4, f5, f6, f7) "
     "VALUES ('delete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -100,7 +106,9 @@ class SearchIndex(SQLiteBase):
     ) -> None:
         if fields:
             scope = self._scope(stream, connection_id)
-            db.executemany(_INSERT, [_row(i, scope, fields, data) for i, data in items])
+            rows = [_row(i, scope, fields, data) for i, data in items]
+            if rows and not self._later(_INSERT_ROWS, (orjson.dumps(rows),)):
+                db.executemany(_INSERT, rows)
 
     def _unindex(
         self,
