@@ -726,13 +726,15 @@ def _timed_store(path: Path) -> Any:
             super().__init__(path)
 
         @contextlib.contextmanager
-        def _tx(self) -> Iterator[sqlite3.Connection]:
+        def _tx(self, *, commit_behind: bool = False) -> Iterator[sqlite3.Connection]:
             self._db()  # this thread's connection, and its transaction depth
             nested = self._local.depth > 0
             begin = time.perf_counter()
-            with super()._tx() as db:
+            with super()._tx(commit_behind=commit_behind) as db:
                 held = time.perf_counter()
                 yield db
+            # a batch's commit behind holds the lock until it is done: timed to its end here
+            self._await_commit()
             if not nested:
                 self.transactions.append((held - begin, time.perf_counter() - held))
                 self.holds.append(self.transactions[-1][1])

@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from ownstream.runtime.runner import BATCH_SIZE
 from tests.conftest import Owner
 from tests.runtime.messages import done, identity_msg, item, state_msg
 from tests.services import free_port
@@ -24,7 +25,7 @@ from .conftest import (
 )
 
 pytestmark = pytest.mark.reliability
-ENTRIES = 12_000  # three batches of 5,000 and a bit
+ENTRIES = 4 * BATCH_SIZE + 500  # four batches and a bit
 
 
 def answers(port: int) -> bool:
@@ -45,7 +46,7 @@ def test_an_import_killed_at_any_point_leaves_nothing_and_reimports_exactly(
     owner = journal_home
     path = owner.import_file("big.jsonl", journal_lines(ENTRIES), header={"user": "u1"})
     process = start(owner, "import", "journal-export", str(path))
-    threshold = {"started": 0, "one_batch": 5_000, "two_batches": 10_000}[point]
+    threshold = {"started": 0, "one_batch": BATCH_SIZE, "two_batches": 2 * BATCH_SIZE}[point]
     wait_until(
         lambda: bool(rows(owner, "SELECT 1 FROM runs")) and staged(owner) >= threshold,
         what=f"the import to reach {point}",
