@@ -91,7 +91,8 @@ def allow(names: tuple[str, ...], owner_params: tuple[str, ...] = ()) -> Any:
     """A dependency: the read, once every query parameter is known to be one of `names`
     (or the connection narrowing), or, for the owner, one of `owner_params`."""
 
-    def checked(current: Annotated[Read, Depends(read)]) -> Read:
+    # async: checking names is pure Python, and a sync dependency costs a worker-thread hop
+    async def checked(current: Annotated[Read, Depends(read)]) -> Read:
         check_params(current.request, current.who, (*names, *NARROWING), owner_params)
         return current
 
