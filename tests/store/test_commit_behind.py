@@ -131,3 +131,22 @@ def test_a_batch_indexed_behind_is_searchable_and_a_failed_one_leaves_no_index_r
         assert db.execute(
             "SELECT count(*) FROM search_index WHERE search_index MATCH 'storm'"
         ).fetchone() == (0,)
+
+
+def test_closing_raises_a_failed_commit_and_still_closes(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection_id = harness.connection("a")
+    stage = harness.stage(connection_id)
+
+    def failing(db: sqlite3.Connection, behind: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        db.execute("ROLLBACK")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(database, "_commit", failing)
+    harness.write(stage, [note("n1", title="lost")])
+    with pytest.raises(sqlite3.OperationalError):
+        harness.store.close()
+    assert isinstance(harness.store, SQLiteStore)
+    assert harness.store._local.db is None  # closed all the same; the next call opens anew
+    assert _rows(harness) == 0

@@ -204,11 +204,14 @@ class SQLiteBase:
             pending.result()
 
     def close(self) -> None:
-        self._await_commit()
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        """Close this thread's connection, after its commit behind (whose error it raises)."""
+        try:
+            self._await_commit()
+        finally:
+            db: sqlite3.Connection | None = getattr(self._local, "db", None)
+            if db is not None:
+                db.close()
+                self._local.db = None
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         cursor = self._db().cursor()
